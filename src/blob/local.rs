@@ -1,0 +1,143 @@
+//! Blobs as files in the data directory: `blobs/<first two hex digits>/<id>`.
+//!
+//! A body is written to `tmp/<id>`, fsynced, renamed into place and its directory fsynced before
+//! `finish` returns, so a blob the metadata names survives a crash or a power cut. Leftovers in
+//! `tmp/` are removed at start.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use super::{BlobError, BlobStore, BlobStream, BlobWriter};
+use crate::ids::BlobId;
+
+/// Read buffer for streaming a blob out.
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct LocalBlobs {
+    root: PathBuf,
+}
+
+impl LocalBlobs {
+    /// Opens (creating when needed) a blob directory and clears unfinished uploads.
+    pub fn open(root: &Path) -> Result<LocalBlobs, BlobError> {
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        for prefix in 0..=255u8 {
+            std::fs::create_dir_all(root.join(format!("{prefix:02x}")))?;
+        }
+        sync_dir(root)?;
+        Ok(LocalBlobs { root: root.to_owned() })
+    }
+
+    fn path_of(&self, id: &BlobId) -> PathBuf {
+        let name = id.as_str();
+        self.root.join(&name[..2]).join(name)
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+struct LocalWriter {
+    id: BlobId,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+}
+
+#[async_trait]
+impl BlobWriter for LocalWriter {
+    fn id(&self) -> &BlobId {
+        &self.id
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        self.file.write_all(chunk).await?;
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<BlobId, BlobError> {
+        self.file.flush().await?;
+        self.file.get_ref().sync_all().await?;
+        tokio::fs::rename(&self.tmp_path, &self.final_path).await?;
+        let dir = self.final_path.parent().map(Path::to_owned).unwrap_or_default();
+        tokio::task::spawn_blocking(move || sync_dir(&dir)).await.map_err(std::io::Error::other)??;
+        Ok(self.id)
+    }
+
+    async fn abort(self: Box<Self>) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.tmp_path).await;
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let id = BlobId::generate();
+        let tmp_path = self.root.join("tmp").join(id.as_str());
+        let file = tokio::fs::File::create(&tmp_path).await?;
+        Ok(Box::new(LocalWriter {
+            final_path: self.path_of(&id),
+            id,
+            tmp_path,
+            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+        }))
+    }
+
+    async fn open(&self, id: &BlobId) -> Result<BlobStream, BlobError> {
+        match tokio::fs::File::open(self.path_of(id)).await {
+            Ok(file) => Ok(Box::pin(ReaderStream::with_capacity(file, READ_CHUNK))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NotFound(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete(&self, id: &BlobId) -> Result<(), BlobError> {
+        match tokio::fs::remove_file(self.path_of(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    #[tokio::test]
+    async fn write_read_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobs::open(dir.path()).unwrap();
+        let mut writer = store.create().await.unwrap();
+        writer.write(b"hello ").await.unwrap();
+        writer.write(b"world").await.unwrap();
+        let id = writer.finish().await.unwrap();
+        let chunks: Vec<_> = store.open(&id).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(chunks.concat(), b"hello world");
+        store.delete(&id).await.unwrap();
+        assert!(matches!(store.open(&id).await, Err(BlobError::NotFound(_))));
+        store.delete(&id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn aborted_blob_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobs::open(dir.path()).unwrap();
+        let mut writer = store.create().await.unwrap();
+        writer.write(b"partial").await.unwrap();
+        let id = writer.id().clone();
+        writer.abort().await;
+        assert!(matches!(store.open(&id).await, Err(BlobError::NotFound(_))));
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

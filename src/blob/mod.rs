@@ -1,0 +1,42 @@
+//! The blob store: immutable object bodies under fresh ids. [`BlobStore`] is the trait the service
+//! layer talks to; `local` is the embedded filesystem implementation. Which key a blob holds, and
+//! when a blob is garbage, is the metadata store's business, never the blob store's.
+
+pub mod local;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::ids::BlobId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {0} does not exist")]
+    NotFound(BlobId),
+    #[error("blob storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A body as a stream of chunks.
+pub type BlobStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// Receives a body chunk by chunk; nothing is visible under the id until `finish` returns.
+#[async_trait]
+pub trait BlobWriter: Send {
+    fn id(&self) -> &BlobId;
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError>;
+    /// Makes the blob durable and visible under its id.
+    async fn finish(self: Box<Self>) -> Result<BlobId, BlobError>;
+    /// Throws the partial body away.
+    async fn abort(self: Box<Self>);
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts a new blob under a fresh id.
+    async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError>;
+    async fn open(&self, id: &BlobId) -> Result<BlobStream, BlobError>;
+    /// Deletes a blob; deleting one that does not exist is not an error.
+    async fn delete(&self, id: &BlobId) -> Result<(), BlobError>;
+}

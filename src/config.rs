@@ -1,0 +1,213 @@
+//! Server configuration: defaults (spec section 6), then a TOML file, then `STOWAGE_*`
+//! environment variables, then command-line flags, each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5612";
+pub const DEFAULT_DATA_DIR: &str = "./stowage-data";
+
+/// Everything `stowage serve` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Where the metadata database, the server key and the object bodies live.
+    pub data_dir: PathBuf,
+    /// Base URL of download links (e.g. `https://store.example.com`); by default taken from the
+    /// request's `Host` header.
+    pub public_url: Option<String>,
+    /// Default storage quota per organization, in bytes.
+    #[serde(deserialize_with = "byte_count")]
+    pub default_max_bytes: u64,
+    /// Default file-count quota per organization.
+    pub default_max_files: u64,
+    /// Largest object accepted by `/object/set`, in bytes.
+    #[serde(deserialize_with = "byte_count")]
+    pub max_object_size: u64,
+    /// Oldest accepted `Timestamp`, in seconds.
+    pub timestamp_max_age_secs: i64,
+    /// Furthest accepted `Timestamp` in the future, in seconds.
+    pub timestamp_max_future_secs: i64,
+    /// Lifetime of a download URL (and of its job), in seconds.
+    pub download_url_ttl_secs: i64,
+    /// Entries per `/object/list` page.
+    pub list_page_size: u64,
+    /// Seconds between garbage-collection passes over unreferenced blobs and expired jobs.
+    pub gc_interval_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5612))),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            public_url: None,
+            default_max_bytes: 10 * 1024 * 1024 * 1024,
+            default_max_files: 10_000,
+            max_object_size: 5 * 1024 * 1024 * 1024,
+            timestamp_max_age_secs: 7200,
+            timestamp_max_future_secs: 300,
+            download_url_ttl_secs: 3600,
+            list_page_size: 1000,
+            gc_interval_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Overrides given on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads the layered configuration. The file is `overrides.config_file`, else
+    /// `STOWAGE_CONFIG`, else `stowage.toml` in the working directory when it exists.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| std::env::var_os("STOWAGE_CONFIG").map(PathBuf::from))
+            .or_else(|| Some(PathBuf::from("stowage.toml")).filter(|p| p.exists()));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &file {
+            if !file.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("STOWAGE_").only(&ENV_KEYS.iter().map(|k| k.to_owned()).collect::<Vec<_>>()));
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.list_page_size == 0 {
+            return Err(ConfigError("list_page_size must be at least 1".into()));
+        }
+        if self.download_url_ttl_secs <= 0 {
+            return Err(ConfigError("download_url_ttl_secs must be positive".into()));
+        }
+        if self.timestamp_max_age_secs < 0 || self.timestamp_max_future_secs < 0 {
+            return Err(ConfigError("timestamp windows cannot be negative".into()));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(format!("public_url must start with http:// or https://, got {url}")));
+        }
+        Ok(())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("metadata.sqlite3")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("server.key")
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    pub fn credentials_path(&self) -> PathBuf {
+        self.data_dir.join("initial-credentials.json")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// The environment variables read as configuration (others with the prefix, such as the
+/// client's `STOWAGE_URL`, are not configuration of the server).
+const ENV_KEYS: [&str; 11] = [
+    "listen",
+    "data_dir",
+    "public_url",
+    "default_max_bytes",
+    "default_max_files",
+    "max_object_size",
+    "timestamp_max_age_secs",
+    "timestamp_max_future_secs",
+    "download_url_ttl_secs",
+    "list_page_size",
+    "gc_interval_secs",
+];
+
+/// Accepts a byte count as an integer or as a string such as `"5 GiB"` or `"500 MB"`.
+fn byte_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Number(n) => Ok(n),
+        Raw::Text(text) => parse_byte_count(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `"1048576"`, `"5 GiB"`, `"500MB"` into bytes.
+pub fn parse_byte_count(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(n);
+    }
+    text.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("'{text}' is not a byte count: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_byte_count("1048576"), Ok(1_048_576));
+        assert_eq!(parse_byte_count("5 GiB"), Ok(5 * 1024 * 1024 * 1024));
+        assert_eq!(parse_byte_count("500 MB"), Ok(500_000_000));
+        assert!(parse_byte_count("lots").is_err());
+    }
+
+    #[test]
+    fn file_env_and_flags_layer() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("custom.toml", "list_page_size = 7\nmax_object_size = \"1 MiB\"\ndefault_max_files = 3\n")?;
+            jail.set_env("STOWAGE_DEFAULT_MAX_FILES", "9");
+            jail.set_env("STOWAGE_URL", "http://example.invalid/api/v2");
+            let overrides = Overrides {
+                config_file: Some("custom.toml".into()),
+                listen: Some("127.0.0.1:9999".parse().unwrap()),
+                data_dir: None,
+            };
+            let config = Config::load(&overrides).map_err(|e| e.to_string())?;
+            assert_eq!(config.list_page_size, 7);
+            assert_eq!(config.max_object_size, 1024 * 1024);
+            assert_eq!(config.default_max_files, 9);
+            assert_eq!(config.listen.port(), 9999);
+            assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,280 @@
+//! The HTTP layer: routing under `/api/v2/`, slash collapsing, request decoding, the auth check,
+//! error → response mapping and panic catching. Handlers are thin: they decode, call the
+//! [`Service`], and encode with the wire types.
+
+pub mod fields;
+mod upload;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use crate::service::{DownloadError, Principal, Service, ServiceError};
+use fields::{BodyError, Fields};
+use wire::{JobResponse, ListResponse, Outcome, PropertiesResponse};
+
+/// Largest body accepted by the endpoints other than `/object/set`.
+const MAX_FIELDS_BODY: usize = 1024 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    /// Base of download URLs; when `None`, taken from the request's `Host` header.
+    pub public_url: Option<String>,
+}
+
+/// Everything a handler can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error("Unknown endpoint: {0}")]
+    UnknownEndpoint(String),
+    #[error("Method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| br#"{"success":false,"errors":["internal error"]}"#.to_vec());
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Service(ServiceError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
+            ApiError::Service(ServiceError::TooLarge { .. }) | ApiError::Body(BodyError::TooLarge(_)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Service(ServiceError::Unavailable(_)) | ApiError::Download(DownloadError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Service(_) => StatusCode::OK,
+            ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::Download(DownloadError::NotFound) | ApiError::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
+            ApiError::Download(DownloadError::Expired) => StatusCode::GONE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %self, "storage failure");
+        }
+        let mut response = json_response(status, &Outcome::failed(self.to_string()));
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"stowage\""));
+        }
+        response
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The API service: the router, with slash collapsing in front and panic catching inside.
+pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
+
+/// Builds the API service. Serve it with `axum::ServiceExt::into_make_service`.
+pub fn app(state: AppState) -> App {
+    let router = Router::new()
+        .route("/api/v2/authenticate", get(authenticate).post(authenticate))
+        .route("/api/v2/object/set", post(upload::set))
+        .route("/api/v2/object/properties", post(properties))
+        .route("/api/v2/object/get", post(get_object))
+        .route("/api/v2/object/delete", post(delete))
+        .route("/api/v2/object/list", post(list))
+        .route("/api/v2/download/{job}", get(download))
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state);
+    tower::util::MapRequest::new(router, collapse_slashes as fn(Request) -> Request)
+}
+
+/// `/api/v2//object/set` is a real request shape: runs of `/` in the path collapse to one.
+fn collapse_slashes(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if !path.contains("//") {
+        return request;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    let rebuilt = match request.uri().query() {
+        Some(query) => format!("{collapsed}?{query}"),
+        None => collapsed,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(pq) = rebuilt.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    tracing::error!(request_id = %id, "a request handler panicked");
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &Outcome::failed(format!("internal error (request id {id})")),
+    )
+}
+
+async fn unknown_endpoint(request: Request) -> ApiError {
+    ApiError::UnknownEndpoint(format!("{} {}", request.method(), request.uri().path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed { method: request.method().to_string(), path: request.uri().path().to_owned() }
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the auth headers of a request.
+async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    Ok(state
+        .service
+        .authenticate(header_text(headers, header::AUTHORIZATION.as_str()), header_text(headers, "timestamp"))
+        .await?)
+}
+
+/// Reads and decodes a small request body.
+async fn read_fields(headers: &HeaderMap, body: Body) -> Result<Fields, ApiError> {
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_FIELDS_BODY).await.map_err(|e| {
+        if e.to_string().contains("length limit") {
+            BodyError::TooLarge(MAX_FIELDS_BODY)
+        } else {
+            BodyError::Unparseable(e.to_string())
+        }
+    })?;
+    let content_type = header_text(headers, header::CONTENT_TYPE.as_str());
+    if let Some(ct) = content_type
+        && ct.to_ascii_lowercase().starts_with("multipart/form-data")
+    {
+        return upload::text_fields(ct, bytes).await;
+    }
+    Ok(Fields::decode(content_type, &bytes)?)
+}
+
+/// Where clients reach this server: the configured public URL, else `http://<Host>`.
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.public_url {
+        return url.clone();
+    }
+    let host = header_text(headers, header::HOST.as_str())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)))
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+fn ok<T: Serialize>(body: &T) -> ApiResult {
+    Ok(json_response(StatusCode::OK, body))
+}
+
+async fn authenticate(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    principal(&state, &headers).await?;
+    ok(&Outcome::ok())
+}
+
+async fn properties(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
+    let who = principal(&state, &headers).await?;
+    let fields = read_fields(&headers, request.into_body()).await?;
+    let org = fields.required_text("organizationId")?;
+    let key = fields.required_text("key")?;
+    let meta = state.service.properties(&who, &org, &key).await?;
+    ok(&PropertiesResponse::from(meta))
+}
+
+async fn get_object(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
+    let who = principal(&state, &headers).await?;
+    let fields = read_fields(&headers, request.into_body()).await?;
+    let org = fields.required_text("organizationId")?;
+    let base = base_url(&state, &headers);
+    if let Some(job) = fields.text("jobId")? {
+        let ticket = state.service.poll_download(&who, &org, &job, &base).await?;
+        return ok(&JobResponse::from(ticket));
+    }
+    if let Some(keys) = fields.text_list("keys")? {
+        let ticket = state.service.create_download(&who, &org, &keys, &base).await?;
+        return ok(&JobResponse::from(ticket));
+    }
+    if let Some(key) = fields.text("key")? {
+        // Legacy shape (lean CLI 2023-08 to 2024-04): answers exactly like /object/properties.
+        let meta = state.service.properties(&who, &org, &key).await?;
+        return ok(&PropertiesResponse::from(meta));
+    }
+    if fields.has("keys") {
+        return Err(ServiceError::NoKeys.into());
+    }
+    Err(ServiceError::MissingField("keys").into())
+}
+
+async fn delete(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
+    let who = principal(&state, &headers).await?;
+    let fields = read_fields(&headers, request.into_body()).await?;
+    let org = fields.required_text("organizationId")?;
+    let key = fields.required_text("key")?;
+    state.service.delete(&who, &org, &key).await?;
+    ok(&Outcome::ok())
+}
+
+async fn list(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
+    let who = principal(&state, &headers).await?;
+    let fields = read_fields(&headers, request.into_body()).await?;
+    let org = fields.required_text("organizationId")?;
+    let path = fields.text("path")?;
+    let page = fields.page("page")?;
+    let listing = state.service.list(&who, &org, path.as_deref().unwrap_or(""), page).await?;
+    ok(&ListResponse::new(path.as_deref(), listing))
+}
+
+#[derive(serde::Deserialize)]
+struct DownloadQuery {
+    #[serde(default)]
+    expires: String,
+    #[serde(default)]
+    signature: String,
+}
+
+async fn download(State(state): State<AppState>, Path(job): Path<String>, Query(query): Query<DownloadQuery>) -> ApiResult {
+    let (job, stream) = state.service.open_download(&job, &query.expires, &query.signature).await?;
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"stowage-{job}.zip\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slashes_collapse() {
+        let request = Request::builder().uri("/api/v2//object///set?a=b//c").body(Body::empty()).unwrap();
+        let request = collapse_slashes(request);
+        assert_eq!(request.uri().path(), "/api/v2/object/set");
+        assert_eq!(request.uri().query(), Some("a=b//c"));
+    }
+}

@@ -1,0 +1,274 @@
+//! Object keys and folder paths: the one place where raw key strings from a request are
+//! normalized and validated (spec section 4). Nothing below the HTTP layer sees a raw key.
+//!
+//! Normalization: `\` becomes `/`, leading `/` are removed, runs of `/` collapse to one.
+//! A [`Key`] names a file and may not end in `/`; a [`FolderPath`] names a folder (or the root)
+//! and may.
+
+use std::fmt;
+
+/// Longest key, in bytes of UTF-8 after normalization.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Most segments in a key.
+pub const MAX_KEY_SEGMENTS: usize = 100;
+
+/// Why a key or path was refused. The message names the key as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("Invalid key '{0}': the key is empty")]
+    Empty(String),
+    #[error("Invalid key '{0}': a file key cannot end with '/'")]
+    TrailingSlash(String),
+    #[error("Invalid key '{0}': '.' and '..' are not allowed as path segments")]
+    DotSegment(String),
+    #[error("Invalid key '{0}': control characters are not allowed")]
+    ControlCharacter(String),
+    #[error("Invalid key '{key}': it is {bytes} bytes long, the limit is {MAX_KEY_BYTES} bytes")]
+    TooLong { key: String, bytes: usize },
+    #[error("Invalid key '{key}': it has {segments} segments, the limit is {MAX_KEY_SEGMENTS}")]
+    TooDeep { key: String, segments: usize },
+}
+
+/// A normalized, valid file key such as `models/m1.json`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(String);
+
+/// A normalized folder path: `""` is the root, otherwise a key-shaped path without trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FolderPath(String);
+
+/// Applies the normalization rules without validating: `\` → `/`, strip leading `/`, collapse runs.
+fn normalize(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut previous_slash = true; // drops leading slashes
+    for c in raw.chars() {
+        let c = if c == '\\' { '/' } else { c };
+        if c == '/' {
+            if !previous_slash {
+                out.push('/');
+            }
+            previous_slash = true;
+        } else {
+            out.push(c);
+            previous_slash = false;
+        }
+    }
+    out
+}
+
+/// Validates a normalized path without a trailing slash (segments, characters, size).
+fn validate(raw: &str, normalized: &str) -> Result<(), KeyError> {
+    if normalized.is_empty() {
+        return Err(KeyError::Empty(raw.to_owned()));
+    }
+    if normalized.chars().any(|c| c.is_control() && (c <= '\u{1f}' || c == '\u{7f}')) {
+        return Err(KeyError::ControlCharacter(raw.to_owned()));
+    }
+    if normalized.split('/').any(|s| s == "." || s == "..") {
+        return Err(KeyError::DotSegment(raw.to_owned()));
+    }
+    if normalized.len() > MAX_KEY_BYTES {
+        return Err(KeyError::TooLong { key: raw.to_owned(), bytes: normalized.len() });
+    }
+    let segments = normalized.split('/').count();
+    if segments > MAX_KEY_SEGMENTS {
+        return Err(KeyError::TooDeep { key: raw.to_owned(), segments });
+    }
+    Ok(())
+}
+
+impl Key {
+    /// Parses a file key as a client sent it.
+    pub fn parse(raw: &str) -> Result<Key, KeyError> {
+        let normalized = normalize(raw);
+        if normalized.ends_with('/') {
+            return Err(KeyError::TrailingSlash(raw.to_owned()));
+        }
+        validate(raw, &normalized)?;
+        Ok(Key(normalized))
+    }
+
+    /// Parses a key that may name a file or a folder (`/object/get`, `/object/delete`):
+    /// a trailing `/` is allowed and dropped.
+    pub fn parse_file_or_folder(raw: &str) -> Result<Key, KeyError> {
+        let normalized = normalize(raw);
+        let trimmed = normalized.strip_suffix('/').unwrap_or(&normalized);
+        validate(raw, trimmed)?;
+        Ok(Key(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The folder holding this key (`""` for a key at the root).
+    pub fn parent(&self) -> FolderPath {
+        match self.0.rfind('/') {
+            Some(i) => FolderPath(self.0[..i].to_owned()),
+            None => FolderPath::root(),
+        }
+    }
+
+    /// The last segment.
+    pub fn name(&self) -> &str {
+        match self.0.rfind('/') {
+            Some(i) => &self.0[i + 1..],
+            None => &self.0,
+        }
+    }
+
+    /// Every folder above this key, from the root (`""`) down to the parent.
+    pub fn ancestors(&self) -> Vec<FolderPath> {
+        let mut out = vec![FolderPath::root()];
+        for (i, c) in self.0.char_indices() {
+            if c == '/' {
+                out.push(FolderPath(self.0[..i].to_owned()));
+            }
+        }
+        out
+    }
+
+    /// This key seen as a folder path (for folder deletes and downloads).
+    pub fn as_folder(&self) -> FolderPath {
+        FolderPath(self.0.clone())
+    }
+}
+
+impl FolderPath {
+    pub fn root() -> FolderPath {
+        FolderPath(String::new())
+    }
+
+    /// Parses a folder path as a client sent it; empty and `/` are the root.
+    pub fn parse(raw: &str) -> Result<FolderPath, KeyError> {
+        let normalized = normalize(raw);
+        let trimmed = normalized.strip_suffix('/').unwrap_or(&normalized);
+        if trimmed.is_empty() {
+            return Ok(FolderPath::root());
+        }
+        validate(raw, trimmed)?;
+        Ok(FolderPath(trimmed.to_owned()))
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The folder above, or `None` for the root.
+    pub fn parent(&self) -> Option<FolderPath> {
+        if self.is_root() {
+            return None;
+        }
+        Some(match self.0.rfind('/') {
+            Some(i) => FolderPath(self.0[..i].to_owned()),
+            None => FolderPath::root(),
+        })
+    }
+
+    /// The last segment (`""` for the root).
+    pub fn name(&self) -> &str {
+        match self.0.rfind('/') {
+            Some(i) => &self.0[i + 1..],
+            None => &self.0,
+        }
+    }
+
+    /// Every folder strictly above this one, from the root down.
+    pub fn ancestors(&self) -> Vec<FolderPath> {
+        if self.is_root() {
+            return Vec::new();
+        }
+        Key(self.0.clone()).ancestors()
+    }
+
+    /// The half-open range `[low, high)` of keys strictly inside this folder, in byte order:
+    /// `a/b/` up to `a/b0` (`0` follows `/`). For the root, every key.
+    pub fn descendant_range(&self) -> (String, String) {
+        if self.is_root() {
+            return (String::new(), "\u{10ffff}".repeat(2));
+        }
+        (format!("{}/", self.0), format!("{}0", self.0))
+    }
+
+    /// The path of a direct child with the given name.
+    pub fn child(&self, name: &str) -> String {
+        if self.is_root() { name.to_owned() } else { format!("{}/{}", self.0, name) }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for FolderPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn normalizes_slashes() {
+        for raw in ["/a/b", "a/b", "a//b", "\\a\\b", "//a///b"] {
+            assert_eq!(Key::parse(raw).unwrap().as_str(), "a/b", "{raw}");
+        }
+    }
+
+    #[test]
+    fn rejects_spec_forms() {
+        let long = "k".repeat(1025);
+        let deep = vec!["d"; 101].join("/");
+        for raw in ["", "/", "//", "a/../b", "./x", "a/\0b", "a/\u{1}b", "a\u{7f}b", "a/", &long, &deep] {
+            assert!(Key::parse(raw).is_err(), "{raw:?}");
+        }
+        assert!(Key::parse(&"k".repeat(1024)).is_ok());
+        assert!(Key::parse(&vec!["d"; 100].join("/")).is_ok());
+        assert!(Key::parse("résumé 2024/Δ model #1.txt").is_ok());
+        assert!(Key::parse("..a/b..").is_ok());
+    }
+
+    #[test]
+    fn folder_paths() {
+        assert!(FolderPath::parse("").unwrap().is_root());
+        assert!(FolderPath::parse("/").unwrap().is_root());
+        assert_eq!(FolderPath::parse("/a//b/").unwrap().as_str(), "a/b");
+        assert!(FolderPath::parse("a/../b").is_err());
+        let key = Key::parse("a/b/c").unwrap();
+        let ancestors: Vec<_> = key.ancestors().iter().map(|p| p.as_str().to_owned()).collect();
+        assert_eq!(ancestors, ["", "a", "a/b"]);
+        assert_eq!(key.parent().as_str(), "a/b");
+        assert_eq!(key.name(), "c");
+        assert_eq!(FolderPath::parse("a/b").unwrap().descendant_range(), ("a/b/".into(), "a/b0".into()));
+    }
+
+    proptest! {
+        #[test]
+        fn normalization_is_idempotent(raw in "[a-c/\\\\.]{0,12}") {
+            if let Ok(key) = Key::parse(&raw) {
+                let again = Key::parse(key.as_str()).unwrap();
+                prop_assert_eq!(&again, &key);
+                prop_assert!(!key.as_str().starts_with('/'));
+                prop_assert!(!key.as_str().contains("//"));
+                prop_assert!(!key.as_str().ends_with('/'));
+                prop_assert!(key.as_str().split('/').all(|s| s != "." && s != ".."));
+            }
+        }
+
+        #[test]
+        fn never_panics(raw in any::<String>()) {
+            let _ = Key::parse(&raw);
+            let _ = Key::parse_file_or_folder(&raw);
+            let _ = FolderPath::parse(&raw);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The `stowage` binary: `serve` and `admin` over the library. Errors are reported here, at the
+//! edge, with `anyhow`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use stowage::admin::AdminCommand;
+use stowage::config::{Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "stowage", version, about = "A self-hosted object store that speaks QuantConnect's Object Store API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Data directory (default ./stowage-data; env STOWAGE_DATA_DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file (default ./stowage.toml when present; env STOWAGE_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:5612; env STOWAGE_LISTEN).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage organizations, users, memberships and quotas.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stowage: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Serve { listen, common } => {
+            init_logging();
+            let config = Config::load(&Overrides { config_file: common.config, listen, data_dir: common.data_dir })?;
+            runtime.block_on(stowage::server::serve(config))?;
+        }
+        Command::Admin { command, common, json } => {
+            let config = Config::load(&Overrides { config_file: common.config, listen: None, data_dir: common.data_dir })?;
+            let output = runtime.block_on(stowage::admin::run(&config, command, json))?;
+            println!("{output}");
+        }
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STOWAGE_LOG").unwrap_or_else(|_| "stowage=info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

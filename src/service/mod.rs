@@ -1,0 +1,393 @@
+//! The use cases of the Object Store API: authentication, permissions, quotas, key rules, set,
+//! properties, list, delete and download jobs. Handlers above call these with raw request values;
+//! this is the one place that decides what a request means. Storage sits behind the
+//! [`MetaStore`] and [`BlobStore`] traits.
+
+pub mod error;
+mod zip;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{Access, AuthError, ServiceError, ServiceResult};
+
+use crate::blob::{BlobStore, BlobStream, BlobWriter};
+use crate::config::Config;
+use crate::content::{ContentDigest, mime_for};
+use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
+use crate::ids::{JobId, OrgId, UserId};
+use crate::key::{FolderPath, Key};
+use crate::meta::{DeleteOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome, PutRefusal, Quota, Usage};
+
+/// How long after its expiry a job still pins its blobs, so a download that started just before
+/// the expiry can finish.
+const JOB_GRACE_MS: i64 = 10 * 60 * 1000;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The limits and windows the service enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub default_quota: Quota,
+    pub max_object_size: u64,
+    pub timestamp_max_age: i64,
+    pub timestamp_max_future: i64,
+    pub download_ttl_secs: i64,
+    pub list_page_size: u64,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            default_quota: Quota { max_bytes: config.default_max_bytes, max_files: config.default_max_files },
+            max_object_size: config.max_object_size,
+            timestamp_max_age: config.timestamp_max_age_secs,
+            timestamp_max_future: config.timestamp_max_future_secs,
+            download_ttl_secs: config.download_url_ttl_secs,
+            list_page_size: config.list_page_size,
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user: UserId,
+}
+
+/// One page of a folder listing.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub entries: Vec<ListEntry>,
+    pub page: u64,
+    pub total_pages: u64,
+    pub usage: Usage,
+}
+
+/// A download job as clients see it: its id and, once ready, its URL.
+#[derive(Debug, Clone)]
+pub struct DownloadTicket {
+    pub job: JobId,
+    pub url: Option<String>,
+}
+
+/// An upload in progress: the body streams into a fresh blob while size and digests accumulate.
+pub struct Upload {
+    writer: Box<dyn BlobWriter>,
+    digest: ContentDigest,
+    limit: u64,
+}
+
+impl Upload {
+    /// Appends a chunk; refuses once the body passes the maximum object size.
+    pub async fn push(&mut self, chunk: &[u8]) -> ServiceResult<()> {
+        if self.digest.size() + chunk.len() as u64 > self.limit {
+            return Err(ServiceError::TooLarge { limit: self.limit });
+        }
+        self.digest.update(chunk);
+        self.writer.write(chunk).await?;
+        Ok(())
+    }
+
+    pub async fn abort(self) {
+        self.writer.abort().await;
+    }
+}
+
+pub struct Service {
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    limits: Limits,
+    signer: UrlSigner,
+    server_key: ServerKey,
+}
+
+impl Service {
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits, server_key: ServerKey) -> Service {
+        Service { meta, blobs, limits, signer: server_key.url_signer(), server_key }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    // --- authentication and permissions ------------------------------------------------------
+
+    /// Checks the auth recipe: `Authorization: Basic base64(<userId>:<sha256hex(token:timestamp)>)`
+    /// plus a `Timestamp` header inside the configured window.
+    pub async fn authenticate(&self, authorization: Option<&str>, timestamp: Option<&str>) -> ServiceResult<Principal> {
+        let authorization = authorization.ok_or(AuthError::MissingAuthorization)?;
+        let (user_raw, sent_hash) = parse_basic(authorization).ok_or(AuthError::MalformedAuthorization)?;
+        let timestamp = timestamp.map(str::trim).ok_or(AuthError::MissingTimestamp)?;
+        let seconds: i64 = timestamp.parse().map_err(|_| AuthError::UnparseableTimestamp(timestamp.to_owned()))?;
+        let now = now_ms() / 1000;
+        if seconds < now.saturating_sub(self.limits.timestamp_max_age) {
+            return Err(AuthError::StaleTimestamp { timestamp: timestamp.into(), max_age: self.limits.timestamp_max_age }.into());
+        }
+        if seconds > now.saturating_add(self.limits.timestamp_max_future) {
+            return Err(AuthError::FutureTimestamp { timestamp: timestamp.into(), max_future: self.limits.timestamp_max_future }.into());
+        }
+        let user_id = UserId::parse(&user_raw).ok_or_else(|| AuthError::UnknownUser(user_raw.clone()))?;
+        let user = match self.meta.user(user_id).await? {
+            Some(user) if !user.disabled => user,
+            _ => return Err(AuthError::UnknownUser(user_raw).into()),
+        };
+        let token = self
+            .server_key
+            .unseal(user.id, &user.token)
+            .map_err(|e| ServiceError::Unavailable(format!("cannot read the token of user {}: {e}", user.id)))?;
+        if !hash_matches(&request_hash(&token, timestamp), &sent_hash) {
+            return Err(AuthError::HashMismatch { user: user_raw, hash: sent_hash, timestamp: timestamp.into() }.into());
+        }
+        Ok(Principal { user: user.id })
+    }
+
+    /// Resolves an organization id the caller may use for `access`. An unknown and a foreign
+    /// organization give the same error.
+    pub async fn authorize(&self, principal: &Principal, org_raw: &str, access: Access) -> ServiceResult<OrgId> {
+        let org = OrgId::parse(org_raw.trim()).ok_or(ServiceError::OrganizationNotFound)?;
+        let membership = self.meta.membership(&org, principal.user).await?.ok_or(ServiceError::OrganizationNotFound)?;
+        let p = membership.permissions;
+        let allowed = match access {
+            Access::Read => p.read,
+            Access::Write => p.write,
+            Access::Delete => p.delete,
+        };
+        if !allowed {
+            return Err(ServiceError::PermissionDenied(access));
+        }
+        Ok(org)
+    }
+
+    // --- objects -------------------------------------------------------------------------------
+
+    /// Starts streaming an upload body into storage.
+    pub async fn begin_upload(&self) -> ServiceResult<Upload> {
+        Ok(Upload { writer: self.blobs.create().await?, digest: ContentDigest::new(), limit: self.limits.max_object_size })
+    }
+
+    /// Stores a finished upload under `key_raw`. On any refusal the uploaded blob is discarded.
+    pub async fn finish_set(&self, principal: &Principal, org_raw: &str, key_raw: &str, upload: Upload) -> ServiceResult<()> {
+        let prepared = async {
+            let org = self.authorize(principal, org_raw, Access::Write).await?;
+            let key = Key::parse(key_raw)?;
+            let quota = self.quota_of(&org).await?;
+            Ok::<_, ServiceError>((org, key, quota))
+        }
+        .await;
+        let (org, key, quota) = match prepared {
+            Ok(ok) => ok,
+            Err(e) => {
+                upload.abort().await;
+                return Err(e);
+            }
+        };
+        let Upload { writer, digest, .. } = upload;
+        let blob = writer.finish().await?;
+        let facts = digest.finish();
+        let object = NewObject {
+            mime: mime_for(key.name(), facts.preview.is_some()),
+            key: key.clone(),
+            size: facts.size,
+            md5: facts.md5,
+            preview: facts.preview,
+            blob: blob.clone(),
+            now: now_ms(),
+        };
+        let outcome = match self.meta.put_object(&org, object, quota).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Unknown whether it committed: leave the blob for the orphan sweep rather than
+                // risk deleting a body the metadata names.
+                return Err(e.into());
+            }
+        };
+        match outcome {
+            PutOutcome::Stored { .. } => Ok(()),
+            PutOutcome::Refused(refusal) => {
+                let _ = self.blobs.delete(&blob).await;
+                Err(match refusal {
+                    PutRefusal::AncestorIsFile(file) => ServiceError::AncestorIsFile { key: key.to_string(), file },
+                    PutRefusal::IsFolder => ServiceError::KeyIsFolder(key.to_string()),
+                    PutRefusal::Quota { usage, quota, added_bytes, added_files } => {
+                        if added_files > 0 && usage.files + added_files > quota.max_files {
+                            ServiceError::QuotaFiles { used: usage.files, limit: quota.max_files }
+                        } else {
+                            ServiceError::QuotaBytes { used: usage.bytes, limit: quota.max_bytes, added: added_bytes }
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    async fn quota_of(&self, org: &OrgId) -> ServiceResult<Quota> {
+        let org = self.meta.org(org).await?.ok_or(ServiceError::OrganizationNotFound)?;
+        Ok(Quota {
+            max_bytes: org.max_bytes.unwrap_or(self.limits.default_quota.max_bytes),
+            max_files: org.max_files.unwrap_or(self.limits.default_quota.max_files),
+        })
+    }
+
+    pub async fn properties(&self, principal: &Principal, org_raw: &str, key_raw: &str) -> ServiceResult<ObjectMeta> {
+        let org = self.authorize(principal, org_raw, Access::Read).await?;
+        let key = Key::parse_file_or_folder(key_raw)?;
+        match self.meta.key_kind(&org, &key).await? {
+            KeyKind::File(meta) => Ok(*meta),
+            KeyKind::Folder => Err(ServiceError::IsFolder(key.to_string())),
+            KeyKind::Missing => Err(ServiceError::ObjectNotFound(key.to_string())),
+        }
+    }
+
+    pub async fn delete(&self, principal: &Principal, org_raw: &str, key_raw: &str) -> ServiceResult<DeleteOutcome> {
+        let org = self.authorize(principal, org_raw, Access::Delete).await?;
+        let key = Key::parse_file_or_folder(key_raw)?;
+        match self.meta.delete(&org, &key).await? {
+            DeleteOutcome::NotFound => Err(ServiceError::ObjectNotFound(key.to_string())),
+            outcome => Ok(outcome),
+        }
+    }
+
+    pub async fn list(&self, principal: &Principal, org_raw: &str, path_raw: &str, page: u64) -> ServiceResult<Listing> {
+        let org = self.authorize(principal, org_raw, Access::Read).await?;
+        let folder = FolderPath::parse(path_raw)?;
+        let size = self.limits.list_page_size;
+        let listing = self.meta.list(&org, &folder, page, size).await?;
+        let usage = self.meta.usage(&org).await?;
+        let total_pages = listing.total_entries.div_ceil(size).max(1);
+        Ok(Listing { entries: listing.entries, page, total_pages, usage })
+    }
+
+    // --- download jobs -------------------------------------------------------------------------
+
+    /// Creates a zip job over files and folders. `base_url` is where this server is reached
+    /// (scheme and authority), used to build the download URL.
+    pub async fn create_download(&self, principal: &Principal, org_raw: &str, keys_raw: &[String], base_url: &str) -> ServiceResult<DownloadTicket> {
+        let org = self.authorize(principal, org_raw, Access::Read).await?;
+        if keys_raw.is_empty() {
+            return Err(ServiceError::NoKeys);
+        }
+        let keys = keys_raw.iter().map(|k| Key::parse_file_or_folder(k)).collect::<Result<Vec<_>, _>>()?;
+        let now = now_ms();
+        let expires = now + self.limits.download_ttl_secs * 1000;
+        let job = self.meta.create_job(&org, &keys, now, expires).await?.ok_or(ServiceError::NothingFound)?;
+        Ok(DownloadTicket { url: Some(self.download_url(base_url, &job.id, job.expires)), job: job.id })
+    }
+
+    /// Answers a poll of a job; the job must belong to the organization named.
+    pub async fn poll_download(&self, principal: &Principal, org_raw: &str, job_raw: &str, base_url: &str) -> ServiceResult<DownloadTicket> {
+        let org = self.authorize(principal, org_raw, Access::Read).await?;
+        let job_id = JobId::parse(job_raw.trim()).ok_or_else(|| ServiceError::JobNotFound(job_raw.to_owned()))?;
+        let job = match self.meta.job(&job_id).await? {
+            Some(job) if job.org == org => job,
+            _ => return Err(ServiceError::JobNotFound(job_raw.to_owned())),
+        };
+        if job.expires <= now_ms() {
+            return Err(ServiceError::JobExpired(job_raw.to_owned()));
+        }
+        Ok(DownloadTicket { url: Some(self.download_url(base_url, &job.id, job.expires)), job: job.id })
+    }
+
+    fn download_url(&self, base_url: &str, job: &JobId, expires_ms: Millis) -> String {
+        let expires = expires_ms / 1000;
+        let signature = self.signer.sign(job.as_str(), expires);
+        format!("{}/api/v2/download/{}?expires={}&signature={}", base_url.trim_end_matches('/'), job, expires, signature)
+    }
+
+    /// Opens the zip of a signed download URL.
+    pub async fn open_download(&self, job_raw: &str, expires: &str, signature: &str) -> Result<(JobId, BlobStream), DownloadError> {
+        let expires: i64 = expires.parse().map_err(|_| DownloadError::NotFound)?;
+        if !self.signer.verify(job_raw, expires, signature) {
+            return Err(DownloadError::NotFound);
+        }
+        let job_id = JobId::parse(job_raw).ok_or(DownloadError::NotFound)?;
+        if expires * 1000 <= now_ms() {
+            return Err(DownloadError::Expired);
+        }
+        let job = self.meta.job(&job_id).await.map_err(|e| DownloadError::Unavailable(e.to_string()))?;
+        if job.is_none() {
+            return Err(DownloadError::Expired);
+        }
+        let entries = self.meta.job_entries(&job_id).await.map_err(|e| DownloadError::Unavailable(e.to_string()))?;
+        Ok((job_id, zip::stream_zip(self.blobs.clone(), entries)))
+    }
+
+    // --- background work -----------------------------------------------------------------------
+
+    /// One pass of collection: deletes blobs nothing names any more and forgets expired jobs.
+    pub async fn collect_garbage(&self) -> ServiceResult<usize> {
+        let cutoff = now_ms() - JOB_GRACE_MS;
+        self.meta.delete_expired_jobs(cutoff).await?;
+        let mut collected = 0;
+        loop {
+            let blobs = self.meta.collectable_blobs(cutoff, 500).await?;
+            if blobs.is_empty() {
+                return Ok(collected);
+            }
+            for blob in &blobs {
+                self.blobs.delete(blob).await?;
+            }
+            self.meta.forget_blobs(&blobs).await?;
+            collected += blobs.len();
+        }
+    }
+
+    /// Runs collection every `interval` until the process ends.
+    pub fn spawn_collector(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                match service.collect_garbage().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(blobs = n, "collected unreferenced blobs"),
+                    Err(e) => tracing::warn!(error = %e, "garbage collection pass failed"),
+                }
+            }
+        })
+    }
+}
+
+/// Why a download URL cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("This download link is not valid")]
+    NotFound,
+    #[error("This download link has expired")]
+    Expired,
+    #[error("Storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Splits `Basic base64(user:hash)`.
+fn parse_basic(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, hash) = text.split_once(':')?;
+    Some((user.trim().to_owned(), hash.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_basic;
+    use base64::Engine;
+
+    #[test]
+    fn basic_header() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode("12:abcd");
+        assert_eq!(parse_basic(&format!("Basic {encoded}")), Some(("12".into(), "abcd".into())));
+        assert_eq!(parse_basic(&format!("basic {encoded}")), Some(("12".into(), "abcd".into())));
+        assert_eq!(parse_basic("Bearer x"), None);
+        assert_eq!(parse_basic("Basic !!!"), None);
+        assert_eq!(parse_basic("Basic"), None);
+    }
+}
