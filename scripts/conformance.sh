@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs the shared conformance suite against a freshly started stowage server.
+#
+#   scripts/conformance.sh [path/to/stowage]
+#
+# Starts the server on a free port with a fresh data directory, creates the identities that the
+# suite's conftest.py lists with `stowage admin`, runs the suite, and stops the server.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${1:-$here/target/debug/stowage}
+python=${STOWAGE_PYTHON:-$here/.venv/bin/python}
+
+suite=${STOWAGE_CONFORMANCE_DIR:-}
+if [ -z "$suite" ]; then
+  for candidate in "$here/../shared/conformance" /work/shared/conformance; do
+    if [ -f "$candidate/conftest.py" ]; then suite=$candidate; break; fi
+  done
+fi
+if [ -z "$suite" ] || [ ! -f "$suite/conftest.py" ]; then
+  echo "conformance: cannot find the shared suite; set STOWAGE_CONFORMANCE_DIR" >&2
+  exit 1
+fi
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+data="$work/data"
+"$bin" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+for _ in $(seq 1 100); do
+  grep -q "listening on" "$work/server.out" 2>/dev/null && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then cat "$work/server.err" >&2; exit 1; fi
+  sleep 0.1
+done
+grep -q "listening on" "$work/server.out" || { echo "conformance: server did not start" >&2; cat "$work/server.err" >&2; exit 1; }
+
+admin() { "$bin" admin --data-dir "$data" --json "$@"; }
+field() { "$python" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+creds="$data/initial-credentials.json"
+export STOWAGE_URL="http://127.0.0.1:$port/api/v2"
+export STOWAGE_USER_ID=$(field userId <"$creds")
+export STOWAGE_API_TOKEN=$(field apiToken <"$creds")
+export STOWAGE_ORG_ID=$(field organizationId <"$creds")
+
+other=$(admin user create --name other)
+export STOWAGE_OTHER_USER_ID=$(echo "$other" | field userId)
+export STOWAGE_OTHER_TOKEN=$(echo "$other" | field apiToken)
+export STOWAGE_OTHER_ORG_ID=$(admin org create --name other-org | field organizationId)
+admin member add --org "$STOWAGE_OTHER_ORG_ID" --user "$STOWAGE_OTHER_USER_ID" --permissions read,write,delete >/dev/null
+
+reader=$(admin user create --name reader)
+export STOWAGE_READER_USER_ID=$(echo "$reader" | field userId)
+export STOWAGE_READER_TOKEN=$(echo "$reader" | field apiToken)
+admin member add --org "$STOWAGE_ORG_ID" --user "$STOWAGE_READER_USER_ID" --permissions read >/dev/null
+
+export STOWAGE_SMALL_ORG_ID=$(admin org create --name small --max-bytes 1000000 --max-files 5 | field organizationId)
+admin member add --org "$STOWAGE_SMALL_ORG_ID" --user "$STOWAGE_USER_ID" --permissions read,write,delete >/dev/null
+
+echo "conformance: suite $suite against $STOWAGE_URL"
+status=0
+"$python" -m pytest -q -p no:cacheprovider "$suite" "${@:2}" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "--- server log (last 50 lines) ---" >&2
+  tail -50 "$work/server.err" >&2
+fi
+exit "$status"
