@@ -157,7 +157,9 @@ fn quota_value(raw: Option<&str>, bytes: bool) -> Result<Option<Option<u64>>, Ad
     match raw {
         None => Ok(None),
         Some("default") => Ok(Some(None)),
-        Some(text) if bytes => parse_byte_count(text).map(|n| Some(Some(n))).map_err(AdminError::Invalid),
+        Some(text) if bytes => parse_byte_count(text)
+            .map(|n| Some(Some(n)))
+            .map_err(AdminError::Invalid),
         Some(text) => text
             .trim()
             .parse::<u64>()
@@ -177,7 +179,11 @@ fn limit_text(value: Option<u64>, default: u64) -> String {
 pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> Result<String, AdminError> {
     let Opened { meta, key } = open_data_dir(config)?;
     let out = match command {
-        AdminCommand::Org(OrgCommand::Create { name, max_bytes, max_files }) => {
+        AdminCommand::Org(OrgCommand::Create {
+            name,
+            max_bytes,
+            max_files,
+        }) => {
             let id = meta.create_org(&name, max_bytes, max_files, now_ms()).await?;
             if json_output {
                 json!({ "organizationId": id.as_str() }).to_string()
@@ -201,7 +207,10 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
                     .collect();
                 serde_json::Value::Array(list).to_string()
             } else {
-                let mut lines = vec![format!("{:<32}  {:<20}  {:>14}  {:>8}  max bytes / max files", "organization", "name", "used bytes", "files")];
+                let mut lines = vec![format!(
+                    "{:<32}  {:<20}  {:>14}  {:>8}  max bytes / max files",
+                    "organization", "name", "used bytes", "files"
+                )];
                 for o in &orgs {
                     lines.push(format!(
                         "{:<32}  {:<20}  {:>14}  {:>8}  {} / {}",
@@ -216,9 +225,16 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
                 lines.join("\n")
             }
         }
-        AdminCommand::Org(OrgCommand::SetQuota { org, max_bytes, max_files }) => {
+        AdminCommand::Org(OrgCommand::SetQuota {
+            org,
+            max_bytes,
+            max_files,
+        }) => {
             let id = org_id(&org)?;
-            let current = meta.org(&id).await?.ok_or_else(|| AdminError::UnknownOrg(org.clone()))?;
+            let current = meta
+                .org(&id)
+                .await?
+                .ok_or_else(|| AdminError::UnknownOrg(org.clone()))?;
             let bytes = quota_value(max_bytes.as_deref(), true)?.unwrap_or(current.max_bytes);
             let files = quota_value(max_files.as_deref(), false)?.unwrap_or(current.max_files);
             if !meta.set_quota(&id, bytes, files).await? {
@@ -250,13 +266,20 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
         AdminCommand::User(UserCommand::List) => {
             let users = meta.list_users().await?;
             if json_output {
-                let list: Vec<_> =
-                    users.iter().map(|u| json!({ "userId": u.id.0, "name": u.name, "disabled": u.disabled })).collect();
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|u| json!({ "userId": u.id.0, "name": u.name, "disabled": u.disabled }))
+                    .collect();
                 serde_json::Value::Array(list).to_string()
             } else {
                 let mut lines = vec![format!("{:>8}  {:<24}  status", "user", "name")];
                 for u in &users {
-                    lines.push(format!("{:>8}  {:<24}  {}", u.id, u.name, if u.disabled { "disabled" } else { "active" }));
+                    lines.push(format!(
+                        "{:>8}  {:<24}  {}",
+                        u.id,
+                        u.name,
+                        if u.disabled { "disabled" } else { "active" }
+                    ));
                 }
                 lines.join("\n")
             }
@@ -276,8 +299,18 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
         }
         AdminCommand::User(UserCommand::Disable { user }) => set_disabled(&*meta, &user, true, json_output).await?,
         AdminCommand::User(UserCommand::Enable { user }) => set_disabled(&*meta, &user, false, json_output).await?,
-        AdminCommand::Member(MemberCommand::Add { org, user, permissions: list, admin })
-        | AdminCommand::Member(MemberCommand::Set { org, user, permissions: list, admin }) => {
+        AdminCommand::Member(MemberCommand::Add {
+            org,
+            user,
+            permissions: list,
+            admin,
+        })
+        | AdminCommand::Member(MemberCommand::Set {
+            org,
+            user,
+            permissions: list,
+            admin,
+        }) => {
             let (org_id, user_id) = (org_id(&org)?, user_id(&user)?);
             let p = permissions(&list, admin)?;
             if meta.org(&org_id).await?.is_none() {
@@ -287,7 +320,8 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
                 return Err(AdminError::UnknownUser(user));
             }
             if json_output {
-                json!({ "organizationId": org_id.as_str(), "userId": user_id.0, "permissions": p.describe() }).to_string()
+                json!({ "organizationId": org_id.as_str(), "userId": user_id.0, "permissions": p.describe() })
+                    .to_string()
             } else {
                 format!("user {user_id} in organization {org_id}: {}", p.describe())
             }
@@ -295,7 +329,9 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
         AdminCommand::Member(MemberCommand::Remove { org, user }) => {
             let (org_id, user_id) = (org_id(&org)?, user_id(&user)?);
             if !meta.remove_member(&org_id, user_id).await? {
-                return Err(AdminError::Invalid(format!("user {user_id} is not a member of organization {org_id}")));
+                return Err(AdminError::Invalid(format!(
+                    "user {user_id} is not a member of organization {org_id}"
+                )));
             }
             if json_output {
                 json!({ "organizationId": org_id.as_str(), "userId": user_id.0, "removed": true }).to_string()
@@ -310,8 +346,10 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
             }
             let members = meta.members(&id).await?;
             if json_output {
-                let list: Vec<_> =
-                    members.iter().map(|m| json!({ "userId": m.user.0, "permissions": m.permissions.describe() })).collect();
+                let list: Vec<_> = members
+                    .iter()
+                    .map(|m| json!({ "userId": m.user.0, "permissions": m.permissions.describe() }))
+                    .collect();
                 serde_json::Value::Array(list).to_string()
             } else {
                 let mut lines = vec![format!("{:>8}  permissions", "user")];
@@ -325,7 +363,12 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
     Ok(out)
 }
 
-async fn set_disabled(meta: &dyn MetaStore, user: &str, disabled: bool, json_output: bool) -> Result<String, AdminError> {
+async fn set_disabled(
+    meta: &dyn MetaStore,
+    user: &str,
+    disabled: bool,
+    json_output: bool,
+) -> Result<String, AdminError> {
     let id = user_id(user)?;
     if !meta.set_user_disabled(id, disabled).await? {
         return Err(AdminError::UnknownUser(user.to_owned()));

@@ -45,7 +45,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5612))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5612))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             public_url: None,
             default_max_bytes: 10 * 1024 * 1024 * 1024,
@@ -88,7 +90,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("STOWAGE_").only(&ENV_KEYS.iter().map(|k| k.to_owned()).collect::<Vec<_>>()));
+        figment =
+            figment.merge(Env::prefixed("STOWAGE_").only(&ENV_KEYS.iter().map(|k| k.to_owned()).collect::<Vec<_>>()));
         let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         if let Some(listen) = overrides.listen {
             config.listen = listen;
@@ -113,7 +116,9 @@ impl Config {
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(ConfigError(format!("public_url must start with http:// or https://, got {url}")));
+            return Err(ConfigError(format!(
+                "public_url must start with http:// or https://, got {url}"
+            )));
         }
         Ok(())
     }
@@ -175,7 +180,9 @@ pub fn parse_byte_count(text: &str) -> Result<u64, String> {
     if let Ok(n) = text.parse::<u64>() {
         return Ok(n);
     }
-    text.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("'{text}' is not a byte count: {e}"))
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("'{text}' is not a byte count: {e}"))
 }
 
 #[cfg(test)]
@@ -191,9 +198,13 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own closure type
     fn file_env_and_flags_layer() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("custom.toml", "list_page_size = 7\nmax_object_size = \"1 MiB\"\ndefault_max_files = 3\n")?;
+            jail.create_file(
+                "custom.toml",
+                "list_page_size = 7\nmax_object_size = \"1 MiB\"\ndefault_max_files = 3\n",
+            )?;
             jail.set_env("STOWAGE_DEFAULT_MAX_FILES", "9");
             jail.set_env("STOWAGE_URL", "http://example.invalid/api/v2");
             let overrides = Overrides {
@@ -201,7 +212,7 @@ mod tests {
                 listen: Some("127.0.0.1:9999".parse().unwrap()),
                 data_dir: None,
             };
-            let config = Config::load(&overrides).map_err(|e| e.to_string())?;
+            let config = Config::load(&overrides).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(config.list_page_size, 7);
             assert_eq!(config.max_object_size, 1024 * 1024);
             assert_eq!(config.default_max_files, 9);

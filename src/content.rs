@@ -45,7 +45,11 @@ impl ContentDigest {
     }
 
     pub fn finish(self) -> ContentFacts {
-        ContentFacts { size: self.size, md5: hex::encode(self.md5.finalize()), preview: text_preview(&self.head) }
+        ContentFacts {
+            size: self.size,
+            md5: hex::encode(self.md5.finalize()),
+            preview: text_preview(&self.head),
+        }
     }
 }
 
@@ -74,13 +78,20 @@ pub fn text_preview(head: &[u8]) -> Option<String> {
 
 /// The mime of a key: from a well-known extension, else by content.
 pub fn mime_for(key_name: &str, is_text: bool) -> String {
-    let extension = key_name.rsplit_once('.').map(|(_, ext)| ext).filter(|ext| !ext.is_empty());
+    let extension = key_name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext)
+        .filter(|ext| !ext.is_empty());
     if let Some(ext) = extension
         && let Some(mime) = mime_guess::from_ext(&ext.to_ascii_lowercase()).first()
     {
         return mime.essence_str().to_owned();
     }
-    if is_text { "text/plain".to_owned() } else { "application/octet-stream".to_owned() }
+    if is_text {
+        "text/plain".to_owned()
+    } else {
+        "application/octet-stream".to_owned()
+    }
 }
 
 /// `objectStorageUsedHuman`: 1000-based units, two decimals except for bytes.

@@ -51,9 +51,14 @@ pub struct SealedToken {
 impl ServerKey {
     /// Reads `path`, or creates it (mode 0600) with a fresh random key when it does not exist.
     pub fn load_or_create(path: &Path) -> Result<ServerKey, CryptoError> {
-        let err = |source| CryptoError::KeyFile { path: path.display().to_string(), source };
+        let err = |source| CryptoError::KeyFile {
+            path: path.display().to_string(),
+            source,
+        };
         match std::fs::read_to_string(path) {
-            Ok(text) => ServerKey::from_hex(text.trim()).ok_or_else(|| CryptoError::MalformedKey(path.display().to_string())),
+            Ok(text) => {
+                ServerKey::from_hex(text.trim()).ok_or_else(|| CryptoError::MalformedKey(path.display().to_string()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; KEY_LEN];
                 rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -81,9 +86,18 @@ impl ServerKey {
         let aad = user.0.to_le_bytes();
         let ciphertext = self
             .cipher()
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: token.as_bytes(), aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: token.as_bytes(),
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CryptoError::Seal)?;
-        Ok(SealedToken { nonce: nonce.to_vec(), ciphertext })
+        Ok(SealedToken {
+            nonce: nonce.to_vec(),
+            ciphertext,
+        })
     }
 
     pub fn unseal(&self, user: UserId, sealed: &SealedToken) -> Result<String, CryptoError> {
@@ -93,7 +107,13 @@ impl ServerKey {
         let aad = user.0.to_le_bytes();
         let plain = self
             .cipher()
-            .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| CryptoError::Unseal)?;
         String::from_utf8(plain).map_err(|_| CryptoError::Unseal)
     }
@@ -102,7 +122,9 @@ impl ServerKey {
     pub fn url_signer(&self) -> UrlSigner {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes).expect("HMAC takes keys of any length");
         mac.update(b"stowage download url signing key v1");
-        UrlSigner { key: mac.finalize().into_bytes().to_vec() }
+        UrlSigner {
+            key: mac.finalize().into_bytes().to_vec(),
+        }
     }
 }
 

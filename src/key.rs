@@ -61,18 +61,27 @@ fn validate(raw: &str, normalized: &str) -> Result<(), KeyError> {
     if normalized.is_empty() {
         return Err(KeyError::Empty(raw.to_owned()));
     }
-    if normalized.chars().any(|c| c.is_control() && (c <= '\u{1f}' || c == '\u{7f}')) {
+    if normalized
+        .chars()
+        .any(|c| c.is_control() && (c <= '\u{1f}' || c == '\u{7f}'))
+    {
         return Err(KeyError::ControlCharacter(raw.to_owned()));
     }
     if normalized.split('/').any(|s| s == "." || s == "..") {
         return Err(KeyError::DotSegment(raw.to_owned()));
     }
     if normalized.len() > MAX_KEY_BYTES {
-        return Err(KeyError::TooLong { key: raw.to_owned(), bytes: normalized.len() });
+        return Err(KeyError::TooLong {
+            key: raw.to_owned(),
+            bytes: normalized.len(),
+        });
     }
     let segments = normalized.split('/').count();
     if segments > MAX_KEY_SEGMENTS {
-        return Err(KeyError::TooDeep { key: raw.to_owned(), segments });
+        return Err(KeyError::TooDeep {
+            key: raw.to_owned(),
+            segments,
+        });
     }
     Ok(())
 }
@@ -196,7 +205,11 @@ impl FolderPath {
 
     /// The path of a direct child with the given name.
     pub fn child(&self, name: &str) -> String {
-        if self.is_root() { name.to_owned() } else { format!("{}/{}", self.0, name) }
+        if self.is_root() {
+            name.to_owned()
+        } else {
+            format!("{}/{}", self.0, name)
+        }
     }
 }
 
@@ -228,7 +241,9 @@ mod tests {
     fn rejects_spec_forms() {
         let long = "k".repeat(1025);
         let deep = vec!["d"; 101].join("/");
-        for raw in ["", "/", "//", "a/../b", "./x", "a/\0b", "a/\u{1}b", "a\u{7f}b", "a/", &long, &deep] {
+        for raw in [
+            "", "/", "//", "a/../b", "./x", "a/\0b", "a/\u{1}b", "a\u{7f}b", "a/", &long, &deep,
+        ] {
             assert!(Key::parse(raw).is_err(), "{raw:?}");
         }
         assert!(Key::parse(&"k".repeat(1024)).is_ok());
@@ -248,7 +263,10 @@ mod tests {
         assert_eq!(ancestors, ["", "a", "a/b"]);
         assert_eq!(key.parent().as_str(), "a/b");
         assert_eq!(key.name(), "c");
-        assert_eq!(FolderPath::parse("a/b").unwrap().descendant_range(), ("a/b/".into(), "a/b0".into()));
+        assert_eq!(
+            FolderPath::parse("a/b").unwrap().descendant_range(),
+            ("a/b/".into(), "a/b0".into())
+        );
     }
 
     proptest! {

@@ -10,7 +10,11 @@ use stowage::admin::AdminCommand;
 use stowage::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "stowage", version, about = "A self-hosted object store that speaks QuantConnect's Object Store API")]
+#[command(
+    name = "stowage",
+    version,
+    about = "A self-hosted object store that speaks QuantConnect's Object Store API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,11 +68,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, common } => {
             init_logging();
-            let config = Config::load(&Overrides { config_file: common.config, listen, data_dir: common.data_dir })?;
+            let config = Config::load(&Overrides {
+                config_file: common.config,
+                listen,
+                data_dir: common.data_dir,
+            })?;
             runtime.block_on(stowage::server::serve(config))?;
         }
         Command::Admin { command, common, json } => {
-            let config = Config::load(&Overrides { config_file: common.config, listen: None, data_dir: common.data_dir })?;
+            let config = Config::load(&Overrides {
+                config_file: common.config,
+                listen: None,
+                data_dir: common.data_dir,
+            })?;
             let output = runtime.block_on(stowage::admin::run(&config, command, json))?;
             println!("{output}");
         }
@@ -78,5 +90,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOWAGE_LOG").unwrap_or_else(|_| "stowage=info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

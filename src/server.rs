@@ -44,7 +44,10 @@ pub struct Opened {
 /// Opens the metadata side of a data directory (shared by `serve` and `admin`).
 pub fn open_data_dir(config: &Config) -> Result<Opened, ServeError> {
     let dir = config.data_dir();
-    std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let key = ServerKey::load_or_create(&config.key_path())?;
     let meta = Arc::new(SqliteMeta::open(&config.db_path())?);
     Ok(Opened { meta, key })
@@ -74,15 +77,26 @@ pub async fn bootstrap(config: &Config, opened: &Opened) -> Result<Option<Initia
     let sealed_token = token.clone();
     let user: UserId = opened
         .meta
-        .create_user("admin", now, Box::new(move |id| sealing_key.seal(id, &sealed_token).ok()))
+        .create_user(
+            "admin",
+            now,
+            Box::new(move |id| sealing_key.seal(id, &sealed_token).ok()),
+        )
         .await?
         .ok_or_else(|| MetaError::Database("the first user could not be created".into()))?;
     opened.meta.set_member(&org, user, Permissions::ALL).await?;
-    let credentials = InitialCredentials { user_id: user.0, api_token: token, organization_id: org.to_string() };
+    let credentials = InitialCredentials {
+        user_id: user.0,
+        api_token: token,
+        organization_id: org.to_string(),
+    };
     let path = config.credentials_path();
     let text = serde_json::to_vec_pretty(&credentials).unwrap_or_default();
     let _ = std::fs::remove_file(&path);
-    write_private_file(&path, &text).map_err(|source| ServeError::Credentials { path: path.display().to_string(), source })?;
+    write_private_file(&path, &text).map_err(|source| ServeError::Credentials {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(Some(credentials))
 }
 
@@ -113,15 +127,32 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         print_credentials(&credentials, &config);
     }
     let blobs = Arc::new(LocalBlobs::open(&config.blob_dir())?);
-    let service = Arc::new(Service::new(opened.meta.clone(), blobs, Limits::from_config(&config), opened.key.clone()));
+    let service = Arc::new(Service::new(
+        opened.meta.clone(),
+        blobs,
+        Limits::from_config(&config),
+        opened.key.clone(),
+    ));
     let collector = service.spawn_collector(Duration::from_secs(config.gc_interval_secs.max(1)));
-    let state = AppState { service, public_url: config.public_url.clone() };
+    let state = AppState {
+        service,
+        public_url: config.public_url.clone(),
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServeError::Listen { addr: config.listen.to_string(), source })?;
-    let local = listener.local_addr().map_err(|source| ServeError::Listen { addr: config.listen.to_string(), source })?;
-    println!("stowage listening on http://{local}/api/v2 (data in {})", display_dir(config.data_dir()));
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen.to_string(),
+        source,
+    })?;
+    println!(
+        "stowage listening on http://{local}/api/v2 (data in {})",
+        display_dir(config.data_dir())
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%local, "listening");
@@ -130,13 +161,18 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         let _ = stream.set_nodelay(true);
     });
     let make_service = axum::ServiceExt::<axum::extract::Request>::into_make_service(app(state));
-    let result = axum::serve(listener, make_service).with_graceful_shutdown(shutdown_signal()).await;
+    let result = axum::serve(listener, make_service)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
     collector.abort();
     result.map_err(ServeError::Serve)
 }
 
 fn display_dir(dir: &Path) -> String {
-    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned()).display().to_string()
+    std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_owned())
+        .display()
+        .to_string()
 }
 
 async fn shutdown_signal() {

@@ -68,7 +68,9 @@ impl BlobWriter for LocalWriter {
         self.file.get_ref().sync_all().await?;
         tokio::fs::rename(&self.tmp_path, &self.final_path).await?;
         let dir = self.final_path.parent().map(Path::to_owned).unwrap_or_default();
-        tokio::task::spawn_blocking(move || sync_dir(&dir)).await.map_err(std::io::Error::other)??;
+        tokio::task::spawn_blocking(move || sync_dir(&dir))
+            .await
+            .map_err(std::io::Error::other)??;
         Ok(self.id)
     }
 

@@ -74,7 +74,8 @@ impl Fields {
                     Ok(Fields::from_form(body))
                 } else {
                     Err(BodyError::Unparseable(
-                        "send JSON (Content-Type: application/json) or a form (application/x-www-form-urlencoded)".into(),
+                        "send JSON (Content-Type: application/json) or a form (application/x-www-form-urlencoded)"
+                            .into(),
                     ))
                 }
             }
@@ -87,10 +88,14 @@ impl Fields {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Array(_)) => {
-                Err(ServiceError::InvalidField { field: name, reason: "it is given more than once; send it once".into() })
-            }
-            Some(_) => Err(ServiceError::InvalidField { field: name, reason: "it must be a string".into() }),
+            Some(Value::Array(_)) => Err(ServiceError::InvalidField {
+                field: name,
+                reason: "it is given more than once; send it once".into(),
+            }),
+            Some(_) => Err(ServiceError::InvalidField {
+                field: name,
+                reason: "it must be a string".into(),
+            }),
         }
     }
 
@@ -100,7 +105,10 @@ impl Fields {
 
     /// A list of strings; a single string is a list of one.
     pub fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, ServiceError> {
-        let invalid = || ServiceError::InvalidField { field: name, reason: "it must be a list of strings".into() };
+        let invalid = || ServiceError::InvalidField {
+            field: name,
+            reason: "it must be a list of strings".into(),
+        };
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
@@ -115,7 +123,10 @@ impl Fields {
 
     /// A page number: a non-negative integer (or its decimal text); absent means 0.
     pub fn page(&self, name: &'static str) -> Result<u64, ServiceError> {
-        let invalid = || ServiceError::InvalidField { field: name, reason: "it must be a non-negative integer".into() };
+        let invalid = || ServiceError::InvalidField {
+            field: name,
+            reason: "it must be a non-negative integer".into(),
+        };
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(0),
             Some(Value::Number(n)) => n.as_u64().ok_or_else(invalid),
@@ -151,7 +162,10 @@ mod tests {
         assert_eq!(fields.page("page").unwrap(), 2);
         assert!(fields.text_list("keys").is_err());
         assert!(fields.text("n").is_err());
-        assert!(matches!(fields.required_text("missing"), Err(ServiceError::MissingField("missing"))));
+        assert!(matches!(
+            fields.required_text("missing"),
+            Err(ServiceError::MissingField("missing"))
+        ));
         assert!(Fields::from_json(b"{not json").is_err());
         assert!(Fields::from_json(b"[1]").is_err());
         assert!(Fields::from_json(b"").is_ok());
@@ -159,8 +173,16 @@ mod tests {
 
     #[test]
     fn pages() {
-        for bad in [r#"{"page": -1}"#, r#"{"page": 1.5}"#, r#"{"page": "x"}"#, r#"{"page": true}"#] {
-            assert!(Fields::from_json(bad.as_bytes()).unwrap().page("page").is_err(), "{bad}");
+        for bad in [
+            r#"{"page": -1}"#,
+            r#"{"page": 1.5}"#,
+            r#"{"page": "x"}"#,
+            r#"{"page": true}"#,
+        ] {
+            assert!(
+                Fields::from_json(bad.as_bytes()).unwrap().page("page").is_err(),
+                "{bad}"
+            );
         }
         assert_eq!(Fields::from_json(br#"{"page": "3"}"#).unwrap().page("page").unwrap(), 3);
     }

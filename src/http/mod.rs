@@ -47,9 +47,13 @@ pub enum ApiError {
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| br#"{"success":false,"errors":["internal error"]}"#.to_vec());
+    let bytes =
+        serde_json::to_vec(body).unwrap_or_else(|_| br#"{"success":false,"errors":["internal error"]}"#.to_vec());
     let mut response = (status, bytes).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     response
 }
 
@@ -74,7 +78,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = json_response(status, &Outcome::failed(self.to_string()));
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"stowage\""));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"stowage\""),
+            );
         }
         response
     }
@@ -142,7 +149,10 @@ async fn unknown_endpoint(request: Request) -> ApiError {
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::MethodNotAllowed { method: request.method().to_string(), path: request.uri().path().to_owned() }
+    ApiError::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -153,7 +163,10 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     Ok(state
         .service
-        .authenticate(header_text(headers, header::AUTHORIZATION.as_str()), header_text(headers, "timestamp"))
+        .authenticate(
+            header_text(headers, header::AUTHORIZATION.as_str()),
+            header_text(headers, "timestamp"),
+        )
         .await?)
 }
 
@@ -243,7 +256,10 @@ async fn list(State(state): State<AppState>, headers: HeaderMap, request: Reques
     let org = fields.required_text("organizationId")?;
     let path = fields.text("path")?;
     let page = fields.page("page")?;
-    let listing = state.service.list(&who, &org, path.as_deref().unwrap_or(""), page).await?;
+    let listing = state
+        .service
+        .list(&who, &org, path.as_deref().unwrap_or(""), page)
+        .await?;
     ok(&ListResponse::new(path.as_deref(), listing))
 }
 
@@ -255,8 +271,15 @@ struct DownloadQuery {
     signature: String,
 }
 
-async fn download(State(state): State<AppState>, Path(job): Path<String>, Query(query): Query<DownloadQuery>) -> ApiResult {
-    let (job, stream) = state.service.open_download(&job, &query.expires, &query.signature).await?;
+async fn download(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    Query(query): Query<DownloadQuery>,
+) -> ApiResult {
+    let (job, stream) = state
+        .service
+        .open_download(&job, &query.expires, &query.signature)
+        .await?;
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
@@ -272,7 +295,10 @@ mod tests {
 
     #[test]
     fn slashes_collapse() {
-        let request = Request::builder().uri("/api/v2//object///set?a=b//c").body(Body::empty()).unwrap();
+        let request = Request::builder()
+            .uri("/api/v2//object///set?a=b//c")
+            .body(Body::empty())
+            .unwrap();
         let request = collapse_slashes(request);
         assert_eq!(request.uri().path(), "/api/v2/object/set");
         assert_eq!(request.uri().query(), Some("a=b//c"));

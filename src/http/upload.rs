@@ -31,16 +31,30 @@ async fn read_text_part(mut field: multer::Field<'_>, name: &'static str) -> Res
     let mut buf = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if buf.len() + chunk.len() > MAX_TEXT_PART {
-            return Err(ServiceError::InvalidField { field: name, reason: format!("it is longer than {MAX_TEXT_PART} bytes") }.into());
+            return Err(ServiceError::InvalidField {
+                field: name,
+                reason: format!("it is longer than {MAX_TEXT_PART} bytes"),
+            }
+            .into());
         }
         buf.extend_from_slice(&chunk);
     }
-    String::from_utf8(buf).map_err(|_| ServiceError::InvalidField { field: name, reason: "it is not valid UTF-8".into() }.into())
+    String::from_utf8(buf).map_err(|_| {
+        ServiceError::InvalidField {
+            field: name,
+            reason: "it is not valid UTF-8".into(),
+        }
+        .into()
+    })
 }
 
 fn set_once(slot: &mut Option<String>, value: String, name: &'static str) -> Result<(), ApiError> {
     if slot.is_some() {
-        return Err(ServiceError::InvalidField { field: name, reason: "it is given more than once; send it once".into() }.into());
+        return Err(ServiceError::InvalidField {
+            field: name,
+            reason: "it is given more than once; send it once".into(),
+        }
+        .into());
     }
     *slot = Some(value);
     Ok(())
@@ -79,13 +93,21 @@ pub(super) async fn set(State(state): State<AppState>, headers: HeaderMap, reque
         return Err(ServiceError::TooLarge { limit }.into());
     }
     if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
-        return Err(ServiceError::InvalidField { field: "objectData", reason: format!("it is missing: {SET_SHAPE}") }.into());
+        return Err(ServiceError::InvalidField {
+            field: "objectData",
+            reason: format!("it is missing: {SET_SHAPE}"),
+        }
+        .into());
     }
     let boundary = multer::parse_boundary(content_type).map_err(multipart_error)?;
     let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
     let mut parts = SetParts::default();
     let result = receive(&state, &who, &mut multipart, &mut parts).await;
-    let SetParts { organization, key, upload } = parts;
+    let SetParts {
+        organization,
+        key,
+        upload,
+    } = parts;
     if let Err(e) = result {
         if let Some(upload) = upload {
             upload.abort().await;
@@ -93,13 +115,21 @@ pub(super) async fn set(State(state): State<AppState>, headers: HeaderMap, reque
         return Err(e);
     }
     let Some(upload) = upload else {
-        return Err(ServiceError::InvalidField { field: "objectData", reason: format!("it is missing: {SET_SHAPE}") }.into());
+        return Err(ServiceError::InvalidField {
+            field: "objectData",
+            reason: format!("it is missing: {SET_SHAPE}"),
+        }
+        .into());
     };
     let (organization, key) = match (organization, key) {
         (Some(organization), Some(key)) => (organization, key),
         (organization, _) => {
             upload.abort().await;
-            let missing = if organization.is_none() { "organizationId" } else { "key" };
+            let missing = if organization.is_none() {
+                "organizationId"
+            } else {
+                "key"
+            };
             return Err(ServiceError::MissingField(missing).into());
         }
     };
@@ -120,11 +150,19 @@ async fn receive(
             return Err(BodyError::Unparseable(format!("more than {MAX_PARTS} parts")).into());
         }
         match field.name().unwrap_or_default() {
-            "organizationId" => set_once(&mut parts.organization, read_text_part(field, "organizationId").await?, "organizationId")?,
+            "organizationId" => set_once(
+                &mut parts.organization,
+                read_text_part(field, "organizationId").await?,
+                "organizationId",
+            )?,
             "key" => set_once(&mut parts.key, read_text_part(field, "key").await?, "key")?,
             "objectData" => {
                 if parts.upload.is_some() {
-                    return Err(ServiceError::InvalidField { field: "objectData", reason: "it is given more than once; send it once".into() }.into());
+                    return Err(ServiceError::InvalidField {
+                        field: "objectData",
+                        reason: "it is given more than once; send it once".into(),
+                    }
+                    .into());
                 }
                 if let Some(org) = &parts.organization {
                     state.service.authorize(who, org, Access::Write).await?;

@@ -21,11 +21,17 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn ok() -> Outcome {
-        Outcome { success: true, errors: Vec::new() }
+        Outcome {
+            success: true,
+            errors: Vec::new(),
+        }
     }
 
     pub fn failed(message: String) -> Outcome {
-        Outcome { success: false, errors: vec![message] }
+        Outcome {
+            success: false,
+            errors: vec![message],
+        }
     }
 }
 
@@ -76,7 +82,12 @@ pub struct JobResponse {
 
 impl From<DownloadTicket> for JobResponse {
     fn from(ticket: DownloadTicket) -> JobResponse {
-        JobResponse { success: true, errors: Vec::new(), job_id: ticket.job.to_string(), url: ticket.url }
+        JobResponse {
+            success: true,
+            errors: Vec::new(),
+            job_id: ticket.job.to_string(),
+            url: ticket.url,
+        }
     }
 }
 

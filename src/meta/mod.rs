@@ -42,7 +42,12 @@ pub struct Permissions {
 }
 
 impl Permissions {
-    pub const ALL: Permissions = Permissions { read: true, write: true, delete: true, admin: true };
+    pub const ALL: Permissions = Permissions {
+        read: true,
+        write: true,
+        delete: true,
+        admin: true,
+    };
 
     /// Parses `read,write,delete` (any subset, any order; `admin` also accepted).
     pub fn parse(list: &str) -> Result<Permissions, String> {
@@ -61,12 +66,21 @@ impl Permissions {
 
     pub fn describe(&self) -> String {
         let mut words = Vec::new();
-        for (on, word) in [(self.read, "read"), (self.write, "write"), (self.delete, "delete"), (self.admin, "admin")] {
+        for (on, word) in [
+            (self.read, "read"),
+            (self.write, "write"),
+            (self.delete, "delete"),
+            (self.admin, "admin"),
+        ] {
             if on {
                 words.push(word);
             }
         }
-        if words.is_empty() { "none".into() } else { words.join(",") }
+        if words.is_empty() {
+            "none".into()
+        } else {
+            words.join(",")
+        }
     }
 }
 
@@ -141,13 +155,20 @@ pub enum PutRefusal {
     AncestorIsFile(String),
     /// The key is a folder.
     IsFolder,
-    Quota { usage: Usage, quota: Quota, added_bytes: u64, added_files: u64 },
+    Quota {
+        usage: Usage,
+        quota: Quota,
+        added_bytes: u64,
+        added_files: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutOutcome {
     /// Stored; the blob that held the previous content, if any, now awaits collection.
-    Stored { replaced: Option<BlobId> },
+    Stored {
+        replaced: Option<BlobId>,
+    },
     Refused(PutRefusal),
 }
 
@@ -203,7 +224,13 @@ pub enum KeyKind {
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     // --- organizations, users, memberships ---
-    async fn create_org(&self, name: &str, max_bytes: Option<u64>, max_files: Option<u64>, now: Millis) -> MetaResult<OrgId>;
+    async fn create_org(
+        &self,
+        name: &str,
+        max_bytes: Option<u64>,
+        max_files: Option<u64>,
+        now: Millis,
+    ) -> MetaResult<OrgId>;
     async fn org(&self, org: &OrgId) -> MetaResult<Option<Organization>>;
     async fn list_orgs(&self) -> MetaResult<Vec<Organization>>;
     /// Sets the per-organization quota overrides; returns false when the organization is unknown.

@@ -204,7 +204,11 @@ impl SqliteMeta {
             .name("stowage-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| MetaError::Database(format!("cannot start the writer thread: {e}")))?;
-        Ok(SqliteMeta { path: path.to_owned(), writer: tx, readers: Arc::new(Mutex::new(Vec::new())) })
+        Ok(SqliteMeta {
+            path: path.to_owned(),
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
     }
 
     async fn write<T, F>(&self, work: F) -> MetaResult<T>
@@ -213,7 +217,11 @@ impl SqliteMeta {
         F: FnOnce(&Connection) -> MetaResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let task = Box::new(Pending { work: Some(work), result: None, reply });
+        let task = Box::new(Pending {
+            work: Some(work),
+            result: None,
+            reply,
+        });
         self.writer.send(task).map_err(|_| MetaError::Closed)?;
         answer.await.map_err(|_| MetaError::Closed)?
     }
@@ -256,30 +264,33 @@ fn to_u64(v: i64) -> u64 {
     v.max(0) as u64
 }
 
-fn org_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Option<i64>, Option<i64>, i64, i64, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+/// An organization row joined with its root folder (usage); `None` for a malformed id.
+fn org_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Organization>> {
+    let id: String = row.get(0)?;
+    Ok(OrgId::parse(&id).map(|id| Organization {
+        id,
+        name: row.get(1).unwrap_or_default(),
+        max_bytes: row.get::<_, Option<i64>>(2).ok().flatten().map(to_u64),
+        max_files: row.get::<_, Option<i64>>(3).ok().flatten().map(to_u64),
+        created: row.get(4).unwrap_or_default(),
+        usage: Usage {
+            bytes: to_u64(row.get(5).unwrap_or_default()),
+            files: to_u64(row.get(6).unwrap_or_default()),
+        },
+    }))
 }
 
 const ORG_SELECT: &str = "SELECT o.id, o.name, o.max_bytes, o.max_files, o.created, f.bytes, f.files \
      FROM orgs o JOIN folders f ON f.org_id = o.id AND f.path = ''";
 
-fn make_org(raw: (String, String, Option<i64>, Option<i64>, i64, i64, i64)) -> Option<Organization> {
-    let (id, name, max_bytes, max_files, created, bytes, files) = raw;
-    Some(Organization {
-        id: OrgId::parse(&id)?,
-        name,
-        max_bytes: max_bytes.map(to_u64),
-        max_files: max_files.map(to_u64),
-        usage: Usage { bytes: to_u64(bytes), files: to_u64(files) },
-        created,
-    })
-}
-
 fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: UserId(row.get(0)?),
         name: row.get(1)?,
-        token: SealedToken { nonce: row.get(2)?, ciphertext: row.get(3)? },
+        token: SealedToken {
+            nonce: row.get(2)?,
+            ciphertext: row.get(3)?,
+        },
         disabled: row.get::<_, i64>(4)? != 0,
         created: row.get(5)?,
     })
@@ -300,51 +311,70 @@ fn membership_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64
     ))
 }
 
-fn object_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, String, String, Option<String>, i64, i64, String)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?))
+/// An object row; `None` when a stored key or blob id is malformed.
+fn object_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ObjectMeta>> {
+    let key: String = row.get(0)?;
+    let blob: String = row.get(7)?;
+    let (Ok(key), Some(blob)) = (Key::parse(&key), BlobId::parse(&blob)) else {
+        return Ok(None);
+    };
+    Ok(Some(ObjectMeta {
+        key,
+        size: to_u64(row.get(1)?),
+        md5: row.get(2)?,
+        mime: row.get(3)?,
+        preview: row.get(4)?,
+        created: row.get(5)?,
+        modified: row.get(6)?,
+        blob,
+    }))
 }
 
 fn load_object(conn: &Connection, org: &OrgId, key: &Key) -> MetaResult<Option<ObjectMeta>> {
-    let raw = conn
+    Ok(conn
         .query_row(
             "SELECT key, size, md5, mime, preview, created, modified, blob_id FROM objects WHERE org_id = ?1 AND key = ?2",
             params![org.as_str(), key.as_str()],
             object_from_row,
         )
-        .optional()?;
-    Ok(raw.and_then(|(k, size, md5, mime, preview, created, modified, blob)| {
-        Some(ObjectMeta {
-            key: Key::parse(&k).ok()?,
-            size: to_u64(size),
-            md5,
-            mime,
-            preview,
-            created,
-            modified,
-            blob: BlobId::parse(&blob)?,
-        })
-    }))
+        .optional()?
+        .flatten())
 }
 
 fn folder_exists(conn: &Connection, org: &OrgId, path: &str) -> MetaResult<bool> {
     Ok(conn
-        .query_row("SELECT 1 FROM folders WHERE org_id = ?1 AND path = ?2", params![org.as_str(), path], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM folders WHERE org_id = ?1 AND path = ?2",
+            params![org.as_str(), path],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some())
 }
 
 fn file_exists(conn: &Connection, org: &OrgId, key: &str) -> MetaResult<bool> {
     Ok(conn
-        .query_row("SELECT 1 FROM objects WHERE org_id = ?1 AND key = ?2", params![org.as_str(), key], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM objects WHERE org_id = ?1 AND key = ?2",
+            params![org.as_str(), key],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some())
 }
 
 fn root_usage(conn: &Connection, org: &OrgId) -> MetaResult<Option<Usage>> {
     Ok(conn
-        .query_row("SELECT bytes, files FROM folders WHERE org_id = ?1 AND path = ''", params![org.as_str()], |row| {
-            Ok(Usage { bytes: to_u64(row.get(0)?), files: to_u64(row.get(1)?) })
-        })
+        .query_row(
+            "SELECT bytes, files FROM folders WHERE org_id = ?1 AND path = ''",
+            params![org.as_str()],
+            |row| {
+                Ok(Usage {
+                    bytes: to_u64(row.get(0)?),
+                    files: to_u64(row.get(1)?),
+                })
+            },
+        )
         .optional()?)
 }
 
@@ -352,13 +382,16 @@ fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quot
     let ancestors = object.key.ancestors();
     for folder in ancestors.iter().skip(1) {
         if file_exists(conn, org, folder.as_str())? {
-            return Ok(PutOutcome::Refused(PutRefusal::AncestorIsFile(folder.as_str().to_owned())));
+            return Ok(PutOutcome::Refused(PutRefusal::AncestorIsFile(
+                folder.as_str().to_owned(),
+            )));
         }
     }
     if folder_exists(conn, org, object.key.as_str())? {
         return Ok(PutOutcome::Refused(PutRefusal::IsFolder));
     }
-    let usage = root_usage(conn, org)?.ok_or_else(|| MetaError::Database(format!("organization {org} has no root folder")))?;
+    let usage =
+        root_usage(conn, org)?.ok_or_else(|| MetaError::Database(format!("organization {org} has no root folder")))?;
     let existing: Option<(i64, i64, String)> = conn
         .query_row(
             "SELECT size, created, blob_id FROM objects WHERE org_id = ?1 AND key = ?2",
@@ -406,14 +439,30 @@ fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quot
         let updated = conn.execute(
             "UPDATE folders SET bytes = bytes + ?3, files = files + ?4, child_files = child_files + ?5, \
              modified = MAX(modified, ?6) WHERE org_id = ?1 AND path = ?2",
-            params![org.as_str(), folder.as_str(), added_bytes, added_files, child_files, object.now],
+            params![
+                org.as_str(),
+                folder.as_str(),
+                added_bytes,
+                added_files,
+                child_files,
+                object.now
+            ],
         )?;
         if updated == 0 {
             let parent = folder.parent().map(|p| p.as_str().to_owned());
             conn.execute(
                 "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
-                params![org.as_str(), folder.as_str(), parent, folder.name(), added_bytes, added_files, child_files, object.now],
+                params![
+                    org.as_str(),
+                    folder.as_str(),
+                    parent,
+                    folder.name(),
+                    added_bytes,
+                    added_files,
+                    child_files,
+                    object.now
+                ],
             )?;
             conn.execute(
                 "UPDATE folders SET child_folders = child_folders + 1 WHERE org_id = ?1 AND path = ?2",
@@ -437,7 +486,15 @@ fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quot
 /// Takes `bytes` and `files` off `start` and every folder above it after a file (or, with
 /// `removed_folder`, a whole child folder) under `start` went away. Folders left empty are
 /// removed; the newest modification is recomputed from the remaining children (index lookups).
-fn detach(conn: &Connection, org: &OrgId, start: FolderPath, bytes: u64, files: u64, removed_file: bool, removed_folder: bool) -> MetaResult<()> {
+fn detach(
+    conn: &Connection,
+    org: &OrgId,
+    start: FolderPath,
+    bytes: u64,
+    files: u64,
+    removed_file: bool,
+    removed_folder: bool,
+) -> MetaResult<()> {
     let mut current = Some(start);
     let mut child_file = removed_file as i64;
     let mut child_folder = removed_folder as i64;
@@ -445,7 +502,14 @@ fn detach(conn: &Connection, org: &OrgId, start: FolderPath, bytes: u64, files: 
         conn.execute(
             "UPDATE folders SET bytes = bytes - ?3, files = files - ?4, child_files = child_files - ?5, \
              child_folders = child_folders - ?6 WHERE org_id = ?1 AND path = ?2",
-            params![org.as_str(), path.as_str(), bytes as i64, files as i64, child_file, child_folder],
+            params![
+                org.as_str(),
+                path.as_str(),
+                bytes as i64,
+                files as i64,
+                child_file,
+                child_folder
+            ],
         )?;
         child_file = 0;
         child_folder = 0;
@@ -458,7 +522,10 @@ fn detach(conn: &Connection, org: &OrgId, start: FolderPath, bytes: u64, files: 
             .optional()?
             .unwrap_or(0);
         if remaining <= 0 && !path.is_root() {
-            conn.execute("DELETE FROM folders WHERE org_id = ?1 AND path = ?2", params![org.as_str(), path.as_str()])?;
+            conn.execute(
+                "DELETE FROM folders WHERE org_id = ?1 AND path = ?2",
+                params![org.as_str(), path.as_str()],
+            )?;
             child_folder = 1;
         } else {
             let newest: Option<i64> = conn.query_row(
@@ -488,8 +555,14 @@ fn delete_tx(conn: &Connection, org: &OrgId, key: &Key, now: Millis) -> MetaResu
         )
         .optional()?;
     if let Some((size, blob)) = file {
-        conn.execute("DELETE FROM objects WHERE org_id = ?1 AND key = ?2", params![org.as_str(), key.as_str()])?;
-        conn.execute("INSERT OR IGNORE INTO garbage (blob_id, since) VALUES (?1, ?2)", params![blob, now])?;
+        conn.execute(
+            "DELETE FROM objects WHERE org_id = ?1 AND key = ?2",
+            params![org.as_str(), key.as_str()],
+        )?;
+        conn.execute(
+            "INSERT OR IGNORE INTO garbage (blob_id, since) VALUES (?1, ?2)",
+            params![blob, now],
+        )?;
         detach(conn, org, key.parent(), to_u64(size), 1, true, false)?;
         return Ok(DeleteOutcome::File);
     }
@@ -509,13 +582,19 @@ fn delete_tx(conn: &Connection, org: &OrgId, key: &Key, now: Millis) -> MetaResu
          SELECT blob_id, ?4 FROM objects WHERE org_id = ?1 AND key >= ?2 AND key < ?3",
         params![org.as_str(), low, high, now],
     )?;
-    conn.execute("DELETE FROM objects WHERE org_id = ?1 AND key >= ?2 AND key < ?3", params![org.as_str(), low, high])?;
+    conn.execute(
+        "DELETE FROM objects WHERE org_id = ?1 AND key >= ?2 AND key < ?3",
+        params![org.as_str(), low, high],
+    )?;
     conn.execute(
         "DELETE FROM folders WHERE org_id = ?1 AND (path = ?2 OR (path >= ?3 AND path < ?4))",
         params![org.as_str(), key.as_str(), low, high],
     )?;
     detach(conn, org, key.parent(), to_u64(bytes), to_u64(files), false, true)?;
-    Ok(DeleteOutcome::Folder { files: to_u64(files), bytes: to_u64(bytes) })
+    Ok(DeleteOutcome::Folder {
+        files: to_u64(files),
+        bytes: to_u64(bytes),
+    })
 }
 
 fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage> {
@@ -527,28 +606,37 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
         )
         .optional()?;
     let Some((child_folders, child_files)) = counts else {
-        return Ok(ListPage { entries: Vec::new(), total_entries: 0 });
+        return Ok(ListPage {
+            entries: Vec::new(),
+            total_entries: 0,
+        });
     };
     let (child_folders, child_files) = (to_u64(child_folders), to_u64(child_files));
     let total = child_folders + child_files;
     let offset = page.saturating_mul(page_size);
     let mut entries = Vec::new();
     if offset >= total {
-        return Ok(ListPage { entries, total_entries: total });
+        return Ok(ListPage {
+            entries,
+            total_entries: total,
+        });
     }
     if offset < child_folders {
         let mut stmt = conn.prepare_cached(
             "SELECT name, bytes, modified FROM folders WHERE org_id = ?1 AND parent = ?2 ORDER BY name LIMIT ?3 OFFSET ?4",
         )?;
-        let rows = stmt.query_map(params![org.as_str(), folder.as_str(), page_size as i64, offset as i64], |row| {
-            Ok(ListEntry {
-                name: row.get(0)?,
-                is_folder: true,
-                size: to_u64(row.get(1)?),
-                mime: "directory".into(),
-                modified: row.get(2)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![org.as_str(), folder.as_str(), page_size as i64, offset as i64],
+            |row| {
+                Ok(ListEntry {
+                    name: row.get(0)?,
+                    is_folder: true,
+                    size: to_u64(row.get(1)?),
+                    mime: "directory".into(),
+                    modified: row.get(2)?,
+                })
+            },
+        )?;
         for row in rows {
             entries.push(row?);
         }
@@ -559,23 +647,35 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
         let mut stmt = conn.prepare_cached(
             "SELECT name, size, mime, modified FROM objects WHERE org_id = ?1 AND parent = ?2 ORDER BY name LIMIT ?3 OFFSET ?4",
         )?;
-        let rows = stmt.query_map(params![org.as_str(), folder.as_str(), room as i64, file_offset as i64], |row| {
-            Ok(ListEntry {
-                name: row.get(0)?,
-                is_folder: false,
-                size: to_u64(row.get(1)?),
-                mime: row.get(2)?,
-                modified: row.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![org.as_str(), folder.as_str(), room as i64, file_offset as i64],
+            |row| {
+                Ok(ListEntry {
+                    name: row.get(0)?,
+                    is_folder: false,
+                    size: to_u64(row.get(1)?),
+                    mime: row.get(2)?,
+                    modified: row.get(3)?,
+                })
+            },
+        )?;
         for row in rows {
             entries.push(row?);
         }
     }
-    Ok(ListPage { entries, total_entries: total })
+    Ok(ListPage {
+        entries,
+        total_entries: total,
+    })
 }
 
-fn create_job_tx(conn: &Connection, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>> {
+fn create_job_tx(
+    conn: &Connection,
+    org: &OrgId,
+    keys: &[Key],
+    now: Millis,
+    expires: Millis,
+) -> MetaResult<Option<Job>> {
     let mut entries: std::collections::BTreeMap<String, (String, i64, i64)> = std::collections::BTreeMap::new();
     let mut stmt = conn.prepare_cached(
         "SELECT key, blob_id, size, modified FROM objects WHERE org_id = ?1 AND key >= ?2 AND key < ?3",
@@ -609,24 +709,40 @@ fn create_job_tx(conn: &Connection, org: &OrgId, keys: &[Key], now: Millis, expi
         "INSERT INTO jobs (id, org_id, created, expires) VALUES (?1, ?2, ?3, ?4)",
         params![id.as_str(), org.as_str(), now, expires],
     )?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO job_entries (job_id, key, blob_id, size, modified) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
+    let mut insert = conn
+        .prepare_cached("INSERT INTO job_entries (job_id, key, blob_id, size, modified) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for (key, (blob, size, modified)) in &entries {
         insert.execute(params![id.as_str(), key, blob, size, modified])?;
     }
-    Ok(Some(Job { id, org: org.clone(), created: now, expires }))
+    Ok(Some(Job {
+        id,
+        org: org.clone(),
+        created: now,
+        expires,
+    }))
 }
 
 #[async_trait]
 impl MetaStore for SqliteMeta {
-    async fn create_org(&self, name: &str, max_bytes: Option<u64>, max_files: Option<u64>, now: Millis) -> MetaResult<OrgId> {
+    async fn create_org(
+        &self,
+        name: &str,
+        max_bytes: Option<u64>,
+        max_files: Option<u64>,
+        now: Millis,
+    ) -> MetaResult<OrgId> {
         let name = name.to_owned();
         self.write(move |conn| {
             let id = OrgId::generate();
             conn.execute(
                 "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id.as_str(), name, max_bytes.map(|v| v as i64), max_files.map(|v| v as i64), now],
+                params![
+                    id.as_str(),
+                    name,
+                    max_bytes.map(|v| v as i64),
+                    max_files.map(|v| v as i64),
+                    now
+                ],
             )?;
             conn.execute(
                 "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
@@ -641,8 +757,14 @@ impl MetaStore for SqliteMeta {
     async fn org(&self, org: &OrgId) -> MetaResult<Option<Organization>> {
         let org = org.clone();
         self.read(move |conn| {
-            let raw = conn.query_row(&format!("{ORG_SELECT} WHERE o.id = ?1"), params![org.as_str()], org_from_row).optional()?;
-            Ok(raw.and_then(make_org))
+            Ok(conn
+                .query_row(
+                    &format!("{ORG_SELECT} WHERE o.id = ?1"),
+                    params![org.as_str()],
+                    org_from_row,
+                )
+                .optional()?
+                .flatten())
         })
         .await
     }
@@ -653,7 +775,7 @@ impl MetaStore for SqliteMeta {
             let rows = stmt.query_map([], org_from_row)?;
             let mut out = Vec::new();
             for row in rows {
-                out.extend(make_org(row?));
+                out.extend(row?);
             }
             Ok(out)
         })
@@ -698,8 +820,12 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn user(&self, user: UserId) -> MetaResult<Option<User>> {
-        self.read(move |conn| Ok(conn.query_row(&format!("{USER_SELECT} WHERE id = ?1"), params![user.0], user_from_row).optional()?))
-            .await
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(&format!("{USER_SELECT} WHERE id = ?1"), params![user.0], user_from_row)
+                .optional()?)
+        })
+        .await
     }
 
     async fn list_users(&self) -> MetaResult<Vec<User>> {
@@ -724,7 +850,10 @@ impl MetaStore for SqliteMeta {
 
     async fn set_user_disabled(&self, user: UserId, disabled: bool) -> MetaResult<bool> {
         self.write(move |conn| {
-            Ok(conn.execute("UPDATE users SET disabled = ?2 WHERE id = ?1", params![user.0, bool_int(disabled)])? > 0)
+            Ok(conn.execute(
+                "UPDATE users SET disabled = ?2 WHERE id = ?1",
+                params![user.0, bool_int(disabled)],
+            )? > 0)
         })
         .await
     }
@@ -751,7 +880,10 @@ impl MetaStore for SqliteMeta {
     async fn remove_member(&self, org: &OrgId, user: UserId) -> MetaResult<bool> {
         let org = org.clone();
         self.write(move |conn| {
-            Ok(conn.execute("DELETE FROM members WHERE org_id = ?1 AND user_id = ?2", params![org.as_str(), user.0])? > 0)
+            Ok(conn.execute(
+                "DELETE FROM members WHERE org_id = ?1 AND user_id = ?2",
+                params![org.as_str(), user.0],
+            )? > 0)
         })
         .await
     }
@@ -815,28 +947,40 @@ impl MetaStore for SqliteMeta {
 
     async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage> {
         let (org, folder) = (org.clone(), folder.clone());
-        self.read(move |conn| list_tx(conn, &org, &folder, page, page_size)).await
+        self.read(move |conn| list_tx(conn, &org, &folder, page, page_size))
+            .await
     }
 
     async fn usage(&self, org: &OrgId) -> MetaResult<Usage> {
         let org = org.clone();
-        self.read(move |conn| Ok(root_usage(conn, &org)?.unwrap_or_default())).await
+        self.read(move |conn| Ok(root_usage(conn, &org)?.unwrap_or_default()))
+            .await
     }
 
     async fn create_job(&self, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>> {
         let (org, keys) = (org.clone(), keys.to_vec());
-        self.write(move |conn| create_job_tx(conn, &org, &keys, now, expires)).await
+        self.write(move |conn| create_job_tx(conn, &org, &keys, now, expires))
+            .await
     }
 
     async fn job(&self, job: &JobId) -> MetaResult<Option<Job>> {
         let job = job.clone();
         self.read(move |conn| {
             let raw: Option<(String, i64, i64)> = conn
-                .query_row("SELECT org_id, created, expires FROM jobs WHERE id = ?1", params![job.as_str()], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })
+                .query_row(
+                    "SELECT org_id, created, expires FROM jobs WHERE id = ?1",
+                    params![job.as_str()],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
                 .optional()?;
-            Ok(raw.and_then(|(org, created, expires)| Some(Job { id: job.clone(), org: OrgId::parse(&org)?, created, expires })))
+            Ok(raw.and_then(|(org, created, expires)| {
+                Some(Job {
+                    id: job.clone(),
+                    org: OrgId::parse(&org)?,
+                    created,
+                    expires,
+                })
+            }))
         })
         .await
     }
@@ -844,16 +988,27 @@ impl MetaStore for SqliteMeta {
     async fn job_entries(&self, job: &JobId) -> MetaResult<Vec<JobEntry>> {
         let job = job.clone();
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT key, blob_id, size, modified FROM job_entries WHERE job_id = ?1 ORDER BY key")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, blob_id, size, modified FROM job_entries WHERE job_id = ?1 ORDER BY key",
+            )?;
             let rows = stmt.query_map(params![job.as_str()], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
             })?;
             let mut out = Vec::new();
             for row in rows {
                 let (key, blob, size, modified) = row?;
                 if let (Ok(key), Some(blob)) = (Key::parse(&key), BlobId::parse(&blob)) {
-                    out.push(JobEntry { key, blob, size: to_u64(size), modified });
+                    out.push(JobEntry {
+                        key,
+                        blob,
+                        size: to_u64(size),
+                        modified,
+                    });
                 }
             }
             Ok(out)

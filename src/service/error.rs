@@ -10,7 +10,9 @@ use crate::meta::MetaError;
 pub enum AuthError {
     #[error("UserID not valid: send 'Authorization: Basic base64(<userId>:<hash>)'")]
     MissingAuthorization,
-    #[error("UserID not valid: the Authorization header must be 'Basic base64(<userId>:<hash>)' with a numeric user id")]
+    #[error(
+        "UserID not valid: the Authorization header must be 'Basic base64(<userId>:<hash>)' with a numeric user id"
+    )]
     MalformedAuthorization,
     #[error("UserID not valid: {0}")]
     UnknownUser(String),
@@ -20,10 +22,16 @@ pub enum AuthError {
     UnparseableTimestamp(String),
     #[error("Timestamp '{timestamp}' is too old: it must be at most {max_age} seconds before the server's time")]
     StaleTimestamp { timestamp: String, max_age: i64 },
-    #[error("Timestamp '{timestamp}' is too far in the future: it must be at most {max_future} seconds after the server's time")]
+    #[error(
+        "Timestamp '{timestamp}' is too far in the future: it must be at most {max_future} seconds after the server's time"
+    )]
     FutureTimestamp { timestamp: String, max_future: i64 },
     #[error("Hash doesn't match. UID: {user} Hash: {hash} Timestamp: '{timestamp}'")]
-    HashMismatch { user: String, hash: String, timestamp: String },
+    HashMismatch {
+        user: String,
+        hash: String,
+        timestamp: String,
+    },
 }
 
 /// What a member may be asked to do.

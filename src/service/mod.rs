@@ -17,7 +17,9 @@ use crate::content::{ContentDigest, mime_for};
 use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
 use crate::ids::{JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
-use crate::meta::{DeleteOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome, PutRefusal, Quota, Usage};
+use crate::meta::{
+    DeleteOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome, PutRefusal, Quota, Usage,
+};
 
 /// How long after its expiry a job still pins its blobs, so a download that started just before
 /// the expiry can finish.
@@ -42,7 +44,10 @@ pub struct Limits {
 impl Limits {
     pub fn from_config(config: &Config) -> Limits {
         Limits {
-            default_quota: Quota { max_bytes: config.default_max_bytes, max_files: config.default_max_files },
+            default_quota: Quota {
+                max_bytes: config.default_max_bytes,
+                max_files: config.default_max_files,
+            },
             max_object_size: config.max_object_size,
             timestamp_max_age: config.timestamp_max_age_secs,
             timestamp_max_future: config.timestamp_max_future_secs,
@@ -107,7 +112,13 @@ pub struct Service {
 
 impl Service {
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits, server_key: ServerKey) -> Service {
-        Service { meta, blobs, limits, signer: server_key.url_signer(), server_key }
+        Service {
+            meta,
+            blobs,
+            limits,
+            signer: server_key.url_signer(),
+            server_key,
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -122,13 +133,23 @@ impl Service {
         let authorization = authorization.ok_or(AuthError::MissingAuthorization)?;
         let (user_raw, sent_hash) = parse_basic(authorization).ok_or(AuthError::MalformedAuthorization)?;
         let timestamp = timestamp.map(str::trim).ok_or(AuthError::MissingTimestamp)?;
-        let seconds: i64 = timestamp.parse().map_err(|_| AuthError::UnparseableTimestamp(timestamp.to_owned()))?;
+        let seconds: i64 = timestamp
+            .parse()
+            .map_err(|_| AuthError::UnparseableTimestamp(timestamp.to_owned()))?;
         let now = now_ms() / 1000;
         if seconds < now.saturating_sub(self.limits.timestamp_max_age) {
-            return Err(AuthError::StaleTimestamp { timestamp: timestamp.into(), max_age: self.limits.timestamp_max_age }.into());
+            return Err(AuthError::StaleTimestamp {
+                timestamp: timestamp.into(),
+                max_age: self.limits.timestamp_max_age,
+            }
+            .into());
         }
         if seconds > now.saturating_add(self.limits.timestamp_max_future) {
-            return Err(AuthError::FutureTimestamp { timestamp: timestamp.into(), max_future: self.limits.timestamp_max_future }.into());
+            return Err(AuthError::FutureTimestamp {
+                timestamp: timestamp.into(),
+                max_future: self.limits.timestamp_max_future,
+            }
+            .into());
         }
         let user_id = UserId::parse(&user_raw).ok_or_else(|| AuthError::UnknownUser(user_raw.clone()))?;
         let user = match self.meta.user(user_id).await? {
@@ -140,7 +161,12 @@ impl Service {
             .unseal(user.id, &user.token)
             .map_err(|e| ServiceError::Unavailable(format!("cannot read the token of user {}: {e}", user.id)))?;
         if !hash_matches(&request_hash(&token, timestamp), &sent_hash) {
-            return Err(AuthError::HashMismatch { user: user_raw, hash: sent_hash, timestamp: timestamp.into() }.into());
+            return Err(AuthError::HashMismatch {
+                user: user_raw,
+                hash: sent_hash,
+                timestamp: timestamp.into(),
+            }
+            .into());
         }
         Ok(Principal { user: user.id })
     }
@@ -149,7 +175,11 @@ impl Service {
     /// organization give the same error.
     pub async fn authorize(&self, principal: &Principal, org_raw: &str, access: Access) -> ServiceResult<OrgId> {
         let org = OrgId::parse(org_raw.trim()).ok_or(ServiceError::OrganizationNotFound)?;
-        let membership = self.meta.membership(&org, principal.user).await?.ok_or(ServiceError::OrganizationNotFound)?;
+        let membership = self
+            .meta
+            .membership(&org, principal.user)
+            .await?
+            .ok_or(ServiceError::OrganizationNotFound)?;
         let p = membership.permissions;
         let allowed = match access {
             Access::Read => p.read,
@@ -166,11 +196,21 @@ impl Service {
 
     /// Starts streaming an upload body into storage.
     pub async fn begin_upload(&self) -> ServiceResult<Upload> {
-        Ok(Upload { writer: self.blobs.create().await?, digest: ContentDigest::new(), limit: self.limits.max_object_size })
+        Ok(Upload {
+            writer: self.blobs.create().await?,
+            digest: ContentDigest::new(),
+            limit: self.limits.max_object_size,
+        })
     }
 
     /// Stores a finished upload under `key_raw`. On any refusal the uploaded blob is discarded.
-    pub async fn finish_set(&self, principal: &Principal, org_raw: &str, key_raw: &str, upload: Upload) -> ServiceResult<()> {
+    pub async fn finish_set(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        key_raw: &str,
+        upload: Upload,
+    ) -> ServiceResult<()> {
         let prepared = async {
             let org = self.authorize(principal, org_raw, Access::Write).await?;
             let key = Key::parse(key_raw)?;
@@ -210,13 +250,28 @@ impl Service {
             PutOutcome::Refused(refusal) => {
                 let _ = self.blobs.delete(&blob).await;
                 Err(match refusal {
-                    PutRefusal::AncestorIsFile(file) => ServiceError::AncestorIsFile { key: key.to_string(), file },
+                    PutRefusal::AncestorIsFile(file) => ServiceError::AncestorIsFile {
+                        key: key.to_string(),
+                        file,
+                    },
                     PutRefusal::IsFolder => ServiceError::KeyIsFolder(key.to_string()),
-                    PutRefusal::Quota { usage, quota, added_bytes, added_files } => {
+                    PutRefusal::Quota {
+                        usage,
+                        quota,
+                        added_bytes,
+                        added_files,
+                    } => {
                         if added_files > 0 && usage.files + added_files > quota.max_files {
-                            ServiceError::QuotaFiles { used: usage.files, limit: quota.max_files }
+                            ServiceError::QuotaFiles {
+                                used: usage.files,
+                                limit: quota.max_files,
+                            }
                         } else {
-                            ServiceError::QuotaBytes { used: usage.bytes, limit: quota.max_bytes, added: added_bytes }
+                            ServiceError::QuotaBytes {
+                                used: usage.bytes,
+                                limit: quota.max_bytes,
+                                added: added_bytes,
+                            }
                         }
                     }
                 })
@@ -251,34 +306,67 @@ impl Service {
         }
     }
 
-    pub async fn list(&self, principal: &Principal, org_raw: &str, path_raw: &str, page: u64) -> ServiceResult<Listing> {
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        path_raw: &str,
+        page: u64,
+    ) -> ServiceResult<Listing> {
         let org = self.authorize(principal, org_raw, Access::Read).await?;
         let folder = FolderPath::parse(path_raw)?;
         let size = self.limits.list_page_size;
         let listing = self.meta.list(&org, &folder, page, size).await?;
         let usage = self.meta.usage(&org).await?;
         let total_pages = listing.total_entries.div_ceil(size).max(1);
-        Ok(Listing { entries: listing.entries, page, total_pages, usage })
+        Ok(Listing {
+            entries: listing.entries,
+            page,
+            total_pages,
+            usage,
+        })
     }
 
     // --- download jobs -------------------------------------------------------------------------
 
     /// Creates a zip job over files and folders. `base_url` is where this server is reached
     /// (scheme and authority), used to build the download URL.
-    pub async fn create_download(&self, principal: &Principal, org_raw: &str, keys_raw: &[String], base_url: &str) -> ServiceResult<DownloadTicket> {
+    pub async fn create_download(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        keys_raw: &[String],
+        base_url: &str,
+    ) -> ServiceResult<DownloadTicket> {
         let org = self.authorize(principal, org_raw, Access::Read).await?;
         if keys_raw.is_empty() {
             return Err(ServiceError::NoKeys);
         }
-        let keys = keys_raw.iter().map(|k| Key::parse_file_or_folder(k)).collect::<Result<Vec<_>, _>>()?;
+        let keys = keys_raw
+            .iter()
+            .map(|k| Key::parse_file_or_folder(k))
+            .collect::<Result<Vec<_>, _>>()?;
         let now = now_ms();
         let expires = now + self.limits.download_ttl_secs * 1000;
-        let job = self.meta.create_job(&org, &keys, now, expires).await?.ok_or(ServiceError::NothingFound)?;
-        Ok(DownloadTicket { url: Some(self.download_url(base_url, &job.id, job.expires)), job: job.id })
+        let job = self
+            .meta
+            .create_job(&org, &keys, now, expires)
+            .await?
+            .ok_or(ServiceError::NothingFound)?;
+        Ok(DownloadTicket {
+            url: Some(self.download_url(base_url, &job.id, job.expires)),
+            job: job.id,
+        })
     }
 
     /// Answers a poll of a job; the job must belong to the organization named.
-    pub async fn poll_download(&self, principal: &Principal, org_raw: &str, job_raw: &str, base_url: &str) -> ServiceResult<DownloadTicket> {
+    pub async fn poll_download(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        job_raw: &str,
+        base_url: &str,
+    ) -> ServiceResult<DownloadTicket> {
         let org = self.authorize(principal, org_raw, Access::Read).await?;
         let job_id = JobId::parse(job_raw.trim()).ok_or_else(|| ServiceError::JobNotFound(job_raw.to_owned()))?;
         let job = match self.meta.job(&job_id).await? {
@@ -288,17 +376,31 @@ impl Service {
         if job.expires <= now_ms() {
             return Err(ServiceError::JobExpired(job_raw.to_owned()));
         }
-        Ok(DownloadTicket { url: Some(self.download_url(base_url, &job.id, job.expires)), job: job.id })
+        Ok(DownloadTicket {
+            url: Some(self.download_url(base_url, &job.id, job.expires)),
+            job: job.id,
+        })
     }
 
     fn download_url(&self, base_url: &str, job: &JobId, expires_ms: Millis) -> String {
         let expires = expires_ms / 1000;
         let signature = self.signer.sign(job.as_str(), expires);
-        format!("{}/api/v2/download/{}?expires={}&signature={}", base_url.trim_end_matches('/'), job, expires, signature)
+        format!(
+            "{}/api/v2/download/{}?expires={}&signature={}",
+            base_url.trim_end_matches('/'),
+            job,
+            expires,
+            signature
+        )
     }
 
     /// Opens the zip of a signed download URL.
-    pub async fn open_download(&self, job_raw: &str, expires: &str, signature: &str) -> Result<(JobId, BlobStream), DownloadError> {
+    pub async fn open_download(
+        &self,
+        job_raw: &str,
+        expires: &str,
+        signature: &str,
+    ) -> Result<(JobId, BlobStream), DownloadError> {
         let expires: i64 = expires.parse().map_err(|_| DownloadError::NotFound)?;
         if !self.signer.verify(job_raw, expires, signature) {
             return Err(DownloadError::NotFound);
@@ -307,11 +409,19 @@ impl Service {
         if expires * 1000 <= now_ms() {
             return Err(DownloadError::Expired);
         }
-        let job = self.meta.job(&job_id).await.map_err(|e| DownloadError::Unavailable(e.to_string()))?;
+        let job = self
+            .meta
+            .job(&job_id)
+            .await
+            .map_err(|e| DownloadError::Unavailable(e.to_string()))?;
         if job.is_none() {
             return Err(DownloadError::Expired);
         }
-        let entries = self.meta.job_entries(&job_id).await.map_err(|e| DownloadError::Unavailable(e.to_string()))?;
+        let entries = self
+            .meta
+            .job_entries(&job_id)
+            .await
+            .map_err(|e| DownloadError::Unavailable(e.to_string()))?;
         Ok((job_id, zip::stream_zip(self.blobs.clone(), entries)))
     }
 
@@ -384,8 +494,14 @@ mod tests {
     #[test]
     fn basic_header() {
         let encoded = base64::engine::general_purpose::STANDARD.encode("12:abcd");
-        assert_eq!(parse_basic(&format!("Basic {encoded}")), Some(("12".into(), "abcd".into())));
-        assert_eq!(parse_basic(&format!("basic {encoded}")), Some(("12".into(), "abcd".into())));
+        assert_eq!(
+            parse_basic(&format!("Basic {encoded}")),
+            Some(("12".into(), "abcd".into()))
+        );
+        assert_eq!(
+            parse_basic(&format!("basic {encoded}")),
+            Some(("12".into(), "abcd".into()))
+        );
         assert_eq!(parse_basic("Bearer x"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
         assert_eq!(parse_basic("Basic"), None);
