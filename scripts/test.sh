@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: formatting and lints, unit and integration tests,
+# then the shared conformance suite against the built binary. Installs what the tests need
+# (Python packages into ./.venv) on the way.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "python environment (.venv)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo build"
+cargo build --locked
+
+step "cargo test (unit and integration)"
+cargo test --locked
+
+step "conformance suite (embedded storage)"
+scripts/conformance.sh target/debug/stowage
+
+printf '\nall tests passed\n'
