@@ -1055,3 +1055,272 @@ impl MetaStore for SqliteMeta {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const QUOTA: Quota = Quota {
+        max_bytes: u64::MAX / 4,
+        max_files: u64::MAX / 4,
+    };
+
+    fn object(key: &str, size: u64, now: Millis) -> NewObject {
+        NewObject {
+            key: Key::parse(key).unwrap(),
+            size,
+            md5: String::new(),
+            mime: "text/plain".into(),
+            preview: None,
+            blob: BlobId::generate(),
+            now,
+        }
+    }
+
+    /// Folder rows recomputed from the object rows: (bytes, files, child folders, child files, modified).
+    fn expected_folders(conn: &Connection, org: &OrgId) -> BTreeMap<String, (i64, i64, i64, i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT key, size, modified FROM objects WHERE org_id = ?1")
+            .unwrap();
+        let objects: Vec<(String, i64, i64)> = stmt
+            .query_map(params![org.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut folders: BTreeMap<String, (i64, i64, i64, i64, i64)> = BTreeMap::new();
+        folders.insert(String::new(), (0, 0, 0, 0, 0));
+        for (key, size, modified) in &objects {
+            let key = Key::parse(key).unwrap();
+            let ancestors = key.ancestors();
+            for (i, folder) in ancestors.iter().enumerate() {
+                let entry = folders.entry(folder.as_str().to_owned()).or_insert((0, 0, 0, 0, 0));
+                entry.0 += size;
+                entry.1 += 1;
+                entry.4 = entry.4.max(*modified);
+                if i == ancestors.len() - 1 {
+                    entry.3 += 1;
+                }
+            }
+        }
+        let paths: Vec<String> = folders.keys().filter(|p| !p.is_empty()).cloned().collect();
+        for path in paths {
+            let parent = FolderPath::parse(&path).unwrap().parent().unwrap();
+            if let Some(entry) = folders.get_mut(parent.as_str()) {
+                entry.2 += 1;
+            }
+        }
+        folders
+    }
+
+    fn actual_folders(conn: &Connection, org: &OrgId) -> BTreeMap<String, (i64, i64, i64, i64, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT path, bytes, files, child_folders, child_files, modified FROM folders WHERE org_id = ?1")
+            .unwrap();
+        stmt.query_map(params![org.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    fn assert_consistent(path: &Path, org: &OrgId) {
+        let conn = Connection::open(path).unwrap();
+        let mut expected = expected_folders(&conn, org);
+        let mut actual = actual_folders(&conn, org);
+        // The root's modified time starts at the organization's creation; compare it only when
+        // something is stored.
+        if let (Some(e), Some(a)) = (expected.get_mut(""), actual.get_mut(""))
+            && e.1 == 0
+        {
+            e.4 = a.4;
+        }
+        assert_eq!(actual, expected);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(String, u64),
+        Delete(String),
+    }
+
+    fn key_strategy() -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop_oneof!["a", "b", "c"], 1..4).prop_map(|segments| segments.join("/"))
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (key_strategy(), 0u64..100).prop_map(|(k, s)| Op::Put(k, s)),
+            1 => key_strategy().prop_map(Op::Delete),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// After any sequence of puts and deletes, every folder row equals what the object rows imply.
+        #[test]
+        fn folder_rows_match_objects(ops in proptest::collection::vec(op_strategy(), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("meta.sqlite3");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let meta = SqliteMeta::open(&path).unwrap();
+                let org = meta.create_org("t", None, None, 1).await.unwrap();
+                for (i, op) in ops.iter().enumerate() {
+                    let now = 10 + i as i64;
+                    match op {
+                        Op::Put(key, size) => { meta.put_object(&org, object(key, *size, now), QUOTA).await.unwrap(); }
+                        Op::Delete(key) => { meta.delete(&org, &Key::parse(key).unwrap()).await.unwrap(); }
+                    }
+                }
+                assert_consistent(&path, &org);
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn conflicts_quota_and_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite3");
+        let meta = SqliteMeta::open(&path).unwrap();
+        let org = meta.create_org("t", None, None, 1).await.unwrap();
+        let quota = Quota {
+            max_bytes: 100,
+            max_files: 3,
+        };
+        assert!(matches!(
+            meta.put_object(&org, object("a/b", 10, 5), quota).await.unwrap(),
+            PutOutcome::Stored { .. }
+        ));
+        assert_eq!(
+            meta.put_object(&org, object("a", 1, 6), quota).await.unwrap(),
+            PutOutcome::Refused(PutRefusal::IsFolder)
+        );
+        assert_eq!(
+            meta.put_object(&org, object("a/b/c", 1, 6), quota).await.unwrap(),
+            PutOutcome::Refused(PutRefusal::AncestorIsFile("a/b".into()))
+        );
+        // Reaching the byte quota exactly is allowed; one more byte is not.
+        assert!(matches!(
+            meta.put_object(&org, object("x", 90, 7), quota).await.unwrap(),
+            PutOutcome::Stored { .. }
+        ));
+        assert!(matches!(
+            meta.put_object(&org, object("y", 1, 8), quota).await.unwrap(),
+            PutOutcome::Refused(PutRefusal::Quota { .. })
+        ));
+        // An overwrite that shrinks is always allowed and frees room.
+        let replaced = meta.put_object(&org, object("x", 50, 9), quota).await.unwrap();
+        assert!(matches!(replaced, PutOutcome::Stored { replaced: Some(_) }));
+        assert!(matches!(
+            meta.put_object(&org, object("y", 40, 10), quota).await.unwrap(),
+            PutOutcome::Stored { .. }
+        ));
+        // Three files now: a fourth is refused, an overwrite is not.
+        assert!(matches!(
+            meta.put_object(&org, object("z", 0, 11), quota).await.unwrap(),
+            PutOutcome::Refused(PutRefusal::Quota { .. })
+        ));
+        assert!(matches!(
+            meta.put_object(&org, object("y", 0, 12), quota).await.unwrap(),
+            PutOutcome::Stored { .. }
+        ));
+        assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 60, files: 3 });
+
+        let page = meta.list(&org, &FolderPath::root(), 0, 2).await.unwrap();
+        assert_eq!(page.total_entries, 3);
+        let names: Vec<_> = page.entries.iter().map(|e| (e.name.as_str(), e.is_folder)).collect();
+        assert_eq!(names, [("a", true), ("x", false)]);
+        let page = meta.list(&org, &FolderPath::root(), 1, 2).await.unwrap();
+        assert_eq!(page.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["y"]);
+        assert!(
+            meta.list(&org, &FolderPath::root(), 2, 2)
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+
+        assert_eq!(
+            meta.delete(&org, &Key::parse("a").unwrap()).await.unwrap(),
+            DeleteOutcome::Folder { files: 1, bytes: 10 }
+        );
+        assert_eq!(
+            meta.delete(&org, &Key::parse("a").unwrap()).await.unwrap(),
+            DeleteOutcome::NotFound
+        );
+        assert_consistent(&path, &org);
+        // Three blobs were freed: the first x, the first y and a/b.
+        assert_eq!(meta.collectable_blobs(100, 10).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn jobs_pin_blobs_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("meta.sqlite3")).unwrap();
+        let org = meta.create_org("t", None, None, 1).await.unwrap();
+        meta.put_object(&org, object("d/one", 1, 2), QUOTA).await.unwrap();
+        meta.put_object(&org, object("d/two", 2, 3), QUOTA).await.unwrap();
+        let keys = [
+            Key::parse("d").unwrap(),
+            Key::parse("d/one").unwrap(),
+            Key::parse("missing").unwrap(),
+        ];
+        let job = meta.create_job(&org, &keys, 10, 1000).await.unwrap().unwrap();
+        let entries = meta.job_entries(&job.id).await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["d/one", "d/two"]
+        );
+        meta.delete(&org, &Key::parse("d").unwrap()).await.unwrap();
+        assert!(
+            meta.collectable_blobs(500, 10).await.unwrap().is_empty(),
+            "pinned by the job"
+        );
+        assert_eq!(
+            meta.collectable_blobs(1000, 10).await.unwrap().len(),
+            2,
+            "the job expired"
+        );
+        assert_eq!(meta.delete_expired_jobs(1001).await.unwrap(), 1);
+        assert!(meta.job(&job.id).await.unwrap().is_none());
+        assert!(meta.create_job(&org, &keys[2..], 10, 1000).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_never_overshoot() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(SqliteMeta::open(&dir.path().join("meta.sqlite3")).unwrap());
+        let org = meta.create_org("t", None, None, 1).await.unwrap();
+        let quota = Quota {
+            max_bytes: 1000,
+            max_files: 1000,
+        };
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let (meta, org) = (meta.clone(), org.clone());
+                tokio::spawn(async move {
+                    meta.put_object(&org, object(&format!("k{i}"), 30, 5), quota)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut stored = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), PutOutcome::Stored { .. }) {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, 33);
+        assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 990, files: 33 });
+    }
+}
