@@ -3,10 +3,12 @@
 //! Layers, top to bottom: [`http`] (routing, decoding, wire types) → [`service`] (the use cases and
 //! every rule) → [`meta`] (the metadata trait and its SQLite implementation) and [`blob`] (the
 //! body-store trait and its filesystem implementation). [`server`] and [`admin`] wire them up
-//! for the binary's subcommands.
+//! for the binary's subcommands; [`client`] is `stowage login` and `stowage object`, a client of
+//! the API.
 
 pub mod admin;
 pub mod blob;
+pub mod client;
 pub mod config;
 pub mod content;
 pub mod crypto;

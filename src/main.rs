@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use stowage::admin::AdminCommand;
+use stowage::client::{ConnectionArgs, ObjectCommand};
 use stowage::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
@@ -50,6 +51,18 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Check credentials with /authenticate and save them for `stowage object`.
+    Login {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// A client of the API: set, get, list, properties, delete.
+    Object {
+        #[command(subcommand)]
+        command: ObjectCommand,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,10 +95,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: common.data_dir,
             })?;
             let output = runtime.block_on(stowage::admin::run(&config, command, json))?;
-            println!("{output}");
+            print_output(&output)?;
+        }
+        Command::Login { connection } => {
+            let output = runtime.block_on(stowage::client::login(&connection))?;
+            print_output(&output)?;
+        }
+        Command::Object { command, connection } => {
+            let output = runtime.block_on(stowage::client::run_object(&connection, command))?;
+            if !output.is_empty() {
+                print_output(&output)?;
+            }
         }
     }
     Ok(())
+}
+
+/// Prints a command's output; a reader that went away (`| head`) is not an error.
+fn print_output(output: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{output}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn init_logging() {

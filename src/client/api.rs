@@ -1,0 +1,295 @@
+//! A typed client of the Object Store API, ours or QuantConnect's: signs every request with the
+//! auth recipe, turns `success: false` and HTTP errors into the server's sentence, and streams
+//! bodies both ways.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::crypto::request_hash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {}", root_cause(.cause))]
+    Network { url: String, cause: reqwest::Error },
+    #[error("{0}")]
+    Server(String),
+    #[error("{url} answered HTTP {status}: {message}")]
+    Http { url: String, status: u16, message: String },
+    #[error("{url} answered something that is not the API's JSON: {detail}")]
+    BadResponse { url: String, detail: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the downloaded archive cannot be read: {0}")]
+    Zip(#[from] zip::result::ZipError),
+    #[error("refusing to extract '{0}': it would land outside the destination folder")]
+    UnsafeEntry(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("the download job {0} was not ready after 5 minutes")]
+    JobTimeout(String),
+}
+
+/// The innermost cause of an error (reqwest repeats the URL at every level of its chain).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// Who is calling, and where.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub url: String,
+    pub user_id: String,
+    pub api_token: String,
+}
+
+/// Object metadata as `/object/properties` returns it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Metadata {
+    pub key: String,
+    pub modified: String,
+    pub created: String,
+    pub size: u64,
+    pub md5: String,
+    pub mime: String,
+    pub preview: Option<String>,
+}
+
+/// One entry of `/object/list`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct ListedObject {
+    pub key: String,
+    pub name: String,
+    #[serde(default)]
+    pub modified: Option<String>,
+    #[serde(default)]
+    pub mime: Option<String>,
+    #[serde(default)]
+    pub folder: bool,
+    #[serde(default)]
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListPage {
+    #[serde(default)]
+    pub objects: Vec<ListedObject>,
+    #[serde(default, rename = "totalPages")]
+    pub total_pages: Option<u64>,
+    #[serde(default, rename = "objectStorageUsed")]
+    pub used: Option<u64>,
+    #[serde(default, rename = "objectStorageUsedHuman")]
+    pub used_human: Option<String>,
+}
+
+pub struct ApiClient {
+    credentials: Credentials,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(credentials: Credentials) -> Result<ApiClient, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|source| ClientError::Network {
+                url: credentials.url.clone(),
+                cause: source,
+            })?;
+        Ok(ApiClient { credentials, http })
+    }
+
+    fn url(&self, endpoint: &str) -> String {
+        format!(
+            "{}/{}",
+            self.credentials.url.trim_end_matches('/'),
+            endpoint.trim_start_matches('/')
+        )
+    }
+
+    fn signed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let hash = request_hash(&self.credentials.api_token, &timestamp);
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{hash}", self.credentials.user_id));
+        request
+            .header("Timestamp", timestamp)
+            .header("Authorization", format!("Basic {basic}"))
+    }
+
+    /// Reads an API answer: HTTP errors and `success: false` become the server's sentence.
+    async fn answer(url: &str, response: reqwest::Response) -> Result<Value, ClientError> {
+        let status = response.status();
+        let text = response.text().await.map_err(|source| ClientError::Network {
+            url: url.to_owned(),
+            cause: source,
+        })?;
+        let body: Option<Value> = serde_json::from_str(&text).ok();
+        let sentence = body
+            .as_ref()
+            .and_then(|b| b.get("errors"))
+            .and_then(Value::as_array)
+            .map(|errors| errors.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "));
+        if !status.is_success() {
+            let message = sentence
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| text.chars().take(200).collect::<String>().trim().to_owned());
+            return Err(ClientError::Http {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        let body = body.ok_or_else(|| ClientError::BadResponse {
+            url: url.to_owned(),
+            detail: "not JSON".into(),
+        })?;
+        if body.get("success").and_then(Value::as_bool) != Some(true) {
+            let sentence = sentence
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "the request failed".into());
+            return Err(ClientError::Server(sentence));
+        }
+        Ok(body)
+    }
+
+    pub async fn post(&self, endpoint: &str, payload: Value) -> Result<Value, ClientError> {
+        let url = self.url(endpoint);
+        let response = self
+            .signed(self.http.post(&url))
+            .json(&payload)
+            .send()
+            .await
+            .map_err(|source| ClientError::Network {
+                url: url.clone(),
+                cause: source,
+            })?;
+        ApiClient::answer(&url, response).await
+    }
+
+    pub async fn authenticate(&self) -> Result<(), ClientError> {
+        let url = self.url("authenticate");
+        let response = self
+            .signed(self.http.post(&url))
+            .send()
+            .await
+            .map_err(|source| ClientError::Network {
+                url: url.clone(),
+                cause: source,
+            })?;
+        ApiClient::answer(&url, response).await.map(|_| ())
+    }
+
+    /// Uploads a body (streamed; `length` when known).
+    pub async fn set(&self, org: &str, key: &str, body: reqwest::Body, length: Option<u64>) -> Result<(), ClientError> {
+        let url = self.url("object/set");
+        let file_name = key.rsplit('/').next().unwrap_or(key).to_owned();
+        let part = match length {
+            Some(length) => reqwest::multipart::Part::stream_with_length(body, length),
+            None => reqwest::multipart::Part::stream(body),
+        }
+        .file_name(file_name);
+        let form = reqwest::multipart::Form::new()
+            .text("organizationId", org.to_owned())
+            .text("key", key.to_owned())
+            .part("objectData", part);
+        let response = self
+            .signed(self.http.post(&url))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|source| ClientError::Network {
+                url: url.clone(),
+                cause: source,
+            })?;
+        ApiClient::answer(&url, response).await.map(|_| ())
+    }
+
+    pub async fn properties(&self, org: &str, key: &str) -> Result<Metadata, ClientError> {
+        let body = self
+            .post("object/properties", json!({ "organizationId": org, "key": key }))
+            .await?;
+        let url = self.url("object/properties");
+        serde_json::from_value(body.get("metadata").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            ClientError::BadResponse {
+                url,
+                detail: e.to_string(),
+            }
+        })
+    }
+
+    pub async fn delete(&self, org: &str, key: &str) -> Result<(), ClientError> {
+        self.post("object/delete", json!({ "organizationId": org, "key": key }))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_page(&self, org: &str, path: &str, page: u64) -> Result<ListPage, ClientError> {
+        let body = self
+            .post(
+                "object/list",
+                json!({ "organizationId": org, "path": path, "page": page }),
+            )
+            .await?;
+        let url = self.url("object/list");
+        serde_json::from_value(body).map_err(|e| ClientError::BadResponse {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Runs a download job to its URL: creates it, then polls every 3 s for up to 5 minutes.
+    pub async fn download_url(&self, org: &str, keys: &[String]) -> Result<String, ClientError> {
+        let mut body = self
+            .post("object/get", json!({ "organizationId": org, "keys": keys }))
+            .await?;
+        let job = body.get("jobId").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(url) = body.get("url").and_then(Value::as_str).filter(|u| !u.is_empty()) {
+                return Ok(url.to_owned());
+            }
+            if job.is_empty() {
+                return Err(ClientError::BadResponse {
+                    url: self.url("object/get"),
+                    detail: "no jobId".into(),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::JobTimeout(job));
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            body = self
+                .post("object/get", json!({ "organizationId": org, "jobId": job }))
+                .await?;
+        }
+    }
+
+    /// Starts a plain GET of a download URL (no auth: the URL carries its own token).
+    pub async fn fetch(&self, url: &str) -> Result<reqwest::Response, ClientError> {
+        let response = self.http.get(url).send().await.map_err(|source| ClientError::Network {
+            url: url.to_owned(),
+            cause: source,
+        })?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = ApiClient::answer(url, response).await.err();
+            let message = match body {
+                Some(ClientError::Http { message, .. }) => message,
+                _ => "download failed".into(),
+            };
+            return Err(ClientError::Http {
+                url: url.to_owned(),
+                status,
+                message,
+            });
+        }
+        Ok(response)
+    }
+}
