@@ -29,4 +29,7 @@ cargo test --locked
 step "conformance suite (embedded storage)"
 scripts/conformance.sh target/debug/stowage
 
+step "interop: the real lean CLI and the example scripts"
+scripts/interop.sh target/debug/stowage
+
 printf '\nall tests passed\n'
