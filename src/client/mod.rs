@@ -264,7 +264,7 @@ async fn set(
                 .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", path.display())))?;
             // Pipes and process substitutions have no length worth trusting: stream them.
             let metadata = handle.metadata().await?;
-            let length = metadata.is_file().then(|| metadata.len());
+            let length = metadata.is_file().then_some(metadata.len());
             (tokio_util::either::Either::Left(handle), length)
         }
         None => (tokio_util::either::Either::Right(tokio::io::stdin()), None),
