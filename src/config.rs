@@ -40,6 +40,10 @@ pub struct Config {
     pub list_page_size: u64,
     /// Seconds between garbage-collection passes over unreferenced blobs and expired jobs.
     pub gc_interval_secs: u64,
+    /// Failed authentications allowed per client address and per user id in a window (0: off).
+    pub auth_failure_limit: u32,
+    /// The window of `auth_failure_limit`, in seconds.
+    pub auth_failure_window_secs: u64,
 }
 
 impl Default for Config {
@@ -58,6 +62,8 @@ impl Default for Config {
             download_url_ttl_secs: 3600,
             list_page_size: 1000,
             gc_interval_secs: 30,
+            auth_failure_limit: 50,
+            auth_failure_window_secs: 60,
         }
     }
 }
@@ -146,7 +152,7 @@ impl Config {
 
 /// The environment variables read as configuration (others with the prefix, such as the
 /// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 11] = [
+const ENV_KEYS: [&str; 13] = [
     "listen",
     "data_dir",
     "public_url",
@@ -158,6 +164,8 @@ const ENV_KEYS: [&str; 11] = [
     "download_url_ttl_secs",
     "list_page_size",
     "gc_interval_secs",
+    "auth_failure_limit",
+    "auth_failure_window_secs",
 ];
 
 /// Accepts a byte count as an integer or as a string such as `"5 GiB"` or `"500 MB"`.

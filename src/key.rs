@@ -17,7 +17,7 @@ pub const MAX_KEY_SEGMENTS: usize = 100;
 pub enum KeyError {
     #[error("Invalid key '{0}': the key is empty")]
     Empty(String),
-    #[error("Invalid key '{0}': a file key cannot end with '/'")]
+    #[error("Invalid key '{0}': a trailing '/' names a folder, and a file key cannot end with '/'")]
     TrailingSlash(String),
     #[error("Invalid key '{0}': '.' and '..' are not allowed as path segments")]
     DotSegment(String),

@@ -160,7 +160,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
         let _ = stream.set_nodelay(true);
     });
-    let make_service = axum::ServiceExt::<axum::extract::Request>::into_make_service(app(state));
+    let make_service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(app(state));
     let result = axum::serve(listener, make_service)
         .with_graceful_shutdown(shutdown_signal())
         .await;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -61,6 +63,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Service(ServiceError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
+            ApiError::Service(ServiceError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Service(ServiceError::TooLarge { .. }) | ApiError::Body(BodyError::TooLarge(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -159,14 +162,13 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Checks the auth headers of a request.
-async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// Checks the auth headers of a request from `client`.
+async fn principal(state: &AppState, headers: &HeaderMap, client: SocketAddr) -> Result<Principal, ApiError> {
+    let authorization = header_text(headers, header::AUTHORIZATION.as_str());
+    let timestamp = header_text(headers, "timestamp");
     Ok(state
         .service
-        .authenticate(
-            header_text(headers, header::AUTHORIZATION.as_str()),
-            header_text(headers, "timestamp"),
-        )
+        .authenticate(authorization, timestamp, client.ip())
         .await?)
 }
 
@@ -203,13 +205,22 @@ fn ok<T: Serialize>(body: &T) -> ApiResult {
     Ok(json_response(StatusCode::OK, body))
 }
 
-async fn authenticate(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
-    principal(&state, &headers).await?;
+async fn authenticate(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    principal(&state, &headers, client).await?;
     ok(&Outcome::ok())
 }
 
-async fn properties(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
-    let who = principal(&state, &headers).await?;
+async fn properties(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+) -> ApiResult {
+    let who = principal(&state, &headers, client).await?;
     let fields = read_fields(&headers, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
     let key = fields.required_text("key")?;
@@ -217,8 +228,13 @@ async fn properties(State(state): State<AppState>, headers: HeaderMap, request: 
     ok(&PropertiesResponse::from(meta))
 }
 
-async fn get_object(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
-    let who = principal(&state, &headers).await?;
+async fn get_object(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+) -> ApiResult {
+    let who = principal(&state, &headers, client).await?;
     let fields = read_fields(&headers, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
     let base = base_url(&state, &headers);
@@ -241,8 +257,13 @@ async fn get_object(State(state): State<AppState>, headers: HeaderMap, request: 
     Err(ServiceError::MissingField("keys").into())
 }
 
-async fn delete(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
-    let who = principal(&state, &headers).await?;
+async fn delete(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+) -> ApiResult {
+    let who = principal(&state, &headers, client).await?;
     let fields = read_fields(&headers, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
     let key = fields.required_text("key")?;
@@ -250,8 +271,13 @@ async fn delete(State(state): State<AppState>, headers: HeaderMap, request: Requ
     ok(&Outcome::ok())
 }
 
-async fn list(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
-    let who = principal(&state, &headers).await?;
+async fn list(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+) -> ApiResult {
+    let who = principal(&state, &headers, client).await?;
     let fields = read_fields(&headers, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
     let path = fields.text("path")?;

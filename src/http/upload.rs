@@ -3,10 +3,12 @@
 //! organization is already known, permission is checked before a byte is stored. Multipart
 //! decoding for the other endpoints (text fields only) lives here too.
 
-use axum::body::Bytes;
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
-use futures::stream;
+use futures::{StreamExt, stream};
 
 use super::fields::{BodyError, Fields};
 use super::wire::Outcome;
@@ -84,23 +86,38 @@ struct SetParts {
     upload: Option<Upload>,
 }
 
-pub(super) async fn set(State(state): State<AppState>, headers: HeaderMap, request: Request) -> ApiResult {
-    let who = principal(&state, &headers).await?;
+pub(super) async fn set(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+) -> ApiResult {
+    let body = request.into_body();
+    // Every refusal before the body is consumed reads (and drops) the rest of it first, up to a
+    // bound, so that clients which send the whole body before reading see the answer instead of
+    // a reset connection.
+    let who = match principal(&state, &headers, client).await {
+        Ok(who) => who,
+        Err(e) => return Err(drain_body(body, e).await),
+    };
     let content_type = header_text(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
     let limit = state.service.limits().max_object_size;
     let declared: Option<u64> = header_text(&headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
     if declared.is_some_and(|length| length > limit.saturating_add(MAX_TEXT_PART as u64 * 4)) {
-        return Err(ServiceError::TooLarge { limit }.into());
+        return Err(drain_body(body, ServiceError::TooLarge { limit }.into()).await);
     }
     if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
-        return Err(ServiceError::InvalidField {
+        let missing = ServiceError::InvalidField {
             field: "objectData",
             reason: format!("it is missing: {SET_SHAPE}"),
-        }
-        .into());
+        };
+        return Err(drain_body(body, missing.into()).await);
     }
-    let boundary = multer::parse_boundary(content_type).map_err(multipart_error)?;
-    let mut multipart = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
+    let boundary = match multer::parse_boundary(content_type) {
+        Ok(boundary) => boundary,
+        Err(e) => return Err(drain_body(body, multipart_error(e)).await),
+    };
+    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
     let mut parts = SetParts::default();
     let result = receive(&state, &who, &mut multipart, &mut parts).await;
     let SetParts {
@@ -112,6 +129,7 @@ pub(super) async fn set(State(state): State<AppState>, headers: HeaderMap, reque
         if let Some(upload) = upload {
             upload.abort().await;
         }
+        drain_multipart(&mut multipart).await;
         return Err(e);
     }
     let Some(upload) = upload else {
@@ -181,6 +199,32 @@ async fn receive(
         }
     }
     Ok(())
+}
+
+/// Reads and drops an unread body, up to a bound, then hands back the error to answer with.
+async fn drain_body(body: Body, error: ApiError) -> ApiError {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len() as u64;
+        if seen > DRAIN_AFTER_REFUSAL {
+            break;
+        }
+    }
+    error
+}
+
+/// Reads and drops the remaining parts of a refused upload, up to a bound.
+async fn drain_multipart(multipart: &mut multer::Multipart<'static>) {
+    let mut seen = 0u64;
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_AFTER_REFUSAL {
+                return;
+            }
+        }
+    }
 }
 
 /// Reads and drops the rest of a part, up to a bound.

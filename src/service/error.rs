@@ -84,6 +84,8 @@ pub enum ServiceError {
     JobExpired(String),
     #[error("The object is larger than the maximum object size of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("Too many failed authentications; try again in {retry_after} seconds")]
+    RateLimited { retry_after: u64 },
     #[error("Storage unavailable: {0}")]
     Unavailable(String),
 }

@@ -4,8 +4,10 @@
 //! [`MetaStore`] and [`BlobStore`] traits.
 
 pub mod error;
+mod ratelimit;
 mod zip;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +41,9 @@ pub struct Limits {
     pub timestamp_max_future: i64,
     pub download_ttl_secs: i64,
     pub list_page_size: u64,
+    /// Failed authentications allowed per client address and per user id in a window (0: off).
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
 }
 
 impl Limits {
@@ -53,6 +58,8 @@ impl Limits {
             timestamp_max_future: config.timestamp_max_future_secs,
             download_ttl_secs: config.download_url_ttl_secs,
             list_page_size: config.list_page_size,
+            auth_failure_limit: config.auth_failure_limit,
+            auth_failure_window: Duration::from_secs(config.auth_failure_window_secs),
         }
     }
 }
@@ -108,16 +115,19 @@ pub struct Service {
     limits: Limits,
     signer: UrlSigner,
     server_key: ServerKey,
+    failures: ratelimit::FailureLimiter,
 }
 
 impl Service {
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits, server_key: ServerKey) -> Service {
+        let failures = ratelimit::FailureLimiter::new(limits.auth_failure_limit, limits.auth_failure_window);
         Service {
             meta,
             blobs,
             limits,
             signer: server_key.url_signer(),
             server_key,
+            failures,
         }
     }
 
@@ -128,8 +138,30 @@ impl Service {
     // --- authentication and permissions ------------------------------------------------------
 
     /// Checks the auth recipe: `Authorization: Basic base64(<userId>:<sha256hex(token:timestamp)>)`
-    /// plus a `Timestamp` header inside the configured window.
-    pub async fn authenticate(&self, authorization: Option<&str>, timestamp: Option<&str>) -> ServiceResult<Principal> {
+    /// plus a `Timestamp` header inside the configured window. Failures count against the client
+    /// address and the user id; over the limit, requests are refused before any check.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        timestamp: Option<&str>,
+        client: IpAddr,
+    ) -> ServiceResult<Principal> {
+        let claimed_user = authorization.and_then(parse_basic).map(|(user, _)| user);
+        if let Some(retry_after) = self.failures.blocked(client, claimed_user.as_deref()) {
+            return Err(ServiceError::RateLimited { retry_after });
+        }
+        let outcome = self.check_credentials(authorization, timestamp).await;
+        if matches!(outcome, Err(ServiceError::Unauthorized(_))) {
+            self.failures.record_failure(client, claimed_user.as_deref());
+        }
+        outcome
+    }
+
+    async fn check_credentials(
+        &self,
+        authorization: Option<&str>,
+        timestamp: Option<&str>,
+    ) -> ServiceResult<Principal> {
         let authorization = authorization.ok_or(AuthError::MissingAuthorization)?;
         let (user_raw, sent_hash) = parse_basic(authorization).ok_or(AuthError::MalformedAuthorization)?;
         let timestamp = timestamp.map(str::trim).ok_or(AuthError::MissingTimestamp)?;
@@ -289,7 +321,8 @@ impl Service {
 
     pub async fn properties(&self, principal: &Principal, org_raw: &str, key_raw: &str) -> ServiceResult<ObjectMeta> {
         let org = self.authorize(principal, org_raw, Access::Read).await?;
-        let key = Key::parse_file_or_folder(key_raw)?;
+        // A file key: a trailing '/' is an error here, as everywhere a file is meant.
+        let key = Key::parse(key_raw)?;
         match self.meta.key_kind(&org, &key).await? {
             KeyKind::File(meta) => Ok(*meta),
             KeyKind::Folder => Err(ServiceError::IsFolder(key.to_string())),
