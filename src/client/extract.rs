@@ -26,17 +26,22 @@ pub fn safe_relative_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Extracts every file entry of `archive` under `destination`; returns the names written.
+/// Every name is checked before anything is written: an unsafe archive writes nothing.
 pub fn extract_zip(archive: &Path, destination: &Path) -> Result<Vec<String>, ClientError> {
     let mut zip = zip::ZipArchive::new(File::open(archive)?)?;
-    let mut names = Vec::new();
+    let mut targets = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
+        let entry = zip.by_index_raw(i)?;
+        let name = entry.name().to_owned();
+        match safe_relative_path(&name) {
+            Some(relative) if !entry.is_symlink() => targets.push(destination.join(relative)),
+            _ => return Err(ClientError::UnsafeEntry(name)),
+        }
+    }
+    let mut names = Vec::new();
+    for (i, target) in targets.into_iter().enumerate() {
         let mut entry = zip.by_index(i)?;
         let name = entry.name().to_owned();
-        let relative = safe_relative_path(&name).ok_or_else(|| ClientError::UnsafeEntry(name.clone()))?;
-        if entry.is_symlink() {
-            return Err(ClientError::UnsafeEntry(name));
-        }
-        let target = destination.join(&relative);
         if entry.is_dir() {
             std::fs::create_dir_all(&target)?;
             continue;
