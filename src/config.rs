@@ -44,6 +44,12 @@ pub struct Config {
     pub auth_failure_limit: u32,
     /// The window of `auth_failure_limit`, in seconds.
     pub auth_failure_window_secs: u64,
+    /// Longest time a client may take to send its request headers, in seconds.
+    pub header_read_timeout_secs: u64,
+    /// Longest pause between two pieces of a request body, in seconds.
+    pub body_idle_timeout_secs: u64,
+    /// How long requests in flight may take to finish after SIGTERM, in seconds.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -64,6 +70,9 @@ impl Default for Config {
             gc_interval_secs: 30,
             auth_failure_limit: 50,
             auth_failure_window_secs: 60,
+            header_read_timeout_secs: 30,
+            body_idle_timeout_secs: 60,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -152,7 +161,7 @@ impl Config {
 
 /// The environment variables read as configuration (others with the prefix, such as the
 /// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 13] = [
+const ENV_KEYS: [&str; 16] = [
     "listen",
     "data_dir",
     "public_url",
@@ -166,6 +175,9 @@ const ENV_KEYS: [&str; 13] = [
     "gc_interval_secs",
     "auth_failure_limit",
     "auth_failure_window_secs",
+    "header_read_timeout_secs",
+    "body_idle_timeout_secs",
+    "shutdown_grace_secs",
 ];
 
 /// Accepts a byte count as an integer or as a string such as `"5 GiB"` or `"500 MB"`.

@@ -12,6 +12,7 @@ use crate::blob::local::LocalBlobs;
 use crate::config::Config;
 use crate::crypto::{ServerKey, generate_token, write_private_file};
 use crate::http::{AppState, app};
+
 use crate::ids::{OrgId, UserId};
 use crate::meta::sqlite::SqliteMeta;
 use crate::meta::{MetaError, MetaStore, Permissions};
@@ -100,8 +101,8 @@ pub async fn bootstrap(config: &Config, opened: &Opened) -> Result<Option<Initia
     Ok(Some(credentials))
 }
 
-fn print_credentials(credentials: &InitialCredentials, config: &Config) {
-    let base = format!("http://{}/api/v2", config.listen);
+fn print_credentials(credentials: &InitialCredentials, config: &Config, local: std::net::SocketAddr) {
+    let base = format!("http://{local}/api/v2");
     println!(
         "\nstowage: created the first organization and an admin user (shown once; also in {}):\n\
          \n  userId:         {}\n  apiToken:       {}\n  organizationId: {}\n\
@@ -120,12 +121,34 @@ fn print_credentials(credentials: &InitialCredentials, config: &Config) {
     );
 }
 
+/// Bounds of the connection layer.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Longest time a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    pub body_idle_timeout: Duration,
+    /// How long requests in flight may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl ConnectionLimits {
+    pub fn from_config(config: &Config) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+            body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+        }
+    }
+}
+
+/// Largest request head (request line and headers) accepted, in bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let opened = open_data_dir(&config)?;
-    if let Some(credentials) = bootstrap(&config, &opened).await? {
-        print_credentials(&credentials, &config);
-    }
+    let credentials = bootstrap(&config, &opened).await?;
     let blobs = Arc::new(LocalBlobs::open(&config.blob_dir())?);
     let service = Arc::new(Service::new(
         opened.meta.clone(),
@@ -139,16 +162,17 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         public_url: config.public_url.clone(),
     };
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: config.listen.to_string(),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| ServeError::Listen {
+    let listen_error = |source| ServeError::Listen {
         addr: config.listen.to_string(),
         source,
-    })?;
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    if let Some(credentials) = credentials {
+        print_credentials(&credentials, &config, local);
+    }
     println!(
         "stowage listening on http://{local}/api/v2 (data in {})",
         display_dir(config.data_dir())
@@ -157,17 +181,87 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let _ = std::io::stdout().flush();
     tracing::info!(%local, "listening");
 
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    let make_service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
-    >(app(state));
-    let result = axum::serve(listener, make_service)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let result = run(
+        listener,
+        app(state),
+        ConnectionLimits::from_config(&config),
+        shutdown_signal(),
+    )
+    .await;
     collector.abort();
-    result.map_err(ServeError::Serve)
+    result
+}
+
+/// Accepts connections on `listener` and serves `router` on them until `shutdown` completes,
+/// then stops accepting and gives requests in flight `limits.shutdown_grace` to finish.
+///
+/// Per connection: TCP_NODELAY; HTTP/1 request heads must arrive within the header timeout and
+/// fit in 64 KiB; request bodies fail after a pause longer than the body idle timeout. Each
+/// request carries the client's address (`ConnectInfo`) and the address it reached
+/// (`LocalAddr`), and has runs of `/` in its path collapsed.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let local = listener.local_addr().map_err(ServeError::Serve)?;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let body_timeout = limits.body_idle_timeout;
+        let service = router
+            .clone()
+            .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+                crate::http::prepare_request(request.map(axum::body::Body::new), peer, local, body_timeout)
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; waiting for requests in flight");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all requests finished"),
+        _ = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(grace = ?limits.shutdown_grace, "requests still in flight after the grace period; stopping")
+        }
+    }
+    Ok(())
 }
 
 fn display_dir(dir: &Path) -> String {
@@ -196,5 +290,5 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    tracing::info!("shutdown signal received");
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -92,12 +93,9 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The API service: the router, with slash collapsing in front and panic catching inside.
-pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
-
-/// Builds the API service. Serve it with `axum::ServiceExt::into_make_service`.
-pub fn app(state: AppState) -> App {
-    let router = Router::new()
+/// The API router, with panic catching. Requests reach it through [`prepare_request`].
+pub fn app(state: AppState) -> Router {
+    Router::new()
         .route("/api/v2/authenticate", get(authenticate).post(authenticate))
         .route("/api/v2/object/set", post(upload::set))
         .route("/api/v2/object/properties", post(properties))
@@ -108,8 +106,20 @@ pub fn app(state: AppState) -> App {
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .with_state(state);
-    tower::util::MapRequest::new(router, collapse_slashes as fn(Request) -> Request)
+        .with_state(state)
+}
+
+/// The address a request reached (this server's side of the connection).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
+
+/// Readies a request for the router: collapses runs of `/` in its path, records the client's
+/// address and the local address, and makes its body fail after `body_idle_timeout` without data.
+pub fn prepare_request(request: Request, peer: SocketAddr, local: SocketAddr, body_idle_timeout: Duration) -> Request {
+    let mut request = collapse_slashes(request);
+    request.extensions_mut().insert(ConnectInfo(peer));
+    request.extensions_mut().insert(LocalAddr(local));
+    request.map(|body| Body::new(tower_http::timeout::TimeoutBody::new(body_idle_timeout, body)))
 }
 
 /// `/api/v2//object/set` is a real request shape: runs of `/` in the path collapse to one.
@@ -190,14 +200,25 @@ async fn read_fields(headers: &HeaderMap, body: Body) -> Result<Fields, ApiError
     Ok(Fields::decode(content_type, &bytes)?)
 }
 
-/// Where clients reach this server: the configured public URL, else `http://<Host>`.
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+/// Where clients reach this server: the configured public URL, else `http://` and the `Host`
+/// header (or the URI's authority under HTTP/2), else the address the request reached.
+fn base_url(state: &AppState, request: &Request) -> String {
     if let Some(url) = &state.public_url {
         return url.clone();
     }
-    let host = header_text(headers, header::HOST.as_str())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)))
-        .unwrap_or("127.0.0.1");
+    let valid = |h: &&str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+    let host = header_text(request.headers(), header::HOST.as_str())
+        .filter(valid)
+        .map(str::to_owned)
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .filter(|a| valid(&a.as_str()))
+        })
+        .or_else(|| request.extensions().get::<LocalAddr>().map(|l| l.0.to_string()))
+        .unwrap_or_else(|| "127.0.0.1:5612".to_owned());
     format!("http://{host}")
 }
 
@@ -235,9 +256,9 @@ async fn get_object(
     request: Request,
 ) -> ApiResult {
     let who = principal(&state, &headers, client).await?;
+    let base = base_url(&state, &request);
     let fields = read_fields(&headers, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
-    let base = base_url(&state, &headers);
     if let Some(job) = fields.text("jobId")? {
         let ticket = state.service.poll_download(&who, &org, &job, &base).await?;
         return ok(&JobResponse::from(ticket));
