@@ -40,6 +40,8 @@ pub struct Config {
     pub list_page_size: u64,
     /// Seconds between garbage-collection passes over unreferenced blobs and expired jobs.
     pub gc_interval_secs: u64,
+    /// Seconds between sweeps for orphan blobs (bodies that no metadata names); one runs at start.
+    pub orphan_sweep_interval_secs: u64,
     /// Failed authentications allowed per client address and per user id in a window (0: off).
     pub auth_failure_limit: u32,
     /// The window of `auth_failure_limit`, in seconds.
@@ -68,6 +70,7 @@ impl Default for Config {
             download_url_ttl_secs: 3600,
             list_page_size: 1000,
             gc_interval_secs: 30,
+            orphan_sweep_interval_secs: 3600,
             auth_failure_limit: 50,
             auth_failure_window_secs: 60,
             header_read_timeout_secs: 30,
@@ -161,7 +164,7 @@ impl Config {
 
 /// The environment variables read as configuration (others with the prefix, such as the
 /// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 16] = [
+const ENV_KEYS: [&str; 17] = [
     "listen",
     "data_dir",
     "public_url",
@@ -173,6 +176,7 @@ const ENV_KEYS: [&str; 16] = [
     "download_url_ttl_secs",
     "list_page_size",
     "gc_interval_secs",
+    "orphan_sweep_interval_secs",
     "auth_failure_limit",
     "auth_failure_window_secs",
     "header_read_timeout_secs",

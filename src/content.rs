@@ -45,17 +45,19 @@ impl ContentDigest {
     }
 
     pub fn finish(self) -> ContentFacts {
+        let cut = self.size > self.head.len() as u64;
         ContentFacts {
             size: self.size,
             md5: hex::encode(self.md5.finalize()),
-            preview: text_preview(&self.head),
+            preview: text_preview(&self.head, cut),
         }
     }
 }
 
-/// `Some(first KiB)` when `head` (the first 4 KiB) is text: valid UTF-8, allowing a character cut
-/// at the end, and without NUL bytes. `None` for binary content.
-pub fn text_preview(head: &[u8]) -> Option<String> {
+/// `Some(first KiB)` when `head` (the first 4 KiB) is text: valid UTF-8 without NUL bytes, where a
+/// character may be cut at the end only when `cut` says the content goes on past the head.
+/// `None` for binary content.
+pub fn text_preview(head: &[u8], cut: bool) -> Option<String> {
     if head.contains(&0) {
         return None;
     }
@@ -63,7 +65,7 @@ pub fn text_preview(head: &[u8]) -> Option<String> {
         Ok(text) => text,
         Err(e) => {
             // A cut character at the very end of the sniffed window is fine; anything else is binary.
-            if e.error_len().is_some() {
+            if e.error_len().is_some() || !cut {
                 return None;
             }
             std::str::from_utf8(&head[..e.valid_up_to()]).ok()?
@@ -141,6 +143,8 @@ mod tests {
         let mut text = "a".repeat(4095).into_bytes();
         text.extend_from_slice("€".as_bytes());
         assert!(facts(&text).preview.is_some());
+        // ...but a short body that ends inside a character is not text.
+        assert_eq!(facts(b"a\xe2\x82").preview, None);
         let binary: Vec<u8> = (0..=255u8).cycle().take(2048).collect();
         assert_eq!(facts(&binary).preview, None);
     }

@@ -156,7 +156,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Limits::from_config(&config),
         opened.key.clone(),
     ));
-    let collector = service.spawn_collector(Duration::from_secs(config.gc_interval_secs.max(1)));
+    let collector = service.spawn_collector(
+        Duration::from_secs(config.gc_interval_secs.max(1)),
+        Duration::from_secs(config.orphan_sweep_interval_secs.max(60)),
+    );
     let state = AppState {
         service,
         public_url: config.public_url.clone(),

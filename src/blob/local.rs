@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use super::{BlobError, BlobStore, BlobStream, BlobWriter};
+use super::{BlobError, BlobStore, BlobStream, BlobWriter, StoredBlob};
 use crate::ids::BlobId;
 
 /// Read buffer for streaming a blob out.
@@ -50,6 +50,16 @@ struct LocalWriter {
     tmp_path: PathBuf,
     final_path: PathBuf,
     file: tokio::io::BufWriter<tokio::fs::File>,
+    /// Set once the body is in place; until then, dropping the writer removes the partial file.
+    done: bool,
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
 }
 
 #[async_trait]
@@ -67,16 +77,17 @@ impl BlobWriter for LocalWriter {
         self.file.flush().await?;
         self.file.get_ref().sync_all().await?;
         tokio::fs::rename(&self.tmp_path, &self.final_path).await?;
+        self.done = true;
         let dir = self.final_path.parent().map(Path::to_owned).unwrap_or_default();
         tokio::task::spawn_blocking(move || sync_dir(&dir))
             .await
             .map_err(std::io::Error::other)??;
-        Ok(self.id)
+        Ok(self.id.clone())
     }
 
     async fn abort(self: Box<Self>) {
-        drop(self.file);
-        let _ = tokio::fs::remove_file(&self.tmp_path).await;
+        // Dropping the writer removes the partial file.
+        drop(self);
     }
 }
 
@@ -91,6 +102,7 @@ impl BlobStore for LocalBlobs {
             id,
             tmp_path,
             file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            done: false,
         }))
     }
 
@@ -108,6 +120,46 @@ impl BlobStore for LocalBlobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn size(&self, id: &BlobId) -> Result<Option<u64>, BlobError> {
+        match tokio::fs::metadata(self.path_of(id)).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn shards(&self) -> Vec<String> {
+        (0..=255u8).map(|prefix| format!("{prefix:02x}")).collect()
+    }
+
+    async fn list_shard(&self, shard: &str) -> Result<Vec<StoredBlob>, BlobError> {
+        let dir = self.root.join(shard);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let Some(id) = entry.file_name().to_str().and_then(BlobId::parse) else {
+                    continue;
+                };
+                let meta = entry.metadata()?;
+                out.push(StoredBlob {
+                    id,
+                    size: meta.len(),
+                    written: meta.modified()?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(BlobError::from)
     }
 }
 

@@ -32,6 +32,15 @@ pub trait BlobWriter: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// A stored blob as a listing shows it.
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    pub id: BlobId,
+    pub size: u64,
+    /// When its body was last written.
+    pub written: std::time::SystemTime,
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// Starts a new blob under a fresh id.
@@ -39,4 +48,10 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open(&self, id: &BlobId) -> Result<BlobStream, BlobError>;
     /// Deletes a blob; deleting one that does not exist is not an error.
     async fn delete(&self, id: &BlobId) -> Result<(), BlobError>;
+    /// The size of a stored blob, or `None` when it does not exist.
+    async fn size(&self, id: &BlobId) -> Result<Option<u64>, BlobError>;
+    /// The store's blobs in shards small enough to hold in memory: the shard names...
+    fn shards(&self) -> Vec<String>;
+    /// ...and the blobs of one shard.
+    async fn list_shard(&self, shard: &str) -> Result<Vec<StoredBlob>, BlobError>;
 }

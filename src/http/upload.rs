@@ -4,6 +4,8 @@
 //! decoding for the other endpoints (text fields only) lives here too.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -29,9 +31,14 @@ fn multipart_error(e: multer::Error) -> ApiError {
     BodyError::Unparseable(format!("malformed multipart body: {e}")).into()
 }
 
-async fn read_text_part(mut field: multer::Field<'_>, name: &'static str) -> Result<String, ApiError> {
+async fn read_text_part(
+    mut field: multer::Field<'_>,
+    name: &'static str,
+    backlog: &Backlog,
+) -> Result<String, ApiError> {
     let mut buf = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        backlog.delivered(chunk.len());
         if buf.len() + chunk.len() > MAX_TEXT_PART {
             return Err(ServiceError::InvalidField {
                 field: name,
@@ -72,10 +79,58 @@ pub(super) async fn text_fields(content_type: &str, body: Bytes) -> Result<Field
             return Err(BodyError::Unparseable(format!("more than {MAX_PARTS} parts")).into());
         }
         let name = field.name().unwrap_or_default().to_owned();
-        let value = read_text_part(field, "multipart field").await?;
+        let value = read_text_part(field, "multipart field", &Backlog::default()).await?;
         pairs.push((name, value));
     }
     Ok(Fields::from_pairs(pairs))
+}
+
+/// Most bytes the multipart parser may hold that have not been handed out as part data: part
+/// headers, boundaries, and whatever precedes the first boundary. Past it, the body is refused,
+/// so a body that never reaches a boundary cannot grow the parser's buffer without bound.
+const MAX_BACKLOG: u64 = 4 * 1024 * 1024;
+
+/// Counts bytes read from the body minus bytes delivered as part data. Once a refusal has been
+/// decided, it switches to draining: the parser may then skip what it likes, up to
+/// [`DRAIN_AFTER_REFUSAL`] more bytes in all.
+#[derive(Clone, Default)]
+struct Backlog {
+    held: Arc<AtomicU64>,
+    drained: Arc<AtomicU64>,
+    draining: Arc<AtomicBool>,
+}
+
+impl Backlog {
+    /// The body as a stream that fails once the backlog passes [`MAX_BACKLOG`].
+    fn watch(&self, body: Body) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let this = self.clone();
+        body.into_data_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            let len = chunk.len() as u64;
+            if this.draining.load(Ordering::Relaxed) {
+                if this.drained.fetch_add(len, Ordering::Relaxed) + len > DRAIN_AFTER_REFUSAL {
+                    return Err(std::io::Error::other("the refused body is too large to drain"));
+                }
+                return Ok(chunk);
+            }
+            if this.held.fetch_add(len, Ordering::Relaxed) + len > MAX_BACKLOG {
+                return Err(std::io::Error::other(format!(
+                    "more than {MAX_BACKLOG} bytes of part headers or framing without part data"
+                )));
+            }
+            Ok(chunk)
+        })
+    }
+
+    fn delivered(&self, bytes: usize) {
+        let _ = self.held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            Some(held.saturating_sub(bytes as u64))
+        });
+    }
+
+    fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The parts of a set request as they arrive.
@@ -117,9 +172,10 @@ pub(super) async fn set(
         Ok(boundary) => boundary,
         Err(e) => return Err(drain_body(body, multipart_error(e)).await),
     };
-    let mut multipart = multer::Multipart::new(body.into_data_stream(), boundary);
+    let backlog = Backlog::default();
+    let mut multipart = multer::Multipart::new(backlog.watch(body), boundary);
     let mut parts = SetParts::default();
-    let result = receive(&state, &who, &mut multipart, &mut parts).await;
+    let result = receive(&state, &who, &mut multipart, &mut parts, &backlog).await;
     let SetParts {
         organization,
         key,
@@ -129,6 +185,7 @@ pub(super) async fn set(
         if let Some(upload) = upload {
             upload.abort().await;
         }
+        backlog.start_draining();
         drain_multipart(&mut multipart).await;
         return Err(e);
     }
@@ -160,6 +217,7 @@ async fn receive(
     who: &crate::service::Principal,
     multipart: &mut multer::Multipart<'static>,
     parts: &mut SetParts,
+    backlog: &Backlog,
 ) -> Result<(), ApiError> {
     let mut count = 0;
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
@@ -170,10 +228,10 @@ async fn receive(
         match field.name().unwrap_or_default() {
             "organizationId" => set_once(
                 &mut parts.organization,
-                read_text_part(field, "organizationId").await?,
+                read_text_part(field, "organizationId", backlog).await?,
                 "organizationId",
             )?,
-            "key" => set_once(&mut parts.key, read_text_part(field, "key").await?, "key")?,
+            "key" => set_once(&mut parts.key, read_text_part(field, "key", backlog).await?, "key")?,
             "objectData" => {
                 if parts.upload.is_some() {
                     return Err(ServiceError::InvalidField {
@@ -187,15 +245,16 @@ async fn receive(
                 }
                 let upload = parts.upload.insert(state.service.begin_upload().await?);
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    backlog.delivered(chunk.len());
                     if let Err(e) = upload.push(&chunk).await {
                         if matches!(e, ServiceError::TooLarge { .. }) {
-                            drain(&mut field).await;
+                            drain(&mut field, backlog).await;
                         }
                         return Err(e.into());
                     }
                 }
             }
-            _ => drain(&mut field).await,
+            _ => drain(&mut field, backlog).await,
         }
     }
     Ok(())
@@ -214,23 +273,18 @@ async fn drain_body(body: Body, error: ApiError) -> ApiError {
     error
 }
 
-/// Reads and drops the remaining parts of a refused upload, up to a bound.
+/// Reads and drops the remaining parts of a refused upload (bounded by the draining [`Backlog`]).
 async fn drain_multipart(multipart: &mut multer::Multipart<'static>) {
-    let mut seen = 0u64;
     while let Ok(Some(mut field)) = multipart.next_field().await {
-        while let Ok(Some(chunk)) = field.chunk().await {
-            seen += chunk.len() as u64;
-            if seen > DRAIN_AFTER_REFUSAL {
-                return;
-            }
-        }
+        while let Ok(Some(_)) = field.chunk().await {}
     }
 }
 
 /// Reads and drops the rest of a part, up to a bound.
-async fn drain(field: &mut multer::Field<'_>) {
+async fn drain(field: &mut multer::Field<'_>, backlog: &Backlog) {
     let mut seen = 0u64;
     while let Ok(Some(chunk)) = field.chunk().await {
+        backlog.delivered(chunk.len());
         seen += chunk.len() as u64;
         if seen > DRAIN_AFTER_REFUSAL {
             break;

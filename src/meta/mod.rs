@@ -275,4 +275,6 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn forget_blobs(&self, blobs: &[BlobId]) -> MetaResult<()>;
     /// Deletes jobs that expired before `before`; returns how many.
     async fn delete_expired_jobs(&self, before: Millis) -> MetaResult<u64>;
+    /// Of `candidates`, the blobs no object, job or collection entry names.
+    async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>>;
 }

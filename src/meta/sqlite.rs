@@ -9,6 +9,7 @@
 //! them), maintained in the same transaction as the object rows, so listing a page and reading
 //! usage are index lookups. The root folder row (path `""`) holds the organization's usage.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -64,6 +65,7 @@ CREATE TABLE IF NOT EXISTS objects (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_by_parent ON objects (org_id, parent, name);
 CREATE INDEX IF NOT EXISTS objects_by_parent_modified ON objects (org_id, parent, modified);
+CREATE INDEX IF NOT EXISTS objects_by_blob ON objects (blob_id);
 CREATE TABLE IF NOT EXISTS folders (
     org_id TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -119,7 +121,9 @@ impl<T: Send, F: FnOnce(&Connection) -> MetaResult<T> + Send> WriteTask for Pend
         let result = match conn.execute_batch("SAVEPOINT write_task") {
             Err(e) => Err(e.into()),
             Ok(()) => {
-                let result = work(conn);
+                // A panic in one write must not take the writer thread (and every later write) down.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+                    .unwrap_or_else(|_| Err(MetaError::Database("a metadata write panicked".into())));
                 let end = if result.is_ok() {
                     conn.execute_batch("RELEASE write_task")
                 } else {
@@ -165,32 +169,56 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 
 fn writer_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteTask>>) {
     while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut pending: VecDeque<Box<dyn WriteTask>> = VecDeque::from([first]);
+        while pending.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(task) => batch.push(task),
+                Ok(task) => pending.push_back(task),
                 Err(_) => break,
             }
         }
-        let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
-            Err(e) => Err(MetaError::from(e)),
-            Ok(()) => {
-                for task in batch.iter_mut() {
-                    task.run(&conn);
-                }
-                conn.execute_batch("COMMIT").map_err(|e| {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    MetaError::from(e)
-                })
-            }
-        };
-        for task in batch {
-            let commit = match &commit {
-                Ok(()) => Ok(()),
-                Err(e) => Err(MetaError::Database(e.to_string())),
-            };
-            task.deliver(commit);
+        while !pending.is_empty() {
+            apply_batch(&conn, &mut pending);
         }
+    }
+}
+
+/// Runs queued writes in one transaction and answers them after its commit. A write whose error
+/// made SQLite abandon the whole transaction (disk full, I/O error) ends the batch there: the
+/// writes that ran are told they failed, and the rest stay queued for a fresh transaction, so no
+/// write ever runs outside a transaction or is told the opposite of what happened.
+fn apply_batch(conn: &Connection, pending: &mut VecDeque<Box<dyn WriteTask>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        for task in pending.drain(..) {
+            task.deliver(Err(MetaError::Database(e.to_string())));
+        }
+        return;
+    }
+    let mut ran = Vec::with_capacity(pending.len());
+    let mut abandoned = false;
+    while let Some(mut task) = pending.pop_front() {
+        task.run(conn);
+        ran.push(task);
+        if conn.is_autocommit() {
+            abandoned = true;
+            break;
+        }
+    }
+    let commit = if abandoned {
+        Err(MetaError::Database(
+            "the transaction was rolled back by the database".into(),
+        ))
+    } else {
+        conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            MetaError::from(e)
+        })
+    };
+    for task in ran {
+        let commit = match &commit {
+            Ok(()) => Ok(()),
+            Err(e) => Err(MetaError::Database(e.to_string())),
+        };
+        task.deliver(commit);
     }
 }
 
@@ -243,7 +271,15 @@ impl SqliteMeta {
                     conn
                 }
             };
-            let result = work(&conn);
+            // One snapshot per read, even when it takes several statements.
+            let result = match conn.execute_batch("BEGIN") {
+                Ok(()) => {
+                    let result = work(&conn);
+                    let _ = conn.execute_batch("COMMIT");
+                    result
+                }
+                Err(e) => Err(e.into()),
+            };
             if let Ok(mut idle) = readers.lock()
                 && idle.len() < MAX_IDLE_READERS
             {
@@ -936,7 +972,13 @@ impl MetaStore for SqliteMeta {
 
     async fn put_object(&self, org: &OrgId, object: NewObject, quota: Quota) -> MetaResult<PutOutcome> {
         let org = org.clone();
-        self.write(move |conn| put_object_tx(conn, &org, &object, quota)).await
+        self.write(move |conn| {
+            // Stamp the write when it is applied, so that commit order and time order agree.
+            let mut object = object;
+            object.now = object.now.max(chrono::Utc::now().timestamp_millis());
+            put_object_tx(conn, &org, &object, quota)
+        })
+        .await
     }
 
     async fn delete(&self, org: &OrgId, key: &Key) -> MetaResult<DeleteOutcome> {
@@ -1051,6 +1093,26 @@ impl MetaStore for SqliteMeta {
                 params![before],
             )?;
             Ok(conn.execute("DELETE FROM jobs WHERE expires < ?1", params![before])? as u64)
+        })
+        .await
+    }
+
+    async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>> {
+        let candidates = candidates.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE blob_id = ?1) \
+                 OR EXISTS (SELECT 1 FROM garbage WHERE blob_id = ?1) \
+                 OR EXISTS (SELECT 1 FROM job_entries WHERE blob_id = ?1)",
+            )?;
+            let mut out = Vec::new();
+            for blob in candidates {
+                let referenced: bool = stmt.query_row(params![blob.as_str()], |row| row.get(0))?;
+                if !referenced {
+                    out.push(blob);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -17,7 +17,7 @@ use crate::blob::{BlobStore, BlobStream, BlobWriter};
 use crate::config::Config;
 use crate::content::{ContentDigest, mime_for};
 use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
-use crate::ids::{JobId, OrgId, UserId};
+use crate::ids::{BlobId, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 use crate::meta::{
     DeleteOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome, PutRefusal, Quota, Usage,
@@ -26,6 +26,10 @@ use crate::meta::{
 /// How long after its expiry a job still pins its blobs, so a download that started just before
 /// the expiry can finish.
 const JOB_GRACE_MS: i64 = 10 * 60 * 1000;
+
+/// A blob written this long ago and still named by no metadata is an orphan, not an upload whose
+/// commit is about to happen.
+const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> Millis {
@@ -139,20 +143,26 @@ impl Service {
 
     /// Checks the auth recipe: `Authorization: Basic base64(<userId>:<sha256hex(token:timestamp)>)`
     /// plus a `Timestamp` header inside the configured window. Failures count against the client
-    /// address and the user id; over the limit, requests are refused before any check.
+    /// address and the user id: an address over its limit is refused before any check, a user id
+    /// over its limit turns further failures into 429 (see `ratelimit`).
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         timestamp: Option<&str>,
         client: IpAddr,
     ) -> ServiceResult<Principal> {
-        let claimed_user = authorization.and_then(parse_basic).map(|(user, _)| user);
-        if let Some(retry_after) = self.failures.blocked(client, claimed_user.as_deref()) {
+        if let Some(retry_after) = self.failures.address_blocked(client) {
             return Err(ServiceError::RateLimited { retry_after });
         }
         let outcome = self.check_credentials(authorization, timestamp).await;
         if matches!(outcome, Err(ServiceError::Unauthorized(_))) {
-            self.failures.record_failure(client, claimed_user.as_deref());
+            let claimed = authorization
+                .and_then(parse_basic)
+                .and_then(|(user, _)| UserId::parse(&user));
+            self.failures.record_failure(client, claimed);
+            if let Some(retry_after) = self.failures.user_blocked(claimed) {
+                return Err(ServiceError::RateLimited { retry_after });
+            }
         }
         outcome
     }
@@ -461,30 +471,87 @@ impl Service {
     // --- background work -----------------------------------------------------------------------
 
     /// One pass of collection: deletes blobs nothing names any more and forgets expired jobs.
+    /// A blob that cannot be deleted is logged and retried on the next pass; the others go on.
     pub async fn collect_garbage(&self) -> ServiceResult<usize> {
         let cutoff = now_ms() - JOB_GRACE_MS;
         self.meta.delete_expired_jobs(cutoff).await?;
         let mut collected = 0;
+        let mut failed = std::collections::HashSet::new();
         loop {
-            let blobs = self.meta.collectable_blobs(cutoff, 500).await?;
-            if blobs.is_empty() {
+            let candidates = self.meta.collectable_blobs(cutoff, 500 + failed.len()).await?;
+            let batch: Vec<BlobId> = candidates
+                .into_iter()
+                .filter(|b| !failed.contains(b))
+                .take(500)
+                .collect();
+            if batch.is_empty() {
                 return Ok(collected);
             }
-            for blob in &blobs {
-                self.blobs.delete(blob).await?;
+            let mut deleted = Vec::with_capacity(batch.len());
+            for blob in batch {
+                match self.blobs.delete(&blob).await {
+                    Ok(()) => deleted.push(blob),
+                    Err(e) => {
+                        tracing::warn!(%blob, error = %e, "cannot delete an unreferenced blob; will retry");
+                        failed.insert(blob);
+                    }
+                }
             }
-            self.meta.forget_blobs(&blobs).await?;
-            collected += blobs.len();
+            self.meta.forget_blobs(&deleted).await?;
+            collected += deleted.len();
         }
     }
 
-    /// Runs collection every `interval` until the process ends.
-    pub fn spawn_collector(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    /// Deletes blobs that no metadata names at all (left by a crash between storing a body and
+    /// committing its metadata), among those last written before `written_before`. Only blobs
+    /// older than any upload still in progress may be passed as candidates, so the cutoff is the
+    /// process's start (first sweep) or an hour ago (later sweeps).
+    pub async fn sweep_orphans(&self, written_before: std::time::SystemTime) -> ServiceResult<usize> {
+        let mut removed = 0;
+        for shard in self.blobs.shards() {
+            let candidates: Vec<BlobId> = self
+                .blobs
+                .list_shard(&shard)
+                .await?
+                .into_iter()
+                .filter(|blob| blob.written < written_before)
+                .map(|blob| blob.id)
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            for orphan in self.meta.unreferenced_blobs(&candidates).await? {
+                self.blobs.delete(&orphan).await?;
+                tracing::info!(blob = %orphan, "removed an orphan blob");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs collection every `interval`, and an orphan sweep at start and then every
+    /// `sweep_interval`, until the process ends.
+    pub fn spawn_collector(
+        self: &Arc<Self>,
+        interval: Duration,
+        sweep_interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let service = self.clone();
+        let started = std::time::SystemTime::now();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
+            let mut next_sweep = tokio::time::Instant::now();
+            let mut cutoff = started;
             loop {
                 ticker.tick().await;
+                if tokio::time::Instant::now() >= next_sweep {
+                    match service.sweep_orphans(cutoff).await {
+                        Ok(n) => tracing::debug!(orphans = n, "orphan sweep done"),
+                        Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+                    }
+                    next_sweep = tokio::time::Instant::now() + sweep_interval;
+                    cutoff = std::time::SystemTime::now() - ORPHAN_AGE;
+                }
                 match service.collect_garbage().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(blobs = n, "collected unreferenced blobs"),
