@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod content;
 pub mod crypto;
+pub mod fsck;
 pub mod http;
 pub mod ids;
 pub mod key;

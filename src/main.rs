@@ -51,6 +51,20 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Check metadata against stored bodies and usage figures; report (and repair) differences.
+    Fsck {
+        /// Fix what can be fixed: rebuild folder rows, drop objects whose body is gone, delete orphan blobs.
+        #[arg(long)]
+        repair: bool,
+        /// Also read every body and compare its md5 with the metadata.
+        #[arg(long)]
+        verify_content: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Check credentials with /authenticate and save them for `stowage object`.
     Login {
         #[command(flatten)]
@@ -96,6 +110,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             let output = runtime.block_on(stowage::admin::run(&config, command, json))?;
             print_output(&output)?;
+        }
+        Command::Fsck {
+            repair,
+            verify_content,
+            json,
+            common,
+        } => {
+            let config = Config::load(&Overrides {
+                config_file: common.config,
+                listen: None,
+                data_dir: common.data_dir,
+            })?;
+            if !config.db_path().exists() {
+                anyhow::bail!("{} holds no stowage data", config.data_dir.display());
+            }
+            let opened = stowage::server::open_data_dir(&config)?;
+            let blobs = stowage::blob::local::LocalBlobs::attach(&config.blob_dir());
+            let mut report = runtime.block_on(stowage::fsck::check(&*opened.meta, &blobs, repair, verify_content))?;
+            report.unfinished_uploads = blobs.unfinished_uploads();
+            let text = if json {
+                serde_json::to_string_pretty(&report)?
+            } else {
+                report.to_text()
+            };
+            print_output(&text)?;
+            if report.unresolved() > 0 {
+                return Err(anyhow::anyhow!("{} problem(s) found", report.unresolved()));
+            }
         }
         Command::Login { connection } => {
             let output = runtime.block_on(stowage::client::login(&connection))?;

@@ -35,6 +35,19 @@ impl LocalBlobs {
         Ok(LocalBlobs { root: root.to_owned() })
     }
 
+    /// Uses a blob directory another process may be writing to (for `stowage fsck`): nothing is
+    /// created or cleared.
+    pub fn attach(root: &Path) -> LocalBlobs {
+        LocalBlobs { root: root.to_owned() }
+    }
+
+    /// Files in `tmp/`: uploads in progress, or left by a crash until the next start.
+    pub fn unfinished_uploads(&self) -> usize {
+        std::fs::read_dir(self.root.join("tmp"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    }
+
     fn path_of(&self, id: &BlobId) -> PathBuf {
         let name = id.as_str();
         self.root.join(&name[..2]).join(name)

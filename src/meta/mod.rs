@@ -221,6 +221,25 @@ pub enum KeyKind {
     Missing,
 }
 
+/// The figures a folder row keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FolderFigures {
+    pub bytes: u64,
+    pub files: u64,
+    pub child_folders: u64,
+    pub child_files: u64,
+    pub modified: Millis,
+}
+
+/// A folder whose stored row differs from what the object rows imply (`None`: no row / no folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderDifference {
+    pub org: OrgId,
+    pub path: String,
+    pub stored: Option<FolderFigures>,
+    pub implied: Option<FolderFigures>,
+}
+
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     // --- organizations, users, memberships ---
@@ -277,4 +296,11 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_expired_jobs(&self, before: Millis) -> MetaResult<u64>;
     /// Of `candidates`, the blobs no object, job or collection entry names.
     async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>>;
+
+    // --- checking (fsck) ---
+    /// Objects in (organization, key) order, after `after`, at most `limit`.
+    async fn objects_after(&self, after: Option<(OrgId, Key)>, limit: usize) -> MetaResult<Vec<(OrgId, ObjectMeta)>>;
+    /// Compares an organization's folder rows (and so its usage) with what its objects imply;
+    /// with `repair`, rewrites the rows that differ, atomically. Returns the differences found.
+    async fn check_folders(&self, org: &OrgId, repair: bool) -> MetaResult<Vec<FolderDifference>>;
 }

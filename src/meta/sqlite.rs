@@ -9,7 +9,7 @@
 //! them), maintained in the same transaction as the object rows, so listing a page and reading
 //! usage are index lookups. The root folder row (path `""`) holds the organization's usage.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -758,6 +758,127 @@ fn create_job_tx(
     }))
 }
 
+/// Folder rows as an organization's object rows imply them, by path (the root is `""`).
+fn implied_folders(conn: &Connection, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
+    let mut folders: BTreeMap<String, FolderFigures> = BTreeMap::new();
+    folders.insert(String::new(), FolderFigures::default());
+    let mut stmt = conn.prepare("SELECT key, size, modified FROM objects WHERE org_id = ?1")?;
+    let rows = stmt.query_map(params![org.as_str()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
+    })?;
+    for row in rows {
+        let (key, size, modified): (String, i64, i64) = row?;
+        let Ok(key) = Key::parse(&key) else { continue };
+        let ancestors = key.ancestors();
+        let last = ancestors.len() - 1;
+        for (i, folder) in ancestors.iter().enumerate() {
+            let entry = folders.entry(folder.as_str().to_owned()).or_default();
+            entry.bytes += to_u64(size);
+            entry.files += 1;
+            entry.modified = entry.modified.max(modified);
+            if i == last {
+                entry.child_files += 1;
+            }
+        }
+    }
+    let paths: Vec<String> = folders.keys().filter(|p| !p.is_empty()).cloned().collect();
+    for path in paths {
+        let parent = match path.rfind('/') {
+            Some(i) => path[..i].to_owned(),
+            None => String::new(),
+        };
+        if let Some(entry) = folders.get_mut(&parent) {
+            entry.child_folders += 1;
+        }
+    }
+    Ok(folders)
+}
+
+/// An organization's stored folder rows, by path.
+fn stored_folders(conn: &Connection, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
+    let mut stmt =
+        conn.prepare("SELECT path, bytes, files, child_folders, child_files, modified FROM folders WHERE org_id = ?1")?;
+    let rows = stmt.query_map(params![org.as_str()], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            FolderFigures {
+                bytes: to_u64(r.get(1)?),
+                files: to_u64(r.get(2)?),
+                child_folders: to_u64(r.get(3)?),
+                child_files: to_u64(r.get(4)?),
+                modified: r.get(5)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The folders whose stored row differs from the implied one. An empty root's modification time
+/// is its organization's creation time, which no object implies, so it is not compared.
+fn folder_differences(conn: &Connection, org: &OrgId) -> MetaResult<Vec<FolderDifference>> {
+    let implied = implied_folders(conn, org)?;
+    let stored = stored_folders(conn, org)?;
+    let mut paths: Vec<&String> = implied.keys().chain(stored.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let mut out = Vec::new();
+    for path in paths {
+        let (mut want, have) = (implied.get(path).copied(), stored.get(path).copied());
+        if let (true, Some(w), Some(h)) = (path.is_empty(), want.as_mut(), have)
+            && w.files == 0
+        {
+            w.modified = h.modified;
+        }
+        if want != have {
+            out.push(FolderDifference {
+                org: org.clone(),
+                path: path.clone(),
+                stored: have,
+                implied: want,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaResult<()> {
+    for d in differences {
+        match d.implied {
+            None => {
+                conn.execute(
+                    "DELETE FROM folders WHERE org_id = ?1 AND path = ?2",
+                    params![d.org.as_str(), d.path],
+                )?;
+            }
+            Some(f) => {
+                let (parent, name) = match d.path.rfind('/') {
+                    _ if d.path.is_empty() => (None, String::new()),
+                    Some(i) => (Some(d.path[..i].to_owned()), d.path[i + 1..].to_owned()),
+                    None => (Some(String::new()), d.path.clone()),
+                };
+                conn.execute(
+                    "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (org_id, path) DO UPDATE SET \
+                     bytes = excluded.bytes, files = excluded.files, child_folders = excluded.child_folders, \
+                     child_files = excluded.child_files, modified = excluded.modified",
+                    params![
+                        d.org.as_str(),
+                        d.path,
+                        parent,
+                        name,
+                        f.bytes as i64,
+                        f.files as i64,
+                        f.child_folders as i64,
+                        f.child_files as i64,
+                        f.modified
+                    ],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl MetaStore for SqliteMeta {
     async fn create_org(
@@ -1097,6 +1218,42 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn objects_after(&self, after: Option<(OrgId, Key)>, limit: usize) -> MetaResult<Vec<(OrgId, ObjectMeta)>> {
+        self.read(move |conn| {
+            let (org, key) = after.map(|(o, k)| (o.to_string(), k.to_string())).unwrap_or_default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, size, md5, mime, preview, created, modified, blob_id, org_id FROM objects \
+                 WHERE (org_id, key) > (?1, ?2) ORDER BY org_id, key LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![org, key, limit as i64], |row| {
+                Ok((row.get::<_, String>(8)?, object_from_row(row)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let (org, Some(object)) = row?
+                    && let Some(org) = OrgId::parse(&org)
+                {
+                    out.push((org, object));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn check_folders(&self, org: &OrgId, repair: bool) -> MetaResult<Vec<FolderDifference>> {
+        let org = org.clone();
+        if !repair {
+            return self.read(move |conn| folder_differences(conn, &org)).await;
+        }
+        self.write(move |conn| {
+            let differences = folder_differences(conn, &org)?;
+            repair_folders(conn, &differences)?;
+            Ok(differences)
+        })
+        .await
+    }
+
     async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>> {
         let candidates = candidates.to_vec();
         self.read(move |conn| {
@@ -1120,8 +1277,6 @@ impl MetaStore for SqliteMeta {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use proptest::prelude::*;
 
     use super::*;
@@ -1143,68 +1298,9 @@ mod tests {
         }
     }
 
-    /// Folder rows recomputed from the object rows: (bytes, files, child folders, child files, modified).
-    fn expected_folders(conn: &Connection, org: &OrgId) -> BTreeMap<String, (i64, i64, i64, i64, i64)> {
-        let mut stmt = conn
-            .prepare("SELECT key, size, modified FROM objects WHERE org_id = ?1")
-            .unwrap();
-        let objects: Vec<(String, i64, i64)> = stmt
-            .query_map(params![org.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let mut folders: BTreeMap<String, (i64, i64, i64, i64, i64)> = BTreeMap::new();
-        folders.insert(String::new(), (0, 0, 0, 0, 0));
-        for (key, size, modified) in &objects {
-            let key = Key::parse(key).unwrap();
-            let ancestors = key.ancestors();
-            for (i, folder) in ancestors.iter().enumerate() {
-                let entry = folders.entry(folder.as_str().to_owned()).or_insert((0, 0, 0, 0, 0));
-                entry.0 += size;
-                entry.1 += 1;
-                entry.4 = entry.4.max(*modified);
-                if i == ancestors.len() - 1 {
-                    entry.3 += 1;
-                }
-            }
-        }
-        let paths: Vec<String> = folders.keys().filter(|p| !p.is_empty()).cloned().collect();
-        for path in paths {
-            let parent = FolderPath::parse(&path).unwrap().parent().unwrap();
-            if let Some(entry) = folders.get_mut(parent.as_str()) {
-                entry.2 += 1;
-            }
-        }
-        folders
-    }
-
-    fn actual_folders(conn: &Connection, org: &OrgId) -> BTreeMap<String, (i64, i64, i64, i64, i64)> {
-        let mut stmt = conn
-            .prepare("SELECT path, bytes, files, child_folders, child_files, modified FROM folders WHERE org_id = ?1")
-            .unwrap();
-        stmt.query_map(params![org.as_str()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-    }
-
     fn assert_consistent(path: &Path, org: &OrgId) {
         let conn = Connection::open(path).unwrap();
-        let mut expected = expected_folders(&conn, org);
-        let mut actual = actual_folders(&conn, org);
-        // The root's modified time starts at the organization's creation; compare it only when
-        // something is stored.
-        if let (Some(e), Some(a)) = (expected.get_mut(""), actual.get_mut(""))
-            && e.1 == 0
-        {
-            e.4 = a.4;
-        }
-        assert_eq!(actual, expected);
+        assert_eq!(folder_differences(&conn, org).unwrap(), []);
     }
 
     #[derive(Debug, Clone)]

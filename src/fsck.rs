@@ -1,0 +1,287 @@
+//! `stowage fsck`: checks metadata against blobs and usage figures, and reports every difference.
+//!
+//! - every object's blob exists and has the object's size (with `--verify-content`, its md5 too);
+//! - every blob is named by some object, job or collection entry (otherwise it is an orphan);
+//! - every folder row, the root's usage figures included, equals what the object rows imply.
+//!
+//! With `--repair`: folder rows are rewritten from the objects, objects whose body is missing or
+//! damaged are removed (their content is gone either way), and orphan blobs older than ten
+//! minutes are deleted (younger ones may be uploads about to commit). Safe while the server runs.
+
+use std::time::{Duration, SystemTime};
+
+use futures::TryStreamExt;
+use md5::{Digest, Md5};
+use serde::Serialize;
+
+use crate::blob::{BlobError, BlobStore};
+use crate::ids::OrgId;
+use crate::meta::{FolderFigures, KeyKind, MetaError, MetaStore};
+
+/// Orphans younger than this are reported but never deleted.
+const ORPHAN_REPAIR_AGE: Duration = Duration::from_secs(600);
+/// Objects read per metadata query.
+const PAGE: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsckError {
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+/// One difference between metadata and storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Problem {
+    MissingBlob {
+        org: String,
+        key: String,
+        blob: String,
+    },
+    SizeMismatch {
+        org: String,
+        key: String,
+        blob: String,
+        expected: u64,
+        actual: u64,
+    },
+    ContentMismatch {
+        org: String,
+        key: String,
+        blob: String,
+        expected: String,
+        actual: String,
+    },
+    OrphanBlob {
+        blob: String,
+        size: u64,
+        recent: bool,
+    },
+    FolderMismatch {
+        org: String,
+        path: String,
+        stored: Option<Figures>,
+        implied: Option<Figures>,
+    },
+}
+
+/// Folder figures as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Figures {
+    pub bytes: u64,
+    pub files: u64,
+    pub child_folders: u64,
+    pub child_files: u64,
+    pub modified: i64,
+}
+
+impl From<FolderFigures> for Figures {
+    fn from(f: FolderFigures) -> Figures {
+        Figures {
+            bytes: f.bytes,
+            files: f.files,
+            child_folders: f.child_folders,
+            child_files: f.child_files,
+            modified: f.modified,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub organizations: usize,
+    pub objects: usize,
+    pub blobs: usize,
+    pub problems: Vec<Problem>,
+    /// How many of the problems `--repair` fixed.
+    pub repaired: usize,
+    /// Files in the blob store's `tmp/` (uploads in progress or left by a crash).
+    pub unfinished_uploads: usize,
+}
+
+impl Report {
+    /// Problems left after any repair.
+    pub fn unresolved(&self) -> usize {
+        self.problems.len() - self.repaired
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut lines: Vec<String> = self.problems.iter().map(describe).collect();
+        lines.push(format!(
+            "checked {} organization(s), {} object(s), {} blob(s): {} problem(s), {} repaired, {} unfinished upload(s)",
+            self.organizations,
+            self.objects,
+            self.blobs,
+            self.problems.len(),
+            self.repaired,
+            self.unfinished_uploads
+        ));
+        lines.join("\n")
+    }
+}
+
+fn describe(problem: &Problem) -> String {
+    match problem {
+        Problem::MissingBlob { org, key, blob } => format!("missing body: {org} {key} (blob {blob})"),
+        Problem::SizeMismatch {
+            org,
+            key,
+            blob,
+            expected,
+            actual,
+        } => {
+            format!("size mismatch: {org} {key} (blob {blob}) is {actual} bytes, metadata says {expected}")
+        }
+        Problem::ContentMismatch {
+            org,
+            key,
+            blob,
+            expected,
+            actual,
+        } => {
+            format!("content mismatch: {org} {key} (blob {blob}) has md5 {actual}, metadata says {expected}")
+        }
+        Problem::OrphanBlob { blob, size, recent } => {
+            format!(
+                "orphan blob: {blob} ({size} bytes){}",
+                if *recent {
+                    ", written in the last 10 minutes"
+                } else {
+                    ""
+                }
+            )
+        }
+        Problem::FolderMismatch {
+            org,
+            path,
+            stored,
+            implied,
+        } => {
+            let show = |f: &Option<Figures>| match f {
+                Some(f) => format!(
+                    "bytes {} files {} folders {} direct files {} modified {}",
+                    f.bytes, f.files, f.child_folders, f.child_files, f.modified
+                ),
+                None => "no folder".into(),
+            };
+            let name = if path.is_empty() {
+                "(root: usage)".to_owned()
+            } else {
+                path.clone()
+            };
+            format!(
+                "folder mismatch: {org} {name}: stored [{}], objects imply [{}]",
+                show(stored),
+                show(implied)
+            )
+        }
+    }
+}
+
+async fn md5_of(blobs: &dyn BlobStore, blob: &crate::ids::BlobId) -> Result<String, BlobError> {
+    let mut stream = blobs.open(blob).await?;
+    let mut digest = Md5::new();
+    while let Some(chunk) = stream.try_next().await? {
+        digest.update(&chunk);
+    }
+    Ok(hex::encode(digest.finalize()))
+}
+
+/// Runs every check; with `repair`, fixes what it can.
+pub async fn check(
+    meta: &dyn MetaStore,
+    blobs: &dyn BlobStore,
+    repair: bool,
+    verify_content: bool,
+) -> Result<Report, FsckError> {
+    let mut report = Report::default();
+
+    // Objects against their blobs.
+    let mut after = None;
+    loop {
+        let page = meta.objects_after(after.clone(), PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.0.clone(), last.1.key.clone()));
+        for (org, object) in page {
+            report.objects += 1;
+            let (org_text, key) = (org.to_string(), object.key.to_string());
+            let blob = object.blob.to_string();
+            let problem = match blobs.size(&object.blob).await? {
+                None => Some(Problem::MissingBlob {
+                    org: org_text,
+                    key,
+                    blob,
+                }),
+                Some(actual) if actual != object.size => Some(Problem::SizeMismatch {
+                    org: org_text,
+                    key,
+                    blob,
+                    expected: object.size,
+                    actual,
+                }),
+                Some(_) if verify_content => {
+                    let actual = md5_of(blobs, &object.blob).await?;
+                    (actual != object.md5).then(|| Problem::ContentMismatch {
+                        org: org_text,
+                        key,
+                        blob,
+                        expected: object.md5.clone(),
+                        actual,
+                    })
+                }
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                // Only if the key still names the damaged blob (the server may have replaced it).
+                let current = meta.key_kind(&org, &object.key).await?;
+                if repair && matches!(&current, KeyKind::File(now) if now.blob == object.blob) {
+                    meta.delete(&org, &object.key).await?;
+                    report.repaired += 1;
+                }
+                report.problems.push(problem);
+            }
+        }
+    }
+
+    // Blobs against metadata.
+    let young = SystemTime::now() - ORPHAN_REPAIR_AGE;
+    for shard in blobs.shards() {
+        let listed = blobs.list_shard(&shard).await?;
+        report.blobs += listed.len();
+        let ids: Vec<_> = listed.iter().map(|b| b.id.clone()).collect();
+        let orphans = meta.unreferenced_blobs(&ids).await?;
+        for blob in listed.into_iter().filter(|b| orphans.contains(&b.id)) {
+            let recent = blob.written >= young;
+            if repair && !recent {
+                blobs.delete(&blob.id).await?;
+                report.repaired += 1;
+            }
+            report.problems.push(Problem::OrphanBlob {
+                blob: blob.id.to_string(),
+                size: blob.size,
+                recent,
+            });
+        }
+    }
+
+    // Folder rows and usage against the objects.
+    let orgs = meta.list_orgs().await?;
+    report.organizations = orgs.len();
+    for org in orgs {
+        let differences = meta.check_folders(&org.id, repair).await?;
+        if repair {
+            report.repaired += differences.len();
+        }
+        report
+            .problems
+            .extend(differences.into_iter().map(|d| Problem::FolderMismatch {
+                org: OrgId::to_string(&d.org),
+                path: d.path,
+                stored: d.stored.map(Figures::from),
+                implied: d.implied.map(Figures::from),
+            }));
+    }
+    Ok(report)
+}
