@@ -29,6 +29,9 @@ cargo test --locked
 step "conformance suite (embedded storage)"
 scripts/conformance.sh target/debug/stowage
 
+step "crash harness: SIGKILL under concurrent load, restart, verify (20 rounds)"
+.venv/bin/python tests/crash/crash_harness.py --rounds 20 --clients 8 --bin target/debug/stowage
+
 step "interop: the real lean CLI and the example scripts"
 scripts/interop.sh target/debug/stowage
 
