@@ -361,3 +361,46 @@ async fn a_graceful_shutdown_finishes_requests_in_flight() {
     assert_eq!(client.properties("in-flight").await["md5"], md5_hex(&expected));
     assert_eq!(client.properties("before").await["size"], 1);
 }
+
+/// SIGTERM with a request that never finishes: new connections are refused at once, the process
+/// still exits within the grace period, and the half-sent upload is nowhere after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_cannot_hold_shutdown_beyond_the_grace_period() {
+    let mut server = TestServer::start_with(Options::new().env("STOWAGE_SHUTDOWN_GRACE_SECS", 1));
+    let client = server.client();
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Vec<u8>, std::io::Error>>();
+    let form = reqwest::multipart::Form::new()
+        .text("organizationId", client.org.clone())
+        .text("key", "stalled")
+        .part(
+            "objectData",
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(rx)).file_name("s"),
+        );
+    let upload = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send_multipart(form).await })
+    };
+    tx.unbounded_send(Ok(noise(200_000, 1))).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    server.terminate();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(&server.addr).await.is_err(),
+        "no new connections once shutdown has begun"
+    );
+    let exited = tokio::task::block_in_place(|| server.wait_exit(std::time::Duration::from_secs(10)));
+    assert_eq!(exited, Some(true), "the server exits cleanly");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "within the grace period: {:?}",
+        started.elapsed()
+    );
+    drop(tx);
+    let _ = upload.await;
+    let server = server.restart();
+    let client = server.client_for(&client.user, &client.token, &client.org);
+    client.fails("object/properties", json!({"key": "stalled"})).await;
+    assert_eq!(client.used().await, 0);
+    assert_eq!(server.staged_files(), 0, "no partial body is left");
+}
