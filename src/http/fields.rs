@@ -196,4 +196,53 @@ mod tests {
         assert!(Fields::decode(None, b"").is_ok());
         assert!(Fields::decode(None, b"garbage").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Any bytes under any content type decode or fail with an error; nothing panics, and
+            /// every accessor answers.
+            #[test]
+            fn decoding_never_panics(
+                body in proptest::collection::vec(any::<u8>(), 0..512),
+                content_type in proptest::option::of(prop_oneof![
+                    Just("application/json".to_owned()),
+                    Just("application/x-www-form-urlencoded".to_owned()),
+                    Just("text/plain".to_owned()),
+                    "[ -~]{0,40}",
+                ]),
+            ) {
+                if let Ok(fields) = Fields::decode(content_type.as_deref(), &body) {
+                    let _ = fields.text("key");
+                    let _ = fields.text_list("keys");
+                    let _ = fields.page("page");
+                }
+            }
+
+            /// A form survives encoding: one value stays a string, repeats become a list in order.
+            #[test]
+            fn forms_round_trip(values in proptest::collection::vec("\\PC{0,12}", 1..5)) {
+                let mut encoder = form_urlencoded::Serializer::new(String::new());
+                encoder.append_pair("other", "x");
+                for value in &values {
+                    encoder.append_pair("keys", value);
+                }
+                let body = encoder.finish();
+                let fields = Fields::decode(Some("application/x-www-form-urlencoded"), body.as_bytes()).unwrap();
+                prop_assert_eq!(fields.text_list("keys").unwrap(), Some(values.clone()));
+            }
+
+            /// Any JSON object with string fields reads back the same strings.
+            #[test]
+            fn json_strings_round_trip(key in "\\PC{0,40}", org in "[0-9a-f]{0,32}") {
+                let body = serde_json::json!({"key": key, "organizationId": org}).to_string();
+                let fields = Fields::decode(Some("application/json"), body.as_bytes()).unwrap();
+                prop_assert_eq!(fields.required_text("key").unwrap(), key);
+                prop_assert_eq!(fields.required_text("organizationId").unwrap(), org);
+            }
+        }
+    }
 }
