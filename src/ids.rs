@@ -68,6 +68,13 @@ impl BlobId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The blob's shard: its last two hex digits. They come from the random part of the id (the
+    /// first digits of a UUID v7 are a timestamp, the same for years), so blobs spread evenly
+    /// over 256 shards.
+    pub fn shard(&self) -> &str {
+        &self.0[self.0.len() - 2..]
+    }
 }
 
 impl fmt::Display for BlobId {
@@ -118,6 +125,13 @@ mod tests {
         for bad in ["", " ", "0", &"A".repeat(32), &"g".repeat(32), &"0".repeat(33)] {
             assert!(OrgId::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn blob_ids_spread_over_shards() {
+        let shards: std::collections::HashSet<String> =
+            (0..2000).map(|_| BlobId::generate().shard().to_owned()).collect();
+        assert!(shards.len() > 200, "ids made together still spread: {} shards", shards.len());
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn kinds(report: &Value) -> Vec<String> {
 }
 
 fn blob_path(data: &std::path::Path, blob: &str) -> std::path::PathBuf {
-    data.join("blobs").join(&blob[..2]).join(blob)
+    data.join("blobs").join(&blob[blob.len() - 2..]).join(blob)
 }
 
 #[tokio::test]

@@ -1,8 +1,12 @@
 //! The blob store: immutable object bodies under fresh ids. [`BlobStore`] is the trait the service
-//! layer talks to; `local` is the embedded filesystem implementation. Which key a blob holds, and
-//! when a blob is garbage, is the metadata store's business, never the blob store's.
+//! layer talks to; `local` is the embedded filesystem implementation and `s3` the one for any
+//! S3-compatible object store. Which key a blob holds, and when a blob is garbage, is the metadata
+//! store's business, never the blob store's.
 
 pub mod local;
+pub mod s3;
+#[cfg(test)]
+mod tests;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,6 +20,12 @@ pub enum BlobError {
     NotFound(BlobId),
     #[error("blob storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A remote store refused or failed a request (after its retries), or could not be reached.
+    #[error("blob store request failed: {0}")]
+    Store(String),
+    /// The store's settings cannot work (a missing bucket, an unusable endpoint...).
+    #[error("blob store settings are invalid: {0}")]
+    Config(String),
 }
 
 /// A body as a stream of chunks.

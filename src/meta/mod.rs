@@ -1,11 +1,15 @@
 //! The metadata store: organizations, users, memberships, objects, folders, usage counters,
 //! download jobs and the list of blobs awaiting collection. [`MetaStore`] is the trait the
-//! service layer talks to; `sqlite` is the embedded implementation.
+//! service layer talks to; `sqlite` is the embedded implementation, `postgres` the one for
+//! several servers sharing one database.
 //!
 //! Every method that changes objects keeps the folder rows and the usage counters in the same
 //! transaction, and enforces quotas inside it, so concurrent requests cannot overshoot them.
 
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use async_trait::async_trait;
 
@@ -24,6 +28,22 @@ pub enum MetaError {
 impl From<rusqlite::Error> for MetaError {
     fn from(e: rusqlite::Error) -> MetaError {
         MetaError::Database(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for MetaError {
+    fn from(e: tokio_postgres::Error) -> MetaError {
+        MetaError::Database(postgres::describe_error(&e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for MetaError {
+    fn from(e: deadpool_postgres::PoolError) -> MetaError {
+        match e {
+            deadpool_postgres::PoolError::Closed => MetaError::Closed,
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => MetaError::Database(format!("connection pool: {other}")),
+        }
     }
 }
 

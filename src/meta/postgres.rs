@@ -1,0 +1,1296 @@
+//! The distributed metadata store on PostgreSQL, for deployments where several stowage servers
+//! share one database.
+//!
+//! The tables, columns and folder bookkeeping are those of the SQLite store (`sqlite.rs`); what
+//! differs is how writes are serialized. SQLite has one writer thread; here several servers write
+//! at once, so every write that touches an organization's objects runs in one transaction that
+//! first locks the organization's root folder row (`SELECT … FOR UPDATE`). The root row holds the
+//! usage, so the quota check, the object rows, the folder rows and the usage counters of one
+//! organization change one transaction at a time, whichever server runs it, and concurrent uploads
+//! cannot overshoot a quota. Transactions run at `READ COMMITTED`: once the lock is held, each
+//! statement sees every write committed before it, which is exactly the state the lock protects.
+//! Different organizations never wait for each other. A caller is answered only after `COMMIT`.
+//!
+//! Times: a write's modification time is the later of the caller's `now` and the database's
+//! clock when the write holds the lock, so commit order and time order agree even when the
+//! servers' clocks do not.
+//!
+//! Reads of one statement run on a pooled connection; reads of several statements (a listing
+//! page, a folder check) run in one `REPEATABLE READ, READ ONLY` transaction, so they see one
+//! snapshot. Collection (`collectable_blobs`, `forget_blobs`, `delete_expired_jobs`) may run on
+//! several servers at once: its deletes are idempotent and serialized by an advisory lock, so
+//! they neither deadlock nor fail.
+//!
+//! Keys, paths and names are `COLLATE "C"`, so ordering and the `>=`/`<` prefix ranges are byte
+//! order, as in SQLite. Connections are plain TCP (`NoTls`): no TLS stack is linked in yet, so run
+//! the database on a trusted network or behind a local TLS tunnel.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, Pool, Runtime, Transaction};
+use futures::TryStreamExt;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use super::*;
+
+/// Connections each server keeps to the database at most.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// Advisory lock that serializes schema creation across servers starting at once.
+const SCHEMA_LOCK: i64 = 0x7374_6f77_6167_6501;
+/// Advisory lock that serializes collection deletes across servers (no deadlocks between them).
+const COLLECTION_LOCK: i64 = 0x7374_6f77_6167_6502;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS orgs (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    max_bytes BIGINT,
+    max_files BIGINT,
+    created BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL,
+    token_nonce BYTEA NOT NULL,
+    token_sealed BYTEA NOT NULL,
+    disabled BOOLEAN NOT NULL DEFAULT FALSE,
+    created BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    can_read BOOLEAN NOT NULL,
+    can_write BOOLEAN NOT NULL,
+    can_delete BOOLEAN NOT NULL,
+    is_admin BOOLEAN NOT NULL,
+    PRIMARY KEY (org_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS objects (
+    org_id TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    parent TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    size BIGINT NOT NULL,
+    md5 TEXT NOT NULL,
+    mime TEXT NOT NULL,
+    preview TEXT,
+    created BIGINT NOT NULL,
+    modified BIGINT NOT NULL,
+    blob_id TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (org_id, key)
+);
+CREATE INDEX IF NOT EXISTS objects_by_parent ON objects (org_id, parent, name);
+CREATE INDEX IF NOT EXISTS objects_by_parent_modified ON objects (org_id, parent, modified);
+CREATE INDEX IF NOT EXISTS objects_by_blob ON objects (blob_id);
+CREATE TABLE IF NOT EXISTS folders (
+    org_id TEXT COLLATE "C" NOT NULL,
+    path TEXT COLLATE "C" NOT NULL,
+    parent TEXT COLLATE "C",
+    name TEXT COLLATE "C" NOT NULL,
+    bytes BIGINT NOT NULL,
+    files BIGINT NOT NULL,
+    child_folders BIGINT NOT NULL,
+    child_files BIGINT NOT NULL,
+    modified BIGINT NOT NULL,
+    PRIMARY KEY (org_id, path)
+);
+CREATE INDEX IF NOT EXISTS folders_by_parent ON folders (org_id, parent, name);
+CREATE INDEX IF NOT EXISTS folders_by_parent_modified ON folders (org_id, parent, modified);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    org_id TEXT COLLATE "C" NOT NULL,
+    created BIGINT NOT NULL,
+    expires BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires);
+CREATE TABLE IF NOT EXISTS job_entries (
+    job_id TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    blob_id TEXT COLLATE "C" NOT NULL,
+    size BIGINT NOT NULL,
+    modified BIGINT NOT NULL,
+    PRIMARY KEY (job_id, key)
+);
+CREATE INDEX IF NOT EXISTS job_entries_by_blob ON job_entries (blob_id);
+CREATE TABLE IF NOT EXISTS garbage (
+    blob_id TEXT COLLATE "C" PRIMARY KEY,
+    since BIGINT NOT NULL
+);
+-- SQLite keeps its schema version in PRAGMA user_version; PostgreSQL keeps it here.
+CREATE TABLE IF NOT EXISTS stowage_schema (version INTEGER NOT NULL);
+INSERT INTO stowage_schema (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM stowage_schema);
+"#;
+
+/// A human-readable description of a driver error: the server's message and SQLSTATE for
+/// database errors, the cause for the others (the driver's own `Display` says only "db error").
+pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// The PostgreSQL metadata store: a pool of connections to one database that other servers may
+/// share.
+pub struct PostgresMeta {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The pool's configuration holds the password: show only its figures.
+        let status = self.pool.status();
+        f.debug_struct("PostgresMeta")
+            .field("connections", &status.size)
+            .field("max_connections", &status.max_size)
+            .finish()
+    }
+}
+
+impl PostgresMeta {
+    /// Connects to `postgres://user:pass@host:port/db` (any form `tokio_postgres::Config`
+    /// parses), creates the schema when it is missing and returns the store. The connection is
+    /// not encrypted (`NoTls`).
+    pub async fn connect(url: &str) -> MetaResult<PostgresMeta> {
+        PostgresMeta::connect_with(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// Like [`PostgresMeta::connect`], with at most `max_connections` pooled connections.
+    pub async fn connect_with(url: &str, max_connections: usize) -> MetaResult<PostgresMeta> {
+        // The error names neither the URL nor its parts: it may carry a password.
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            MetaError::Database(format!("invalid PostgreSQL connection string: {}", describe_error(&e)))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("stowage");
+        }
+        // A server that stalls inside a transaction (stopped, cut off) must not hold an
+        // organization's lock for long: the database ends such a session after a minute. Our
+        // transactions never wait on anything but the database between statements.
+        let options = config.get_options().unwrap_or_default();
+        if !options.contains("idle_in_transaction_session_timeout") {
+            let options = format!("{options} -c idle_in_transaction_session_timeout=60000");
+            config.options(options.trim());
+        }
+        let pool = Pool::builder(Manager::new(config, NoTls))
+            .max_size(max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(15)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| MetaError::Database(format!("cannot build the PostgreSQL connection pool: {e}")))?;
+        let meta = PostgresMeta { pool };
+        meta.create_schema().await?;
+        Ok(meta)
+    }
+
+    /// Creates the tables and indexes that are missing; several servers starting at once take
+    /// turns (concurrent `CREATE … IF NOT EXISTS` can otherwise fail on the catalog).
+    async fn create_schema(&self) -> MetaResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
+        tx.batch_execute(SCHEMA).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Closes the pool: later calls fail with [`MetaError::Closed`].
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    async fn client(&self) -> MetaResult<deadpool_postgres::Client> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+// --- small helpers: every statement is prepared once per connection and cached ---
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+async fn query<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> MetaResult<Vec<Row>> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query(&statement, params).await?)
+}
+
+async fn query_opt<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> MetaResult<Option<Row>> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&statement, params).await?)
+}
+
+async fn query_one<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> MetaResult<Row> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_one(&statement, params).await?)
+}
+
+async fn execute<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> MetaResult<u64> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.execute(&statement, params).await?)
+}
+
+/// One column of a row, typed; a type mismatch is an error, never a panic.
+fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> MetaResult<T> {
+    Ok(row.try_get(index)?)
+}
+
+fn to_u64(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+fn to_i64(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+/// Locks the organization's root folder row until the transaction ends and returns the usage it
+/// holds; `None` when the organization has no root row (unknown organization). Every write to an
+/// organization's objects takes this lock first: it is what serializes them across servers.
+async fn lock_org(tx: &Transaction<'_>, org: &OrgId) -> MetaResult<Option<Usage>> {
+    let row = query_opt(
+        tx,
+        "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = '' FOR UPDATE",
+        &[&org.as_str()],
+    )
+    .await?;
+    row.map(|row| {
+        Ok(Usage {
+            bytes: to_u64(col(&row, 0)?),
+            files: to_u64(col(&row, 1)?),
+        })
+    })
+    .transpose()
+}
+
+/// Starts a read-only transaction that sees one snapshot for all its statements.
+async fn snapshot(client: &mut deadpool_postgres::Client) -> MetaResult<Transaction<'_>> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+// --- rows ---
+
+const ORG_SELECT: &str = "SELECT o.id, o.name, o.max_bytes, o.max_files, o.created, f.bytes, f.files \
+     FROM orgs o JOIN folders f ON f.org_id = o.id AND f.path = ''";
+
+/// An organization row joined with its root folder (usage); `None` for a malformed id.
+fn org_from_row(row: &Row) -> MetaResult<Option<Organization>> {
+    let id: String = col(row, 0)?;
+    let Some(id) = OrgId::parse(&id) else {
+        return Ok(None);
+    };
+    Ok(Some(Organization {
+        id,
+        name: col(row, 1)?,
+        max_bytes: col::<Option<i64>>(row, 2)?.map(to_u64),
+        max_files: col::<Option<i64>>(row, 3)?.map(to_u64),
+        created: col(row, 4)?,
+        usage: Usage {
+            bytes: to_u64(col(row, 5)?),
+            files: to_u64(col(row, 6)?),
+        },
+    }))
+}
+
+const USER_SELECT: &str = "SELECT id, name, token_nonce, token_sealed, disabled, created FROM users";
+
+fn user_from_row(row: &Row) -> MetaResult<User> {
+    Ok(User {
+        id: UserId(col(row, 0)?),
+        name: col(row, 1)?,
+        token: SealedToken {
+            nonce: col(row, 2)?,
+            ciphertext: col(row, 3)?,
+        },
+        disabled: col(row, 4)?,
+        created: col(row, 5)?,
+    })
+}
+
+const MEMBER_COLUMNS: &str = "user_id, can_read, can_write, can_delete, is_admin";
+
+fn membership_from_row(org: &OrgId, row: &Row) -> MetaResult<Membership> {
+    Ok(Membership {
+        org: org.clone(),
+        user: UserId(col(row, 0)?),
+        permissions: Permissions {
+            read: col(row, 1)?,
+            write: col(row, 2)?,
+            delete: col(row, 3)?,
+            admin: col(row, 4)?,
+        },
+    })
+}
+
+const OBJECT_COLUMNS: &str = "key, size, md5, mime, preview, created, modified, blob_id";
+
+/// An object row (columns as in [`OBJECT_COLUMNS`]); `None` when a stored key or blob id is
+/// malformed, or when the columns are NULL (an outer join that found nothing).
+fn object_from_row(row: &Row) -> MetaResult<Option<ObjectMeta>> {
+    let (Some(key), Some(blob)) = (col::<Option<String>>(row, 0)?, col::<Option<String>>(row, 7)?) else {
+        return Ok(None);
+    };
+    let (Ok(key), Some(blob)) = (Key::parse(&key), BlobId::parse(&blob)) else {
+        return Ok(None);
+    };
+    Ok(Some(ObjectMeta {
+        key,
+        size: to_u64(col(row, 1)?),
+        md5: col(row, 2)?,
+        mime: col(row, 3)?,
+        preview: col(row, 4)?,
+        created: col(row, 5)?,
+        modified: col(row, 6)?,
+        blob,
+    }))
+}
+
+// --- writes to objects (each inside a transaction holding the organization lock) ---
+
+/// After the lock: the shallowest ancestor that is a file, whether the key is a folder, the
+/// existing object (size, created, blob) and the database clock — one round trip.
+const PUT_CHECKS: &str = concat!(
+    "SELECT (SELECT a.key FROM objects a WHERE a.org_id = $1 AND a.key = ANY($2::text[]) ORDER BY a.key LIMIT 1), \
+     EXISTS (SELECT 1 FROM folders f WHERE f.org_id = $1 AND f.path = $3), \
+     o.size, o.created, o.blob_id, ",
+    "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    " FROM (SELECT 1) AS one LEFT JOIN objects o ON o.org_id = $1 AND o.key = $3"
+);
+
+async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, quota: Quota) -> MetaResult<PutOutcome> {
+    let locked = lock_org(tx, org).await?;
+    let ancestors = object.key.ancestors();
+    let above: Vec<&str> = ancestors.iter().skip(1).map(FolderPath::as_str).collect();
+    let checks = query_one(tx, PUT_CHECKS, &[&org.as_str(), &above, &object.key.as_str()]).await?;
+    if let Some(file) = col::<Option<String>>(&checks, 0)? {
+        return Ok(PutOutcome::Refused(PutRefusal::AncestorIsFile(file)));
+    }
+    if col::<bool>(&checks, 1)? {
+        return Ok(PutOutcome::Refused(PutRefusal::IsFolder));
+    }
+    let usage = locked.ok_or_else(|| MetaError::Database(format!("organization {org} has no root folder")))?;
+    let existing: Option<(i64, i64, String)> = match col::<Option<i64>>(&checks, 2)? {
+        Some(size) => Some((size, col(&checks, 3)?, col(&checks, 4)?)),
+        None => None,
+    };
+    // Stamp the write when it holds the lock, so that commit order and time order agree.
+    let now = object.now.max(col(&checks, 5)?);
+    let size = to_i64(object.size);
+    let (added_bytes, added_files, created) = match &existing {
+        Some((old_size, created, _)) => (size - old_size, 0i64, *created),
+        None => (size, 1i64, now),
+    };
+    let over_bytes = added_bytes > 0 && (usage.bytes as i128 + added_bytes as i128) > quota.max_bytes as i128;
+    let over_files = added_files > 0 && usage.files.saturating_add(1) > quota.max_files;
+    if over_bytes || over_files {
+        return Ok(PutOutcome::Refused(PutRefusal::Quota {
+            usage,
+            quota,
+            added_bytes: added_bytes.max(0) as u64,
+            added_files: added_files as u64,
+        }));
+    }
+    let parent = object.key.parent();
+    execute(
+        tx,
+        "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (org_id, key) DO UPDATE SET size = EXCLUDED.size, md5 = EXCLUDED.md5, mime = EXCLUDED.mime, \
+         preview = EXCLUDED.preview, modified = EXCLUDED.modified, blob_id = EXCLUDED.blob_id",
+        &[
+            &org.as_str(),
+            &object.key.as_str(),
+            &parent.as_str(),
+            &object.key.name(),
+            &size,
+            &object.md5,
+            &object.mime,
+            &object.preview,
+            &created,
+            &now,
+            &object.blob.as_str(),
+        ],
+    )
+    .await?;
+
+    // Every ancestor folder at once; the ones that had no row are created below.
+    let paths: Vec<&str> = ancestors.iter().map(FolderPath::as_str).collect();
+    let updated: HashSet<String> = query(
+        tx,
+        "UPDATE folders SET bytes = bytes + $3::bigint, files = files + $4::bigint, \
+         child_files = child_files + CASE WHEN path = $5 THEN $4::bigint ELSE 0 END, \
+         modified = GREATEST(modified, $6::bigint) \
+         WHERE org_id = $1 AND path = ANY($2::text[]) RETURNING path",
+        &[
+            &org.as_str(),
+            &paths,
+            &added_bytes,
+            &added_files,
+            &parent.as_str(),
+            &now,
+        ],
+    )
+    .await?
+    .iter()
+    .map(|row| col::<String>(row, 0))
+    .collect::<MetaResult<_>>()?;
+    let missing: Vec<&FolderPath> = ancestors.iter().filter(|f| !updated.contains(f.as_str())).collect();
+    if !missing.is_empty() {
+        // A new folder counts the new folders directly under it; a folder that existed gains one
+        // child folder for each new folder directly under it.
+        let missing_paths: HashSet<&str> = missing.iter().map(|f| f.as_str()).collect();
+        let parents: Vec<Option<String>> = missing
+            .iter()
+            .map(|f| f.parent().map(|p| p.as_str().to_owned()))
+            .collect();
+        let mut rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for folder in &missing {
+            let children = parents.iter().filter(|p| p.as_deref() == Some(folder.as_str())).count() as i64;
+            rows.0.push(folder.as_str());
+            rows.1.push(folder.parent().map(|p| p.as_str().to_owned()));
+            rows.2.push(folder.name());
+            rows.3.push(children);
+            rows.4.push(if folder.as_str() == parent.as_str() {
+                added_files
+            } else {
+                0
+            });
+        }
+        execute(
+            tx,
+            "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+             SELECT $1, a.path, a.parent, a.name, $7::bigint, $8::bigint, a.child_folders, a.child_files, $9::bigint \
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) \
+             AS a(path, parent, name, child_folders, child_files)",
+            &[
+                &org.as_str(),
+                &rows.0,
+                &rows.1,
+                &rows.2,
+                &rows.3,
+                &rows.4,
+                &added_bytes,
+                &added_files,
+                &now,
+            ],
+        )
+        .await?;
+        let existing_parents: Vec<&str> = parents
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|p| !missing_paths.contains(p))
+            .collect();
+        if !existing_parents.is_empty() {
+            execute(
+                tx,
+                "UPDATE folders SET child_folders = child_folders + 1 WHERE org_id = $1 AND path = ANY($2::text[])",
+                &[&org.as_str(), &existing_parents],
+            )
+            .await?;
+        }
+    }
+    let replaced = match existing {
+        Some((_, _, old_blob)) => {
+            execute(
+                tx,
+                "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&old_blob, &now],
+            )
+            .await?;
+            BlobId::parse(&old_blob)
+        }
+        None => None,
+    };
+    Ok(PutOutcome::Stored { replaced })
+}
+
+/// Takes `bytes` and `files` off `start` and every folder above it after a file (or, with
+/// `removed_folder`, a whole child folder) under `start` went away. Folders left empty are
+/// removed; the newest modification is recomputed from the remaining children (index lookups).
+async fn detach(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    start: FolderPath,
+    bytes: u64,
+    files: u64,
+    removed_file: bool,
+    removed_folder: bool,
+) -> MetaResult<()> {
+    let mut current = Some(start);
+    let mut child_file = removed_file as i64;
+    let mut child_folder = removed_folder as i64;
+    while let Some(path) = current {
+        let remaining: i64 = match query_opt(
+            tx,
+            "UPDATE folders SET bytes = bytes - $3::bigint, files = files - $4::bigint, \
+             child_files = child_files - $5::bigint, child_folders = child_folders - $6::bigint \
+             WHERE org_id = $1 AND path = $2 RETURNING files",
+            &[
+                &org.as_str(),
+                &path.as_str(),
+                &to_i64(bytes),
+                &to_i64(files),
+                &child_file,
+                &child_folder,
+            ],
+        )
+        .await?
+        {
+            Some(row) => col(&row, 0)?,
+            None => 0,
+        };
+        child_file = 0;
+        child_folder = 0;
+        if remaining <= 0 && !path.is_root() {
+            execute(
+                tx,
+                "DELETE FROM folders WHERE org_id = $1 AND path = $2",
+                &[&org.as_str(), &path.as_str()],
+            )
+            .await?;
+            child_folder = 1;
+        } else {
+            execute(
+                tx,
+                "UPDATE folders SET modified = COALESCE((SELECT MAX(m) FROM ( \
+                 SELECT MAX(modified) AS m FROM objects WHERE org_id = $1 AND parent = $2 \
+                 UNION ALL SELECT MAX(modified) AS m FROM folders WHERE org_id = $1 AND parent = $2) AS children), \
+                 modified) WHERE org_id = $1 AND path = $2",
+                &[&org.as_str(), &path.as_str()],
+            )
+            .await?;
+        }
+        current = path.parent();
+    }
+    Ok(())
+}
+
+async fn delete_tx(tx: &Transaction<'_>, org: &OrgId, key: &Key, now: Millis) -> MetaResult<DeleteOutcome> {
+    // An unknown organization has nothing to delete: the lookups below find nothing.
+    lock_org(tx, org).await?;
+    let file = query_opt(
+        tx,
+        "DELETE FROM objects WHERE org_id = $1 AND key = $2 RETURNING size, blob_id",
+        &[&org.as_str(), &key.as_str()],
+    )
+    .await?;
+    if let Some(row) = file {
+        let (size, blob): (i64, String) = (col(&row, 0)?, col(&row, 1)?);
+        execute(
+            tx,
+            "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&blob, &now],
+        )
+        .await?;
+        detach(tx, org, key.parent(), to_u64(size), 1, true, false).await?;
+        return Ok(DeleteOutcome::File);
+    }
+    let folder = query_opt(
+        tx,
+        "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = $2",
+        &[&org.as_str(), &key.as_str()],
+    )
+    .await?;
+    let Some(folder) = folder else {
+        return Ok(DeleteOutcome::NotFound);
+    };
+    let (bytes, files): (i64, i64) = (col(&folder, 0)?, col(&folder, 1)?);
+    let (low, high) = key.as_folder().descendant_range();
+    execute(
+        tx,
+        "WITH gone AS (DELETE FROM objects WHERE org_id = $1 AND key >= $2 AND key < $3 RETURNING blob_id) \
+         INSERT INTO garbage (blob_id, since) SELECT blob_id, $4::bigint FROM gone ON CONFLICT DO NOTHING",
+        &[&org.as_str(), &low, &high, &now],
+    )
+    .await?;
+    execute(
+        tx,
+        "DELETE FROM folders WHERE org_id = $1 AND (path = $2 OR (path >= $3 AND path < $4))",
+        &[&org.as_str(), &key.as_str(), &low, &high],
+    )
+    .await?;
+    detach(tx, org, key.parent(), to_u64(bytes), to_u64(files), false, true).await?;
+    Ok(DeleteOutcome::Folder {
+        files: to_u64(files),
+        bytes: to_u64(bytes),
+    })
+}
+
+async fn list_tx(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    folder: &FolderPath,
+    page: u64,
+    page_size: u64,
+) -> MetaResult<ListPage> {
+    let counts = query_opt(
+        tx,
+        "SELECT child_folders, child_files FROM folders WHERE org_id = $1 AND path = $2",
+        &[&org.as_str(), &folder.as_str()],
+    )
+    .await?;
+    let Some(counts) = counts else {
+        return Ok(ListPage {
+            entries: Vec::new(),
+            total_entries: 0,
+        });
+    };
+    let (child_folders, child_files) = (to_u64(col(&counts, 0)?), to_u64(col(&counts, 1)?));
+    let total = child_folders.saturating_add(child_files);
+    let offset = page.saturating_mul(page_size);
+    let mut entries = Vec::new();
+    if offset >= total {
+        return Ok(ListPage {
+            entries,
+            total_entries: total,
+        });
+    }
+    if offset < child_folders {
+        let rows = query(
+            tx,
+            "SELECT name, bytes, modified FROM folders WHERE org_id = $1 AND parent = $2 \
+             ORDER BY name LIMIT $3 OFFSET $4",
+            &[&org.as_str(), &folder.as_str(), &to_i64(page_size), &to_i64(offset)],
+        )
+        .await?;
+        for row in rows {
+            entries.push(ListEntry {
+                name: col(&row, 0)?,
+                is_folder: true,
+                size: to_u64(col(&row, 1)?),
+                mime: "directory".into(),
+                modified: col(&row, 2)?,
+            });
+        }
+    }
+    let room = page_size.saturating_sub(entries.len() as u64);
+    if room > 0 {
+        let file_offset = offset.saturating_sub(child_folders);
+        let rows = query(
+            tx,
+            "SELECT name, size, mime, modified FROM objects WHERE org_id = $1 AND parent = $2 \
+             ORDER BY name LIMIT $3 OFFSET $4",
+            &[&org.as_str(), &folder.as_str(), &to_i64(room), &to_i64(file_offset)],
+        )
+        .await?;
+        for row in rows {
+            entries.push(ListEntry {
+                name: col(&row, 0)?,
+                is_folder: false,
+                size: to_u64(col(&row, 1)?),
+                mime: col(&row, 2)?,
+                modified: col(&row, 3)?,
+            });
+        }
+    }
+    Ok(ListPage {
+        entries,
+        total_entries: total,
+    })
+}
+
+/// Records a job pinned to the current blobs of the named files and of everything under the
+/// named folders. The organization lock keeps writers (which move replaced blobs to `garbage`)
+/// out until the job's entries are committed, so collection never takes a blob the job names.
+async fn create_job_tx(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    keys: &[Key],
+    now: Millis,
+    expires: Millis,
+) -> MetaResult<Option<Job>> {
+    lock_org(tx, org).await?;
+    let id = JobId::generate();
+    let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
+    let ranges: Vec<(String, String)> = keys.iter().map(|k| k.as_folder().descendant_range()).collect();
+    let lows: Vec<&str> = ranges.iter().map(|(low, _)| low.as_str()).collect();
+    let highs: Vec<&str> = ranges.iter().map(|(_, high)| high.as_str()).collect();
+    // A key that is a file names that file; any other key names everything under it as a folder.
+    // UNION (not UNION ALL) collapses duplicates.
+    let pinned = execute(
+        tx,
+        "INSERT INTO job_entries (job_id, key, blob_id, size, modified) \
+         SELECT $1::text, o.key, o.blob_id, o.size, o.modified FROM objects o \
+         WHERE o.org_id = $2 AND o.key = ANY($3::text[]) \
+         UNION \
+         SELECT $1::text, o.key, o.blob_id, o.size, o.modified \
+         FROM unnest($3::text[], $4::text[], $5::text[]) AS r(key, low, high) \
+         JOIN objects o ON o.org_id = $2 AND o.key >= r.low AND o.key < r.high \
+         WHERE NOT EXISTS (SELECT 1 FROM objects f WHERE f.org_id = $2 AND f.key = r.key) \
+         ON CONFLICT DO NOTHING",
+        &[&id.as_str(), &org.as_str(), &names, &lows, &highs],
+    )
+    .await?;
+    if pinned == 0 {
+        return Ok(None);
+    }
+    execute(
+        tx,
+        "INSERT INTO jobs (id, org_id, created, expires) VALUES ($1, $2, $3, $4)",
+        &[&id.as_str(), &org.as_str(), &now, &expires],
+    )
+    .await?;
+    Ok(Some(Job {
+        id,
+        org: org.clone(),
+        created: now,
+        expires,
+    }))
+}
+
+// --- checking (fsck) ---
+
+/// Folder rows as an organization's object rows imply them, by path (the root is `""`). The
+/// objects are streamed, so memory grows with the number of folders, not of objects.
+async fn implied_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
+    let mut folders: BTreeMap<String, FolderFigures> = BTreeMap::new();
+    folders.insert(String::new(), FolderFigures::default());
+    let statement = c
+        .prepare_cached("SELECT key, size, modified FROM objects WHERE org_id = $1")
+        .await?;
+    let rows = c.query_raw(&statement, [org.as_str()]).await?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.try_next().await? {
+        let (key, size, modified): (String, i64, i64) = (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?);
+        let Ok(key) = Key::parse(&key) else { continue };
+        let ancestors = key.ancestors();
+        let last = ancestors.len() - 1;
+        for (i, folder) in ancestors.iter().enumerate() {
+            let entry = folders.entry(folder.as_str().to_owned()).or_default();
+            entry.bytes += to_u64(size);
+            entry.files += 1;
+            entry.modified = entry.modified.max(modified);
+            if i == last {
+                entry.child_files += 1;
+            }
+        }
+    }
+    let paths: Vec<String> = folders.keys().filter(|p| !p.is_empty()).cloned().collect();
+    for path in paths {
+        let parent = match path.rfind('/') {
+            Some(i) => path[..i].to_owned(),
+            None => String::new(),
+        };
+        if let Some(entry) = folders.get_mut(&parent) {
+            entry.child_folders += 1;
+        }
+    }
+    Ok(folders)
+}
+
+/// An organization's stored folder rows, by path.
+async fn stored_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
+    let rows = query(
+        c,
+        "SELECT path, bytes, files, child_folders, child_files, modified FROM folders WHERE org_id = $1",
+        &[&org.as_str()],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                col::<String>(r, 0)?,
+                FolderFigures {
+                    bytes: to_u64(col(r, 1)?),
+                    files: to_u64(col(r, 2)?),
+                    child_folders: to_u64(col(r, 3)?),
+                    child_files: to_u64(col(r, 4)?),
+                    modified: col(r, 5)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The folders whose stored row differs from the implied one. An empty root's modification time
+/// is its organization's creation time, which no object implies, so it is not compared.
+async fn folder_differences<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<Vec<FolderDifference>> {
+    let implied = implied_folders(c, org).await?;
+    let stored = stored_folders(c, org).await?;
+    let mut paths: Vec<&String> = implied.keys().chain(stored.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let mut out = Vec::new();
+    for path in paths {
+        let (mut want, have) = (implied.get(path).copied(), stored.get(path).copied());
+        if let (true, Some(w), Some(h)) = (path.is_empty(), want.as_mut(), have)
+            && w.files == 0
+        {
+            w.modified = h.modified;
+        }
+        if want != have {
+            out.push(FolderDifference {
+                org: org.clone(),
+                path: path.clone(),
+                stored: have,
+                implied: want,
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) -> MetaResult<()> {
+    for d in differences {
+        match d.implied {
+            None => {
+                execute(
+                    tx,
+                    "DELETE FROM folders WHERE org_id = $1 AND path = $2",
+                    &[&d.org.as_str(), &d.path],
+                )
+                .await?;
+            }
+            Some(f) => {
+                let (parent, name) = match d.path.rfind('/') {
+                    _ if d.path.is_empty() => (None, String::new()),
+                    Some(i) => (Some(d.path[..i].to_owned()), d.path[i + 1..].to_owned()),
+                    None => (Some(String::new()), d.path.clone()),
+                };
+                execute(
+                    tx,
+                    "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (org_id, path) DO UPDATE SET \
+                     bytes = EXCLUDED.bytes, files = EXCLUDED.files, child_folders = EXCLUDED.child_folders, \
+                     child_files = EXCLUDED.child_files, modified = EXCLUDED.modified",
+                    &[
+                        &d.org.as_str(),
+                        &d.path,
+                        &parent,
+                        &name,
+                        &to_i64(f.bytes),
+                        &to_i64(f.files),
+                        &to_i64(f.child_folders),
+                        &to_i64(f.child_files),
+                        &f.modified,
+                    ],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MetaStore for PostgresMeta {
+    async fn create_org(
+        &self,
+        name: &str,
+        max_bytes: Option<u64>,
+        max_files: Option<u64>,
+        now: Millis,
+    ) -> MetaResult<OrgId> {
+        let id = OrgId::generate();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        execute(
+            &tx,
+            "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &id.as_str(),
+                &name,
+                &max_bytes.map(to_i64),
+                &max_files.map(to_i64),
+                &now,
+            ],
+        )
+        .await?;
+        execute(
+            &tx,
+            "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+             VALUES ($1, '', NULL, '', 0, 0, 0, 0, $2)",
+            &[&id.as_str(), &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn org(&self, org: &OrgId) -> MetaResult<Option<Organization>> {
+        let client = self.client().await?;
+        let row = query_opt(&client, &format!("{ORG_SELECT} WHERE o.id = $1"), &[&org.as_str()]).await?;
+        Ok(match row {
+            Some(row) => org_from_row(&row)?,
+            None => None,
+        })
+    }
+
+    async fn list_orgs(&self) -> MetaResult<Vec<Organization>> {
+        let client = self.client().await?;
+        let rows = query(&client, &format!("{ORG_SELECT} ORDER BY o.created, o.id"), &[]).await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            out.extend(org_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    async fn set_quota(&self, org: &OrgId, max_bytes: Option<u64>, max_files: Option<u64>) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE orgs SET max_bytes = $2, max_files = $3 WHERE id = $1",
+            &[&org.as_str(), &max_bytes.map(to_i64), &max_files.map(to_i64)],
+        )
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        now: Millis,
+        seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
+    ) -> MetaResult<Option<UserId>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = query_one(
+            &tx,
+            "INSERT INTO users (name, token_nonce, token_sealed, disabled, created) \
+             VALUES ($1, ''::bytea, ''::bytea, FALSE, $2) RETURNING id",
+            &[&name, &now],
+        )
+        .await?;
+        let id = UserId(col(&row, 0)?);
+        // Dropping the transaction without committing rolls the new row back.
+        let Some(sealed) = seal(id) else {
+            return Err(MetaError::Database("the new token could not be sealed".into()));
+        };
+        execute(
+            &tx,
+            "UPDATE users SET token_nonce = $2, token_sealed = $3 WHERE id = $1",
+            &[&id.0, &sealed.nonce, &sealed.ciphertext],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    async fn user(&self, user: UserId) -> MetaResult<Option<User>> {
+        let client = self.client().await?;
+        let row = query_opt(&client, &format!("{USER_SELECT} WHERE id = $1"), &[&user.0]).await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self) -> MetaResult<Vec<User>> {
+        let client = self.client().await?;
+        let rows = query(&client, &format!("{USER_SELECT} ORDER BY id"), &[]).await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn set_user_token(&self, user: UserId, token: SealedToken) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE users SET token_nonce = $2, token_sealed = $3 WHERE id = $1",
+            &[&user.0, &token.nonce, &token.ciphertext],
+        )
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn set_user_disabled(&self, user: UserId, disabled: bool) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE users SET disabled = $2 WHERE id = $1",
+            &[&user.0, &disabled],
+        )
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn set_member(&self, org: &OrgId, user: UserId, p: Permissions) -> MetaResult<bool> {
+        let client = self.client().await?;
+        // One statement: nothing happens (0 rows) when the organization or the user is unknown.
+        let changed = execute(
+            &client,
+            "INSERT INTO members (org_id, user_id, can_read, can_write, can_delete, is_admin) \
+             SELECT $1, $2, $3, $4, $5, $6 \
+             WHERE EXISTS (SELECT 1 FROM orgs WHERE id = $1) AND EXISTS (SELECT 1 FROM users WHERE id = $2) \
+             ON CONFLICT (org_id, user_id) DO UPDATE SET can_read = EXCLUDED.can_read, \
+             can_write = EXCLUDED.can_write, can_delete = EXCLUDED.can_delete, is_admin = EXCLUDED.is_admin",
+            &[&org.as_str(), &user.0, &p.read, &p.write, &p.delete, &p.admin],
+        )
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn remove_member(&self, org: &OrgId, user: UserId) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "DELETE FROM members WHERE org_id = $1 AND user_id = $2",
+            &[&org.as_str(), &user.0],
+        )
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn membership(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Membership>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!("SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 AND user_id = $2"),
+            &[&org.as_str(), &user.0],
+        )
+        .await?;
+        row.map(|row| membership_from_row(org, &row)).transpose()
+    }
+
+    async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!("SELECT {MEMBER_COLUMNS} FROM members WHERE org_id = $1 ORDER BY user_id"),
+            &[&org.as_str()],
+        )
+        .await?;
+        rows.iter().map(|row| membership_from_row(org, row)).collect()
+    }
+
+    async fn key_kind(&self, org: &OrgId, key: &Key) -> MetaResult<KeyKind> {
+        let client = self.client().await?;
+        // One statement, so one snapshot: the object (if any) and whether the key is a folder.
+        let row = query_one(
+            &client,
+            "SELECT o.key, o.size, o.md5, o.mime, o.preview, o.created, o.modified, o.blob_id, \
+             EXISTS (SELECT 1 FROM folders f WHERE f.org_id = $1 AND f.path = $2) \
+             FROM (SELECT 1) AS one LEFT JOIN objects o ON o.org_id = $1 AND o.key = $2",
+            &[&org.as_str(), &key.as_str()],
+        )
+        .await?;
+        if let Some(object) = object_from_row(&row)? {
+            return Ok(KeyKind::File(Box::new(object)));
+        }
+        if col::<bool>(&row, 8)? {
+            return Ok(KeyKind::Folder);
+        }
+        Ok(KeyKind::Missing)
+    }
+
+    async fn put_object(&self, org: &OrgId, object: NewObject, quota: Quota) -> MetaResult<PutOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let outcome = put_object_tx(&tx, org, &object, quota).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn delete(&self, org: &OrgId, key: &Key) -> MetaResult<DeleteOutcome> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let outcome = delete_tx(&tx, org, key, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage> {
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let page = list_tx(&tx, org, folder, page, page_size).await?;
+        tx.commit().await?;
+        Ok(page)
+    }
+
+    async fn usage(&self, org: &OrgId) -> MetaResult<Usage> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = ''",
+            &[&org.as_str()],
+        )
+        .await?;
+        Ok(match row {
+            Some(row) => Usage {
+                bytes: to_u64(col(&row, 0)?),
+                files: to_u64(col(&row, 1)?),
+            },
+            None => Usage::default(),
+        })
+    }
+
+    async fn create_job(&self, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let job = create_job_tx(&tx, org, keys, now, expires).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    async fn job(&self, job: &JobId) -> MetaResult<Option<Job>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT org_id, created, expires FROM jobs WHERE id = $1",
+            &[&job.as_str()],
+        )
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let org: String = col(&row, 0)?;
+        let Some(org) = OrgId::parse(&org) else {
+            return Ok(None);
+        };
+        Ok(Some(Job {
+            id: job.clone(),
+            org,
+            created: col(&row, 1)?,
+            expires: col(&row, 2)?,
+        }))
+    }
+
+    async fn job_entries(&self, job: &JobId) -> MetaResult<Vec<JobEntry>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT key, blob_id, size, modified FROM job_entries WHERE job_id = $1 ORDER BY key",
+            &[&job.as_str()],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let (key, blob): (String, String) = (col(row, 0)?, col(row, 1)?);
+            if let (Ok(key), Some(blob)) = (Key::parse(&key), BlobId::parse(&blob)) {
+                out.push(JobEntry {
+                    key,
+                    blob,
+                    size: to_u64(col(row, 2)?),
+                    modified: col(row, 3)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT g.blob_id FROM garbage g WHERE NOT EXISTS (SELECT 1 FROM job_entries e JOIN jobs j ON j.id = e.job_id \
+             WHERE e.blob_id = g.blob_id AND j.expires > $1) LIMIT $2",
+            &[&now, &to_i64(limit as u64)],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            out.extend(BlobId::parse(&col::<String>(row, 0)?));
+        }
+        Ok(out)
+    }
+
+    async fn forget_blobs(&self, blobs: &[BlobId]) -> MetaResult<()> {
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = blobs.iter().map(BlobId::as_str).collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Servers collecting at once may forget the same blobs: one at a time, and a blob already
+        // forgotten is simply not there any more.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COLLECTION_LOCK])
+            .await?;
+        execute(&tx, "DELETE FROM garbage WHERE blob_id = ANY($1::text[])", &[&ids]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_expired_jobs(&self, before: Millis) -> MetaResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COLLECTION_LOCK])
+            .await?;
+        execute(
+            &tx,
+            "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE expires < $1)",
+            &[&before],
+        )
+        .await?;
+        let deleted = execute(&tx, "DELETE FROM jobs WHERE expires < $1", &[&before]).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = candidates.iter().map(BlobId::as_str).collect();
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT c.id FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n) \
+             WHERE NOT EXISTS (SELECT 1 FROM objects WHERE blob_id = c.id) \
+             AND NOT EXISTS (SELECT 1 FROM garbage WHERE blob_id = c.id) \
+             AND NOT EXISTS (SELECT 1 FROM job_entries WHERE blob_id = c.id) \
+             ORDER BY c.n",
+            &[&ids],
+        )
+        .await?;
+        let unreferenced: HashSet<String> = rows
+            .iter()
+            .map(|row| col::<String>(row, 0))
+            .collect::<MetaResult<_>>()?;
+        Ok(candidates
+            .iter()
+            .filter(|blob| unreferenced.contains(blob.as_str()))
+            .cloned()
+            .collect())
+    }
+
+    async fn objects_after(&self, after: Option<(OrgId, Key)>, limit: usize) -> MetaResult<Vec<(OrgId, ObjectMeta)>> {
+        let (org, key) = after.map(|(o, k)| (o.to_string(), k.to_string())).unwrap_or_default();
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!(
+                "SELECT {OBJECT_COLUMNS}, org_id FROM objects WHERE (org_id, key) > ($1, $2) \
+                 ORDER BY org_id, key LIMIT $3"
+            ),
+            &[&org, &key, &to_i64(limit as u64)],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            if let Some(object) = object_from_row(row)?
+                && let Some(org) = OrgId::parse(&col::<String>(row, 8)?)
+            {
+                out.push((org, object));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn check_folders(&self, org: &OrgId, repair: bool) -> MetaResult<Vec<FolderDifference>> {
+        let mut client = self.client().await?;
+        if !repair {
+            let tx = snapshot(&mut client).await?;
+            let differences = folder_differences(&tx, org).await?;
+            tx.commit().await?;
+            return Ok(differences);
+        }
+        let tx = client.transaction().await?;
+        // Writers to this organization wait until the rows are rewritten.
+        lock_org(&tx, org).await?;
+        let differences = folder_differences(&tx, org).await?;
+        repair_folders(&tx, &differences).await?;
+        tx.commit().await?;
+        Ok(differences)
+    }
+}

@@ -1,0 +1,1026 @@
+//! The metadata stores' shared test suite. Every test is a backend-agnostic fn over a
+//! [`Fixture`] (a `&dyn MetaStore` plus a way to reach the backend's raw tables), run once per
+//! backend by [`backend_suite!`]: `meta::tests::sqlite::*` and `meta::tests::postgres::*`.
+//!
+//! The PostgreSQL variants need a server: `scripts/postgres.sh start` starts one and prints
+//! `STOWAGE_TEST_POSTGRES_URL=…`; export that. Each test creates its own database
+//! (`stowage_test_<random>`) on that server and drops it afterwards. Without the variable the
+//! PostgreSQL tests fail, unless `STOWAGE_SKIP_POSTGRES=1` says to skip them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+
+use super::postgres::PostgresMeta;
+use super::sqlite::SqliteMeta;
+use super::*;
+
+const URL_VAR: &str = "STOWAGE_TEST_POSTGRES_URL";
+const SKIP_VAR: &str = "STOWAGE_SKIP_POSTGRES";
+
+const QUOTA: Quota = Quota {
+    max_bytes: u64::MAX / 4,
+    max_files: u64::MAX / 4,
+};
+
+// --- fixtures ---
+
+/// A store under test, and what it stands on.
+struct Fixture {
+    meta: Arc<dyn MetaStore>,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite { path: PathBuf, _dir: tempfile::TempDir },
+    Postgres(TestDatabase),
+}
+
+impl Fixture {
+    async fn sqlite() -> Option<Fixture> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.sqlite3");
+        let meta = Arc::new(SqliteMeta::open(&path).unwrap());
+        Some(Fixture {
+            meta,
+            backend: Backend::Sqlite { path, _dir: dir },
+        })
+    }
+
+    /// A fresh database on the server named by `STOWAGE_TEST_POSTGRES_URL`; `None` (skip) only
+    /// when that is unset and `STOWAGE_SKIP_POSTGRES=1`.
+    async fn postgres() -> Option<Fixture> {
+        let admin_url = match std::env::var(URL_VAR) {
+            Ok(url) if !url.trim().is_empty() => url,
+            _ if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") => {
+                eprintln!("note: skipping a PostgreSQL metadata test ({SKIP_VAR}=1 and {URL_VAR} is unset)");
+                return None;
+            }
+            _ => panic!(
+                "{URL_VAR} is not set, so the PostgreSQL metadata tests cannot run. Start a server with \
+                 `scripts/postgres.sh start` and export the line it prints \
+                 (STOWAGE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:PORT/postgres), \
+                 or set {SKIP_VAR}=1 to skip these tests."
+            ),
+        };
+        let database = TestDatabase::create(&admin_url).await;
+        let meta = Arc::new(
+            PostgresMeta::connect(&database.url)
+                .await
+                .unwrap_or_else(|e| panic!("cannot open the test database {}: {e}", database.name)),
+        );
+        Some(Fixture {
+            meta,
+            backend: Backend::Postgres(database),
+        })
+    }
+
+    fn meta(&self) -> &dyn MetaStore {
+        &*self.meta
+    }
+
+    /// Another store over the same database, as a second server would open it (its own pool).
+    async fn second_server(&self) -> Arc<dyn MetaStore> {
+        match &self.backend {
+            Backend::Postgres(database) => Arc::new(PostgresMeta::connect(&database.url).await.unwrap()),
+            Backend::Sqlite { .. } => panic!("several servers share only a PostgreSQL database"),
+        }
+    }
+
+    /// Two handles on the store, as two servers would hold them: for SQLite (one server by
+    /// design) the same store twice.
+    async fn two_servers(&self) -> [Arc<dyn MetaStore>; 2] {
+        match &self.backend {
+            Backend::Postgres(_) => [self.meta.clone(), self.second_server().await],
+            Backend::Sqlite { .. } => [self.meta.clone(), self.meta.clone()],
+        }
+    }
+
+    /// Runs SQL on the backend's tables directly (to damage rows for the fsck tests). The SQL
+    /// must be valid in both dialects.
+    async fn execute_sql(&self, sql: &str) {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Backend::Postgres(database) => {
+                let client = connect_plain(&database.url).await;
+                client.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A database of its own on the test server, dropped when this is dropped (even after a failed
+/// assertion).
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+async fn connect_plain(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL server: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+impl TestDatabase {
+    async fn create(admin_url: &str) -> TestDatabase {
+        let name = format!("stowage_test_{}", crate::ids::random_hex(8));
+        let admin = connect_plain(admin_url).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot create the test database {name}: {}",
+                    super::postgres::describe_error(&e)
+                )
+            });
+        TestDatabase {
+            admin_url: admin_url.to_owned(),
+            url: with_database(admin_url, &name),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which cannot be blocked on: drop the database from a
+        // thread with a runtime of its own. Failing to drop it only leaves garbage on a test server.
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(|e| super::postgres::describe_error(&e))
+            })
+        })
+        .join();
+        if let Ok(Err(e)) | Err(e) = dropped.map_err(|_| "the drop thread panicked".to_string()) {
+            eprintln!("note: could not drop the test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name` (query parameters kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path = base[authority..].find('/').map(|i| authority + i).unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..path], name);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+fn object(key: &str, size: u64, now: Millis) -> NewObject {
+    NewObject {
+        key: Key::parse(key).unwrap(),
+        size,
+        md5: String::new(),
+        mime: "text/plain".into(),
+        preview: None,
+        blob: BlobId::generate(),
+        now,
+    }
+}
+
+fn key(raw: &str) -> Key {
+    Key::parse(raw).unwrap()
+}
+
+async fn assert_consistent(meta: &dyn MetaStore, org: &OrgId) {
+    assert_eq!(meta.check_folders(org, false).await.unwrap(), []);
+}
+
+fn stored(outcome: &PutOutcome) -> bool {
+    matches!(outcome, PutOutcome::Stored { .. })
+}
+
+// --- the suite ---
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(String, u64),
+    Delete(String),
+}
+
+fn key_strategy() -> impl Strategy<Value = String> {
+    proptest::collection::vec(prop_oneof!["a", "b", "c"], 1..4).prop_map(|segments| segments.join("/"))
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (key_strategy(), 0u64..100).prop_map(|(k, s)| Op::Put(k, s)),
+        1 => key_strategy().prop_map(Op::Delete),
+    ]
+}
+
+/// After any sequence of puts and deletes, every folder row equals what the object rows imply.
+/// Each case runs in an organization of its own in the fixture's store.
+fn folder_rows_match_objects(runtime: &tokio::runtime::Runtime, fixture: &Fixture) {
+    let meta = fixture.meta();
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
+    let result = runner.run(&proptest::collection::vec(op_strategy(), 1..40), |ops| {
+        runtime.block_on(async {
+            let org = meta.create_org("t", None, None, 1).await.unwrap();
+            for (i, op) in ops.iter().enumerate() {
+                let now = 10 + i as i64;
+                match op {
+                    Op::Put(key, size) => {
+                        meta.put_object(&org, object(key, *size, now), QUOTA).await.unwrap();
+                    }
+                    Op::Delete(raw) => {
+                        meta.delete(&org, &key(raw)).await.unwrap();
+                    }
+                }
+            }
+            let differences = meta.check_folders(&org, false).await.unwrap();
+            prop_assert_eq!(differences, Vec::<FolderDifference>::new());
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(String, u64),
+    Delete(String),
+    Job(Vec<String>),
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (key_strategy(), 0u64..120).prop_map(|(k, s)| Step::Put(k, s)),
+        2 => key_strategy().prop_map(Step::Delete),
+        1 => proptest::collection::vec(key_strategy(), 1..3).prop_map(Step::Job),
+    ]
+}
+
+/// What a client can observe of an organization: usage, every listing page, every key.
+async fn observe(meta: &dyn MetaStore, org: &OrgId) -> Vec<String> {
+    let mut seen = vec![format!("{:?}", meta.usage(org).await.unwrap())];
+    let mut folders = vec![FolderPath::root()];
+    while let Some(folder) = folders.pop() {
+        for page in 0..3 {
+            let listed = meta.list(org, &folder, page, 2).await.unwrap();
+            for e in &listed.entries {
+                seen.push(format!(
+                    "{folder}|{}|{}|{}|{}|{}",
+                    e.name, e.is_folder, e.size, e.mime, listed.total_entries
+                ));
+                if e.is_folder && page == 0 {
+                    folders.push(FolderPath::parse(&folder.child(&e.name)).unwrap());
+                }
+            }
+        }
+    }
+    for raw in ["a", "b", "c", "a/a", "a/b", "b/a", "a/a/a", "c/c/c"] {
+        seen.push(match meta.key_kind(org, &key(raw)).await.unwrap() {
+            KeyKind::File(o) => format!("{raw}: file {} {}", o.size, o.blob),
+            other => format!("{raw}: {other:?}"),
+        });
+    }
+    seen
+}
+
+/// The PostgreSQL store answers every sequence of puts (under a tight quota), deletes and jobs
+/// exactly as the SQLite store does: the same outcomes, listings, usage and kinds.
+fn behaves_like_sqlite(runtime: &tokio::runtime::Runtime, fixture: &Fixture) {
+    let postgres = fixture.meta();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteMeta::open(&dir.path().join("meta.sqlite3")).unwrap();
+    let quota = Quota {
+        max_bytes: 400,
+        max_files: 6,
+    };
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(32));
+    let result = runner.run(&proptest::collection::vec(step_strategy(), 1..30), |steps| {
+        runtime.block_on(async {
+            let orgs = [
+                sqlite.create_org("t", None, None, 1).await.unwrap(),
+                postgres.create_org("t", None, None, 1).await.unwrap(),
+            ];
+            let stores: [&dyn MetaStore; 2] = [&sqlite, postgres];
+            for (i, step) in steps.iter().enumerate() {
+                let mut answers = Vec::new();
+                let put = match step {
+                    Step::Put(k, size) => Some(object(k, *size, 10 + i as i64)),
+                    _ => None,
+                };
+                for (meta, org) in stores.iter().zip(&orgs) {
+                    answers.push(match step {
+                        Step::Put(..) => {
+                            format!("{:?}", meta.put_object(org, put.clone().unwrap(), quota).await.unwrap())
+                        }
+                        Step::Delete(k) => format!("{:?}", meta.delete(org, &key(k)).await.unwrap()),
+                        Step::Job(keys) => {
+                            let keys: Vec<Key> = keys.iter().map(|k| key(k)).collect();
+                            match meta.create_job(org, &keys, 5, 1000).await.unwrap() {
+                                None => "no job".to_string(),
+                                Some(job) => {
+                                    let entries = meta.job_entries(&job.id).await.unwrap();
+                                    format!(
+                                        "{:?}",
+                                        entries.iter().map(|e| (&e.key, &e.blob, e.size)).collect::<Vec<_>>()
+                                    )
+                                }
+                            }
+                        }
+                    });
+                }
+                prop_assert_eq!(&answers[0], &answers[1], "step {} {:?}", i, step);
+            }
+            prop_assert_eq!(observe(&sqlite, &orgs[0]).await, observe(postgres, &orgs[1]).await);
+            prop_assert_eq!(
+                postgres.check_folders(&orgs[1], false).await.unwrap(),
+                Vec::<FolderDifference>::new()
+            );
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+async fn conflicts_quota_and_listing(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let quota = Quota {
+        max_bytes: 100,
+        max_files: 3,
+    };
+    assert!(stored(
+        &meta.put_object(&org, object("a/b", 10, 5), quota).await.unwrap()
+    ));
+    assert_eq!(
+        meta.put_object(&org, object("a", 1, 6), quota).await.unwrap(),
+        PutOutcome::Refused(PutRefusal::IsFolder)
+    );
+    assert_eq!(
+        meta.put_object(&org, object("a/b/c", 1, 6), quota).await.unwrap(),
+        PutOutcome::Refused(PutRefusal::AncestorIsFile("a/b".into()))
+    );
+    // Reaching the byte quota exactly is allowed; one more byte is not.
+    assert!(stored(&meta.put_object(&org, object("x", 90, 7), quota).await.unwrap()));
+    assert_eq!(
+        meta.put_object(&org, object("y", 1, 8), quota).await.unwrap(),
+        PutOutcome::Refused(PutRefusal::Quota {
+            usage: Usage { bytes: 100, files: 2 },
+            quota,
+            added_bytes: 1,
+            added_files: 1,
+        })
+    );
+    // An overwrite that shrinks is always allowed and frees room.
+    let replaced = meta.put_object(&org, object("x", 50, 9), quota).await.unwrap();
+    assert!(matches!(replaced, PutOutcome::Stored { replaced: Some(_) }));
+    assert!(stored(
+        &meta.put_object(&org, object("y", 40, 10), quota).await.unwrap()
+    ));
+    // Three files now: a fourth is refused, an overwrite is not.
+    assert!(matches!(
+        meta.put_object(&org, object("z", 0, 11), quota).await.unwrap(),
+        PutOutcome::Refused(PutRefusal::Quota { .. })
+    ));
+    assert!(stored(&meta.put_object(&org, object("y", 0, 12), quota).await.unwrap()));
+    assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 60, files: 3 });
+
+    let page = meta.list(&org, &FolderPath::root(), 0, 2).await.unwrap();
+    assert_eq!(page.total_entries, 3);
+    let names: Vec<_> = page.entries.iter().map(|e| (e.name.as_str(), e.is_folder)).collect();
+    assert_eq!(names, [("a", true), ("x", false)]);
+    assert_eq!(page.entries[0].size, 10);
+    assert_eq!(page.entries[0].mime, "directory");
+    let page = meta.list(&org, &FolderPath::root(), 1, 2).await.unwrap();
+    assert_eq!(page.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["y"]);
+    assert!(
+        meta.list(&org, &FolderPath::root(), 2, 2)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    let inside = meta.list(&org, &FolderPath::parse("a").unwrap(), 0, 10).await.unwrap();
+    assert_eq!(inside.total_entries, 1);
+    assert_eq!(inside.entries[0].name, "b");
+    assert_eq!(
+        meta.list(&org, &FolderPath::parse("nowhere").unwrap(), 0, 10)
+            .await
+            .unwrap(),
+        ListPage {
+            entries: vec![],
+            total_entries: 0
+        }
+    );
+
+    assert!(matches!(meta.key_kind(&org, &key("a/b")).await.unwrap(), KeyKind::File(o) if o.size == 10));
+    assert_eq!(meta.key_kind(&org, &key("a")).await.unwrap(), KeyKind::Folder);
+    assert_eq!(meta.key_kind(&org, &key("a/c")).await.unwrap(), KeyKind::Missing);
+
+    assert_eq!(
+        meta.delete(&org, &key("a")).await.unwrap(),
+        DeleteOutcome::Folder { files: 1, bytes: 10 }
+    );
+    assert_eq!(meta.delete(&org, &key("a")).await.unwrap(), DeleteOutcome::NotFound);
+    assert_eq!(meta.delete(&org, &key("x")).await.unwrap(), DeleteOutcome::File);
+    assert_consistent(meta, &org).await;
+    assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 0, files: 1 });
+    // Four blobs were freed: the first x, the first y, a/b and the second x.
+    assert_eq!(meta.collectable_blobs(100, 10).await.unwrap().len(), 4);
+    assert_eq!(meta.collectable_blobs(100, 2).await.unwrap().len(), 2);
+}
+
+/// Sorting, prefix ranges and names behave as byte order in both engines.
+async fn byte_order_and_prefix_ranges(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    // '/' (0x2f) sorts before '0' (0x30) and '-' (0x2d); 'B' before 'a'; non-ASCII after ASCII.
+    for k in ["a-b", "a/x", "a0", "B", "a1", "é", "z", "a.b/c"] {
+        assert!(stored(&meta.put_object(&org, object(k, 1, 5), QUOTA).await.unwrap()));
+    }
+    let page = meta.list(&org, &FolderPath::root(), 0, 100).await.unwrap();
+    let names: Vec<_> = page.entries.iter().map(|e| e.name.as_str()).collect();
+    // Folders first, then files, each in byte order.
+    assert_eq!(names, ["a", "a.b", "B", "a-b", "a0", "a1", "z", "é"]);
+    assert_eq!(
+        meta.delete(&org, &key("a")).await.unwrap(),
+        DeleteOutcome::Folder { files: 1, bytes: 1 }
+    );
+    assert!(matches!(
+        meta.key_kind(&org, &key("a-b")).await.unwrap(),
+        KeyKind::File(_)
+    ));
+    assert!(matches!(
+        meta.key_kind(&org, &key("a0")).await.unwrap(),
+        KeyKind::File(_)
+    ));
+    assert_consistent(meta, &org).await;
+}
+
+async fn jobs_pin_blobs_until_they_expire(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    meta.put_object(&org, object("d/one", 1, 2), QUOTA).await.unwrap();
+    meta.put_object(&org, object("d/two", 2, 3), QUOTA).await.unwrap();
+    meta.put_object(&org, object("dx", 3, 3), QUOTA).await.unwrap();
+    let keys = [key("d"), key("d/one"), key("missing")];
+    let job = meta.create_job(&org, &keys, 10, 1000).await.unwrap().unwrap();
+    assert_eq!(job.org, org);
+    assert_eq!((job.created, job.expires), (10, 1000));
+    assert_eq!(meta.job(&job.id).await.unwrap(), Some(job.clone()));
+    let entries = meta.job_entries(&job.id).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| (e.key.as_str(), e.size)).collect::<Vec<_>>(),
+        [("d/one", 1), ("d/two", 2)]
+    );
+    // Overwriting a pinned file keeps the job's blob, and the job still names it.
+    let newer = object("d/one", 5, 20);
+    let newer_blob = newer.blob.clone();
+    let PutOutcome::Stored { replaced: Some(old) } = meta.put_object(&org, newer, QUOTA).await.unwrap() else {
+        panic!("an overwrite replaces a blob")
+    };
+    assert_eq!(old, entries[0].blob);
+    assert_eq!(meta.job_entries(&job.id).await.unwrap(), entries);
+    meta.delete(&org, &key("d")).await.unwrap();
+    assert_eq!(
+        meta.collectable_blobs(500, 10).await.unwrap(),
+        [newer_blob],
+        "the job pins the others"
+    );
+    let mut collectable = meta.collectable_blobs(1000, 10).await.unwrap();
+    collectable.sort();
+    assert_eq!(collectable.len(), 3, "the job expired");
+    // Collected blobs are forgotten; forgetting twice (two servers collecting) is harmless.
+    meta.forget_blobs(&collectable).await.unwrap();
+    meta.forget_blobs(&collectable).await.unwrap();
+    assert!(meta.collectable_blobs(1000, 10).await.unwrap().is_empty());
+    assert_eq!(meta.delete_expired_jobs(1000).await.unwrap(), 0);
+    assert_eq!(meta.delete_expired_jobs(1001).await.unwrap(), 1);
+    assert_eq!(meta.delete_expired_jobs(1001).await.unwrap(), 0);
+    assert!(meta.job(&job.id).await.unwrap().is_none());
+    assert!(meta.job_entries(&job.id).await.unwrap().is_empty());
+    assert!(meta.create_job(&org, &keys[2..], 10, 1000).await.unwrap().is_none());
+    // The whole organization as one folder is not a key; a file key pins exactly that file.
+    let job = meta
+        .create_job(&org, &[key("dx"), key("dx")], 10, 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.job_entries(&job.id).await.unwrap().len(), 1);
+}
+
+async fn concurrent_writers_never_overshoot(fixture: &Fixture) {
+    let org = fixture.meta.create_org("t", None, None, 1).await.unwrap();
+    let quota = Quota {
+        max_bytes: 1000,
+        max_files: 1000,
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (meta, org) = (fixture.meta.clone(), org.clone());
+            tokio::spawn(async move {
+                meta.put_object(&org, object(&format!("k{i}"), 30, 5), quota)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut stored_count = 0;
+    for task in tasks {
+        if stored(&task.await.unwrap()) {
+            stored_count += 1;
+        }
+    }
+    assert_eq!(stored_count, 33);
+    assert_eq!(fixture.meta.usage(&org).await.unwrap(), Usage { bytes: 990, files: 33 });
+    assert_consistent(fixture.meta(), &org).await;
+}
+
+async fn organizations_users_and_members(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let first = meta.create_org("first", Some(10), None, 100).await.unwrap();
+    let second = meta.create_org("second", None, Some(5), 200).await.unwrap();
+    let org = meta.org(&first).await.unwrap().unwrap();
+    assert_eq!(
+        org,
+        Organization {
+            id: first.clone(),
+            name: "first".into(),
+            max_bytes: Some(10),
+            max_files: None,
+            usage: Usage::default(),
+            created: 100,
+        }
+    );
+    assert!(meta.org(&OrgId::generate()).await.unwrap().is_none());
+    let listed: Vec<_> = meta.list_orgs().await.unwrap().into_iter().map(|o| o.id).collect();
+    let (i, j) = (
+        listed.iter().position(|o| *o == first).unwrap(),
+        listed.iter().position(|o| *o == second).unwrap(),
+    );
+    assert!(i < j, "organizations are listed by creation time");
+    assert!(meta.set_quota(&second, Some(1 << 40), None).await.unwrap());
+    assert!(!meta.set_quota(&OrgId::generate(), None, None).await.unwrap());
+    let org = meta.org(&second).await.unwrap().unwrap();
+    assert_eq!((org.max_bytes, org.max_files), (Some(1 << 40), None));
+
+    let seal = |tag: u8| -> Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send> {
+        Box::new(move |id: UserId| {
+            Some(SealedToken {
+                nonce: vec![tag; 24],
+                ciphertext: id.0.to_le_bytes().to_vec(),
+            })
+        })
+    };
+    let alice = meta.create_user("alice", 300, seal(1)).await.unwrap().unwrap();
+    let bob = meta.create_user("bob", 301, seal(2)).await.unwrap().unwrap();
+    assert!(alice.0 > 0 && bob.0 > alice.0);
+    // A token that cannot be sealed creates no user.
+    assert!(meta.create_user("nobody", 302, Box::new(|_| None)).await.is_err());
+    let users = meta.list_users().await.unwrap();
+    assert_eq!(
+        users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+    let user = meta.user(alice).await.unwrap().unwrap();
+    assert_eq!((user.id, user.created, user.disabled), (alice, 300, false));
+    assert_eq!(user.token.nonce, vec![1; 24]);
+    assert_eq!(user.token.ciphertext, alice.0.to_le_bytes());
+    assert!(meta.user(UserId(alice.0 + 1000)).await.unwrap().is_none());
+    let token = SealedToken {
+        nonce: vec![9, 0, 255],
+        ciphertext: vec![0, 1, 2, 0],
+    };
+    assert!(meta.set_user_token(alice, token.clone()).await.unwrap());
+    assert!(
+        !meta
+            .set_user_token(UserId(alice.0 + 1000), token.clone())
+            .await
+            .unwrap()
+    );
+    assert!(meta.set_user_disabled(alice, true).await.unwrap());
+    let user = meta.user(alice).await.unwrap().unwrap();
+    assert_eq!(
+        (user.token.nonce, user.token.ciphertext),
+        (token.nonce, token.ciphertext)
+    );
+    assert!(user.disabled);
+    assert!(!meta.set_user_disabled(UserId(alice.0 + 1000), true).await.unwrap());
+
+    let read = Permissions::parse("read").unwrap();
+    assert!(meta.set_member(&first, bob, read).await.unwrap());
+    assert!(meta.set_member(&first, alice, Permissions::ALL).await.unwrap());
+    assert!(!meta.set_member(&OrgId::generate(), alice, read).await.unwrap());
+    assert!(!meta.set_member(&first, UserId(alice.0 + 1000), read).await.unwrap());
+    let members = meta.members(&first).await.unwrap();
+    assert_eq!(
+        members,
+        [
+            Membership {
+                org: first.clone(),
+                user: alice,
+                permissions: Permissions::ALL
+            },
+            Membership {
+                org: first.clone(),
+                user: bob,
+                permissions: read
+            },
+        ]
+    );
+    let write = Permissions::parse("read,write").unwrap();
+    assert!(meta.set_member(&first, bob, write).await.unwrap());
+    assert_eq!(
+        meta.membership(&first, bob).await.unwrap().map(|m| m.permissions),
+        Some(write)
+    );
+    assert!(meta.membership(&second, bob).await.unwrap().is_none());
+    assert!(meta.remove_member(&first, bob).await.unwrap());
+    assert!(!meta.remove_member(&first, bob).await.unwrap());
+    assert_eq!(meta.members(&first).await.unwrap().len(), 1);
+}
+
+async fn fsck_walks_objects_and_repairs_folders(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let mut blobs = Vec::new();
+    for k in ["a/b/c", "a/d", "e"] {
+        let new = object(k, 7, 5);
+        blobs.push(new.blob.clone());
+        meta.put_object(&org, new, QUOTA).await.unwrap();
+    }
+    // objects_after pages through (organization, key) order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = meta.objects_after(after.clone(), 2).await.unwrap();
+        let Some((last_org, last)) = page.last() else { break };
+        after = Some((last_org.clone(), last.key.clone()));
+        seen.extend(
+            page.into_iter()
+                .filter(|(o, _)| *o == org)
+                .map(|(_, m)| m.key.to_string()),
+        );
+    }
+    assert_eq!(seen, ["a/b/c", "a/d", "e"]);
+    let first = meta.objects_after(Some((org.clone(), key("a/b/c"))), 1).await.unwrap();
+    assert_eq!(first[0].1.key.as_str(), "a/d");
+    assert_eq!((first[0].1.size, first[0].1.blob.clone()), (7, blobs[1].clone()));
+
+    // unreferenced_blobs keeps the candidates' order and drops named ones.
+    let stray = [BlobId::generate(), BlobId::generate()];
+    let candidates = [stray[0].clone(), blobs[0].clone(), stray[1].clone()];
+    assert_eq!(meta.unreferenced_blobs(&candidates).await.unwrap(), stray);
+    assert!(meta.unreferenced_blobs(&[]).await.unwrap().is_empty());
+    meta.delete(&org, &key("e")).await.unwrap();
+    assert!(
+        meta.unreferenced_blobs(&[blobs[2].clone()]).await.unwrap().is_empty(),
+        "awaiting collection"
+    );
+
+    // Damage the folder rows: a wrong figure, a missing row, a stray row, a wrong usage.
+    let o = org.as_str();
+    fixture
+        .execute_sql(&format!(
+            "UPDATE folders SET bytes = bytes + 5 WHERE org_id = '{o}' AND path = 'a'; \
+             DELETE FROM folders WHERE org_id = '{o}' AND path = 'a/b'; \
+             INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+             VALUES ('{o}', 'zz', '', 'zz', 1, 1, 0, 1, 3); \
+             UPDATE folders SET files = 9 WHERE org_id = '{o}' AND path = '';"
+        ))
+        .await;
+    let differences = meta.check_folders(&org, false).await.unwrap();
+    let paths: Vec<_> = differences.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(paths, ["", "a", "a/b", "zz"]);
+    let a = &differences[1];
+    assert_eq!(a.stored.unwrap().bytes, a.implied.unwrap().bytes + 5);
+    assert_eq!((differences[2].stored, differences[3].implied), (None, None));
+    assert_eq!(
+        differences[2].implied,
+        Some(FolderFigures {
+            bytes: 7,
+            files: 1,
+            child_folders: 0,
+            child_files: 1,
+            modified: differences[2].implied.unwrap().modified,
+        })
+    );
+    // Checking does not repair; repairing returns what it fixed, and then nothing differs.
+    assert_eq!(meta.check_folders(&org, false).await.unwrap(), differences);
+    assert_eq!(meta.check_folders(&org, true).await.unwrap(), differences);
+    assert_consistent(meta, &org).await;
+    assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 14, files: 2 });
+    let page = meta.list(&org, &FolderPath::parse("a").unwrap(), 0, 10).await.unwrap();
+    assert_eq!(
+        page.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["b", "d"]
+    );
+}
+
+/// Two servers (two pools on one database) race 2×16 uploads against a nearly full quota: exactly
+/// as many fit as the quota allows, and usage matches the objects.
+async fn two_servers_never_overshoot(fixture: &Fixture) {
+    let servers = [fixture.meta.clone(), fixture.second_server().await];
+    let org = servers[0].create_org("t", None, None, 1).await.unwrap();
+    let quota = Quota {
+        max_bytes: 1000,
+        max_files: 100,
+    };
+    assert!(stored(
+        &servers[1]
+            .put_object(&org, object("base", 900, 2), quota)
+            .await
+            .unwrap()
+    ));
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        for (s, server) in servers.iter().enumerate() {
+            let (meta, org) = (server.clone(), org.clone());
+            tasks.push(tokio::spawn(async move {
+                meta.put_object(&org, object(&format!("dir{}/k{s}-{i}", i % 3), 30, 5), quota)
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut stored_count = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            outcome if stored(&outcome) => stored_count += 1,
+            PutOutcome::Refused(PutRefusal::Quota { usage, .. }) => assert!(usage.bytes <= 1000),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(stored_count, 3, "100 bytes of room hold three 30-byte objects");
+    for server in &servers {
+        assert_eq!(server.usage(&org).await.unwrap(), Usage { bytes: 990, files: 4 });
+        assert_consistent(&**server, &org).await;
+    }
+}
+
+/// Two servers race 2×16 overwrites of one key: every write is stored, each replaces exactly the
+/// blob the previous one stored, and one object remains with usage to match.
+async fn two_servers_overwrite_one_key(fixture: &Fixture) {
+    let servers = [fixture.meta.clone(), fixture.second_server().await];
+    let org = servers[0].create_org("t", None, None, 1).await.unwrap();
+    let first = object("shared/key", 1, 2);
+    let mut written = vec![first.blob.clone()];
+    servers[0].put_object(&org, first, QUOTA).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16u64 {
+        for (s, server) in servers.iter().enumerate() {
+            let new = object("shared/key", 10 + i * 2 + s as u64, 3);
+            written.push(new.blob.clone());
+            let (meta, org) = (server.clone(), org.clone());
+            tasks.push(tokio::spawn(
+                async move { meta.put_object(&org, new, QUOTA).await.unwrap() },
+            ));
+        }
+    }
+    let mut replaced = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            PutOutcome::Stored { replaced: Some(blob) } => replaced.push(blob),
+            other => panic!("an overwrite must replace a blob, got {other:?}"),
+        }
+    }
+    let KeyKind::File(current) = servers[1].key_kind(&org, &key("shared/key")).await.unwrap() else {
+        panic!("the key is a file");
+    };
+    // The replaced blobs are every written blob but the current one, each exactly once.
+    replaced.push(current.blob.clone());
+    replaced.sort();
+    written.sort();
+    assert_eq!(replaced, written);
+    assert_eq!(
+        servers[0].usage(&org).await.unwrap(),
+        Usage {
+            bytes: current.size,
+            files: 1
+        }
+    );
+    let mut collectable = servers[1].collectable_blobs(0, 100).await.unwrap();
+    collectable.sort();
+    written.retain(|b| *b != current.blob);
+    assert_eq!(collectable, written);
+    for server in &servers {
+        assert_consistent(&**server, &org).await;
+    }
+}
+
+/// Downloads pin what they list while another server overwrites the files and both collect:
+/// collection never hands out a blob that an unexpired job names, and never fails.
+async fn jobs_race_overwrites_and_collection(fixture: &Fixture) {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let servers = fixture.two_servers().await;
+    let org = servers[0].create_org("t", None, None, 1).await.unwrap();
+    // Many files, so that a job takes a while to record and overwrites land while it does.
+    const FILES: usize = 200;
+    for k in 0..FILES {
+        servers[0]
+            .put_object(&org, object(&format!("d/k{k}"), 1, 2), QUOTA)
+            .await
+            .unwrap();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let collectors: Vec<_> = servers
+        .iter()
+        .map(|server| {
+            let (meta, done) = (server.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut collected = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let blobs = meta.collectable_blobs(2, 1000).await.unwrap();
+                    meta.forget_blobs(&blobs).await.unwrap();
+                    meta.delete_expired_jobs(0).await.unwrap();
+                    collected.extend(blobs);
+                    tokio::task::yield_now().await;
+                }
+                collected
+            })
+        })
+        .collect();
+    let writer = {
+        let (meta, org) = (servers[1].clone(), org.clone());
+        tokio::spawn(async move {
+            for i in 0..64 {
+                let outcome = meta
+                    .put_object(&org, object(&format!("d/k{}", (i * 7) % FILES), 1, 3), QUOTA)
+                    .await;
+                assert!(stored(&outcome.unwrap()));
+            }
+        })
+    };
+    let downloads = {
+        let (meta, org) = (servers[0].clone(), org.clone());
+        tokio::spawn(async move {
+            let mut jobs = Vec::new();
+            for _ in 0..16 {
+                let job = meta.create_job(&org, &[key("d")], 1, i64::MAX / 2).await.unwrap();
+                jobs.push(job.unwrap().id);
+            }
+            jobs
+        })
+    };
+    writer.await.unwrap();
+    let jobs = downloads.await.unwrap();
+    done.store(true, Ordering::Relaxed);
+    let mut collected: HashSet<BlobId> = HashSet::new();
+    for collector in collectors {
+        collected.extend(collector.await.unwrap());
+    }
+    let mut pinned = HashSet::new();
+    for job in &jobs {
+        let entries = servers[1].job_entries(job).await.unwrap();
+        assert_eq!(entries.len(), FILES, "a job covers the whole folder");
+        pinned.extend(entries.into_iter().map(|e| e.blob));
+    }
+    let wrongly: Vec<_> = collected.intersection(&pinned).collect();
+    assert!(wrongly.is_empty(), "collected while pinned: {wrongly:?}");
+    // Whatever is pinned and no longer current still awaits collection.
+    for blob in servers[0].collectable_blobs(i64::MAX, 1000).await.unwrap() {
+        assert!(!collected.contains(&blob), "forgotten blobs do not come back");
+    }
+    assert_consistent(&*servers[0], &org).await;
+}
+
+/// Schema creation is idempotent and safe when several servers start at once.
+async fn servers_start_together(fixture: &Fixture) {
+    let Backend::Postgres(database) = &fixture.backend else {
+        unreachable!()
+    };
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = database.url.clone();
+            tokio::spawn(async move { PostgresMeta::connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let error = PostgresMeta::connect("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, MetaError::Database(_)), "{error:?}");
+    assert!(PostgresMeta::connect("not a url=").await.is_err());
+    let closing = PostgresMeta::connect(&database.url).await.unwrap();
+    closing.close();
+    assert!(matches!(
+        closing.usage(&OrgId::generate()).await,
+        Err(MetaError::Closed)
+    ));
+}
+
+// --- one module of tests per backend ---
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Declares `mod $backend` with one test per listed fn: `async` ones take `&Fixture`, `blocking`
+/// ones (proptest drives its own loop) take the runtime too.
+macro_rules! backend_suite {
+    ($backend:ident, $open:path, async [$($test:ident),* $(,)?], blocking [$($blocking:ident),* $(,)?]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(fixture) = $open().await {
+                        super::$test(&fixture).await;
+                    }
+                }
+            )*
+            $(
+                #[test]
+                fn $blocking() {
+                    let runtime = runtime();
+                    if let Some(fixture) = runtime.block_on($open()) {
+                        super::$blocking(&runtime, &fixture);
+                        runtime.block_on(async move { drop(fixture) });
+                    }
+                }
+            )*
+        }
+    };
+}
+
+backend_suite!(
+    sqlite,
+    Fixture::sqlite,
+    async [
+        conflicts_quota_and_listing,
+        byte_order_and_prefix_ranges,
+        jobs_pin_blobs_until_they_expire,
+        concurrent_writers_never_overshoot,
+        organizations_users_and_members,
+        fsck_walks_objects_and_repairs_folders,
+        jobs_race_overwrites_and_collection,
+    ],
+    blocking [folder_rows_match_objects]
+);
+
+backend_suite!(
+    postgres,
+    Fixture::postgres,
+    async [
+        conflicts_quota_and_listing,
+        byte_order_and_prefix_ranges,
+        jobs_pin_blobs_until_they_expire,
+        concurrent_writers_never_overshoot,
+        organizations_users_and_members,
+        fsck_walks_objects_and_repairs_folders,
+        jobs_race_overwrites_and_collection,
+        two_servers_never_overshoot,
+        two_servers_overwrite_one_key,
+        servers_start_together,
+    ],
+    blocking [folder_rows_match_objects, behaves_like_sqlite]
+);
+
+#[test]
+fn database_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h:1/db?sslmode=disable", "x"),
+        "postgres://u:p@h:1/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
