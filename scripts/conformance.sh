@@ -31,6 +31,22 @@ trap cleanup EXIT
 
 port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 data="$work/data"
+
+# STOWAGE_TEST_BACKEND=postgres-s3: PostgreSQL (a fresh database) and an S3-compatible store (a
+# fresh prefix), as scripts/postgres.sh and scripts/seaweedfs.sh started them.
+backend=${STOWAGE_TEST_BACKEND:-embedded}
+case "$backend" in
+  embedded) ;;
+  postgres-s3)
+    db="stowage_conformance_$$_$RANDOM"
+    psql "$STOWAGE_TEST_POSTGRES_URL" -q -c "CREATE DATABASE $db"
+    export STOWAGE_METADATA="${STOWAGE_TEST_POSTGRES_URL%/*}/$db"
+    export STOWAGE_BLOB_STORE=s3 STOWAGE_S3_ALLOW_HTTP=true STOWAGE_S3_PREFIX="$db"
+    export STOWAGE_S3_ENDPOINT="$STOWAGE_TEST_S3_ENDPOINT" STOWAGE_S3_BUCKET="$STOWAGE_TEST_S3_BUCKET"
+    export STOWAGE_S3_ACCESS_KEY_ID="$STOWAGE_TEST_S3_ACCESS_KEY" STOWAGE_S3_SECRET_ACCESS_KEY="$STOWAGE_TEST_S3_SECRET_KEY"
+    ;;
+  *) echo "conformance: unknown STOWAGE_TEST_BACKEND $backend" >&2; exit 1 ;;
+esac
 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 for _ in $(seq 1 100); do
@@ -63,7 +79,7 @@ admin member add --org "$STOWAGE_ORG_ID" --user "$STOWAGE_READER_USER_ID" --perm
 export STOWAGE_SMALL_ORG_ID=$(admin org create --name small --max-bytes 1000000 --max-files 5 | field organizationId)
 admin member add --org "$STOWAGE_SMALL_ORG_ID" --user "$STOWAGE_USER_ID" --permissions read,write,delete >/dev/null
 
-echo "conformance: suite $suite against $STOWAGE_URL"
+echo "conformance: suite $suite against $STOWAGE_URL ($backend storage)"
 status=0
 "$python" -m pytest -q -p no:cacheprovider "$suite" "${@:2}" || status=$?
 if [ "$status" -ne 0 ]; then

@@ -23,11 +23,24 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo build"
 cargo build --locked
 
-step "cargo test (unit and integration)"
+step "PostgreSQL and SeaweedFS on 127.0.0.1 (for the distributed configuration)"
+trap 'scripts/seaweedfs.sh stop >/dev/null 2>&1 || true; scripts/postgres.sh stop >/dev/null 2>&1 || true' EXIT
+pg_url_line=$(scripts/postgres.sh start)   # a plain assignment, so that set -e sees a failed start
+export "$pg_url_line"
+s3_env=$(scripts/seaweedfs.sh start)
+set -a; eval "$s3_env"; set +a
+
+step "cargo test: unit tests (both backends) and integration tests (embedded storage)"
 cargo test --locked
+
+step "cargo test: integration tests against PostgreSQL + S3 (SeaweedFS)"
+STOWAGE_TEST_BACKEND=postgres-s3 cargo test --locked --test '*'
 
 step "conformance suite (embedded storage)"
 scripts/conformance.sh target/debug/stowage
+
+step "conformance suite (PostgreSQL + S3)"
+STOWAGE_TEST_BACKEND=postgres-s3 scripts/conformance.sh target/debug/stowage
 
 step "crash harness: SIGKILL under concurrent load, restart, verify (20 rounds)"
 .venv/bin/python tests/crash/crash_harness.py --rounds 20 --clients 8 --bin target/debug/stowage

@@ -177,7 +177,7 @@ fn limit_text(value: Option<u64>, default: u64) -> String {
 
 /// Runs one admin command and returns what to print.
 pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> Result<String, AdminError> {
-    let Opened { meta, key } = open_data_dir(config)?;
+    let Opened { meta, key } = open_data_dir(config).await?;
     let out = match command {
         AdminCommand::Org(OrgCommand::Create {
             name,

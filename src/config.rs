@@ -17,8 +17,25 @@ pub const DEFAULT_DATA_DIR: &str = "./stowage-data";
 pub struct Config {
     /// Address and port to listen on.
     pub listen: SocketAddr,
-    /// Where the metadata database, the server key and the object bodies live.
+    /// Where the metadata database, the server key and the object bodies live (when embedded).
     pub data_dir: PathBuf,
+    /// Metadata store: `sqlite` (the default, in the data directory) or a `postgres://` URL.
+    pub metadata: String,
+    /// Body store: `local` (the default, in the data directory) or `s3`.
+    pub blob_store: String,
+    /// S3-compatible body store: bucket, endpoint (e.g. `http://127.0.0.1:8333`; empty for AWS),
+    /// region, credentials, path-style addressing, plain-HTTP permission and a key prefix.
+    pub s3_bucket: String,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    pub s3_path_style: bool,
+    pub s3_allow_http: bool,
+    pub s3_prefix: Option<String>,
+    /// The server key as 64 hex characters, for deployments where several servers must share it;
+    /// by default the key lives in `<data dir>/server.key`.
+    pub server_key: Option<String>,
     /// Base URL of download links (e.g. `https://store.example.com`); by default taken from the
     /// request's `Host` header.
     pub public_url: Option<String>,
@@ -61,6 +78,17 @@ impl Default for Config {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5612))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            metadata: "sqlite".into(),
+            blob_store: "local".into(),
+            s3_bucket: String::new(),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_path_style: true,
+            s3_allow_http: false,
+            s3_prefix: None,
+            server_key: None,
             public_url: None,
             default_max_bytes: 10 * 1024 * 1024 * 1024,
             default_max_files: 10_000,
@@ -131,6 +159,29 @@ impl Config {
         if self.timestamp_max_age_secs < 0 || self.timestamp_max_future_secs < 0 {
             return Err(ConfigError("timestamp windows cannot be negative".into()));
         }
+        if self.metadata != "sqlite"
+            && !self.metadata.starts_with("postgres://")
+            && !self.metadata.starts_with("postgresql://")
+        {
+            return Err(ConfigError(format!(
+                "metadata must be \"sqlite\" or a postgres:// URL, got \"{}\"",
+                self.metadata
+            )));
+        }
+        if self.blob_store != "local" && self.blob_store != "s3" {
+            return Err(ConfigError(format!(
+                "blob_store must be \"local\" or \"s3\", got \"{}\"",
+                self.blob_store
+            )));
+        }
+        if self.blob_store == "s3" && self.s3_bucket.is_empty() {
+            return Err(ConfigError("blob_store = \"s3\" needs s3_bucket".into()));
+        }
+        if let Some(key) = &self.server_key
+            && crate::crypto::ServerKey::from_hex(key.trim()).is_none()
+        {
+            return Err(ConfigError("server_key must be 64 hex characters".into()));
+        }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -139,6 +190,25 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The S3 settings of `blob_store = "s3"`.
+    pub fn s3_settings(&self) -> crate::blob::s3::S3Settings {
+        crate::blob::s3::S3Settings {
+            bucket: self.s3_bucket.clone(),
+            endpoint: self.s3_endpoint.clone().filter(|e| !e.is_empty()),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            path_style: self.s3_path_style,
+            allow_http: self.s3_allow_http,
+            prefix: self.s3_prefix.clone().filter(|p| !p.is_empty()),
+        }
+    }
+
+    /// Whether several servers may share the stores (anything but the embedded default).
+    pub fn shared_stores(&self) -> bool {
+        self.metadata != "sqlite" || self.blob_store != "local"
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -164,9 +234,20 @@ impl Config {
 
 /// The environment variables read as configuration (others with the prefix, such as the
 /// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 17] = [
+const ENV_KEYS: [&str; 28] = [
     "listen",
     "data_dir",
+    "metadata",
+    "blob_store",
+    "s3_bucket",
+    "s3_endpoint",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_path_style",
+    "s3_allow_http",
+    "s3_prefix",
+    "server_key",
     "public_url",
     "default_max_bytes",
     "default_max_files",

@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::blob::BlobStore;
 use crate::blob::local::LocalBlobs;
+use crate::blob::s3::S3Blobs;
 use crate::config::Config;
 use crate::crypto::{ServerKey, generate_token, write_private_file};
 use crate::http::{AppState, app};
 
 use crate::ids::{OrgId, UserId};
+use crate::meta::postgres::PostgresMeta;
 use crate::meta::sqlite::SqliteMeta;
 use crate::meta::{MetaError, MetaStore, Permissions};
 use crate::service::{Limits, Service, now_ms};
@@ -36,22 +39,47 @@ pub enum ServeError {
     Credentials { path: String, source: std::io::Error },
 }
 
-/// The metadata store and the server key of a data directory, created when missing.
+/// The metadata store and the server key a configuration names, created when missing.
 pub struct Opened {
-    pub meta: Arc<SqliteMeta>,
+    pub meta: Arc<dyn MetaStore>,
     pub key: ServerKey,
 }
 
-/// Opens the metadata side of a data directory (shared by `serve` and `admin`).
-pub fn open_data_dir(config: &Config) -> Result<Opened, ServeError> {
+/// Opens the metadata side of a configuration (shared by `serve`, `admin` and `fsck`): SQLite in
+/// the data directory or PostgreSQL, and the server key from the configuration or the data
+/// directory.
+pub async fn open_data_dir(config: &Config) -> Result<Opened, ServeError> {
     let dir = config.data_dir();
     std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
         path: dir.display().to_string(),
         source,
     })?;
-    let key = ServerKey::load_or_create(&config.key_path())?;
-    let meta = Arc::new(SqliteMeta::open(&config.db_path())?);
+    let key = match &config.server_key {
+        Some(hex) => ServerKey::from_hex(hex.trim())
+            .ok_or_else(|| crate::crypto::CryptoError::MalformedKey("the server_key setting".into()))?,
+        None => ServerKey::load_or_create(&config.key_path())?,
+    };
+    let meta: Arc<dyn MetaStore> = if config.metadata == "sqlite" {
+        Arc::new(SqliteMeta::open(&config.db_path())?)
+    } else {
+        Arc::new(PostgresMeta::connect(&config.metadata).await?)
+    };
     Ok(Opened { meta, key })
+}
+
+/// Opens the body store a configuration names. With `fresh_start`, a local store clears its
+/// unfinished uploads (only the server may do that; `fsck` attaches without touching anything).
+pub async fn open_blobs(config: &Config, fresh_start: bool) -> Result<Arc<dyn BlobStore>, ServeError> {
+    if config.blob_store == "s3" {
+        let blobs = S3Blobs::connect(config.s3_settings())?;
+        blobs.check().await?;
+        return Ok(Arc::new(blobs));
+    }
+    Ok(if fresh_start {
+        Arc::new(LocalBlobs::open(&config.blob_dir())?)
+    } else {
+        Arc::new(LocalBlobs::attach(&config.blob_dir()))
+    })
 }
 
 /// What the first start prints and writes to `initial-credentials.json`.
@@ -147,9 +175,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let opened = open_data_dir(&config)?;
+    let opened = open_data_dir(&config).await?;
     let credentials = bootstrap(&config, &opened).await?;
-    let blobs = Arc::new(LocalBlobs::open(&config.blob_dir())?);
+    let blobs = open_blobs(&config, true).await?;
     let service = Arc::new(Service::new(
         opened.meta.clone(),
         blobs,
@@ -159,6 +187,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let collector = service.spawn_collector(
         Duration::from_secs(config.gc_interval_secs.max(1)),
         Duration::from_secs(config.orphan_sweep_interval_secs.max(60)),
+        config.shared_stores(),
     );
     let state = AppState {
         service,

@@ -38,6 +38,9 @@ fn blob_path(data: &std::path::Path, blob: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn finds_and_repairs_every_kind_of_difference() {
+    if !common::embedded() {
+        return;
+    }
     let mut server = TestServer::start();
     let client = server.client();
     client.set("a/one", b"first body").await;
@@ -103,6 +106,9 @@ async fn finds_and_repairs_every_kind_of_difference() {
 
 #[tokio::test]
 async fn content_damage_needs_verify_content() {
+    if !common::embedded() {
+        return;
+    }
     let mut server = TestServer::start();
     let client = server.client();
     client.set("x", b"0123456789").await;

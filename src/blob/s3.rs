@@ -531,7 +531,7 @@ mod unit_tests {
         let id = BlobId::parse("0123456789abcdef0123456789abcdef").unwrap();
         assert_eq!(
             store.blob_path(&id).as_ref(),
-            "deploy/one/blobs/01/0123456789abcdef0123456789abcdef"
+            "deploy/one/blobs/ef/0123456789abcdef0123456789abcdef"
         );
         let bare = S3Blobs::connect(S3Settings {
             prefix: None,
@@ -540,7 +540,7 @@ mod unit_tests {
         .unwrap();
         assert_eq!(
             bare.blob_path(&id).as_ref(),
-            "blobs/01/0123456789abcdef0123456789abcdef"
+            "blobs/ef/0123456789abcdef0123456789abcdef"
         );
         assert_eq!(store.shards().len(), 256);
         assert!(store.shards().iter().all(|s| is_shard(s)));

@@ -489,11 +489,7 @@ async fn size_and_list_shard(fx: &Fixture) {
     for shard in &shards {
         let blobs = store.list_shard(shard).await.unwrap();
         for blob in &blobs {
-            assert!(
-                blob.id.as_str().starts_with(shard.as_str()),
-                "{} listed in shard {shard}",
-                blob.id
-            );
+            assert_eq!(blob.id.shard(), shard.as_str(), "{} listed in shard {shard}", blob.id);
         }
         listed.extend(blobs);
     }

@@ -530,14 +530,18 @@ impl Service {
     }
 
     /// Runs collection every `interval`, and an orphan sweep at start and then every
-    /// `sweep_interval`, until the process ends.
+    /// `sweep_interval`, until the process ends. With `shared` stores (other servers may be
+    /// uploading right now), even the first sweep only considers blobs older than an hour; alone,
+    /// everything written before this process started is fair game.
     pub fn spawn_collector(
         self: &Arc<Self>,
         interval: Duration,
         sweep_interval: Duration,
+        shared: bool,
     ) -> tokio::task::JoinHandle<()> {
         let service = self.clone();
-        let started = std::time::SystemTime::now();
+        let now = std::time::SystemTime::now();
+        let started = if shared { now - ORPHAN_AGE } else { now };
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             let mut next_sweep = tokio::time::Instant::now();

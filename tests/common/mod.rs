@@ -82,7 +82,7 @@ impl TestServer {
 
     pub fn start_with(options: Options) -> TestServer {
         let home = tempfile::tempdir().expect("temporary directory");
-        TestServer::launch(home, options)
+        TestServer::launch(home, with_backend(options))
     }
 
     /// Stops this server (SIGTERM, then SIGKILL) and starts a new one on the same data directory.
@@ -375,12 +375,45 @@ impl TestServer {
     // --- the data directory -------------------------------------------------------------------
 
     /// Regular files holding object bodies (`blobs/`, without the upload staging area `tmp/`).
+    /// Stored bodies: files under `blobs/` on the embedded store, objects under this server's
+    /// prefix on S3.
     pub fn blob_files(&self) -> usize {
-        count_files(&self.data_dir().join("blobs"), Some("tmp"))
+        if backend() == "embedded" {
+            return count_files(&self.data_dir().join("blobs"), Some("tmp"));
+        }
+        let env: std::collections::HashMap<String, String> = self.options.env.iter().cloned().collect();
+        let setting = |name: &str| env.get(name).cloned().unwrap_or_default();
+        let settings = stowage::blob::s3::S3Settings {
+            bucket: setting("STOWAGE_S3_BUCKET"),
+            endpoint: Some(setting("STOWAGE_S3_ENDPOINT")),
+            region: "us-east-1".into(),
+            access_key_id: setting("STOWAGE_S3_ACCESS_KEY_ID"),
+            secret_access_key: setting("STOWAGE_S3_SECRET_ACCESS_KEY"),
+            path_style: true,
+            allow_http: true,
+            prefix: Some(setting("STOWAGE_S3_PREFIX")),
+        };
+        std::thread::spawn(move || {
+            use stowage::blob::BlobStore;
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            runtime.block_on(async {
+                let store = stowage::blob::s3::S3Blobs::connect(settings).expect("S3 settings");
+                let mut n = 0;
+                for shard in store.shards() {
+                    n += store.list_shard(&shard).await.expect("list S3 shard").len();
+                }
+                n
+            })
+        })
+        .join()
+        .expect("count S3 blobs")
     }
 
-    /// Files in the upload staging area.
+    /// Files in the upload staging area (S3 has none: an upload is invisible until complete).
     pub fn staged_files(&self) -> usize {
+        if backend() != "embedded" {
+            return 0;
+        }
         count_files(&self.data_dir().join("blobs").join("tmp"), None)
     }
 }
@@ -391,6 +424,69 @@ impl Drop for TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Which storage the servers of this test run use: `embedded` (SQLite and local files, the
+/// default) or `postgres-s3` (`STOWAGE_TEST_BACKEND`), with PostgreSQL and an S3-compatible server
+/// that `scripts/test.sh` started (`STOWAGE_TEST_POSTGRES_URL`, `STOWAGE_TEST_S3_*`).
+pub fn backend() -> String {
+    std::env::var("STOWAGE_TEST_BACKEND").unwrap_or_else(|_| "embedded".into())
+}
+
+/// True on the embedded default; tests that look inside the data directory's database or blob
+/// files run only there.
+pub fn embedded() -> bool {
+    let embedded = backend() == "embedded";
+    if !embedded {
+        eprintln!(
+            "note: this test looks inside the embedded store; skipped on {}",
+            backend()
+        );
+    }
+    embedded
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("STOWAGE_TEST_BACKEND={} needs {name}", backend()))
+}
+
+/// Adds the settings of the test run's backend: on `postgres-s3`, a database and a key prefix of
+/// this server's own.
+fn with_backend(mut options: Options) -> Options {
+    match backend().as_str() {
+        "embedded" => options,
+        "postgres-s3" => {
+            let admin_url = required("STOWAGE_TEST_POSTGRES_URL");
+            let name = format!("stowage_it_{}_{}", std::process::id(), unique());
+            let created = Command::new("psql")
+                .args([admin_url.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
+                .output()
+                .expect("run psql (installed with PostgreSQL)");
+            assert!(
+                created.status.success(),
+                "CREATE DATABASE: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+            let url = match admin_url.rfind('/') {
+                Some(i) => format!("{}/{name}", &admin_url[..i]),
+                None => panic!("STOWAGE_TEST_POSTGRES_URL has no database part: {admin_url}"),
+            };
+            for (key, value) in [
+                ("STOWAGE_METADATA", url),
+                ("STOWAGE_BLOB_STORE", "s3".into()),
+                ("STOWAGE_S3_ENDPOINT", required("STOWAGE_TEST_S3_ENDPOINT")),
+                ("STOWAGE_S3_BUCKET", required("STOWAGE_TEST_S3_BUCKET")),
+                ("STOWAGE_S3_ACCESS_KEY_ID", required("STOWAGE_TEST_S3_ACCESS_KEY")),
+                ("STOWAGE_S3_SECRET_ACCESS_KEY", required("STOWAGE_TEST_S3_SECRET_KEY")),
+                ("STOWAGE_S3_ALLOW_HTTP", "true".into()),
+                ("STOWAGE_S3_PREFIX", name),
+            ] {
+                options.env.push((key.to_owned(), value));
+            }
+            options
+        }
+        other => panic!("unknown STOWAGE_TEST_BACKEND {other:?}: use embedded or postgres-s3"),
     }
 }
 
