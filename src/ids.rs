@@ -131,7 +131,11 @@ mod tests {
     fn blob_ids_spread_over_shards() {
         let shards: std::collections::HashSet<String> =
             (0..2000).map(|_| BlobId::generate().shard().to_owned()).collect();
-        assert!(shards.len() > 200, "ids made together still spread: {} shards", shards.len());
+        assert!(
+            shards.len() > 200,
+            "ids made together still spread: {} shards",
+            shards.len()
+        );
     }
 
     #[test]

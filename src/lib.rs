@@ -7,6 +7,7 @@
 //! the API.
 
 pub mod admin;
+pub mod bench;
 pub mod blob;
 pub mod client;
 pub mod config;

