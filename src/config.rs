@@ -153,8 +153,10 @@ impl Config {
         if self.list_page_size == 0 {
             return Err(ConfigError("list_page_size must be at least 1".into()));
         }
-        if self.download_url_ttl_secs <= 0 {
-            return Err(ConfigError("download_url_ttl_secs must be positive".into()));
+        if self.download_url_ttl_secs <= 0 || self.download_url_ttl_secs > 366 * 24 * 3600 {
+            return Err(ConfigError(
+                "download_url_ttl_secs must be between 1 second and a year".into(),
+            ));
         }
         if self.timestamp_max_age_secs < 0 || self.timestamp_max_future_secs < 0 {
             return Err(ConfigError("timestamp windows cannot be negative".into()));

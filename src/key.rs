@@ -37,6 +37,14 @@ pub struct Key(String);
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FolderPath(String);
 
+/// The key as shown in an error: at most 100 characters, then `…`.
+fn shown(raw: &str) -> String {
+    match raw.char_indices().nth(100) {
+        Some((cut, _)) => format!("{}…", &raw[..cut]),
+        None => raw.to_owned(),
+    }
+}
+
 /// Applies the normalization rules without validating: `\` → `/`, strip leading `/`, collapse runs.
 fn normalize(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
@@ -59,27 +67,27 @@ fn normalize(raw: &str) -> String {
 /// Validates a normalized path without a trailing slash (segments, characters, size).
 fn validate(raw: &str, normalized: &str) -> Result<(), KeyError> {
     if normalized.is_empty() {
-        return Err(KeyError::Empty(raw.to_owned()));
+        return Err(KeyError::Empty(shown(raw)));
     }
     if normalized
         .chars()
         .any(|c| c.is_control() && (c <= '\u{1f}' || c == '\u{7f}'))
     {
-        return Err(KeyError::ControlCharacter(raw.to_owned()));
+        return Err(KeyError::ControlCharacter(shown(raw)));
     }
     if normalized.split('/').any(|s| s == "." || s == "..") {
-        return Err(KeyError::DotSegment(raw.to_owned()));
+        return Err(KeyError::DotSegment(shown(raw)));
     }
     if normalized.len() > MAX_KEY_BYTES {
         return Err(KeyError::TooLong {
-            key: raw.to_owned(),
+            key: shown(raw),
             bytes: normalized.len(),
         });
     }
     let segments = normalized.split('/').count();
     if segments > MAX_KEY_SEGMENTS {
         return Err(KeyError::TooDeep {
-            key: raw.to_owned(),
+            key: shown(raw),
             segments,
         });
     }
@@ -91,7 +99,7 @@ impl Key {
     pub fn parse(raw: &str) -> Result<Key, KeyError> {
         let normalized = normalize(raw);
         if normalized.ends_with('/') {
-            return Err(KeyError::TrailingSlash(raw.to_owned()));
+            return Err(KeyError::TrailingSlash(shown(raw)));
         }
         validate(raw, &normalized)?;
         Ok(Key(normalized))
@@ -250,6 +258,11 @@ mod tests {
         assert!(Key::parse(&vec!["d"; 100].join("/")).is_ok());
         assert!(Key::parse("résumé 2024/Δ model #1.txt").is_ok());
         assert!(Key::parse("..a/b..").is_ok());
+        let huge = "k".repeat(900_000);
+        assert!(
+            Key::parse(&huge).unwrap_err().to_string().len() < 300,
+            "errors do not echo huge keys"
+        );
     }
 
     #[test]

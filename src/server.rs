@@ -275,12 +275,22 @@ pub async fn run(
             .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
                 crate::http::prepare_request(request.map(axum::body::Body::new), peer, local, body_timeout)
             });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_byte = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // A connection that never sends a byte: hyper's header timeout only starts once the
+            // first request begins, so bound the wait for it here.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });

@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -182,15 +182,49 @@ async fn principal(state: &AppState, headers: &HeaderMap, client: SocketAddr) ->
         .await?)
 }
 
+/// Checks the auth headers, then reads and decodes the small body. A refusal before the body is
+/// read (authentication, a declared length over the limit) drains the body first, up to a bound,
+/// so that a client which sends the whole body before reading sees the answer instead of a reset
+/// connection; a client that asked `Expect: 100-continue` is answered at once.
+async fn authenticated_fields(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: SocketAddr,
+    body: Body,
+) -> Result<(Principal, Fields), ApiError> {
+    let who = match principal(state, headers, client).await {
+        Ok(who) => who,
+        Err(e) => return Err(upload::refuse_unread(headers, body, e).await),
+    };
+    let declared: Option<usize> = header_text(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|length| length > MAX_FIELDS_BODY) {
+        let refusal = ApiError::from(BodyError::TooLarge(MAX_FIELDS_BODY));
+        return Err(upload::refuse_unread(headers, body, refusal).await);
+    }
+    Ok((who, read_fields(headers, body).await?))
+}
+
+/// Reads a small request body whole. A body over [`MAX_FIELDS_BODY`] is refused (413) after the
+/// rest of it has been read and dropped (up to a bound), so that a client which sends the whole
+/// body before reading sees the answer instead of a reset connection.
+async fn read_small_body(body: Body) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Unparseable(e.to_string()))?;
+        if buf.len() + chunk.len() > MAX_FIELDS_BODY {
+            let refusal = ApiError::from(BodyError::TooLarge(MAX_FIELDS_BODY));
+            return Err(upload::drain_body(Body::from_stream(stream), refusal).await);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
 /// Reads and decodes a small request body.
 async fn read_fields(headers: &HeaderMap, body: Body) -> Result<Fields, ApiError> {
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_FIELDS_BODY).await.map_err(|e| {
-        if e.to_string().contains("length limit") {
-            BodyError::TooLarge(MAX_FIELDS_BODY)
-        } else {
-            BodyError::Unparseable(e.to_string())
-        }
-    })?;
+    let bytes = read_small_body(body).await?;
     let content_type = header_text(headers, header::CONTENT_TYPE.as_str());
     if let Some(ct) = content_type
         && ct.to_ascii_lowercase().starts_with("multipart/form-data")
@@ -241,8 +275,7 @@ async fn properties(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult {
-    let who = principal(&state, &headers, client).await?;
-    let fields = read_fields(&headers, request.into_body()).await?;
+    let (who, fields) = authenticated_fields(&state, &headers, client, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
     let key = fields.required_text("key")?;
     let meta = state.service.properties(&who, &org, &key).await?;
@@ -255,9 +288,8 @@ async fn get_object(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult {
-    let who = principal(&state, &headers, client).await?;
     let base = base_url(&state, &request);
-    let fields = read_fields(&headers, request.into_body()).await?;
+    let (who, fields) = authenticated_fields(&state, &headers, client, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
     if let Some(job) = fields.text("jobId")? {
         let ticket = state.service.poll_download(&who, &org, &job, &base).await?;
@@ -284,8 +316,7 @@ async fn delete(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult {
-    let who = principal(&state, &headers, client).await?;
-    let fields = read_fields(&headers, request.into_body()).await?;
+    let (who, fields) = authenticated_fields(&state, &headers, client, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
     let key = fields.required_text("key")?;
     state.service.delete(&who, &org, &key).await?;
@@ -298,8 +329,7 @@ async fn list(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult {
-    let who = principal(&state, &headers, client).await?;
-    let fields = read_fields(&headers, request.into_body()).await?;
+    let (who, fields) = authenticated_fields(&state, &headers, client, request.into_body()).await?;
     let org = fields.required_text("organizationId")?;
     let path = fields.text("path")?;
     let page = fields.page("page")?;
@@ -310,23 +340,28 @@ async fn list(
     ok(&ListResponse::new(path.as_deref(), listing))
 }
 
-#[derive(serde::Deserialize)]
-struct DownloadQuery {
-    #[serde(default)]
-    expires: String,
-    #[serde(default)]
-    signature: String,
+/// The one value of a query parameter; empty when it is missing or given more than once.
+fn query_param(query: Option<&str>, name: &str) -> String {
+    let mut values = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).filter(|(k, _)| k == name);
+    match (values.next(), values.next()) {
+        (Some((_, value)), None) => value.into_owned(),
+        _ => String::new(),
+    }
 }
 
+/// A download URL. Anything malformed in it (a job id that is not UTF-8, a parameter given twice)
+/// is an unknown link (JSON 404), never an extractor's plain-text rejection.
 async fn download(
     State(state): State<AppState>,
-    Path(job): Path<String>,
-    Query(query): Query<DownloadQuery>,
+    job: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult {
-    let (job, stream) = state
-        .service
-        .open_download(&job, &query.expires, &query.signature)
-        .await?;
+    let Ok(Path(job)) = job else {
+        return Err(DownloadError::NotFound.into());
+    };
+    let expires = query_param(query.as_deref(), "expires");
+    let signature = query_param(query.as_deref(), "signature");
+    let (job, stream) = state.service.open_download(&job, &expires, &signature).await?;
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));

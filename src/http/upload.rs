@@ -4,10 +4,12 @@
 //! decoding for the other endpoints (text fields only) lives here too.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use futures::{StreamExt, stream};
@@ -28,7 +30,13 @@ const DRAIN_AFTER_REFUSAL: u64 = 64 * 1024 * 1024;
 const SET_SHAPE: &str = "send multipart/form-data with the parts organizationId, key and objectData (a file)";
 
 fn multipart_error(e: multer::Error) -> ApiError {
-    BodyError::Unparseable(format!("malformed multipart body: {e}")).into()
+    // multer's "failed to read stream" alone does not say why: add the cause (a body that stalled,
+    // part headers that never end).
+    let reason = match std::error::Error::source(&e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    };
+    BodyError::Unparseable(format!("malformed multipart body: {reason}")).into()
 }
 
 async fn read_text_part(
@@ -90,29 +98,22 @@ pub(super) async fn text_fields(content_type: &str, body: Bytes) -> Result<Field
 /// so a body that never reaches a boundary cannot grow the parser's buffer without bound.
 const MAX_BACKLOG: u64 = 4 * 1024 * 1024;
 
-/// Counts bytes read from the body minus bytes delivered as part data. Once a refusal has been
-/// decided, it switches to draining: the parser may then skip what it likes, up to
-/// [`DRAIN_AFTER_REFUSAL`] more bytes in all.
+/// Counts bytes read from the body minus bytes delivered as part data.
 #[derive(Clone, Default)]
 struct Backlog {
     held: Arc<AtomicU64>,
-    drained: Arc<AtomicU64>,
-    draining: Arc<AtomicBool>,
 }
 
 impl Backlog {
     /// The body as a stream that fails once the backlog passes [`MAX_BACKLOG`].
-    fn watch(&self, body: Body) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    fn watch(
+        &self,
+        body: impl futures::Stream<Item = Result<Bytes, axum::Error>> + Send + 'static,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let this = self.clone();
-        body.into_data_stream().map(move |chunk| {
+        body.map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
             let len = chunk.len() as u64;
-            if this.draining.load(Ordering::Relaxed) {
-                if this.drained.fetch_add(len, Ordering::Relaxed) + len > DRAIN_AFTER_REFUSAL {
-                    return Err(std::io::Error::other("the refused body is too large to drain"));
-                }
-                return Ok(chunk);
-            }
             if this.held.fetch_add(len, Ordering::Relaxed) + len > MAX_BACKLOG {
                 return Err(std::io::Error::other(format!(
                     "more than {MAX_BACKLOG} bytes of part headers or framing without part data"
@@ -127,9 +128,34 @@ impl Backlog {
             Some(held.saturating_sub(bytes as u64))
         });
     }
+}
 
-    fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+/// The request body, shared by the multipart parser and the handler. Once a refusal is decided,
+/// the handler takes the body back and drains it directly: the parser would append whatever it
+/// is given to its buffer and scan all of it again on every read while it looks for a boundary or
+/// the end of a part's headers, so draining through it costs memory and quadratic time.
+#[derive(Clone)]
+struct SharedBody(Arc<Mutex<Option<BodyDataStream>>>);
+
+impl SharedBody {
+    fn new(body: Body) -> SharedBody {
+        SharedBody(Arc::new(Mutex::new(Some(body.into_data_stream()))))
+    }
+
+    /// Takes the rest of the body; the parser sees its end from then on.
+    fn take_rest(&self) -> Option<BodyDataStream> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl futures::Stream for SharedBody {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.0.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            Some(body) => body.poll_next_unpin(cx),
+            None => Poll::Ready(None),
+        }
     }
 }
 
@@ -150,32 +176,34 @@ pub(super) async fn set(
     let body = request.into_body();
     // Every refusal before the body is consumed reads (and drops) the rest of it first, up to a
     // bound, so that clients which send the whole body before reading see the answer instead of
-    // a reset connection.
+    // a reset connection (unless the client asked `Expect: 100-continue`: see `refuse_unread`).
     let who = match principal(&state, &headers, client).await {
         Ok(who) => who,
-        Err(e) => return Err(drain_body(body, e).await),
+        Err(e) => return Err(refuse_unread(&headers, body, e).await),
     };
     let content_type = header_text(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
     let limit = state.service.limits().max_object_size;
     let declared: Option<u64> = header_text(&headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
     if declared.is_some_and(|length| length > limit.saturating_add(MAX_TEXT_PART as u64 * 4)) {
-        return Err(drain_body(body, ServiceError::TooLarge { limit }.into()).await);
+        return Err(refuse_unread(&headers, body, ServiceError::TooLarge { limit }.into()).await);
     }
     if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
         let missing = ServiceError::InvalidField {
             field: "objectData",
             reason: format!("it is missing: {SET_SHAPE}"),
         };
-        return Err(drain_body(body, missing.into()).await);
+        return Err(refuse_unread(&headers, body, missing.into()).await);
     }
     let boundary = match multer::parse_boundary(content_type) {
         Ok(boundary) => boundary,
-        Err(e) => return Err(drain_body(body, multipart_error(e)).await),
+        Err(e) => return Err(refuse_unread(&headers, body, multipart_error(e)).await),
     };
     let backlog = Backlog::default();
-    let mut multipart = multer::Multipart::new(backlog.watch(body), boundary);
+    let shared = SharedBody::new(body);
+    let mut multipart = multer::Multipart::new(backlog.watch(shared.clone()), boundary);
     let mut parts = SetParts::default();
     let result = receive(&state, &who, &mut multipart, &mut parts, &backlog).await;
+    drop(multipart);
     let SetParts {
         organization,
         key,
@@ -185,9 +213,10 @@ pub(super) async fn set(
         if let Some(upload) = upload {
             upload.abort().await;
         }
-        backlog.start_draining();
-        drain_multipart(&mut multipart).await;
-        return Err(e);
+        return Err(match shared.take_rest() {
+            Some(rest) => drain_body(Body::from_stream(rest), e).await,
+            None => e,
+        });
     }
     let Some(upload) = upload else {
         return Err(ServiceError::InvalidField {
@@ -246,22 +275,30 @@ async fn receive(
                 let upload = parts.upload.insert(state.service.begin_upload().await?);
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     backlog.delivered(chunk.len());
-                    if let Err(e) = upload.push(&chunk).await {
-                        if matches!(e, ServiceError::TooLarge { .. }) {
-                            drain(&mut field, backlog).await;
-                        }
-                        return Err(e.into());
-                    }
+                    upload.push(&chunk).await?;
                 }
             }
-            _ => drain(&mut field, backlog).await,
+            _ => skip(&mut field, backlog).await?,
         }
     }
     Ok(())
 }
 
+/// Refuses a request whose body has not been read yet. A client that asked `Expect:
+/// 100-continue` has not sent the body and will not once it has the answer: it is refused at once.
+/// Any other client may be sending the body before it reads: the body is drained first.
+pub(super) async fn refuse_unread(headers: &HeaderMap, body: Body, error: ApiError) -> ApiError {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        return error;
+    }
+    drain_body(body, error).await
+}
+
 /// Reads and drops an unread body, up to a bound, then hands back the error to answer with.
-async fn drain_body(body: Body, error: ApiError) -> ApiError {
+pub(super) async fn drain_body(body: Body, error: ApiError) -> ApiError {
     let mut stream = body.into_data_stream();
     let mut seen = 0u64;
     while let Some(Ok(chunk)) = stream.next().await {
@@ -273,21 +310,10 @@ async fn drain_body(body: Body, error: ApiError) -> ApiError {
     error
 }
 
-/// Reads and drops the remaining parts of a refused upload (bounded by the draining [`Backlog`]).
-async fn drain_multipart(multipart: &mut multer::Multipart<'static>) {
-    while let Ok(Some(mut field)) = multipart.next_field().await {
-        while let Ok(Some(_)) = field.chunk().await {}
-    }
-}
-
-/// Reads and drops the rest of a part, up to a bound.
-async fn drain(field: &mut multer::Field<'_>, backlog: &Backlog) {
-    let mut seen = 0u64;
-    while let Ok(Some(chunk)) = field.chunk().await {
+/// Reads and drops the rest of a part that is not used.
+async fn skip(field: &mut multer::Field<'_>, backlog: &Backlog) -> Result<(), ApiError> {
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         backlog.delivered(chunk.len());
-        seen += chunk.len() as u64;
-        if seen > DRAIN_AFTER_REFUSAL {
-            break;
-        }
     }
+    Ok(())
 }

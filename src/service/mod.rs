@@ -343,6 +343,10 @@ impl Service {
     pub async fn delete(&self, principal: &Principal, org_raw: &str, key_raw: &str) -> ServiceResult<DeleteOutcome> {
         let org = self.authorize(principal, org_raw, Access::Delete).await?;
         let key = Key::parse_file_or_folder(key_raw)?;
+        if names_folder_only(key_raw) && matches!(self.meta.key_kind(&org, &key).await?, KeyKind::File(_)) {
+            // `a/b/` names a folder; a file `a/b` is not it.
+            return Err(ServiceError::ObjectNotFound(key_raw.to_owned()));
+        }
         match self.meta.delete(&org, &key).await? {
             DeleteOutcome::NotFound => Err(ServiceError::ObjectNotFound(key.to_string())),
             outcome => Ok(outcome),
@@ -385,12 +389,20 @@ impl Service {
         if keys_raw.is_empty() {
             return Err(ServiceError::NoKeys);
         }
-        let keys = keys_raw
-            .iter()
-            .map(|k| Key::parse_file_or_folder(k))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut keys = Vec::with_capacity(keys_raw.len());
+        for raw in keys_raw {
+            let key = Key::parse_file_or_folder(raw)?;
+            // `a/b/` names a folder; when `a/b` is a file, it names nothing (a missing key).
+            if names_folder_only(raw) && matches!(self.meta.key_kind(&org, &key).await?, KeyKind::File(_)) {
+                continue;
+            }
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err(ServiceError::NothingFound);
+        }
         let now = now_ms();
-        let expires = now + self.limits.download_ttl_secs * 1000;
+        let expires = now.saturating_add(self.limits.download_ttl_secs.saturating_mul(1000));
         let job = self
             .meta
             .create_job(&org, &keys, now, expires)
@@ -449,8 +461,13 @@ impl Service {
             return Err(DownloadError::NotFound);
         }
         let job_id = JobId::parse(job_raw).ok_or(DownloadError::NotFound)?;
-        if expires * 1000 <= now_ms() {
+        let (expires_ms, now) = (expires.saturating_mul(1000), now_ms());
+        if expires_ms <= now {
             return Err(DownloadError::Expired);
+        }
+        // No link this server makes lives longer than the configured lifetime (plus clock skew).
+        if expires_ms > now.saturating_add(self.limits.download_ttl_secs.saturating_add(300).saturating_mul(1000)) {
+            return Err(DownloadError::NotFound);
         }
         let job = self
             .meta
@@ -575,6 +592,11 @@ pub enum DownloadError {
     Expired,
     #[error("Storage unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Whether a raw key ends in a separator, so that it can only name a folder.
+fn names_folder_only(raw: &str) -> bool {
+    raw.ends_with(['/', '\\'])
 }
 
 /// Splits `Basic base64(user:hash)`.

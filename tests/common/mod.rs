@@ -85,6 +85,27 @@ impl TestServer {
         TestServer::launch(home, with_backend(options))
     }
 
+    /// `n` servers sharing one metadata database, one body store and one server key, as behind a
+    /// load balancer; the first one bootstraps the first identities. `None` on the embedded
+    /// backend, which one machine serves alone.
+    pub fn start_shared(n: usize, options: Options) -> Option<Vec<TestServer>> {
+        if backend() == "embedded" {
+            eprintln!(
+                "note: several servers need shared storage; this test runs with STOWAGE_TEST_BACKEND=postgres-s3"
+            );
+            return None;
+        }
+        let key: String = (0..32)
+            .map(|i| format!("{:02x}", (unique() as u64).wrapping_mul(i + 7) as u8))
+            .collect();
+        let options = with_backend(options).env("STOWAGE_SERVER_KEY", key);
+        Some(
+            (0..n)
+                .map(|_| TestServer::launch(tempfile::tempdir().expect("temporary directory"), options.clone()))
+                .collect(),
+        )
+    }
+
     /// Stops this server (SIGTERM, then SIGKILL) and starts a new one on the same data directory.
     pub fn restart(mut self) -> TestServer {
         self.stop();
