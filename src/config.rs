@@ -36,6 +36,12 @@ pub struct Config {
     /// The server key as 64 hex characters, for deployments where several servers must share it;
     /// by default the key lives in `<data dir>/server.key`.
     pub server_key: Option<String>,
+    /// Log lines as `text` (default) or `json` (one object per line, with request ids).
+    pub log_format: String,
+    /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` names the
+    /// real client; from anyone else the header is ignored. A list, or one comma-separated string.
+    #[serde(deserialize_with = "string_list")]
+    pub trusted_proxies: Vec<String>,
     /// Base URL of download links (e.g. `https://store.example.com`); by default taken from the
     /// request's `Host` header.
     pub public_url: Option<String>,
@@ -89,6 +95,8 @@ impl Default for Config {
             s3_allow_http: false,
             s3_prefix: None,
             server_key: None,
+            log_format: "text".into(),
+            trusted_proxies: Vec::new(),
             public_url: None,
             default_max_bytes: 10 * 1024 * 1024 * 1024,
             default_max_files: 10_000,
@@ -170,6 +178,13 @@ impl Config {
                 self.metadata
             )));
         }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(ConfigError(format!(
+                "log_format must be \"text\" or \"json\", got \"{}\"",
+                self.log_format
+            )));
+        }
+        crate::http::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError)?;
         if self.blob_store != "local" && self.blob_store != "s3" {
             return Err(ConfigError(format!(
                 "blob_store must be \"local\" or \"s3\", got \"{}\"",
@@ -236,7 +251,9 @@ impl Config {
 
 /// The environment variables read as configuration (others with the prefix, such as the
 /// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 28] = [
+const ENV_KEYS: [&str; 30] = [
+    "log_format",
+    "trusted_proxies",
     "listen",
     "data_dir",
     "metadata",
@@ -266,6 +283,26 @@ const ENV_KEYS: [&str; 28] = [
     "body_idle_timeout_secs",
     "shutdown_grace_secs",
 ];
+
+/// Accepts a list of strings, or one string of comma-separated items (as environment variables
+/// give it).
+fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Raw::deserialize(deserializer)? {
+        Raw::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Raw::Many(list) => list,
+    })
+}
 
 /// Accepts a byte count as an integer or as a string such as `"5 GiB"` or `"500 MB"`.
 fn byte_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {

@@ -96,12 +96,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Serve { listen, common } => {
-            init_logging();
             let config = Config::load(&Overrides {
                 config_file: common.config,
                 listen,
                 data_dir: common.data_dir,
             })?;
+            init_logging(&config.log_format);
             runtime.block_on(stowage::server::serve(config))?;
         }
         Command::Admin { command, common, json } => {
@@ -176,10 +176,15 @@ fn print_output(output: &str) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging() {
+/// Logs to standard error, as text or as one JSON object per line (`log_format`).
+fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOWAGE_LOG").unwrap_or_else(|_| "stowage=info".into());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
 }

@@ -150,7 +150,7 @@ fn print_credentials(credentials: &InitialCredentials, config: &Config, local: s
 }
 
 /// Bounds of the connection layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// Longest time a client may take to send its request headers.
     pub header_read_timeout: Duration,
@@ -158,6 +158,8 @@ pub struct ConnectionLimits {
     pub body_idle_timeout: Duration,
     /// How long requests in flight may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::http::TrustedProxies,
 }
 
 impl ConnectionLimits {
@@ -166,6 +168,7 @@ impl ConnectionLimits {
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+            trusted_proxies: crate::http::TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
         }
     }
 }
@@ -189,7 +192,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Duration::from_secs(config.orphan_sweep_interval_secs.max(60)),
         config.shared_stores(),
     );
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics are off"))
+        .ok();
     let state = AppState {
+        metrics,
         service,
         public_url: config.public_url.clone(),
     };
@@ -270,10 +278,11 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let body_timeout = limits.body_idle_timeout;
+        let proxies = limits.trusted_proxies.clone();
         let service = router
             .clone()
             .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
-                crate::http::prepare_request(request.map(axum::body::Body::new), peer, local, body_timeout)
+                crate::http::prepare_request(request.map(axum::body::Body::new), peer, local, body_timeout, &proxies)
             });
         let builder = builder.clone();
         let watcher = graceful.watcher();

@@ -121,6 +121,13 @@ impl BlobStore for FullDisk {
         self.inner.delete(id).await
     }
 
+    async fn ping(&self) -> Result<(), BlobError> {
+        if self.switch.is(FAIL_CREATE) {
+            return Err(enospc());
+        }
+        self.inner.ping().await
+    }
+
     async fn size(&self, id: &BlobId) -> Result<Option<u64>, BlobError> {
         self.inner.size(id).await
     }
@@ -174,6 +181,7 @@ impl InProcess {
         let router = app(AppState {
             service: service.clone(),
             public_url: None,
+            metrics: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -182,6 +190,7 @@ impl InProcess {
             header_read_timeout: Duration::from_secs(5),
             body_idle_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(2),
+            trusted_proxies: Default::default(),
         };
         let server = tokio::spawn(async move {
             run(listener, router, limits, async {

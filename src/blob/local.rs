@@ -136,6 +136,15 @@ impl BlobStore for LocalBlobs {
         }
     }
 
+    async fn ping(&self) -> Result<(), BlobError> {
+        let meta = tokio::fs::metadata(self.root.join("tmp")).await?;
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(BlobError::Io(std::io::Error::other("the blob directory is gone")))
+        }
+    }
+
     async fn size(&self, id: &BlobId) -> Result<Option<u64>, BlobError> {
         match tokio::fs::metadata(self.path_of(id)).await {
             Ok(meta) => Ok(Some(meta.len())),

@@ -56,6 +56,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Starts a new blob under a fresh id.
     async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError>;
     async fn open(&self, id: &BlobId) -> Result<BlobStream, BlobError>;
+    /// Answers when the store can be reached (for `/readyz`).
+    async fn ping(&self) -> Result<(), BlobError>;
     /// Deletes a blob; deleting one that does not exist is not an error.
     async fn delete(&self, id: &BlobId) -> Result<(), BlobError>;
     /// The size of a stored blob, or `None` when it does not exist.

@@ -263,6 +263,10 @@ fn is_shard(shard: &str) -> bool {
 
 #[async_trait]
 impl BlobStore for S3Blobs {
+    async fn ping(&self) -> Result<(), BlobError> {
+        self.check().await
+    }
+
     async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
         let id = BlobId::generate();
         Ok(Box::new(S3Writer {

@@ -3,6 +3,7 @@
 //! [`Service`], and encode with the wire types.
 
 pub mod fields;
+mod ops;
 mod upload;
 pub mod wire;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// Base of download URLs; when `None`, taken from the request's `Host` header.
     pub public_url: Option<String>,
+    /// Renders `/metrics`; `None` when no recorder is installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Everything a handler can answer besides success.
@@ -95,7 +98,9 @@ type ApiResult = Result<Response, ApiError>;
 
 /// The API router, with panic catching. Requests reach it through [`prepare_request`].
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    let api = Router::new()
         .route("/api/v2/authenticate", get(authenticate).post(authenticate))
         .route("/api/v2/object/set", post(upload::set))
         .route("/api/v2/object/properties", post(properties))
@@ -103,21 +108,114 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v2/object/delete", post(delete))
         .route("/api/v2/object/list", post(list))
         .route("/api/v2/download/{job}", get(download))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn(ops::track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+        .with_state(state);
+    // Outermost first: give every request an id (or keep the caller's), log within a span that
+    // carries it, and echo it in the answer.
+    api.layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
 /// The address a request reached (this server's side of the connection).
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub SocketAddr);
 
+/// Proxies whose `X-Forwarded-For` header is believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<(std::net::IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Parses addresses and CIDR blocks (`10.0.0.0/8`, `::1`).
+    pub fn parse(list: &[String]) -> Result<TrustedProxies, String> {
+        let mut out = Vec::new();
+        for item in list
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let (addr, bits) = match item.split_once('/') {
+                Some((addr, bits)) => (addr, Some(bits)),
+                None => (item, None),
+            };
+            let ip: std::net::IpAddr = addr
+                .parse()
+                .map_err(|_| format!("trusted_proxies: '{item}' is not an address"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                Some(b) => b
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("trusted_proxies: bad prefix in '{item}'"))?,
+                None => max,
+            };
+            out.push((ip, bits));
+        }
+        Ok(TrustedProxies(out))
+    }
+
+    fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits_of = |ip: std::net::IpAddr| -> (u128, u8) {
+            match ip {
+                std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                    None => (u128::from(v6), 128),
+                },
+            }
+        };
+        let (value, width) = bits_of(ip);
+        self.0.iter().any(|(net, prefix)| {
+            let (net_value, net_width) = bits_of(*net);
+            let prefix = u32::from(*prefix) + 128 - u32::from(net_width);
+            net_width == width && (prefix == 0 || (value ^ net_value) >> (128 - prefix.min(128)) == 0)
+        })
+    }
+
+    /// The client a request comes from: behind a trusted proxy, the right-most address of
+    /// `X-Forwarded-For` that is not itself a trusted proxy; otherwise the peer.
+    pub fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+        if self.0.is_empty() || !self.contains(peer.ip()) {
+            return peer;
+        }
+        let hops: Vec<std::net::IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse().ok())
+            .collect();
+        match hops.iter().rev().find(|ip| !self.contains(**ip)).or(hops.first()) {
+            Some(ip) => SocketAddr::new(*ip, 0),
+            None => peer,
+        }
+    }
+}
+
 /// Readies a request for the router: collapses runs of `/` in its path, records the client's
-/// address and the local address, and makes its body fail after `body_idle_timeout` without data.
-pub fn prepare_request(request: Request, peer: SocketAddr, local: SocketAddr, body_idle_timeout: Duration) -> Request {
+/// address (through trusted proxies) and the local address, and makes its body fail after
+/// `body_idle_timeout` without data.
+pub fn prepare_request(
+    request: Request,
+    peer: SocketAddr,
+    local: SocketAddr,
+    body_idle_timeout: Duration,
+    proxies: &TrustedProxies,
+) -> Request {
     let mut request = collapse_slashes(request);
-    request.extensions_mut().insert(ConnectInfo(peer));
+    let client = proxies.client(peer, request.headers());
+    request.extensions_mut().insert(ConnectInfo(client));
     request.extensions_mut().insert(LocalAddr(local));
     request.map(|body| Body::new(tower_http::timeout::TimeoutBody::new(body_idle_timeout, body)))
 }
@@ -374,6 +472,25 @@ async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 10.1.2.3"));
+        let behind: SocketAddr = "10.9.9.9:4000".parse().unwrap();
+        assert_eq!(proxies.client(behind, &headers).ip().to_string(), "203.0.113.7");
+        let stranger: SocketAddr = "198.51.100.1:4000".parse().unwrap();
+        assert_eq!(
+            proxies.client(stranger, &headers),
+            stranger,
+            "a stranger's header is ignored"
+        );
+        let local: SocketAddr = "[::1]:4000".parse().unwrap();
+        assert_eq!(proxies.client(local, &HeaderMap::new()), local, "no header: the peer");
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(TrustedProxies::parse(&["nope".into()]).is_err());
+    }
 
     #[test]
     fn slashes_collapse() {

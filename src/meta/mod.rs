@@ -262,6 +262,9 @@ pub struct FolderDifference {
 
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
+    /// Answers when the store can serve a query (for `/readyz`).
+    async fn ping(&self) -> MetaResult<()>;
+
     // --- organizations, users, memberships ---
     async fn create_org(
         &self,

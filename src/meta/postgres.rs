@@ -889,6 +889,11 @@ async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) 
 
 #[async_trait]
 impl MetaStore for PostgresMeta {
+    async fn ping(&self) -> MetaResult<()> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
     async fn create_org(
         &self,
         name: &str,

@@ -881,6 +881,10 @@ fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaRe
 
 #[async_trait]
 impl MetaStore for SqliteMeta {
+    async fn ping(&self) -> MetaResult<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
     async fn create_org(
         &self,
         name: &str,

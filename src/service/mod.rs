@@ -105,6 +105,7 @@ impl Upload {
         }
         self.digest.update(chunk);
         self.writer.write(chunk).await?;
+        metrics::counter!("stowage_object_bytes_in_total").increment(chunk.len() as u64);
         Ok(())
     }
 
@@ -133,6 +134,13 @@ impl Service {
             server_key,
             failures,
         }
+    }
+
+    /// Whether both stores answer (for `/readyz`); the error names the one that does not.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.meta.ping().await.map_err(|e| format!("metadata store: {e}"))?;
+        self.blobs.ping().await.map_err(|e| format!("blob store: {e}"))?;
+        Ok(())
     }
 
     pub fn limits(&self) -> &Limits {
@@ -408,6 +416,7 @@ impl Service {
             .create_job(&org, &keys, now, expires)
             .await?
             .ok_or(ServiceError::NothingFound)?;
+        metrics::counter!("stowage_download_jobs_total").increment(1);
         Ok(DownloadTicket {
             url: Some(self.download_url(base_url, &job.id, job.expires)),
             job: job.id,

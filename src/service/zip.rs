@@ -66,5 +66,8 @@ pub fn stream_zip(blobs: Arc<dyn BlobStore>, entries: Vec<JobEntry>) -> BlobStre
         }
     })
     .filter_map(futures::future::ready);
-    Box::pin(ReaderStream::with_capacity(source, 64 * 1024).chain(outcome))
+    let counted = ReaderStream::with_capacity(source, 64 * 1024).inspect_ok(|chunk| {
+        metrics::counter!("stowage_download_bytes_out_total").increment(chunk.len() as u64);
+    });
+    Box::pin(counted.chain(outcome))
 }
