@@ -129,6 +129,20 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// A configuration from one TOML file and the defaults only, ignoring the environment (the
+    /// destination of `stowage migrate`, whose environment describes the source).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+        }
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(path))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Loads the layered configuration. The file is `overrides.config_file`, else
     /// `STOWAGE_CONFIG`, else `stowage.toml` in the working directory when it exists.
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {

@@ -18,5 +18,6 @@ pub mod http;
 pub mod ids;
 pub mod key;
 pub mod meta;
+pub mod migrate;
 pub mod server;
 pub mod service;

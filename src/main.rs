@@ -65,6 +65,17 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Copy the whole store to other backends (e.g. PostgreSQL + S3), resumably, and verify it.
+    Migrate {
+        /// TOML configuration of the destination (metadata, blob_store, s3_*, server_key, data_dir).
+        #[arg(long)]
+        to: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Check credentials with /authenticate and save them for `stowage object`.
     Login {
         #[command(flatten)]
@@ -144,6 +155,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_output(&text)?;
             if report.unresolved() > 0 {
                 return Err(anyhow::anyhow!("{} problem(s) found", report.unresolved()));
+            }
+        }
+        Command::Migrate { to, json, common } => {
+            let source = Config::load(&Overrides {
+                config_file: common.config,
+                listen: None,
+                data_dir: common.data_dir,
+            })?;
+            let destination = Config::from_file(&to)?;
+            let report = runtime.block_on(async {
+                let from = stowage::server::open_data_dir(&source).await?;
+                let from_blobs = stowage::server::open_blobs(&source, false).await?;
+                let to = stowage::server::open_data_dir(&destination).await?;
+                let to_blobs = stowage::server::open_blobs(&destination, true).await?;
+                let mut progress = |line: &str| eprintln!("migrate: {line}");
+                Ok::<_, anyhow::Error>(
+                    stowage::migrate::migrate(
+                        stowage::migrate::Side {
+                            meta: &*from.meta,
+                            blobs: &*from_blobs,
+                            key: &from.key,
+                        },
+                        stowage::migrate::Side {
+                            meta: &*to.meta,
+                            blobs: &*to_blobs,
+                            key: &to.key,
+                        },
+                        &mut progress,
+                    )
+                    .await?,
+                )
+            })?;
+            let text = if json {
+                serde_json::to_string_pretty(&report)?
+            } else {
+                let mut lines = report.differences.clone();
+                lines.push(format!(
+                    "migrated {} organization(s), {} user(s), {} object(s) ({} bytes copied, {} already in place); verified {} object(s), {} byte(s): {} difference(s)",
+                    report.organizations, report.users, report.copied + report.skipped, report.bytes_copied,
+                    report.skipped, report.verified_objects, report.verified_bytes, report.differences.len()
+                ));
+                lines.join("\n")
+            };
+            print_output(&text)?;
+            if !report.differences.is_empty() {
+                anyhow::bail!("the copy differs from the source");
             }
         }
         Command::Login { connection } => {

@@ -166,6 +166,9 @@ pub struct NewObject {
     pub preview: Option<String>,
     pub blob: BlobId,
     pub now: Millis,
+    /// Set only by `stowage migrate`: the object's original creation time. `now` is then its
+    /// original modification time, kept as is rather than stamped with the clock.
+    pub created: Option<Millis>,
 }
 
 /// Why a write was refused; each is an ordinary failure.
@@ -275,6 +278,12 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> MetaResult<OrgId>;
     async fn org(&self, org: &OrgId) -> MetaResult<Option<Organization>>;
     async fn list_orgs(&self) -> MetaResult<Vec<Organization>>;
+    /// Copies an organization (id, name, quotas, creation time) from another store; an
+    /// organization that already exists is left as it is. For `stowage migrate`.
+    async fn import_org(&self, org: &Organization) -> MetaResult<()>;
+    /// Copies a user (id, name, sealed token, status, creation time) from another store; a user
+    /// that already exists is left as it is. For `stowage migrate`.
+    async fn import_user(&self, user: &User) -> MetaResult<()>;
     /// Sets the per-organization quota overrides; returns false when the organization is unknown.
     async fn set_quota(&self, org: &OrgId, max_bytes: Option<u64>, max_files: Option<u64>) -> MetaResult<bool>;
     /// Creates a user; `seal` turns the new user's id into its sealed token.

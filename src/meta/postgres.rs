@@ -388,11 +388,15 @@ async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, qu
         None => None,
     };
     // Stamp the write when it holds the lock, so that commit order and time order agree.
-    let now = object.now.max(col(&checks, 5)?);
+    let now = if object.created.is_some() {
+        object.now
+    } else {
+        object.now.max(col(&checks, 5)?)
+    };
     let size = to_i64(object.size);
     let (added_bytes, added_files, created) = match &existing {
         Some((old_size, created, _)) => (size - old_size, 0i64, *created),
-        None => (size, 1i64, now),
+        None => (size, 1i64, object.created.unwrap_or(now)),
     };
     let over_bytes = added_bytes > 0 && (usage.bytes as i128 + added_bytes as i128) > quota.max_bytes as i128;
     let over_files = added_files > 0 && usage.files.saturating_add(1) > quota.max_files;
@@ -944,6 +948,54 @@ impl MetaStore for PostgresMeta {
             out.extend(org_from_row(row)?);
         }
         Ok(out)
+    }
+
+    async fn import_org(&self, org: &Organization) -> MetaResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let inserted = execute(
+            &tx,
+            "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &org.id.as_str(),
+                &org.name,
+                &org.max_bytes.map(to_i64),
+                &org.max_files.map(to_i64),
+                &org.created,
+            ],
+        )
+        .await?;
+        if inserted > 0 {
+            execute(
+                &tx,
+                "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+                 VALUES ($1, '', NULL, '', 0, 0, 0, 0, $2) ON CONFLICT (org_id, path) DO NOTHING",
+                &[&org.id.as_str(), &org.created],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn import_user(&self, user: &User) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "INSERT INTO users (id, name, token_nonce, token_sealed, disabled, created) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO NOTHING",
+            &[&user.id.0, &user.name, &user.token.nonce, &user.token.ciphertext, &user.disabled, &user.created],
+        )
+        .await?;
+        // Later users get ids after the imported ones.
+        execute(
+            &client,
+            "SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST((SELECT MAX(id) FROM users), 1))",
+            &[],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn set_quota(&self, org: &OrgId, max_bytes: Option<u64>, max_files: Option<u64>) -> MetaResult<bool> {

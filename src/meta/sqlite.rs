@@ -438,7 +438,7 @@ fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quot
     let size = object.size as i64;
     let (added_bytes, added_files, created) = match &existing {
         Some((old_size, created, _)) => (size - old_size, 0i64, *created),
-        None => (size, 1i64, object.now),
+        None => (size, 1i64, object.created.unwrap_or(object.now)),
     };
     let over_bytes = added_bytes > 0 && (usage.bytes as i128 + added_bytes as i128) > quota.max_bytes as i128;
     let over_files = added_files > 0 && usage.files + 1 > quota.max_files;
@@ -943,6 +943,51 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn import_org(&self, org: &Organization) -> MetaResult<()> {
+        let org = org.clone();
+        self.write(move |conn| {
+            let inserted = conn.execute(
+                "INSERT OR IGNORE INTO orgs (id, name, max_bytes, max_files, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    org.id.as_str(),
+                    org.name,
+                    org.max_bytes.map(|v| v as i64),
+                    org.max_files.map(|v| v as i64),
+                    org.created
+                ],
+            )?;
+            if inserted > 0 {
+                conn.execute(
+                    "INSERT OR IGNORE INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+                     VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2)",
+                    params![org.id.as_str(), org.created],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn import_user(&self, user: &User) -> MetaResult<()> {
+        let user = user.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO users (id, name, token_nonce, token_sealed, disabled, created) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    user.id.0,
+                    user.name,
+                    user.token.nonce,
+                    user.token.ciphertext,
+                    bool_int(user.disabled),
+                    user.created
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn set_quota(&self, org: &OrgId, max_bytes: Option<u64>, max_files: Option<u64>) -> MetaResult<bool> {
         let org = org.clone();
         self.write(move |conn| {
@@ -1100,7 +1145,9 @@ impl MetaStore for SqliteMeta {
         self.write(move |conn| {
             // Stamp the write when it is applied, so that commit order and time order agree.
             let mut object = object;
-            object.now = object.now.max(chrono::Utc::now().timestamp_millis());
+            if object.created.is_none() {
+                object.now = object.now.max(chrono::Utc::now().timestamp_millis());
+            }
             put_object_tx(conn, &org, &object, quota)
         })
         .await

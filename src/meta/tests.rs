@@ -205,6 +205,7 @@ fn object(key: &str, size: u64, now: Millis) -> NewObject {
         preview: None,
         blob: BlobId::generate(),
         now,
+        created: None,
     }
 }
 

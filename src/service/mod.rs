@@ -286,6 +286,7 @@ impl Service {
             preview: facts.preview,
             blob: blob.clone(),
             now: now_ms(),
+            created: None,
         };
         let outcome = match self.meta.put_object(&org, object, quota).await {
             Ok(outcome) => outcome,

@@ -85,6 +85,35 @@ impl TestServer {
         TestServer::launch(home, with_backend(options))
     }
 
+    /// A server on the embedded store whatever the test run's backend (a migration's source).
+    pub fn start_embedded() -> TestServer {
+        TestServer::launch(tempfile::tempdir().expect("temporary directory"), Options::new())
+    }
+
+    /// A server whose data directory is `home/data`, with exactly `options` (no backend added).
+    pub fn start_in(home: tempfile::TempDir, options: Options) -> TestServer {
+        TestServer::launch(home, options)
+    }
+
+    /// The `STOWAGE_*` settings written in a TOML made from [`TestServer::backend_settings`].
+    pub fn backend_settings_from(toml: &str) -> Vec<(String, String)> {
+        toml.lines()
+            .filter_map(|line| line.split_once(" = "))
+            .filter(|(name, _)| !matches!(*name, "data_dir" | "server_key"))
+            .map(|(name, value)| {
+                (
+                    format!("STOWAGE_{}", name.to_uppercase()),
+                    value.trim_matches('"').to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The settings of the test run's backend for a fresh store (empty on the embedded one).
+    pub fn backend_settings() -> Vec<(String, String)> {
+        with_backend(Options::new()).env
+    }
+
     /// `n` servers sharing one metadata database, one body store and one server key, as behind a
     /// load balancer; the first one bootstraps the first identities. `None` on the embedded
     /// backend, which one machine serves alone.
