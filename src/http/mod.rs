@@ -177,9 +177,10 @@ impl TrustedProxies {
         };
         let (value, width) = bits_of(ip);
         self.0.iter().any(|(net, prefix)| {
+            // Both kinds sit at the top of the 128 bits, so a prefix counts from the top either way.
             let (net_value, net_width) = bits_of(*net);
-            let prefix = u32::from(*prefix) + 128 - u32::from(net_width);
-            net_width == width && (prefix == 0 || (value ^ net_value) >> (128 - prefix.min(128)) == 0)
+            let prefix = u32::from(*prefix).min(u32::from(net_width));
+            net_width == width && (prefix == 0 || (value ^ net_value) >> (128 - prefix) == 0)
         })
     }
 
