@@ -82,7 +82,7 @@ impl TestServer {
 
     pub fn start_with(options: Options) -> TestServer {
         let home = tempfile::tempdir().expect("temporary directory");
-        TestServer::launch(home, with_backend(options))
+        TestServer::launch(home, with_backend(quiet_collector(options)))
     }
 
     /// A server on the embedded store whatever the test run's backend (a migration's source).
@@ -127,7 +127,7 @@ impl TestServer {
         let key: String = (0..32)
             .map(|i| format!("{:02x}", (unique() as u64).wrapping_mul(i + 7) as u8))
             .collect();
-        let options = with_backend(options).env("STOWAGE_SERVER_KEY", key);
+        let options = with_backend(quiet_collector(options)).env("STOWAGE_SERVER_KEY", key);
         Some(
             (0..n)
                 .map(|_| TestServer::launch(tempfile::tempdir().expect("temporary directory"), options.clone()))
@@ -499,6 +499,16 @@ pub fn embedded() -> bool {
 
 fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("STOWAGE_TEST_BACKEND={} needs {name}", backend()))
+}
+
+/// Collection runs once at start and then only when a test asks for it (a short
+/// `STOWAGE_GC_INTERVAL_SECS`), so that counts of stored bodies do not change under a test's feet.
+fn quiet_collector(options: Options) -> Options {
+    if options.env.iter().any(|(name, _)| name == "STOWAGE_GC_INTERVAL_SECS") {
+        options
+    } else {
+        options.env("STOWAGE_GC_INTERVAL_SECS", 3600)
+    }
 }
 
 /// Adds the settings of the test run's backend: on `postgres-s3`, a database and a key prefix of
