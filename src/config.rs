@@ -61,6 +61,10 @@ pub struct Config {
     pub download_url_ttl_secs: i64,
     /// Entries per `/object/list` page.
     pub list_page_size: u64,
+    /// Bodies up to this size are kept in a table beside the blob files rather than in a file
+    /// each (embedded store only; 0 keeps every body in its own file).
+    #[serde(deserialize_with = "byte_count")]
+    pub small_body_threshold: u64,
     /// Seconds between garbage-collection passes over unreferenced blobs and expired jobs.
     pub gc_interval_secs: u64,
     /// Seconds between sweeps for orphan blobs (bodies that no metadata names); one runs at start.
@@ -105,6 +109,7 @@ impl Default for Config {
             timestamp_max_future_secs: 300,
             download_url_ttl_secs: 3600,
             list_page_size: 1000,
+            small_body_threshold: crate::blob::small::DEFAULT_THRESHOLD as u64,
             gc_interval_secs: 30,
             orphan_sweep_interval_secs: 3600,
             auth_failure_limit: 50,
@@ -265,7 +270,8 @@ impl Config {
 
 /// The environment variables read as configuration (others with the prefix, such as the
 /// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 30] = [
+const ENV_KEYS: [&str; 31] = [
+    "small_body_threshold",
     "log_format",
     "trusted_proxies",
     "listen",

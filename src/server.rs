@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::blob::BlobStore;
 use crate::blob::local::LocalBlobs;
 use crate::blob::s3::S3Blobs;
+use crate::blob::small::SmallAndLocalBlobs;
 use crate::config::Config;
 use crate::crypto::{ServerKey, generate_token, write_private_file};
 use crate::http::{AppState, app};
@@ -75,10 +76,13 @@ pub async fn open_blobs(config: &Config, fresh_start: bool) -> Result<Arc<dyn Bl
         blobs.check().await?;
         return Ok(Arc::new(blobs));
     }
-    Ok(if fresh_start {
-        Arc::new(LocalBlobs::open(&config.blob_dir())?)
-    } else {
-        Arc::new(LocalBlobs::attach(&config.blob_dir()))
+    let dir = config.blob_dir();
+    let threshold = usize::try_from(config.small_body_threshold).unwrap_or(usize::MAX);
+    Ok(match (fresh_start, threshold) {
+        (true, 0) => Arc::new(LocalBlobs::open(&dir)?),
+        (true, _) => Arc::new(SmallAndLocalBlobs::open(&dir, threshold)?),
+        // fsck and migrate read whatever is there, small bodies included.
+        (false, _) => Arc::new(SmallAndLocalBlobs::attach(&dir)?),
     })
 }
 

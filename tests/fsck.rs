@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::TestServer;
+use common::{Options, TestServer};
 use serde_json::Value;
 
 fn fsck(data: &std::path::Path, extra: &[&str]) -> (bool, Value) {
@@ -41,7 +41,8 @@ async fn finds_and_repairs_every_kind_of_difference() {
     if !common::embedded() {
         return;
     }
-    let mut server = TestServer::start();
+    // Bodies as files (no small-body table), so that the test can damage them one by one.
+    let mut server = TestServer::start_with(Options::new().env("STOWAGE_SMALL_BODY_THRESHOLD", 0));
     let client = server.client();
     client.set("a/one", b"first body").await;
     client.set("a/two", b"second body").await;
@@ -109,7 +110,8 @@ async fn content_damage_needs_verify_content() {
     if !common::embedded() {
         return;
     }
-    let mut server = TestServer::start();
+    // Bodies as files (no small-body table), so that the test can damage them one by one.
+    let mut server = TestServer::start_with(Options::new().env("STOWAGE_SMALL_BODY_THRESHOLD", 0));
     let client = server.client();
     client.set("x", b"0123456789").await;
     let data = server.data_dir();

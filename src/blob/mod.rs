@@ -5,6 +5,7 @@
 
 pub mod local;
 pub mod s3;
+pub mod small;
 #[cfg(test)]
 mod tests;
 

@@ -184,6 +184,12 @@ enum Backend {
         _dir: tempfile::TempDir,
         store: LocalBlobs,
     },
+    /// Small bodies in a table, larger ones in files; a 1 KiB threshold so that the suite's
+    /// bodies take both paths.
+    Small {
+        _dir: tempfile::TempDir,
+        store: super::small::SmallAndLocalBlobs,
+    },
     S3 {
         store: S3Blobs,
         /// The same bucket through `object_store` directly, to look at what S3Blobs wrote.
@@ -203,6 +209,14 @@ impl Fixture {
         let store = LocalBlobs::open(dir.path()).unwrap();
         Fixture {
             backend: Backend::Local { _dir: dir, store },
+        }
+    }
+
+    fn small() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::small::SmallAndLocalBlobs::open(dir.path(), 1024).unwrap();
+        Fixture {
+            backend: Backend::Small { _dir: dir, store },
         }
     }
 
@@ -235,6 +249,7 @@ impl Fixture {
     fn store(&self) -> &dyn BlobStore {
         match &self.backend {
             Backend::Local { store, .. } => store,
+            Backend::Small { store, .. } => store,
             Backend::S3 { store, .. } => store,
         }
     }
@@ -243,6 +258,7 @@ impl Fixture {
     async fn unfinished_uploads(&self) -> usize {
         match &self.backend {
             Backend::Local { store, .. } => store.unfinished_uploads(),
+            Backend::Small { store, .. } => store.unfinished_uploads(),
             Backend::S3 { env, prefix, .. } => env.open_uploads(prefix).await,
         }
     }
@@ -263,7 +279,7 @@ impl Fixture {
     fn writer_memory_bound(&self) -> usize {
         match &self.backend {
             // A 256 KiB write buffer, and Tokio's file buffer behind it.
-            Backend::Local { .. } => 2 * 1024 * 1024,
+            Backend::Local { .. } | Backend::Small { .. } => 2 * 1024 * 1024,
             // Its parts, plus HTTP client state.
             Backend::S3 { store, .. } => store.writer_memory_bound() + 2 * 1024 * 1024,
         }
@@ -317,6 +333,15 @@ macro_rules! blob_store_suite {
                 #[tokio::test]
                 async fn $test() {
                     super::$test(&super::Fixture::local()).await;
+                }
+            )*
+        }
+
+        mod small {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(&super::Fixture::small()).await;
                 }
             )*
         }

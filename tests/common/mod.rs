@@ -429,7 +429,21 @@ impl TestServer {
     /// prefix on S3.
     pub fn blob_files(&self) -> usize {
         if backend() == "embedded" {
-            return count_files(&self.data_dir().join("blobs"), Some("tmp"));
+            let dir = self.data_dir().join("blobs");
+            return std::thread::spawn(move || {
+                use stowage::blob::BlobStore;
+                let runtime = tokio::runtime::Runtime::new().expect("runtime");
+                runtime.block_on(async {
+                    let store = stowage::blob::small::SmallAndLocalBlobs::attach(&dir).expect("blob directory");
+                    let mut n = 0;
+                    for shard in store.shards() {
+                        n += store.list_shard(&shard).await.expect("list shard").len();
+                    }
+                    n
+                })
+            })
+            .join()
+            .expect("count blobs");
         }
         let env: std::collections::HashMap<String, String> = self.options.env.iter().cloned().collect();
         let setting = |name: &str| env.get(name).cloned().unwrap_or_default();
