@@ -608,6 +608,35 @@ w(f"| start-up < 1 s with 1,000,000 objects | {stored:,} objects stored: first s
   f"{verdict(None if worst_first is None else worst_first < 1.0)}{'' if stored >= 1_000_000 else ' (fewer objects than the target names)'} |")
 w("")
 
+w("## Observations (computed from the figures above)")
+w("")
+obs = []
+raw_ops = ops(raw)
+if ops(st["set"]) and raw_ops:
+    obs.append(f"stowage `set` reaches {ops(st['set']) / raw_ops * 100:.0f}% of the raw durable-write rate of this disk "
+               f"({f1(ops(st['set']))} vs {f1(raw_ops)} ops/s for write + fsync + rename + directory fsync alone, no server): "
+               "that sequence alone is the ceiling for any design that makes each body durable on its own before answering.")
+if ops(st["get"]) and ops(st["properties"]):
+    obs.append(f"stowage `get` runs at {ops(st['get']) / ops(st['properties']) * 100:.0f}% of `properties`: each get is a job "
+               "creation (a durable metadata write, group-committed) plus a second round trip for the zip.")
+fr, f0 = lst["flat-random-c1"], lst["flat-c1"]
+if fr and f0 and f0["total"]["latency_ms"]["p50"]:
+    obs.append(f"Listing a random page of the {P['objects']:,}-file folder has p50 {fr['total']['latency_ms']['p50']:.1f} ms against "
+               f"{f0['total']['latency_ms']['p50']:.1f} ms for page 0 ({fr['total']['latency_ms']['p50'] / f0['total']['latency_ms']['p50']:.0f}×): "
+               "a page's cost grows with its number (the target names page 0).")
+c16 = lst["flat-c16"]
+if c16 and f0:
+    obs.append(f"With {P['c']} clients listing at once, pages come out at {c16['total']['ops_per_s']:,.0f}/s (one client: "
+               f"{f0['total']['ops_per_s']:,.0f}/s) and p99 rises to {p99(c16):.1f} ms: two cores serialize the work.")
+if rss_after and rss_idle:
+    obs.append(f"RSS grows from {mib(rss_idle)} at start to {mib(rss_after)} and stays there when idle after the load: "
+               "memory kept after the work is done (this run does not tell which part is SQLite page caches and which the allocator).")
+if st_up and st_down:
+    obs.append(f"Large transfers: upload {f1(st_up)} MB/s, download {f1(st_down)} MB/s on one connection, with the client on the same two cores.")
+for o in obs:
+    w("- " + o)
+w("")
+
 # ------------------------------------------------------------------ details
 def row(label, r, runs=None):
     if not r:
