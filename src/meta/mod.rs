@@ -254,6 +254,48 @@ pub struct FolderFigures {
     pub modified: Millis,
 }
 
+/// Folder rows as a set of objects implies them, accumulated object by object: the reference that
+/// fsck compares each backend's incrementally kept rows with.
+pub struct ImpliedFolders(std::collections::BTreeMap<String, FolderFigures>);
+
+impl Default for ImpliedFolders {
+    fn default() -> ImpliedFolders {
+        ImpliedFolders(std::collections::BTreeMap::from([(
+            String::new(),
+            FolderFigures::default(),
+        )]))
+    }
+}
+
+impl ImpliedFolders {
+    /// Counts one object in every folder above it.
+    pub fn add(&mut self, key: &Key, size: u64, modified: Millis) {
+        let ancestors = key.ancestors();
+        let last = ancestors.len() - 1;
+        for (i, folder) in ancestors.iter().enumerate() {
+            let entry = self.0.entry(folder.as_str().to_owned()).or_default();
+            entry.bytes += size;
+            entry.files += 1;
+            entry.modified = entry.modified.max(modified);
+            if i == last {
+                entry.child_files += 1;
+            }
+        }
+    }
+
+    /// The folders by path (the root is `""`), with their direct child folders counted.
+    pub fn finish(mut self) -> std::collections::BTreeMap<String, FolderFigures> {
+        let paths: Vec<String> = self.0.keys().filter(|p| !p.is_empty()).cloned().collect();
+        for path in paths {
+            let parent = path.rfind('/').map(|i| path[..i].to_owned()).unwrap_or_default();
+            if let Some(entry) = self.0.get_mut(&parent) {
+                entry.child_folders += 1;
+            }
+        }
+        self.0
+    }
+}
+
 /// A folder whose stored row differs from what the object rows imply (`None`: no row / no folder).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderDifference {

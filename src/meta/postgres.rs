@@ -762,8 +762,7 @@ async fn create_job_tx(
 /// Folder rows as an organization's object rows imply them, by path (the root is `""`). The
 /// objects are streamed, so memory grows with the number of folders, not of objects.
 async fn implied_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
-    let mut folders: BTreeMap<String, FolderFigures> = BTreeMap::new();
-    folders.insert(String::new(), FolderFigures::default());
+    let mut folders = ImpliedFolders::default();
     let statement = c
         .prepare_cached("SELECT key, size, modified FROM objects WHERE org_id = $1")
         .await?;
@@ -771,30 +770,11 @@ async fn implied_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<BTr
     let mut rows = std::pin::pin!(rows);
     while let Some(row) = rows.try_next().await? {
         let (key, size, modified): (String, i64, i64) = (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?);
-        let Ok(key) = Key::parse(&key) else { continue };
-        let ancestors = key.ancestors();
-        let last = ancestors.len() - 1;
-        for (i, folder) in ancestors.iter().enumerate() {
-            let entry = folders.entry(folder.as_str().to_owned()).or_default();
-            entry.bytes += to_u64(size);
-            entry.files += 1;
-            entry.modified = entry.modified.max(modified);
-            if i == last {
-                entry.child_files += 1;
-            }
+        if let Ok(key) = Key::parse(&key) {
+            folders.add(&key, to_u64(size), modified);
         }
     }
-    let paths: Vec<String> = folders.keys().filter(|p| !p.is_empty()).cloned().collect();
-    for path in paths {
-        let parent = match path.rfind('/') {
-            Some(i) => path[..i].to_owned(),
-            None => String::new(),
-        };
-        if let Some(entry) = folders.get_mut(&parent) {
-            entry.child_folders += 1;
-        }
-    }
-    Ok(folders)
+    Ok(folders.finish())
 }
 
 /// An organization's stored folder rows, by path.
