@@ -296,6 +296,36 @@ impl ImpliedFolders {
     }
 }
 
+/// The folders whose stored row differs from the implied one. An empty root's modification time
+/// is its organization's creation time, which no object implies, so it is not compared.
+pub fn compare_folders(
+    org: &OrgId,
+    implied: &std::collections::BTreeMap<String, FolderFigures>,
+    stored: &std::collections::BTreeMap<String, FolderFigures>,
+) -> Vec<FolderDifference> {
+    let mut paths: Vec<&String> = implied.keys().chain(stored.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let mut out = Vec::new();
+    for path in paths {
+        let (mut want, have) = (implied.get(path).copied(), stored.get(path).copied());
+        if let (true, Some(w), Some(h)) = (path.is_empty(), want.as_mut(), have)
+            && w.files == 0
+        {
+            w.modified = h.modified;
+        }
+        if want != have {
+            out.push(FolderDifference {
+                org: org.clone(),
+                path: path.clone(),
+                stored: have,
+                implied: want,
+            });
+        }
+    }
+    out
+}
+
 /// A folder whose stored row differs from what the object rows imply (`None`: no row / no folder).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderDifference {

@@ -806,27 +806,7 @@ async fn stored_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<BTre
 async fn folder_differences<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<Vec<FolderDifference>> {
     let implied = implied_folders(c, org).await?;
     let stored = stored_folders(c, org).await?;
-    let mut paths: Vec<&String> = implied.keys().chain(stored.keys()).collect();
-    paths.sort();
-    paths.dedup();
-    let mut out = Vec::new();
-    for path in paths {
-        let (mut want, have) = (implied.get(path).copied(), stored.get(path).copied());
-        if let (true, Some(w), Some(h)) = (path.is_empty(), want.as_mut(), have)
-            && w.files == 0
-        {
-            w.modified = h.modified;
-        }
-        if want != have {
-            out.push(FolderDifference {
-                org: org.clone(),
-                path: path.clone(),
-                stored: have,
-                implied: want,
-            });
-        }
-    }
-    Ok(out)
+    Ok(compare_folders(org, &implied, &stored))
 }
 
 async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) -> MetaResult<()> {

@@ -798,27 +798,7 @@ fn stored_folders(conn: &Connection, org: &OrgId) -> MetaResult<BTreeMap<String,
 fn folder_differences(conn: &Connection, org: &OrgId) -> MetaResult<Vec<FolderDifference>> {
     let implied = implied_folders(conn, org)?;
     let stored = stored_folders(conn, org)?;
-    let mut paths: Vec<&String> = implied.keys().chain(stored.keys()).collect();
-    paths.sort();
-    paths.dedup();
-    let mut out = Vec::new();
-    for path in paths {
-        let (mut want, have) = (implied.get(path).copied(), stored.get(path).copied());
-        if let (true, Some(w), Some(h)) = (path.is_empty(), want.as_mut(), have)
-            && w.files == 0
-        {
-            w.modified = h.modified;
-        }
-        if want != have {
-            out.push(FolderDifference {
-                org: org.clone(),
-                path: path.clone(),
-                stored: have,
-                implied: want,
-            });
-        }
-    }
-    Ok(out)
+    Ok(compare_folders(org, &implied, &stored))
 }
 
 fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaResult<()> {
