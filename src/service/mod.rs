@@ -556,8 +556,8 @@ impl Service {
         Ok(removed)
     }
 
-    /// Runs collection every `interval`, and an orphan sweep at start and then every
-    /// `sweep_interval`, until the process ends. With `shared` stores (other servers may be
+    /// Runs collection every `interval` (the first one interval after start), and an orphan
+    /// sweep at start and then every `sweep_interval`, until the process ends. With `shared` stores (other servers may be
     /// uploading right now), even the first sweep only considers blobs older than an hour; alone,
     /// everything written before this process started is fair game.
     pub fn spawn_collector(
@@ -570,11 +570,12 @@ impl Service {
         let now = std::time::SystemTime::now();
         let started = if shared { now - ORPHAN_AGE } else { now };
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
+            // The first collection comes one interval after start, so that a server started with
+            // a long interval collects nothing while it is young; the first sweep runs at once.
+            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             let mut next_sweep = tokio::time::Instant::now();
             let mut cutoff = started;
             loop {
-                ticker.tick().await;
                 if tokio::time::Instant::now() >= next_sweep {
                     match service.sweep_orphans(cutoff).await {
                         Ok(n) => tracing::debug!(orphans = n, "orphan sweep done"),
@@ -583,6 +584,7 @@ impl Service {
                     next_sweep = tokio::time::Instant::now() + sweep_interval;
                     cutoff = std::time::SystemTime::now() - ORPHAN_AGE;
                 }
+                ticker.tick().await;
                 match service.collect_garbage().await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(blobs = n, "collected unreferenced blobs"),
