@@ -267,7 +267,10 @@ impl SqliteMeta {
                 Some(conn) => conn,
                 None => {
                     let conn = open_connection(&path)?;
-                    conn.execute_batch("PRAGMA query_only = ON;")?;
+                    // A small page cache per reader: the OS page cache holds the hot pages once
+                    // for all of them, and sixteen default 2 MiB caches were most of the memory a
+                    // server kept after a burst of concurrent reads.
+                    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -256;")?;
                     conn
                 }
             };
