@@ -196,6 +196,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Duration::from_secs(config.orphan_sweep_interval_secs.max(60)),
         config.shared_stores(),
     );
+    let memory_release = spawn_memory_release(MEMORY_RELEASE_INTERVAL);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| tracing::warn!(error = %e, "metrics are off"))
@@ -233,6 +234,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     )
     .await;
     collector.abort();
+    memory_release.abort();
     result
 }
 
@@ -347,3 +349,32 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received");
 }
+
+/// How often freed heap memory is handed back to the operating system.
+const MEMORY_RELEASE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Hands freed heap memory back to the operating system every `interval`. glibc's malloc keeps
+/// what a burst of concurrent requests freed in its arenas: without this, a server idle after a
+/// load of 16 connections stayed at 45-110 MiB instead of going back towards its start-up size.
+/// (mimalloc was tried instead and kept more, with one heap per thread.)
+fn spawn_memory_release(interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        loop {
+            ticker.tick().await;
+            let _ = tokio::task::spawn_blocking(release_free_memory).await;
+        }
+    })
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim has no preconditions; it only returns unused pages of glibc's heap to
+    // the kernel, taking the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
