@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS objects (
     blob_id TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (org_id, key)
 );
-CREATE INDEX IF NOT EXISTS objects_by_parent ON objects (org_id, parent, name);
+CREATE INDEX IF NOT EXISTS objects_listing ON objects (org_id, parent, name) INCLUDE (size, mime, modified);
+DROP INDEX IF EXISTS objects_by_parent;
 CREATE INDEX IF NOT EXISTS objects_by_parent_modified ON objects (org_id, parent, modified);
 CREATE INDEX IF NOT EXISTS objects_by_blob ON objects (blob_id);
 CREATE TABLE IF NOT EXISTS folders (
@@ -98,7 +99,8 @@ CREATE TABLE IF NOT EXISTS folders (
     modified BIGINT NOT NULL,
     PRIMARY KEY (org_id, path)
 );
-CREATE INDEX IF NOT EXISTS folders_by_parent ON folders (org_id, parent, name);
+CREATE INDEX IF NOT EXISTS folders_listing ON folders (org_id, parent, name) INCLUDE (bytes, modified);
+DROP INDEX IF EXISTS folders_by_parent;
 CREATE INDEX IF NOT EXISTS folders_by_parent_modified ON folders (org_id, parent, modified);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT COLLATE "C" PRIMARY KEY,
