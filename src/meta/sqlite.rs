@@ -654,6 +654,13 @@ fn delete_tx(conn: &Connection, org: &OrgId, key: &Key, now: Millis) -> MetaResu
     })
 }
 
+/// A page of a folder's child folders; answered from `folders_listing` alone.
+const LIST_FOLDERS_SQL: &str =
+    "SELECT name, bytes, modified FROM folders WHERE org_id = ?1 AND parent = ?2 ORDER BY name LIMIT ?3 OFFSET ?4";
+/// A page of a folder's files; answered from `objects_listing` alone.
+const LIST_FILES_SQL: &str =
+    "SELECT name, size, mime, modified FROM objects WHERE org_id = ?1 AND parent = ?2 ORDER BY name LIMIT ?3 OFFSET ?4";
+
 fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage> {
     let counts: Option<(i64, i64)> = cached_row(
         conn,
@@ -679,9 +686,7 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
         });
     }
     if offset < child_folders {
-        let mut stmt = conn.prepare_cached(
-            "SELECT name, bytes, modified FROM folders WHERE org_id = ?1 AND parent = ?2 ORDER BY name LIMIT ?3 OFFSET ?4",
-        )?;
+        let mut stmt = conn.prepare_cached(LIST_FOLDERS_SQL)?;
         let rows = stmt.query_map(
             params![org.as_str(), folder.as_str(), page_size as i64, offset as i64],
             |row| {
@@ -701,9 +706,7 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
     let room = page_size.saturating_sub(entries.len() as u64);
     if room > 0 {
         let file_offset = offset.saturating_sub(child_folders);
-        let mut stmt = conn.prepare_cached(
-            "SELECT name, size, mime, modified FROM objects WHERE org_id = ?1 AND parent = ?2 ORDER BY name LIMIT ?3 OFFSET ?4",
-        )?;
+        let mut stmt = conn.prepare_cached(LIST_FILES_SQL)?;
         let rows = stmt.query_map(
             params![org.as_str(), folder.as_str(), room as i64, file_offset as i64],
             |row| {
@@ -1311,5 +1314,55 @@ impl MetaStore for SqliteMeta {
     }
 }
 
-// The tests of this store are the shared metadata suite in `meta/tests.rs`, run against both
-// backends.
+// The behaviour of this store is tested by the shared metadata suite in `meta/tests.rs`, run
+// against both backends; what is particular to SQLite is tested here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+        let rows = stmt
+            .query_map(params!["o", "p", 1000, 0], |row| row.get::<_, String>(3))
+            .expect("plan rows");
+        rows.map(|row| row.expect("plan row")).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn listing_pages_come_from_covering_indexes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("meta.sqlite3");
+        drop(SqliteMeta::open(&path).expect("open"));
+        let conn = open_connection(&path).expect("connect");
+        let files = plan(&conn, LIST_FILES_SQL);
+        assert!(files.contains("COVERING INDEX objects_listing"), "{files}");
+        let folders = plan(&conn, LIST_FOLDERS_SQL);
+        assert!(folders.contains("COVERING INDEX folders_listing"), "{folders}");
+    }
+
+    #[test]
+    fn an_older_database_gets_the_listing_indexes_when_opened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("meta.sqlite3");
+        drop(SqliteMeta::open(&path).expect("open"));
+        let conn = open_connection(&path).expect("connect");
+        conn.execute_batch(
+            "DROP INDEX objects_listing; DROP INDEX folders_listing; \
+             CREATE INDEX objects_by_parent ON objects (org_id, parent, name); \
+             CREATE INDEX folders_by_parent ON folders (org_id, parent, name);",
+        )
+        .expect("make it look like an older database");
+        drop(conn);
+        drop(SqliteMeta::open(&path).expect("reopen"));
+        let conn = open_connection(&path).expect("connect");
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND (name LIKE '%_by_parent' OR name LIKE '%_listing') ORDER BY name")
+            .expect("query indexes");
+        let names: Vec<String> = stmt
+            .query_map([], |row| row.get(0))
+            .expect("indexes")
+            .map(|row| row.expect("index name"))
+            .collect();
+        assert_eq!(names, ["folders_listing", "objects_listing"]);
+    }
+}
