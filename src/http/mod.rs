@@ -53,8 +53,16 @@ pub enum ApiError {
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    let bytes =
-        serde_json::to_vec(body).unwrap_or_else(|_| br#"{"success":false,"errors":["internal error"]}"#.to_vec());
+    json_response_sized(status, body, 128)
+}
+
+/// [`json_response`] into a buffer of `capacity` bytes to start with (a large listing would
+/// otherwise be copied as its buffer doubles).
+fn json_response_sized<T: Serialize>(status: StatusCode, body: &T, capacity: usize) -> Response {
+    let mut bytes = Vec::with_capacity(capacity);
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes = br#"{"success":false,"errors":["internal error"]}"#.to_vec();
+    }
     let mut response = (status, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -436,7 +444,8 @@ async fn list(
         .service
         .list(&who, &org, path.as_deref().unwrap_or(""), page)
         .await?;
-    ok(&ListResponse::new(path.as_deref(), listing))
+    let response = ListResponse::new(path.as_deref(), &listing);
+    Ok(json_response_sized(StatusCode::OK, &response, response.size_hint()))
 }
 
 /// The one value of a query parameter; empty when it is missing or given more than once.
