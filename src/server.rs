@@ -16,10 +16,9 @@ use crate::config::Config;
 use crate::crypto::{ServerKey, generate_token, write_private_file};
 use crate::http::{AppState, app};
 
-use crate::ids::{OrgId, UserId};
 use crate::meta::postgres::PostgresMeta;
 use crate::meta::sqlite::SqliteMeta;
-use crate::meta::{MetaError, MetaStore, Permissions};
+use crate::meta::{MetaError, MetaStore};
 use crate::service::{Limits, Service, now_ms};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,24 +99,23 @@ pub struct InitialCredentials {
 /// On a store without users, creates the first organization and an admin member with read,
 /// write and delete, and writes their credentials (mode 0600). Returns them when created.
 pub async fn bootstrap(config: &Config, opened: &Opened) -> Result<Option<InitialCredentials>, ServeError> {
-    if !opened.meta.list_users().await?.is_empty() {
-        return Ok(None);
-    }
     let now = now_ms();
-    let org: OrgId = opened.meta.create_org("default", None, None, now).await?;
     let token = generate_token();
     let sealing_key = opened.key.clone();
     let sealed_token = token.clone();
-    let user: UserId = opened
+    let created = opened
         .meta
-        .create_user(
+        .create_first_identities(
+            "default",
             "admin",
             now,
             Box::new(move |id| sealing_key.seal(id, &sealed_token).ok()),
         )
-        .await?
-        .ok_or_else(|| MetaError::Database("the first user could not be created".into()))?;
-    opened.meta.set_member(&org, user, Permissions::ALL).await?;
+        .await?;
+    // Someone is there already (a restart, or another server that started at the same time).
+    let Some((org, user)) = created else {
+        return Ok(None);
+    };
     let credentials = InitialCredentials {
         user_id: user.0,
         api_token: token,

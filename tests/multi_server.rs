@@ -115,3 +115,30 @@ async fn one_key_overwritten_through_both_servers_ends_with_one_whole_body() {
     assert_eq!(via_b.used().await, meta["size"].as_u64().unwrap());
     assert_eq!(a.org_entry(&via_a.org)["usedFiles"], 1);
 }
+
+#[tokio::test]
+async fn servers_started_at_once_on_an_empty_store_create_the_first_identity_once() {
+    let Some(servers) = TestServer::start_shared_at_once(4, Options::new()) else {
+        return;
+    };
+    let creators: Vec<&TestServer> = servers
+        .iter()
+        .filter(|s| s.data_dir().join("initial-credentials.json").exists())
+        .collect();
+    assert_eq!(
+        creators.len(),
+        1,
+        "exactly one of four servers created the first identity"
+    );
+    let creator = creators[0];
+    let orgs = creator.admin(&["org", "list"]);
+    assert_eq!(orgs.as_array().map(Vec::len), Some(1), "one organization: {orgs}");
+    let users = creator.admin(&["user", "list"]);
+    assert_eq!(users.as_array().map(Vec::len), Some(1), "one user: {users}");
+    // Every server knows that identity.
+    for server in &servers {
+        let client = client_of(creator, server);
+        client.set("first.txt", HELLO).await;
+        assert_eq!(client.properties("first.txt").await["size"], HELLO.len());
+    }
+}

@@ -365,6 +365,17 @@ pub trait MetaStore: Send + Sync + 'static {
         now: Millis,
         seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
     ) -> MetaResult<Option<UserId>>;
+    /// Creates the first organization and the first user, an admin member of it with every
+    /// permission, in one transaction, and only when the store has no user yet (`None` then):
+    /// several servers starting at once on one empty store create them once. `seal` turns the new
+    /// user's id into its sealed token.
+    async fn create_first_identities(
+        &self,
+        org_name: &str,
+        user_name: &str,
+        now: Millis,
+        seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
+    ) -> MetaResult<Option<(OrgId, UserId)>>;
     async fn user(&self, user: UserId) -> MetaResult<Option<User>>;
     async fn list_users(&self) -> MetaResult<Vec<User>>;
     async fn set_user_token(&self, user: UserId, token: SealedToken) -> MetaResult<bool>;

@@ -41,6 +41,8 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// Advisory lock that serializes schema creation across servers starting at once.
 const SCHEMA_LOCK: i64 = 0x7374_6f77_6167_6501;
+/// Advisory lock that serializes the creation of the first organization and user.
+const BOOTSTRAP_LOCK: i64 = 0x7374_6f77_6167_6503;
 /// Advisory lock that serializes collection deletes across servers (no deadlocks between them).
 const COLLECTION_LOCK: i64 = 0x7374_6f77_6167_6502;
 
@@ -240,6 +242,79 @@ async fn query_one<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> Me
 async fn execute<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> MetaResult<u64> {
     let statement = c.prepare_cached(sql).await?;
     Ok(c.execute(&statement, params).await?)
+}
+
+/// Inserts an organization and its root folder row.
+async fn insert_org<C: GenericClient>(
+    c: &C,
+    name: &str,
+    max_bytes: Option<u64>,
+    max_files: Option<u64>,
+    now: Millis,
+) -> MetaResult<OrgId> {
+    let id = OrgId::generate();
+    execute(
+        c,
+        "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &id.as_str(),
+            &name,
+            &max_bytes.map(to_i64),
+            &max_files.map(to_i64),
+            &now,
+        ],
+    )
+    .await?;
+    execute(
+        c,
+        "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+         VALUES ($1, '', NULL, '', 0, 0, 0, 0, $2)",
+        &[&id.as_str(), &now],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Inserts a user and seals its token under its new id (inside the caller's transaction).
+async fn insert_user<C: GenericClient>(
+    c: &C,
+    name: &str,
+    now: Millis,
+    seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
+) -> MetaResult<UserId> {
+    let row = query_one(
+        c,
+        "INSERT INTO users (name, token_nonce, token_sealed, disabled, created) \
+         VALUES ($1, ''::bytea, ''::bytea, FALSE, $2) RETURNING id",
+        &[&name, &now],
+    )
+    .await?;
+    let id = UserId(col(&row, 0)?);
+    let Some(sealed) = seal(id) else {
+        return Err(MetaError::Database("the new token could not be sealed".into()));
+    };
+    execute(
+        c,
+        "UPDATE users SET token_nonce = $2, token_sealed = $3 WHERE id = $1",
+        &[&id.0, &sealed.nonce, &sealed.ciphertext],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Adds a membership or replaces its permissions; changes nothing (0 rows) when the organization
+/// or the user is unknown.
+async fn upsert_member<C: GenericClient>(c: &C, org: &OrgId, user: UserId, p: Permissions) -> MetaResult<u64> {
+    execute(
+        c,
+        "INSERT INTO members (org_id, user_id, can_read, can_write, can_delete, is_admin) \
+         SELECT $1, $2, $3, $4, $5, $6 \
+         WHERE EXISTS (SELECT 1 FROM orgs WHERE id = $1) AND EXISTS (SELECT 1 FROM users WHERE id = $2) \
+         ON CONFLICT (org_id, user_id) DO UPDATE SET can_read = EXCLUDED.can_read, \
+         can_write = EXCLUDED.can_write, can_delete = EXCLUDED.can_delete, is_admin = EXCLUDED.is_admin",
+        &[&org.as_str(), &user.0, &p.read, &p.write, &p.delete, &p.admin],
+    )
+    .await
 }
 
 /// One column of a row, typed; a type mismatch is an error, never a panic.
@@ -867,28 +942,9 @@ impl MetaStore for PostgresMeta {
         max_files: Option<u64>,
         now: Millis,
     ) -> MetaResult<OrgId> {
-        let id = OrgId::generate();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        execute(
-            &tx,
-            "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &id.as_str(),
-                &name,
-                &max_bytes.map(to_i64),
-                &max_files.map(to_i64),
-                &now,
-            ],
-        )
-        .await?;
-        execute(
-            &tx,
-            "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-             VALUES ($1, '', NULL, '', 0, 0, 0, 0, $2)",
-            &[&id.as_str(), &now],
-        )
-        .await?;
+        let id = insert_org(&tx, name, max_bytes, max_files, now).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -979,26 +1035,33 @@ impl MetaStore for PostgresMeta {
     ) -> MetaResult<Option<UserId>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let row = query_one(
-            &tx,
-            "INSERT INTO users (name, token_nonce, token_sealed, disabled, created) \
-             VALUES ($1, ''::bytea, ''::bytea, FALSE, $2) RETURNING id",
-            &[&name, &now],
-        )
-        .await?;
-        let id = UserId(col(&row, 0)?);
-        // Dropping the transaction without committing rolls the new row back.
-        let Some(sealed) = seal(id) else {
-            return Err(MetaError::Database("the new token could not be sealed".into()));
-        };
-        execute(
-            &tx,
-            "UPDATE users SET token_nonce = $2, token_sealed = $3 WHERE id = $1",
-            &[&id.0, &sealed.nonce, &sealed.ciphertext],
-        )
-        .await?;
+        // Dropping the transaction without committing rolls a half-made user back.
+        let id = insert_user(&tx, name, now, seal).await?;
         tx.commit().await?;
         Ok(Some(id))
+    }
+
+    async fn create_first_identities(
+        &self,
+        org_name: &str,
+        user_name: &str,
+        now: Millis,
+        seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
+    ) -> MetaResult<Option<(OrgId, UserId)>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Servers starting at once queue here; the first creates, the others then see its user.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BOOTSTRAP_LOCK])
+            .await?;
+        let existing = query_opt(&tx, "SELECT 1 FROM users LIMIT 1", &[]).await?;
+        if existing.is_some() {
+            return Ok(None);
+        }
+        let org = insert_org(&tx, org_name, None, None, now).await?;
+        let user = insert_user(&tx, user_name, now, seal).await?;
+        upsert_member(&tx, &org, user, Permissions::ALL).await?;
+        tx.commit().await?;
+        Ok(Some((org, user)))
     }
 
     async fn user(&self, user: UserId) -> MetaResult<Option<User>> {
@@ -1038,17 +1101,7 @@ impl MetaStore for PostgresMeta {
     async fn set_member(&self, org: &OrgId, user: UserId, p: Permissions) -> MetaResult<bool> {
         let client = self.client().await?;
         // One statement: nothing happens (0 rows) when the organization or the user is unknown.
-        let changed = execute(
-            &client,
-            "INSERT INTO members (org_id, user_id, can_read, can_write, can_delete, is_admin) \
-             SELECT $1, $2, $3, $4, $5, $6 \
-             WHERE EXISTS (SELECT 1 FROM orgs WHERE id = $1) AND EXISTS (SELECT 1 FROM users WHERE id = $2) \
-             ON CONFLICT (org_id, user_id) DO UPDATE SET can_read = EXCLUDED.can_read, \
-             can_write = EXCLUDED.can_write, can_delete = EXCLUDED.can_delete, is_admin = EXCLUDED.is_admin",
-            &[&org.as_str(), &user.0, &p.read, &p.write, &p.delete, &p.admin],
-        )
-        .await?;
-        Ok(changed > 0)
+        Ok(upsert_member(&client, org, user, p).await? > 0)
     }
 
     async fn remove_member(&self, org: &OrgId, user: UserId) -> MetaResult<bool> {

@@ -312,6 +312,66 @@ where
     conn.prepare_cached(sql)?.query_row(params, f)
 }
 
+/// Inserts an organization and its root folder row.
+fn insert_org(
+    conn: &Connection,
+    name: &str,
+    max_bytes: Option<u64>,
+    max_files: Option<u64>,
+    now: Millis,
+) -> MetaResult<OrgId> {
+    let id = OrgId::generate();
+    conn.execute(
+        "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            id.as_str(),
+            name,
+            max_bytes.map(|v| v as i64),
+            max_files.map(|v| v as i64),
+            now
+        ],
+    )?;
+    conn.execute(
+        "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+         VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2)",
+        params![id.as_str(), now],
+    )?;
+    Ok(id)
+}
+
+/// Inserts a user and seals its token under its new id.
+fn insert_user(
+    conn: &Connection,
+    name: &str,
+    now: Millis,
+    seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
+) -> MetaResult<UserId> {
+    conn.execute(
+        "INSERT INTO users (name, token_nonce, token_sealed, disabled, created) VALUES (?1, x'', x'', 0, ?2)",
+        params![name, now],
+    )?;
+    let id = UserId(conn.last_insert_rowid());
+    let Some(sealed) = seal(id) else {
+        return Err(MetaError::Database("the new token could not be sealed".into()));
+    };
+    conn.execute(
+        "UPDATE users SET token_nonce = ?2, token_sealed = ?3 WHERE id = ?1",
+        params![id.0, sealed.nonce, sealed.ciphertext],
+    )?;
+    Ok(id)
+}
+
+/// Adds a membership or replaces its permissions.
+fn upsert_member(conn: &Connection, org: &OrgId, user: UserId, p: Permissions) -> MetaResult<()> {
+    conn.execute(
+        "INSERT INTO members (org_id, user_id, can_read, can_write, can_delete, is_admin) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (org_id, user_id) DO UPDATE SET can_read = excluded.can_read, can_write = excluded.can_write, \
+         can_delete = excluded.can_delete, is_admin = excluded.is_admin",
+        params![org.as_str(), user.0, bool_int(p.read), bool_int(p.write), bool_int(p.delete), bool_int(p.admin)],
+    )?;
+    Ok(())
+}
+
 fn bool_int(b: bool) -> i64 {
     b as i64
 }
@@ -878,26 +938,8 @@ impl MetaStore for SqliteMeta {
         now: Millis,
     ) -> MetaResult<OrgId> {
         let name = name.to_owned();
-        self.write(move |conn| {
-            let id = OrgId::generate();
-            conn.execute(
-                "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    id.as_str(),
-                    name,
-                    max_bytes.map(|v| v as i64),
-                    max_files.map(|v| v as i64),
-                    now
-                ],
-            )?;
-            conn.execute(
-                "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-                 VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2)",
-                params![id.as_str(), now],
-            )?;
-            Ok(id)
-        })
-        .await
+        self.write(move |conn| insert_org(conn, &name, max_bytes, max_files, now))
+            .await
     }
 
     async fn org(&self, org: &OrgId) -> MetaResult<Option<Organization>> {
@@ -992,20 +1034,30 @@ impl MetaStore for SqliteMeta {
         seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
     ) -> MetaResult<Option<UserId>> {
         let name = name.to_owned();
+        self.write(move |conn| insert_user(conn, &name, now, seal).map(Some))
+            .await
+    }
+
+    async fn create_first_identities(
+        &self,
+        org_name: &str,
+        user_name: &str,
+        now: Millis,
+        seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
+    ) -> MetaResult<Option<(OrgId, UserId)>> {
+        let (org_name, user_name) = (org_name.to_owned(), user_name.to_owned());
+        // One write task: the writer's transaction (BEGIN IMMEDIATE) holds the database's write
+        // lock from the check to the inserts, against other processes too.
         self.write(move |conn| {
-            conn.execute(
-                "INSERT INTO users (name, token_nonce, token_sealed, disabled, created) VALUES (?1, x'', x'', 0, ?2)",
-                params![name, now],
-            )?;
-            let id = UserId(conn.last_insert_rowid());
-            let Some(sealed) = seal(id) else {
-                return Err(MetaError::Database("the new token could not be sealed".into()));
-            };
-            conn.execute(
-                "UPDATE users SET token_nonce = ?2, token_sealed = ?3 WHERE id = ?1",
-                params![id.0, sealed.nonce, sealed.ciphertext],
-            )?;
-            Ok(Some(id))
+            if cached_row(conn, "SELECT EXISTS (SELECT 1 FROM users)", [], |row| {
+                row.get::<_, bool>(0)
+            })? {
+                return Ok(None);
+            }
+            let org = insert_org(conn, &org_name, None, None, now)?;
+            let user = insert_user(conn, &user_name, now, seal)?;
+            upsert_member(conn, &org, user, Permissions::ALL)?;
+            Ok(Some((org, user)))
         })
         .await
     }
@@ -1056,17 +1108,18 @@ impl MetaStore for SqliteMeta {
     async fn set_member(&self, org: &OrgId, user: UserId, p: Permissions) -> MetaResult<bool> {
         let org = org.clone();
         self.write(move |conn| {
-            let org_known = cached_row(conn, "SELECT 1 FROM orgs WHERE id = ?1", params![org.as_str()], |_| Ok(())).optional()?.is_some();
-            let user_known = cached_row(conn, "SELECT 1 FROM users WHERE id = ?1", params![user.0], |_| Ok(())).optional()?.is_some();
+            let org_known = cached_row(conn, "SELECT 1 FROM orgs WHERE id = ?1", params![org.as_str()], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+            let user_known = cached_row(conn, "SELECT 1 FROM users WHERE id = ?1", params![user.0], |_| Ok(()))
+                .optional()?
+                .is_some();
             if !org_known || !user_known {
                 return Ok(false);
             }
-            conn.execute(
-                "INSERT INTO members (org_id, user_id, can_read, can_write, can_delete, is_admin) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (org_id, user_id) DO UPDATE SET can_read = excluded.can_read, can_write = excluded.can_write, \
-                 can_delete = excluded.can_delete, is_admin = excluded.is_admin",
-                params![org.as_str(), user.0, bool_int(p.read), bool_int(p.write), bool_int(p.delete), bool_int(p.admin)],
-            )?;
+            upsert_member(conn, &org, user, p)?;
             Ok(true)
         })
         .await

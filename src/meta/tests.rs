@@ -787,6 +787,62 @@ async fn two_servers_never_overshoot(fixture: &Fixture) {
     }
 }
 
+/// Servers starting at once on one empty store (two handles of their own on one database, for
+/// SQLite two connections to one file as two processes would have) create the first organization
+/// and user exactly once, with the user an admin member of it.
+async fn first_identities_are_created_once(fixture: &Fixture) {
+    let second: Arc<dyn MetaStore> = match &fixture.backend {
+        Backend::Sqlite { path, .. } => Arc::new(SqliteMeta::open(path).unwrap()),
+        Backend::Postgres(_) => fixture.second_server().await,
+    };
+    let handles = [fixture.meta.clone(), second];
+    let mut tasks = Vec::new();
+    for round in 0..8 {
+        for handle in &handles {
+            let meta = handle.clone();
+            tasks.push(tokio::spawn(async move {
+                meta.create_first_identities(
+                    "default",
+                    &format!("admin{round}"),
+                    1,
+                    Box::new(|id| {
+                        Some(SealedToken {
+                            nonce: id.0.to_le_bytes().to_vec(),
+                            ciphertext: vec![1, 2, 3],
+                        })
+                    }),
+                )
+                .await
+                .unwrap()
+            }));
+        }
+    }
+    let mut created = Vec::new();
+    for task in tasks {
+        created.extend(task.await.unwrap());
+    }
+    assert_eq!(created.len(), 1, "exactly one of 16 callers creates: {created:?}");
+    let (org, user) = created.remove(0);
+    for handle in &handles {
+        assert_eq!(handle.list_orgs().await.unwrap().len(), 1);
+        let users = handle.list_users().await.unwrap();
+        assert_eq!(users.iter().map(|u| u.id).collect::<Vec<_>>(), [user]);
+        assert_eq!(
+            users[0].token.ciphertext,
+            [1, 2, 3],
+            "the token was sealed under the new id"
+        );
+        let membership = handle.membership(&org, user).await.unwrap().expect("a member");
+        assert_eq!(membership.permissions, Permissions::ALL);
+        assert_eq!(handle.usage(&org).await.unwrap(), Usage { bytes: 0, files: 0 });
+    }
+    let again = handles[1]
+        .create_first_identities("default", "late", 2, Box::new(|_| None))
+        .await
+        .unwrap();
+    assert_eq!(again, None, "a store with a user gets nothing new");
+}
+
 /// Two servers race 2×16 overwrites of one key: every write is stored, each replaces exactly the
 /// blob the previous one stored, and one object remains with usage to match.
 async fn two_servers_overwrite_one_key(fixture: &Fixture) {
@@ -991,6 +1047,7 @@ backend_suite!(
         organizations_users_and_members,
         fsck_walks_objects_and_repairs_folders,
         jobs_race_overwrites_and_collection,
+        first_identities_are_created_once,
     ],
     blocking [folder_rows_match_objects]
 );
@@ -1009,6 +1066,7 @@ backend_suite!(
         two_servers_never_overshoot,
         two_servers_overwrite_one_key,
         servers_start_together,
+        first_identities_are_created_once,
     ],
     blocking [folder_rows_match_objects, behaves_like_sqlite]
 );

@@ -135,6 +135,38 @@ impl TestServer {
         )
     }
 
+    /// Like [`TestServer::start_shared`], but all `n` processes are started at the same moment,
+    /// each racing the others through its first start on the empty store.
+    pub fn start_shared_at_once(n: usize, options: Options) -> Option<Vec<TestServer>> {
+        if backend() == "embedded" {
+            eprintln!(
+                "note: several servers need shared storage; this test runs with STOWAGE_TEST_BACKEND=postgres-s3"
+            );
+            return None;
+        }
+        let key: String = (0..32)
+            .map(|i| format!("{:02x}", (unique() as u64 ^ i) as u8))
+            .collect();
+        let options = with_backend(quiet_collector(options)).env("STOWAGE_SERVER_KEY", key);
+        let start = std::sync::Barrier::new(n);
+        Some(std::thread::scope(|scope| {
+            let launches: Vec<_> = (0..n)
+                .map(|_| {
+                    let (options, start) = (options.clone(), &start);
+                    scope.spawn(move || {
+                        let home = tempfile::tempdir().expect("temporary directory");
+                        start.wait();
+                        TestServer::launch(home, options)
+                    })
+                })
+                .collect();
+            launches
+                .into_iter()
+                .map(|launch| launch.join().expect("a server started"))
+                .collect()
+        }))
+    }
+
     /// Stops this server (SIGTERM, then SIGKILL) and starts a new one on the same data directory.
     pub fn restart(mut self) -> TestServer {
         self.stop();
