@@ -651,6 +651,16 @@ for o in obs:
     w("- " + o)
 w("")
 
+# A hand-written analysis in the file being replaced, between `<!-- analysis -->` and
+# `<!-- /analysis -->`, is carried over (check that it still matches the new figures).
+try:
+    carried = re.search(r"<!-- analysis -->.*?<!-- /analysis -->", open(output).read(), re.S)
+except OSError:
+    carried = None
+if carried:
+    w(carried.group(0))
+    w("")
+
 # ------------------------------------------------------------------ details
 def row(label, r, runs=None):
     if not r:
