@@ -92,7 +92,7 @@ pub struct ListPage {
 /// The part of every answer that says whether it succeeded; the rest is skipped unread.
 #[derive(Deserialize)]
 struct Envelope {
-    success: Option<bool>,
+    success: Option<Value>,
     errors: Option<Value>,
 }
 
@@ -164,7 +164,7 @@ impl ApiClient {
             url: url.to_owned(),
             detail: "not JSON".into(),
         })?;
-        if envelope.success != Some(true) {
+        if envelope.success.as_ref().and_then(Value::as_bool) != Some(true) {
             let sentence = sentence
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "the request failed".into());
@@ -307,5 +307,67 @@ impl ApiClient {
             });
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &str) -> reqwest::Response {
+        let answer = axum::http::Response::builder()
+            .status(status)
+            .body(body.to_owned())
+            .expect("a response");
+        reqwest::Response::from(answer)
+    }
+
+    async fn read(status: u16, body: &str) -> Result<ListPage, ClientError> {
+        ApiClient::answer_as::<ListPage>("http://h/api/v2/object/list", response(status, body)).await
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_into_their_type_or_into_the_servers_sentence() {
+        let page = read(
+            200,
+            r#"{"success":true,"errors":[],"objects":[{"key":"/a","name":"a","size":3}]}"#,
+        )
+        .await
+        .expect("a page");
+        assert_eq!(page.objects.len(), 1);
+        assert_eq!(page.objects[0].size, 3);
+
+        let refused = read(200, r#"{"success":false,"errors":["No such file","twice"]}"#).await;
+        assert!(
+            matches!(refused, Err(ClientError::Server(ref s)) if s == "No such file; twice"),
+            "{refused:?}"
+        );
+
+        let odd = read(200, r#"{"success":"yes","errors":"not a list"}"#).await;
+        assert!(
+            matches!(odd, Err(ClientError::Server(ref s)) if s == "the request failed"),
+            "{odd:?}"
+        );
+
+        let http = read(401, r#"{"success":false,"errors":["Hash does not match"]}"#).await;
+        assert!(
+            matches!(http, Err(ClientError::Http { status: 401, ref message, .. }) if message == "Hash does not match"),
+            "{http:?}"
+        );
+
+        let html = read(502, "<html>bad gateway</html>").await;
+        assert!(
+            matches!(html, Err(ClientError::Http { status: 502, ref message, .. }) if message.contains("bad gateway")),
+            "{html:?}"
+        );
+
+        let not_json = read(200, "hello").await;
+        assert!(matches!(not_json, Err(ClientError::BadResponse { .. })), "{not_json:?}");
+
+        let wrong_shape = read(200, r#"{"success":true,"objects":"none"}"#).await;
+        assert!(
+            matches!(wrong_shape, Err(ClientError::BadResponse { .. })),
+            "{wrong_shape:?}"
+        );
     }
 }
