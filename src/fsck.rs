@@ -278,7 +278,7 @@ pub async fn check(
             .problems
             .extend(differences.into_iter().map(|d| Problem::FolderMismatch {
                 org: OrgId::to_string(&d.org),
-                path: d.path,
+                path: d.path.as_str().to_owned(),
                 stored: d.stored.map(Figures::from),
                 implied: d.implied.map(Figures::from),
             }));

@@ -118,6 +118,14 @@ impl Key {
         &self.0
     }
 
+    /// The path of the folder holding this key (`""` for a key at the root), without a copy.
+    pub fn parent_str(&self) -> &str {
+        match self.0.rfind('/') {
+            Some(i) => &self.0[..i],
+            None => "",
+        }
+    }
+
     /// The folder holding this key (`""` for a key at the root).
     pub fn parent(&self) -> FolderPath {
         match self.0.rfind('/') {

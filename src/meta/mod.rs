@@ -7,6 +7,7 @@
 //! transaction, and enforces quotas inside it, so concurrent requests cannot overshoot them.
 
 pub mod postgres;
+pub mod rules;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,8 @@ use async_trait::async_trait;
 use crate::crypto::SealedToken;
 use crate::ids::{BlobId, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
+
+pub use rules::{FolderDifference, FolderFigures, QuotaExceeded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
@@ -44,6 +47,13 @@ impl From<deadpool_postgres::PoolError> for MetaError {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
             other => MetaError::Database(format!("connection pool: {other}")),
         }
+    }
+}
+
+impl MetaError {
+    /// An organization that exists but has no root folder row.
+    pub(crate) fn no_root_folder(org: &OrgId) -> MetaError {
+        MetaError::Database(format!("organization {org} has no root folder"))
     }
 }
 
@@ -178,12 +188,8 @@ pub enum PutRefusal {
     AncestorIsFile(String),
     /// The key is a folder.
     IsFolder,
-    Quota {
-        usage: Usage,
-        quota: Quota,
-        added_bytes: u64,
-        added_files: u64,
-    },
+    /// The write would take the organization over its quota.
+    Quota(QuotaExceeded),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +218,7 @@ pub struct ListEntry {
     pub modified: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListPage {
     pub entries: Vec<ListEntry>,
     /// Direct children in all: folders plus files.
@@ -242,97 +248,6 @@ pub enum KeyKind {
     File(Box<ObjectMeta>),
     Folder,
     Missing,
-}
-
-/// The figures a folder row keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FolderFigures {
-    pub bytes: u64,
-    pub files: u64,
-    pub child_folders: u64,
-    pub child_files: u64,
-    pub modified: Millis,
-}
-
-/// Folder rows as a set of objects implies them, accumulated object by object: the reference that
-/// fsck compares each backend's incrementally kept rows with.
-pub struct ImpliedFolders(std::collections::BTreeMap<String, FolderFigures>);
-
-impl Default for ImpliedFolders {
-    fn default() -> ImpliedFolders {
-        ImpliedFolders(std::collections::BTreeMap::from([(
-            String::new(),
-            FolderFigures::default(),
-        )]))
-    }
-}
-
-impl ImpliedFolders {
-    /// Counts one object in every folder above it.
-    pub fn add(&mut self, key: &Key, size: u64, modified: Millis) {
-        let ancestors = key.ancestors();
-        let last = ancestors.len() - 1;
-        for (i, folder) in ancestors.iter().enumerate() {
-            let entry = self.0.entry(folder.as_str().to_owned()).or_default();
-            entry.bytes += size;
-            entry.files += 1;
-            entry.modified = entry.modified.max(modified);
-            if i == last {
-                entry.child_files += 1;
-            }
-        }
-    }
-
-    /// The folders by path (the root is `""`), with their direct child folders counted.
-    pub fn finish(mut self) -> std::collections::BTreeMap<String, FolderFigures> {
-        let paths: Vec<String> = self.0.keys().filter(|p| !p.is_empty()).cloned().collect();
-        for path in paths {
-            let parent = path.rfind('/').map(|i| path[..i].to_owned()).unwrap_or_default();
-            if let Some(entry) = self.0.get_mut(&parent) {
-                entry.child_folders += 1;
-            }
-        }
-        self.0
-    }
-}
-
-/// The folders whose stored row differs from the implied one. An empty root's modification time
-/// is its organization's creation time, which no object implies, so it is not compared.
-pub fn compare_folders(
-    org: &OrgId,
-    implied: &std::collections::BTreeMap<String, FolderFigures>,
-    stored: &std::collections::BTreeMap<String, FolderFigures>,
-) -> Vec<FolderDifference> {
-    let mut paths: Vec<&String> = implied.keys().chain(stored.keys()).collect();
-    paths.sort();
-    paths.dedup();
-    let mut out = Vec::new();
-    for path in paths {
-        let (mut want, have) = (implied.get(path).copied(), stored.get(path).copied());
-        if let (true, Some(w), Some(h)) = (path.is_empty(), want.as_mut(), have)
-            && w.files == 0
-        {
-            w.modified = h.modified;
-        }
-        if want != have {
-            out.push(FolderDifference {
-                org: org.clone(),
-                path: path.clone(),
-                stored: have,
-                implied: want,
-            });
-        }
-    }
-    out
-}
-
-/// A folder whose stored row differs from what the object rows imply (`None`: no row / no folder).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FolderDifference {
-    pub org: OrgId,
-    pub path: String,
-    pub stored: Option<FolderFigures>,
-    pub implied: Option<FolderFigures>,
 }
 
 #[async_trait]

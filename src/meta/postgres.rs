@@ -25,7 +25,7 @@
 //! order, as in SQLite. Connections are plain TCP (`NoTls`): no TLS stack is linked in yet, so run
 //! the database on a trusted network or behind a local TLS tunnel.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +34,7 @@ use futures::TryStreamExt;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use super::rules::*;
 use super::*;
 
 /// Connections each server keeps to the database at most.
@@ -322,14 +323,6 @@ fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> MetaResult<T> {
     Ok(row.try_get(index)?)
 }
 
-fn to_u64(v: i64) -> u64 {
-    v.max(0) as u64
-}
-
-fn to_i64(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
-}
-
 /// Locks the organization's root folder row until the transaction ends and returns the usage it
 /// holds; `None` when the organization has no root row (unknown organization). Every write to an
 /// organization's objects takes this lock first: it is what serializes them across servers.
@@ -448,44 +441,78 @@ const PUT_CHECKS: &str = concat!(
     " FROM (SELECT 1) AS one LEFT JOIN objects o ON o.org_id = $1 AND o.key = $3"
 );
 
+/// Creates or replaces an object with its folder rows, usage and the replaced blob's collection,
+/// or refuses it, under the organization lock.
 async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, quota: Quota) -> MetaResult<PutOutcome> {
     let locked = lock_org(tx, org).await?;
-    let ancestors = object.key.ancestors();
-    let above: Vec<&str> = ancestors.iter().skip(1).map(FolderPath::as_str).collect();
-    let checks = query_one(tx, PUT_CHECKS, &[&org.as_str(), &above, &object.key.as_str()]).await?;
-    if let Some(file) = col::<Option<String>>(&checks, 0)? {
-        return Ok(PutOutcome::Refused(PutRefusal::AncestorIsFile(file)));
+    let checks = match put_checks(tx, org, &object.key).await? {
+        Ok(checks) => checks,
+        Err(refusal) => return Ok(PutOutcome::Refused(refusal)),
+    };
+    let usage = locked.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let delta = PutDelta::of(object.size, checks.replaced.as_ref());
+    if let Err(over) = check_quota(usage, quota, delta) {
+        return Ok(PutOutcome::Refused(PutRefusal::Quota(over)));
     }
-    if col::<bool>(&checks, 1)? {
-        return Ok(PutOutcome::Refused(PutRefusal::IsFolder));
-    }
-    let usage = locked.ok_or_else(|| MetaError::Database(format!("organization {org} has no root folder")))?;
-    let existing: Option<(i64, i64, String)> = match col::<Option<i64>>(&checks, 2)? {
-        Some(size) => Some((size, col(&checks, 3)?, col(&checks, 4)?)),
+    let now = write_time(object, checks.clock);
+    upsert_object(
+        tx,
+        org,
+        object,
+        creation_time(object, checks.replaced.as_ref(), now),
+        now,
+    )
+    .await?;
+    add_to_folders(tx, org, &object.key, delta, now).await?;
+    let replaced = match checks.replaced {
+        Some(old) => {
+            queue_garbage(tx, &old.blob, now).await?;
+            BlobId::parse(&old.blob)
+        }
         None => None,
     };
-    // Stamp the write when it holds the lock, so that commit order and time order agree.
-    let now = if object.created.is_some() {
-        object.now
-    } else {
-        object.now.max(col(&checks, 5)?)
-    };
-    let size = to_i64(object.size);
-    let (added_bytes, added_files, created) = match &existing {
-        Some((old_size, created, _)) => (size - old_size, 0i64, *created),
-        None => (size, 1i64, object.created.unwrap_or(now)),
-    };
-    let over_bytes = added_bytes > 0 && (usage.bytes as i128 + added_bytes as i128) > quota.max_bytes as i128;
-    let over_files = added_files > 0 && usage.files.saturating_add(1) > quota.max_files;
-    if over_bytes || over_files {
-        return Ok(PutOutcome::Refused(PutRefusal::Quota {
-            usage,
-            quota,
-            added_bytes: added_bytes.max(0) as u64,
-            added_files: added_files as u64,
-        }));
+    Ok(PutOutcome::Stored { replaced })
+}
+
+/// What a put learns before it writes: the object it replaces and the database clock.
+struct PutChecks {
+    replaced: Option<Replaced>,
+    clock: Millis,
+}
+
+/// Reads, in one round trip ([`PUT_CHECKS`]), whether `key` can be a file and what it replaces.
+async fn put_checks(tx: &Transaction<'_>, org: &OrgId, key: &Key) -> MetaResult<Result<PutChecks, PutRefusal>> {
+    let ancestors = key.ancestors();
+    let above: Vec<&str> = ancestors.iter().skip(1).map(FolderPath::as_str).collect();
+    let checks = query_one(tx, PUT_CHECKS, &[&org.as_str(), &above, &key.as_str()]).await?;
+    if let Some(file) = col::<Option<String>>(&checks, 0)? {
+        return Ok(Err(PutRefusal::AncestorIsFile(file)));
     }
-    let parent = object.key.parent();
+    if col::<bool>(&checks, 1)? {
+        return Ok(Err(PutRefusal::IsFolder));
+    }
+    let replaced = match col::<Option<i64>>(&checks, 2)? {
+        Some(size) => Some(Replaced {
+            size: to_u64(size),
+            created: col(&checks, 3)?,
+            blob: col(&checks, 4)?,
+        }),
+        None => None,
+    };
+    Ok(Ok(PutChecks {
+        replaced,
+        clock: col(&checks, 5)?,
+    }))
+}
+
+/// Writes the object row, keeping `created` of a row it replaces.
+async fn upsert_object(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    object: &NewObject,
+    created: Millis,
+    now: Millis,
+) -> MetaResult<()> {
     execute(
         tx,
         "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id) \
@@ -495,9 +522,9 @@ async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, qu
         &[
             &org.as_str(),
             &object.key.as_str(),
-            &parent.as_str(),
+            &object.key.parent_str(),
             &object.key.name(),
-            &size,
+            &to_i64(object.size),
             &object.md5,
             &object.mime,
             &object.preview,
@@ -507,8 +534,13 @@ async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, qu
         ],
     )
     .await?;
+    Ok(())
+}
 
-    // Every ancestor folder at once; the ones that had no row are created below.
+/// Adds a put's figures to every folder above its key in one statement, then creates the folders
+/// that had no row (see [`folder_growth`]).
+async fn add_to_folders(tx: &Transaction<'_>, org: &OrgId, key: &Key, delta: PutDelta, now: Millis) -> MetaResult<()> {
+    let ancestors = key.ancestors();
     let paths: Vec<&str> = ancestors.iter().map(FolderPath::as_str).collect();
     let updated: HashSet<String> = query(
         tx,
@@ -519,9 +551,9 @@ async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, qu
         &[
             &org.as_str(),
             &paths,
-            &added_bytes,
-            &added_files,
-            &parent.as_str(),
+            &delta.bytes,
+            &delta.files,
+            &key.parent_str(),
             &now,
         ],
     )
@@ -530,92 +562,78 @@ async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, qu
     .map(|row| col::<String>(row, 0))
     .collect::<MetaResult<_>>()?;
     let missing: Vec<&FolderPath> = ancestors.iter().filter(|f| !updated.contains(f.as_str())).collect();
-    if !missing.is_empty() {
-        // A new folder counts the new folders directly under it; a folder that existed gains one
-        // child folder for each new folder directly under it.
-        let missing_paths: HashSet<&str> = missing.iter().map(|f| f.as_str()).collect();
-        let parents: Vec<Option<String>> = missing
-            .iter()
-            .map(|f| f.parent().map(|p| p.as_str().to_owned()))
-            .collect();
-        let mut rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for folder in &missing {
-            let children = parents.iter().filter(|p| p.as_deref() == Some(folder.as_str())).count() as i64;
-            rows.0.push(folder.as_str());
-            rows.1.push(folder.parent().map(|p| p.as_str().to_owned()));
-            rows.2.push(folder.name());
-            rows.3.push(children);
-            rows.4.push(if folder.as_str() == parent.as_str() {
-                added_files
-            } else {
-                0
-            });
-        }
-        execute(
-            tx,
-            "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-             SELECT $1, a.path, a.parent, a.name, $7::bigint, $8::bigint, a.child_folders, a.child_files, $9::bigint \
-             FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) \
-             AS a(path, parent, name, child_folders, child_files)",
-            &[
-                &org.as_str(),
-                &rows.0,
-                &rows.1,
-                &rows.2,
-                &rows.3,
-                &rows.4,
-                &added_bytes,
-                &added_files,
-                &now,
-            ],
-        )
-        .await?;
-        let existing_parents: Vec<&str> = parents
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .filter(|p| !missing_paths.contains(p))
-            .collect();
-        if !existing_parents.is_empty() {
-            execute(
-                tx,
-                "UPDATE folders SET child_folders = child_folders + 1 WHERE org_id = $1 AND path = ANY($2::text[])",
-                &[&org.as_str(), &existing_parents],
-            )
-            .await?;
-        }
+    if missing.is_empty() {
+        return Ok(());
     }
-    let replaced = match existing {
-        Some((_, _, old_blob)) => {
-            execute(
-                tx,
-                "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&old_blob, &now],
-            )
-            .await?;
-            BlobId::parse(&old_blob)
-        }
-        None => None,
-    };
-    Ok(PutOutcome::Stored { replaced })
+    create_folders(tx, org, &folder_growth(key, &missing, delta), delta, now).await
 }
 
-/// Takes `bytes` and `files` off `start` and every folder above it after a file (or, with
-/// `removed_folder`, a whole child folder) under `start` went away. Folders left empty are
-/// removed; the newest modification is recomputed from the remaining children (index lookups).
-async fn detach(
+/// Inserts the folder rows a put creates and counts them in the folders above them.
+async fn create_folders(
     tx: &Transaction<'_>,
     org: &OrgId,
-    start: FolderPath,
-    bytes: u64,
-    files: u64,
-    removed_file: bool,
-    removed_folder: bool,
+    growth: &FolderGrowth<'_>,
+    delta: PutDelta,
+    now: Millis,
 ) -> MetaResult<()> {
+    let paths: Vec<&str> = growth.created.iter().map(|f| f.path.as_str()).collect();
+    let parents: Vec<Option<&str>> = growth
+        .created
+        .iter()
+        .map(|f| f.parent.as_ref().map(FolderPath::as_str))
+        .collect();
+    let names: Vec<&str> = growth.created.iter().map(|f| f.path.name()).collect();
+    let child_folders: Vec<i64> = growth.created.iter().map(|f| f.child_folders).collect();
+    let child_files: Vec<i64> = growth.created.iter().map(|f| f.child_files).collect();
+    execute(
+        tx,
+        "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+         SELECT $1, a.path, a.parent, a.name, $7::bigint, $8::bigint, a.child_folders, a.child_files, $9::bigint \
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) \
+         AS a(path, parent, name, child_folders, child_files)",
+        &[
+            &org.as_str(),
+            &paths,
+            &parents,
+            &names,
+            &child_folders,
+            &child_files,
+            &delta.bytes,
+            &delta.files,
+            &now,
+        ],
+    )
+    .await?;
+    if !growth.gaining_child.is_empty() {
+        let gaining: Vec<&str> = growth.gaining_child.iter().map(FolderPath::as_str).collect();
+        execute(
+            tx,
+            "UPDATE folders SET child_folders = child_folders + 1 WHERE org_id = $1 AND path = ANY($2::text[])",
+            &[&org.as_str(), &gaining],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Queues a blob no object names any more for collection.
+async fn queue_garbage(tx: &Transaction<'_>, blob: &str, now: Millis) -> MetaResult<()> {
+    execute(
+        tx,
+        "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&blob, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes a delete's figures off `start` and every folder above it (see [`Detach`]). Folders left
+/// empty are removed; the newest modification is recomputed from the remaining children (index
+/// lookups).
+async fn detach(tx: &Transaction<'_>, org: &OrgId, start: FolderPath, mut detach: Detach) -> MetaResult<()> {
     let mut current = Some(start);
-    let mut child_file = removed_file as i64;
-    let mut child_folder = removed_folder as i64;
     while let Some(path) = current {
+        let step = detach.step();
         let remaining: i64 = match query_opt(
             tx,
             "UPDATE folders SET bytes = bytes - $3::bigint, files = files - $4::bigint, \
@@ -624,10 +642,10 @@ async fn detach(
             &[
                 &org.as_str(),
                 &path.as_str(),
-                &to_i64(bytes),
-                &to_i64(files),
-                &child_file,
-                &child_folder,
+                &step.bytes,
+                &step.files,
+                &step.child_files,
+                &step.child_folders,
             ],
         )
         .await?
@@ -635,16 +653,13 @@ async fn detach(
             Some(row) => col(&row, 0)?,
             None => 0,
         };
-        child_file = 0;
-        child_folder = 0;
-        if remaining <= 0 && !path.is_root() {
+        if detach.removes(&path, remaining) {
             execute(
                 tx,
                 "DELETE FROM folders WHERE org_id = $1 AND path = $2",
                 &[&org.as_str(), &path.as_str()],
             )
             .await?;
-            child_folder = 1;
         } else {
             execute(
                 tx,
@@ -672,13 +687,8 @@ async fn delete_tx(tx: &Transaction<'_>, org: &OrgId, key: &Key, now: Millis) ->
     .await?;
     if let Some(row) = file {
         let (size, blob): (i64, String) = (col(&row, 0)?, col(&row, 1)?);
-        execute(
-            tx,
-            "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&blob, &now],
-        )
-        .await?;
-        detach(tx, org, key.parent(), to_u64(size), 1, true, false).await?;
+        queue_garbage(tx, &blob, now).await?;
+        detach(tx, org, key.parent(), Detach::file(to_u64(size))).await?;
         return Ok(DeleteOutcome::File);
     }
     let folder = query_opt(
@@ -705,7 +715,7 @@ async fn delete_tx(tx: &Transaction<'_>, org: &OrgId, key: &Key, now: Millis) ->
         &[&org.as_str(), &key.as_str(), &low, &high],
     )
     .await?;
-    detach(tx, org, key.parent(), to_u64(bytes), to_u64(files), false, true).await?;
+    detach(tx, org, key.parent(), Detach::folder(to_u64(bytes), to_u64(files))).await?;
     Ok(DeleteOutcome::Folder {
         files: to_u64(files),
         bytes: to_u64(bytes),
@@ -726,27 +736,16 @@ async fn list_tx(
     )
     .await?;
     let Some(counts) = counts else {
-        return Ok(ListPage {
-            entries: Vec::new(),
-            total_entries: 0,
-        });
+        return Ok(ListPage::default());
     };
-    let (child_folders, child_files) = (to_u64(col(&counts, 0)?), to_u64(col(&counts, 1)?));
-    let total = child_folders.saturating_add(child_files);
-    let offset = page.saturating_mul(page_size);
+    let plan = PagePlan::new(to_u64(col(&counts, 0)?), to_u64(col(&counts, 1)?), page, page_size);
     let mut entries = Vec::new();
-    if offset >= total {
-        return Ok(ListPage {
-            entries,
-            total_entries: total,
-        });
-    }
-    if offset < child_folders {
+    if let Some(window) = plan.folders() {
         let rows = query(
             tx,
             "SELECT name, bytes, modified FROM folders WHERE org_id = $1 AND parent = $2 \
              ORDER BY name LIMIT $3 OFFSET $4",
-            &[&org.as_str(), &folder.as_str(), &to_i64(page_size), &to_i64(offset)],
+            &[&org.as_str(), &folder.as_str(), &window.limit, &window.offset],
         )
         .await?;
         for row in rows {
@@ -759,14 +758,12 @@ async fn list_tx(
             });
         }
     }
-    let room = page_size.saturating_sub(entries.len() as u64);
-    if room > 0 {
-        let file_offset = offset.saturating_sub(child_folders);
+    if let Some(window) = plan.files(entries.len()) {
         let rows = query(
             tx,
             "SELECT name, size, mime, modified FROM objects WHERE org_id = $1 AND parent = $2 \
              ORDER BY name LIMIT $3 OFFSET $4",
-            &[&org.as_str(), &folder.as_str(), &to_i64(room), &to_i64(file_offset)],
+            &[&org.as_str(), &folder.as_str(), &window.limit, &window.offset],
         )
         .await?;
         for row in rows {
@@ -781,7 +778,7 @@ async fn list_tx(
     }
     Ok(ListPage {
         entries,
-        total_entries: total,
+        total_entries: plan.total,
     })
 }
 
@@ -836,9 +833,9 @@ async fn create_job_tx(
 
 // --- checking (fsck) ---
 
-/// Folder rows as an organization's object rows imply them, by path (the root is `""`). The
-/// objects are streamed, so memory grows with the number of folders, not of objects.
-async fn implied_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
+/// Folder rows as an organization's object rows imply them. The objects are streamed, so memory
+/// grows with the number of folders, not of objects.
+async fn implied_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<FolderRows> {
     let mut folders = ImpliedFolders::default();
     let statement = c
         .prepare_cached("SELECT key, size, modified FROM objects WHERE org_id = $1")
@@ -854,32 +851,31 @@ async fn implied_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<BTr
     Ok(folders.finish())
 }
 
-/// An organization's stored folder rows, by path.
-async fn stored_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
+/// An organization's stored folder rows (a row whose path is not a folder path is left out).
+async fn stored_folders<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<FolderRows> {
     let rows = query(
         c,
         "SELECT path, bytes, files, child_folders, child_files, modified FROM folders WHERE org_id = $1",
         &[&org.as_str()],
     )
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                col::<String>(r, 0)?,
-                FolderFigures {
-                    bytes: to_u64(col(r, 1)?),
-                    files: to_u64(col(r, 2)?),
-                    child_folders: to_u64(col(r, 3)?),
-                    child_files: to_u64(col(r, 4)?),
-                    modified: col(r, 5)?,
-                },
-            ))
-        })
-        .collect()
+    let mut out = FolderRows::new();
+    for r in &rows {
+        let Ok(path) = FolderPath::parse(&col::<String>(r, 0)?) else {
+            continue;
+        };
+        let figures = FolderFigures {
+            bytes: to_u64(col(r, 1)?),
+            files: to_u64(col(r, 2)?),
+            child_folders: to_u64(col(r, 3)?),
+            child_files: to_u64(col(r, 4)?),
+            modified: col(r, 5)?,
+        };
+        out.insert(path, figures);
+    }
+    Ok(out)
 }
 
-/// The folders whose stored row differs from the implied one. An empty root's modification time
-/// is its organization's creation time, which no object implies, so it is not compared.
 async fn folder_differences<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<Vec<FolderDifference>> {
     let implied = implied_folders(c, org).await?;
     let stored = stored_folders(c, org).await?;
@@ -893,16 +889,11 @@ async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) 
                 execute(
                     tx,
                     "DELETE FROM folders WHERE org_id = $1 AND path = $2",
-                    &[&d.org.as_str(), &d.path],
+                    &[&d.org.as_str(), &d.path.as_str()],
                 )
                 .await?;
             }
             Some(f) => {
-                let (parent, name) = match d.path.rfind('/') {
-                    _ if d.path.is_empty() => (None, String::new()),
-                    Some(i) => (Some(d.path[..i].to_owned()), d.path[i + 1..].to_owned()),
-                    None => (Some(String::new()), d.path.clone()),
-                };
                 execute(
                     tx,
                     "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
@@ -911,9 +902,9 @@ async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) 
                      child_files = EXCLUDED.child_files, modified = EXCLUDED.modified",
                     &[
                         &d.org.as_str(),
-                        &d.path,
-                        &parent,
-                        &name,
+                        &d.path.as_str(),
+                        &d.path.parent().as_ref().map(FolderPath::as_str),
+                        &d.path.name(),
                         &to_i64(f.bytes),
                         &to_i64(f.files),
                         &to_i64(f.child_folders),
@@ -1257,7 +1248,7 @@ impl MetaStore for PostgresMeta {
             &client,
             "SELECT g.blob_id FROM garbage g WHERE NOT EXISTS (SELECT 1 FROM job_entries e JOIN jobs j ON j.id = e.job_id \
              WHERE e.blob_id = g.blob_id AND j.expires > $1) LIMIT $2",
-            &[&now, &to_i64(limit as u64)],
+            &[&now, &count_to_i64(limit)],
         )
         .await?;
         let mut out = Vec::new();
@@ -1335,7 +1326,7 @@ impl MetaStore for PostgresMeta {
                 "SELECT {OBJECT_COLUMNS}, org_id FROM objects WHERE (org_id, key) > ($1, $2) \
                  ORDER BY org_id, key LIMIT $3"
             ),
-            &[&org, &key, &to_i64(limit as u64)],
+            &[&org, &key, &count_to_i64(limit)],
         )
         .await?;
         let mut out = Vec::new();

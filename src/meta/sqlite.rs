@@ -9,7 +9,7 @@
 //! them), maintained in the same transaction as the object rows, so listing a page and reading
 //! usage are index lookups. The root folder row (path `""`) holds the organization's usage.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::rules::*;
 use super::*;
 
 /// Most writes applied in one transaction.
@@ -323,13 +324,7 @@ fn insert_org(
     let id = OrgId::generate();
     conn.execute(
         "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            id.as_str(),
-            name,
-            max_bytes.map(|v| v as i64),
-            max_files.map(|v| v as i64),
-            now
-        ],
+        params![id.as_str(), name, max_bytes.map(to_i64), max_files.map(to_i64), now],
     )?;
     conn.execute(
         "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
@@ -373,11 +368,7 @@ fn upsert_member(conn: &Connection, org: &OrgId, user: UserId, p: Permissions) -
 }
 
 fn bool_int(b: bool) -> i64 {
-    b as i64
-}
-
-fn to_u64(v: i64) -> u64 {
-    v.max(0) as u64
+    i64::from(b)
 }
 
 /// An organization row joined with its root folder (usage); `None` for a malformed id.
@@ -494,42 +485,62 @@ fn root_usage(conn: &Connection, org: &OrgId) -> MetaResult<Option<Usage>> {
     .optional()?)
 }
 
+/// Creates or replaces an object with its folder rows, usage and the replaced blob's collection,
+/// or refuses it; runs inside the writer's transaction.
 fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quota) -> MetaResult<PutOutcome> {
-    let ancestors = object.key.ancestors();
-    for folder in ancestors.iter().skip(1) {
+    if let Some(refusal) = put_conflict(conn, org, &object.key)? {
+        return Ok(PutOutcome::Refused(refusal));
+    }
+    let usage = root_usage(conn, org)?.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let replaced = replaced_object(conn, org, &object.key)?;
+    let delta = PutDelta::of(object.size, replaced.as_ref());
+    if let Err(over) = check_quota(usage, quota, delta) {
+        return Ok(PutOutcome::Refused(PutRefusal::Quota(over)));
+    }
+    upsert_object(conn, org, object, creation_time(object, replaced.as_ref(), object.now))?;
+    add_to_folders(conn, org, &object.key, delta, object.now)?;
+    let replaced = match replaced {
+        Some(old) => {
+            queue_garbage(conn, &old.blob, object.now)?;
+            BlobId::parse(&old.blob)
+        }
+        None => None,
+    };
+    Ok(PutOutcome::Stored { replaced })
+}
+
+/// Why `key` cannot be a file: a folder above it is a file, or it is a folder itself.
+fn put_conflict(conn: &Connection, org: &OrgId, key: &Key) -> MetaResult<Option<PutRefusal>> {
+    for folder in key.ancestors().iter().skip(1) {
         if file_exists(conn, org, folder.as_str())? {
-            return Ok(PutOutcome::Refused(PutRefusal::AncestorIsFile(
-                folder.as_str().to_owned(),
-            )));
+            return Ok(Some(PutRefusal::AncestorIsFile(folder.as_str().to_owned())));
         }
     }
-    if folder_exists(conn, org, object.key.as_str())? {
-        return Ok(PutOutcome::Refused(PutRefusal::IsFolder));
+    if folder_exists(conn, org, key.as_str())? {
+        return Ok(Some(PutRefusal::IsFolder));
     }
-    let usage =
-        root_usage(conn, org)?.ok_or_else(|| MetaError::Database(format!("organization {org} has no root folder")))?;
-    let existing: Option<(i64, i64, String)> = cached_row(
+    Ok(None)
+}
+
+/// The object a put would replace.
+fn replaced_object(conn: &Connection, org: &OrgId, key: &Key) -> MetaResult<Option<Replaced>> {
+    Ok(cached_row(
         conn,
         "SELECT size, created, blob_id FROM objects WHERE org_id = ?1 AND key = ?2",
-        params![org.as_str(), object.key.as_str()],
-        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        params![org.as_str(), key.as_str()],
+        |row| {
+            Ok(Replaced {
+                size: to_u64(row.get(0)?),
+                created: row.get(1)?,
+                blob: row.get(2)?,
+            })
+        },
     )
-    .optional()?;
-    let size = object.size as i64;
-    let (added_bytes, added_files, created) = match &existing {
-        Some((old_size, created, _)) => (size - old_size, 0i64, *created),
-        None => (size, 1i64, object.created.unwrap_or(object.now)),
-    };
-    let over_bytes = added_bytes > 0 && (usage.bytes as i128 + added_bytes as i128) > quota.max_bytes as i128;
-    let over_files = added_files > 0 && usage.files + 1 > quota.max_files;
-    if over_bytes || over_files {
-        return Ok(PutOutcome::Refused(PutRefusal::Quota {
-            usage,
-            quota,
-            added_bytes: added_bytes.max(0) as u64,
-            added_files: added_files as u64,
-        }));
-    }
+    .optional()?)
+}
+
+/// Writes the object row, keeping `created` of a row it replaces.
+fn upsert_object(conn: &Connection, org: &OrgId, object: &NewObject, created: Millis) -> MetaResult<()> {
     conn.execute(
         "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
@@ -538,9 +549,9 @@ fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quot
         params![
             org.as_str(),
             object.key.as_str(),
-            object.key.parent().as_str(),
+            object.key.parent_str(),
             object.key.name(),
-            size,
+            to_i64(object.size),
             object.md5,
             object.mime,
             object.preview,
@@ -549,86 +560,88 @@ fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quot
             object.blob.as_str()
         ],
     )?;
-    let last = ancestors.len() - 1;
-    for (i, folder) in ancestors.iter().enumerate() {
-        let child_files = if i == last { added_files } else { 0 };
+    Ok(())
+}
+
+/// Adds a put's figures to every folder above its key, creating the folders that had no row.
+fn add_to_folders(conn: &Connection, org: &OrgId, key: &Key, delta: PutDelta, now: Millis) -> MetaResult<()> {
+    let ancestors = key.ancestors();
+    let mut missing = Vec::new();
+    for folder in &ancestors {
         let updated = conn.execute(
             "UPDATE folders SET bytes = bytes + ?3, files = files + ?4, child_files = child_files + ?5, \
              modified = MAX(modified, ?6) WHERE org_id = ?1 AND path = ?2",
             params![
                 org.as_str(),
                 folder.as_str(),
-                added_bytes,
-                added_files,
-                child_files,
-                object.now
+                delta.bytes,
+                delta.files,
+                delta.child_files_in(folder, key),
+                now
             ],
         )?;
         if updated == 0 {
-            let parent = folder.parent().map(|p| p.as_str().to_owned());
-            conn.execute(
-                "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
-                params![
-                    org.as_str(),
-                    folder.as_str(),
-                    parent,
-                    folder.name(),
-                    added_bytes,
-                    added_files,
-                    child_files,
-                    object.now
-                ],
-            )?;
-            conn.execute(
-                "UPDATE folders SET child_folders = child_folders + 1 WHERE org_id = ?1 AND path = ?2",
-                params![org.as_str(), parent],
-            )?;
+            missing.push(folder);
         }
     }
-    let replaced = match existing {
-        Some((_, _, old_blob)) => {
-            conn.execute(
-                "INSERT OR IGNORE INTO garbage (blob_id, since) VALUES (?1, ?2)",
-                params![old_blob, object.now],
-            )?;
-            BlobId::parse(&old_blob)
-        }
-        None => None,
-    };
-    Ok(PutOutcome::Stored { replaced })
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let growth = folder_growth(key, &missing, delta);
+    for folder in &growth.created {
+        conn.execute(
+            "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                org.as_str(),
+                folder.path.as_str(),
+                folder.parent.as_ref().map(FolderPath::as_str),
+                folder.path.name(),
+                delta.bytes,
+                delta.files,
+                folder.child_folders,
+                folder.child_files,
+                now
+            ],
+        )?;
+    }
+    for parent in &growth.gaining_child {
+        conn.execute(
+            "UPDATE folders SET child_folders = child_folders + 1 WHERE org_id = ?1 AND path = ?2",
+            params![org.as_str(), parent.as_str()],
+        )?;
+    }
+    Ok(())
 }
 
-/// Takes `bytes` and `files` off `start` and every folder above it after a file (or, with
-/// `removed_folder`, a whole child folder) under `start` went away. Folders left empty are
-/// removed; the newest modification is recomputed from the remaining children (index lookups).
-fn detach(
-    conn: &Connection,
-    org: &OrgId,
-    start: FolderPath,
-    bytes: u64,
-    files: u64,
-    removed_file: bool,
-    removed_folder: bool,
-) -> MetaResult<()> {
+/// Queues a blob no object names any more for collection.
+fn queue_garbage(conn: &Connection, blob: &str, now: Millis) -> MetaResult<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO garbage (blob_id, since) VALUES (?1, ?2)",
+        params![blob, now],
+    )?;
+    Ok(())
+}
+
+/// Takes a delete's figures off `start` and every folder above it (see [`Detach`]). Folders left
+/// empty are removed; the newest modification is recomputed from the remaining children (index
+/// lookups).
+fn detach(conn: &Connection, org: &OrgId, start: FolderPath, mut detach: Detach) -> MetaResult<()> {
     let mut current = Some(start);
-    let mut child_file = removed_file as i64;
-    let mut child_folder = removed_folder as i64;
     while let Some(path) = current {
+        let step = detach.step();
         conn.execute(
             "UPDATE folders SET bytes = bytes - ?3, files = files - ?4, child_files = child_files - ?5, \
              child_folders = child_folders - ?6 WHERE org_id = ?1 AND path = ?2",
             params![
                 org.as_str(),
                 path.as_str(),
-                bytes as i64,
-                files as i64,
-                child_file,
-                child_folder
+                step.bytes,
+                step.files,
+                step.child_files,
+                step.child_folders
             ],
         )?;
-        child_file = 0;
-        child_folder = 0;
         let remaining: i64 = cached_row(
             conn,
             "SELECT files FROM folders WHERE org_id = ?1 AND path = ?2",
@@ -637,12 +650,11 @@ fn detach(
         )
         .optional()?
         .unwrap_or(0);
-        if remaining <= 0 && !path.is_root() {
+        if detach.removes(&path, remaining) {
             conn.execute(
                 "DELETE FROM folders WHERE org_id = ?1 AND path = ?2",
                 params![org.as_str(), path.as_str()],
             )?;
-            child_folder = 1;
         } else {
             let newest: Option<i64> = cached_row(
                 conn,
@@ -676,11 +688,8 @@ fn delete_tx(conn: &Connection, org: &OrgId, key: &Key, now: Millis) -> MetaResu
             "DELETE FROM objects WHERE org_id = ?1 AND key = ?2",
             params![org.as_str(), key.as_str()],
         )?;
-        conn.execute(
-            "INSERT OR IGNORE INTO garbage (blob_id, since) VALUES (?1, ?2)",
-            params![blob, now],
-        )?;
-        detach(conn, org, key.parent(), to_u64(size), 1, true, false)?;
+        queue_garbage(conn, &blob, now)?;
+        detach(conn, org, key.parent(), Detach::file(to_u64(size)))?;
         return Ok(DeleteOutcome::File);
     }
     let folder: Option<(i64, i64)> = cached_row(
@@ -707,7 +716,7 @@ fn delete_tx(conn: &Connection, org: &OrgId, key: &Key, now: Millis) -> MetaResu
         "DELETE FROM folders WHERE org_id = ?1 AND (path = ?2 OR (path >= ?3 AND path < ?4))",
         params![org.as_str(), key.as_str(), low, high],
     )?;
-    detach(conn, org, key.parent(), to_u64(bytes), to_u64(files), false, true)?;
+    detach(conn, org, key.parent(), Detach::folder(to_u64(bytes), to_u64(files)))?;
     Ok(DeleteOutcome::Folder {
         files: to_u64(files),
         bytes: to_u64(bytes),
@@ -730,25 +739,14 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
     )
     .optional()?;
     let Some((child_folders, child_files)) = counts else {
-        return Ok(ListPage {
-            entries: Vec::new(),
-            total_entries: 0,
-        });
+        return Ok(ListPage::default());
     };
-    let (child_folders, child_files) = (to_u64(child_folders), to_u64(child_files));
-    let total = child_folders + child_files;
-    let offset = page.saturating_mul(page_size);
+    let plan = PagePlan::new(to_u64(child_folders), to_u64(child_files), page, page_size);
     let mut entries = Vec::new();
-    if offset >= total {
-        return Ok(ListPage {
-            entries,
-            total_entries: total,
-        });
-    }
-    if offset < child_folders {
+    if let Some(window) = plan.folders() {
         let mut stmt = conn.prepare_cached(LIST_FOLDERS_SQL)?;
         let rows = stmt.query_map(
-            params![org.as_str(), folder.as_str(), page_size as i64, offset as i64],
+            params![org.as_str(), folder.as_str(), window.limit, window.offset],
             |row| {
                 Ok(ListEntry {
                     name: row.get(0)?,
@@ -763,12 +761,10 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
             entries.push(row?);
         }
     }
-    let room = page_size.saturating_sub(entries.len() as u64);
-    if room > 0 {
-        let file_offset = offset.saturating_sub(child_folders);
+    if let Some(window) = plan.files(entries.len()) {
         let mut stmt = conn.prepare_cached(LIST_FILES_SQL)?;
         let rows = stmt.query_map(
-            params![org.as_str(), folder.as_str(), room as i64, file_offset as i64],
+            params![org.as_str(), folder.as_str(), window.limit, window.offset],
             |row| {
                 Ok(ListEntry {
                     name: row.get(0)?,
@@ -785,7 +781,7 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
     }
     Ok(ListPage {
         entries,
-        total_entries: total,
+        total_entries: plan.total,
     })
 }
 
@@ -842,8 +838,8 @@ fn create_job_tx(
     }))
 }
 
-/// Folder rows as an organization's object rows imply them, by path (the root is `""`).
-fn implied_folders(conn: &Connection, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
+/// Folder rows as an organization's object rows imply them.
+fn implied_folders(conn: &Connection, org: &OrgId) -> MetaResult<FolderRows> {
     let mut folders = ImpliedFolders::default();
     let mut stmt = conn.prepare("SELECT key, size, modified FROM objects WHERE org_id = ?1")?;
     let rows = stmt.query_map(params![org.as_str()], |r| {
@@ -858,8 +854,8 @@ fn implied_folders(conn: &Connection, org: &OrgId) -> MetaResult<BTreeMap<String
     Ok(folders.finish())
 }
 
-/// An organization's stored folder rows, by path.
-fn stored_folders(conn: &Connection, org: &OrgId) -> MetaResult<BTreeMap<String, FolderFigures>> {
+/// An organization's stored folder rows (a row whose path is not a folder path is left out).
+fn stored_folders(conn: &Connection, org: &OrgId) -> MetaResult<FolderRows> {
     let mut stmt =
         conn.prepare("SELECT path, bytes, files, child_folders, child_files, modified FROM folders WHERE org_id = ?1")?;
     let rows = stmt.query_map(params![org.as_str()], |r| {
@@ -874,11 +870,16 @@ fn stored_folders(conn: &Connection, org: &OrgId) -> MetaResult<BTreeMap<String,
             },
         ))
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let mut out = FolderRows::new();
+    for row in rows {
+        let (path, figures) = row?;
+        if let Ok(path) = FolderPath::parse(&path) {
+            out.insert(path, figures);
+        }
+    }
+    Ok(out)
 }
 
-/// The folders whose stored row differs from the implied one. An empty root's modification time
-/// is its organization's creation time, which no object implies, so it is not compared.
 fn folder_differences(conn: &Connection, org: &OrgId) -> MetaResult<Vec<FolderDifference>> {
     let implied = implied_folders(conn, org)?;
     let stored = stored_folders(conn, org)?;
@@ -891,15 +892,10 @@ fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaRe
             None => {
                 conn.execute(
                     "DELETE FROM folders WHERE org_id = ?1 AND path = ?2",
-                    params![d.org.as_str(), d.path],
+                    params![d.org.as_str(), d.path.as_str()],
                 )?;
             }
             Some(f) => {
-                let (parent, name) = match d.path.rfind('/') {
-                    _ if d.path.is_empty() => (None, String::new()),
-                    Some(i) => (Some(d.path[..i].to_owned()), d.path[i + 1..].to_owned()),
-                    None => (Some(String::new()), d.path.clone()),
-                };
                 conn.execute(
                     "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (org_id, path) DO UPDATE SET \
@@ -907,13 +903,13 @@ fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaRe
                      child_files = excluded.child_files, modified = excluded.modified",
                     params![
                         d.org.as_str(),
-                        d.path,
-                        parent,
-                        name,
-                        f.bytes as i64,
-                        f.files as i64,
-                        f.child_folders as i64,
-                        f.child_files as i64,
+                        d.path.as_str(),
+                        d.path.parent().as_ref().map(FolderPath::as_str),
+                        d.path.name(),
+                        to_i64(f.bytes),
+                        to_i64(f.files),
+                        to_i64(f.child_folders),
+                        to_i64(f.child_files),
                         f.modified
                     ],
                 )?;
@@ -978,8 +974,8 @@ impl MetaStore for SqliteMeta {
                 params![
                     org.id.as_str(),
                     org.name,
-                    org.max_bytes.map(|v| v as i64),
-                    org.max_files.map(|v| v as i64),
+                    org.max_bytes.map(to_i64),
+                    org.max_files.map(to_i64),
                     org.created
                 ],
             )?;
@@ -1020,7 +1016,7 @@ impl MetaStore for SqliteMeta {
         self.write(move |conn| {
             let changed = conn.execute(
                 "UPDATE orgs SET max_bytes = ?2, max_files = ?3 WHERE id = ?1",
-                params![org.as_str(), max_bytes.map(|v| v as i64), max_files.map(|v| v as i64)],
+                params![org.as_str(), max_bytes.map(to_i64), max_files.map(to_i64)],
             )?;
             Ok(changed > 0)
         })
@@ -1186,9 +1182,7 @@ impl MetaStore for SqliteMeta {
         self.write(move |conn| {
             // Stamp the write when it is applied, so that commit order and time order agree.
             let mut object = object;
-            if object.created.is_none() {
-                object.now = object.now.max(chrono::Utc::now().timestamp_millis());
-            }
+            object.now = write_time(&object, chrono::Utc::now().timestamp_millis());
             put_object_tx(conn, &org, &object, quota)
         })
         .await
@@ -1277,7 +1271,7 @@ impl MetaStore for SqliteMeta {
                 "SELECT g.blob_id FROM garbage g WHERE NOT EXISTS (SELECT 1 FROM job_entries e JOIN jobs j ON j.id = e.job_id \
                  WHERE e.blob_id = g.blob_id AND j.expires > ?1) LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now, limit as i64], |row| row.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![now, count_to_i64(limit)], |row| row.get::<_, String>(0))?;
             let mut out = Vec::new();
             for row in rows {
                 out.extend(BlobId::parse(&row?));
@@ -1305,7 +1299,8 @@ impl MetaStore for SqliteMeta {
                 "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE expires < ?1)",
                 params![before],
             )?;
-            Ok(conn.execute("DELETE FROM jobs WHERE expires < ?1", params![before])? as u64)
+            let deleted = conn.execute("DELETE FROM jobs WHERE expires < ?1", params![before])?;
+            Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
         })
         .await
     }
@@ -1317,7 +1312,7 @@ impl MetaStore for SqliteMeta {
                 "SELECT key, size, md5, mime, preview, created, modified, blob_id, org_id FROM objects \
                  WHERE (org_id, key) > (?1, ?2) ORDER BY org_id, key LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![org, key, limit as i64], |row| {
+            let rows = stmt.query_map(params![org, key, count_to_i64(limit)], |row| {
                 Ok((row.get::<_, String>(8)?, object_from_row(row)?))
             })?;
             let mut out = Vec::new();

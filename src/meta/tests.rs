@@ -393,12 +393,11 @@ async fn conflicts_quota_and_listing(fixture: &Fixture) {
     assert!(stored(&meta.put_object(&org, object("x", 90, 7), quota).await.unwrap()));
     assert_eq!(
         meta.put_object(&org, object("y", 1, 8), quota).await.unwrap(),
-        PutOutcome::Refused(PutRefusal::Quota {
-            usage: Usage { bytes: 100, files: 2 },
-            quota,
-            added_bytes: 1,
-            added_files: 1,
-        })
+        PutOutcome::Refused(PutRefusal::Quota(QuotaExceeded::Bytes {
+            used: 100,
+            limit: 100,
+            added: 1,
+        }))
     );
     // An overwrite that shrinks is always allowed and frees room.
     let replaced = meta.put_object(&org, object("x", 50, 9), quota).await.unwrap();
@@ -409,7 +408,7 @@ async fn conflicts_quota_and_listing(fixture: &Fixture) {
     // Three files now: a fourth is refused, an overwrite is not.
     assert!(matches!(
         meta.put_object(&org, object("z", 0, 11), quota).await.unwrap(),
-        PutOutcome::Refused(PutRefusal::Quota { .. })
+        PutOutcome::Refused(PutRefusal::Quota(QuotaExceeded::Files { used: 3, limit: 3 }))
     ));
     assert!(stored(&meta.put_object(&org, object("y", 0, 12), quota).await.unwrap()));
     assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 60, files: 3 });
@@ -776,7 +775,7 @@ async fn two_servers_never_overshoot(fixture: &Fixture) {
     for task in tasks {
         match task.await.unwrap() {
             outcome if stored(&outcome) => stored_count += 1,
-            PutOutcome::Refused(PutRefusal::Quota { usage, .. }) => assert!(usage.bytes <= 1000),
+            PutOutcome::Refused(PutRefusal::Quota(QuotaExceeded::Bytes { used, .. })) => assert!(used <= 1000),
             other => panic!("unexpected outcome {other:?}"),
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::blob::BlobError;
 use crate::key::KeyError;
-use crate::meta::MetaError;
+use crate::meta::{MetaError, QuotaExceeded};
 
 /// Why authentication failed (HTTP 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,12 +68,9 @@ pub enum ServiceError {
     AncestorIsFile { key: String, file: String },
     #[error("Cannot store '{0}': it is a folder, so it cannot also be a file")]
     KeyIsFolder(String),
-    #[error(
-        "Storage quota exceeded: the organization uses {used} of {limit} bytes and this upload would add {added} bytes"
-    )]
-    QuotaBytes { used: u64, limit: u64, added: u64 },
-    #[error("File quota exceeded: the organization holds {used} of {limit} files")]
-    QuotaFiles { used: u64, limit: u64 },
+    /// The sentence is the metadata rules' (`meta::rules::QuotaExceeded`).
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
     #[error("No keys given: send 'keys' with at least one key")]
     NoKeys,
     #[error("None of the requested keys exist")]

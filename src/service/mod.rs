@@ -306,25 +306,7 @@ impl Service {
                         file,
                     },
                     PutRefusal::IsFolder => ServiceError::KeyIsFolder(key.to_string()),
-                    PutRefusal::Quota {
-                        usage,
-                        quota,
-                        added_bytes,
-                        added_files,
-                    } => {
-                        if added_files > 0 && usage.files + added_files > quota.max_files {
-                            ServiceError::QuotaFiles {
-                                used: usage.files,
-                                limit: quota.max_files,
-                            }
-                        } else {
-                            ServiceError::QuotaBytes {
-                                used: usage.bytes,
-                                limit: quota.max_bytes,
-                                added: added_bytes,
-                            }
-                        }
-                    }
+                    PutRefusal::Quota(exceeded) => ServiceError::Quota(exceeded),
                 })
             }
         }
