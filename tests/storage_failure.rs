@@ -1,15 +1,16 @@
 //! Storage failure: an in-process server whose blob store can be made to fail like a full disk
-//! (ENOSPC) while creating, writing or finishing a body. A set then answers HTTP 503 with a JSON
-//! sentence; what was stored before stays intact and readable, usage does not move, no partial
-//! body is left behind, and sets work again once the disk has room.
+//! (ENOSPC) while creating, writing or finishing a body. A set then answers HTTP 503 with a fixed
+//! JSON sentence that holds no backend text, while the server's log line has the whole cause and
+//! the request id; what was stored before stays intact and readable, usage does not move, no
+//! partial body is left behind, and sets work again once the disk has room.
 //!
 //! Also: the server's debug log never holds an API token or the valid hash of a request.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,7 +38,7 @@ const FAIL_WRITE: u8 = 2;
 const FAIL_FINISH: u8 = 3;
 
 fn enospc() -> BlobError {
-    BlobError::Io(std::io::Error::from_raw_os_error(28))
+    BlobError::from(std::io::Error::from_raw_os_error(28))
 }
 
 #[derive(Default)]
@@ -251,21 +252,85 @@ fn count_files(dir: &Path, skip: Option<&str>) -> usize {
     n
 }
 
-/// HTTP 503, the JSON envelope, `success: false` and a sentence that says storage failed.
-fn assert_storage_unavailable(reply: &Reply, what: &str) {
+// --- the server's log, captured in memory ---------------------------------------------------------
+
+/// What this process logs (the in-process server's log), kept in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+impl LogBuffer {
+    /// The process-wide log, installed at the first call.
+    fn capture() -> LogBuffer {
+        static LOG: OnceLock<LogBuffer> = OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = LogBuffer::default();
+            tracing_subscriber::fmt()
+                .with_writer(log.clone())
+                .with_ansi(false)
+                .with_env_filter("stowage=info")
+                .init();
+            log
+        })
+        .clone()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// The sentence every client reads when the blob store is full, whatever the store said.
+const FULL_SENTENCE: &str = "Storage unavailable: the object store is out of space; try again later";
+
+/// HTTP 503, the JSON envelope, `success: false` and the fixed sentence, with no backend text;
+/// the server logged the failure with its cause (the OS's own words) under the request's id.
+fn assert_storage_unavailable(reply: &Reply, what: &str, log: &LogBuffer) {
     assert_eq!(reply.status, 503, "{what}: {}", reply.text);
     reply.assert_json_envelope();
     assert_eq!(reply.body["success"], false, "{what}");
-    let errors = reply.errors();
-    assert_eq!(errors.len(), 1, "{what}: {errors:?}");
+    assert_eq!(reply.errors(), [FULL_SENTENCE], "{what}");
+    for backend_text in ["No space left on device", "os error", "blobs/"] {
+        assert!(
+            !reply.text.contains(backend_text),
+            "{what}: backend text reached the client: {}",
+            reply.text
+        );
+    }
+    let request_id = reply.headers["x-request-id"].to_str().expect("a request id");
+    let line = log
+        .text()
+        .lines()
+        .find(|line| line.contains(request_id) && line.contains("storage failure"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("{what}: no log line for request {request_id}:\n{}", log.text()));
     assert!(
-        errors[0].starts_with("Storage unavailable") && errors[0].contains("No space left on device"),
-        "{what}: a sentence that says what failed: {errors:?}"
+        line.contains(FULL_SENTENCE) && line.contains("No space left on device (os error 28)"),
+        "{what}: the log line carries the whole cause: {line}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_refuses_sets_with_503_and_keeps_everything_else() {
+    let log = LogBuffer::capture();
     let server = InProcess::start().await;
     let client = server.client.clone();
     let old = noise(200_000, 1);
@@ -292,7 +357,7 @@ async fn a_full_disk_refuses_sets_with_503_and_keeps_everything_else() {
         ] {
             let what = format!("{case}: set {key} ({size} bytes)");
             let reply = client.set_raw(key, &noise(size, 7)).await;
-            assert_storage_unavailable(&reply, &what);
+            assert_storage_unavailable(&reply, &what, &log);
         }
         // reads keep working and see exactly what was there
         let kept = client.properties("models/kept.bin").await;
@@ -318,7 +383,7 @@ async fn a_full_disk_refuses_sets_with_503_and_keeps_everything_else() {
         assert_eq!(server.staged_bodies(), 0, "{case}: a partial body in blobs/tmp");
         assert_eq!(server.stored_bodies(), 2, "{case}: a body was stored");
         // deletes need no space and still work; so does collecting the deleted body
-        assert_storage_unavailable(&client.set_raw("scratch", b"x").await, case);
+        assert_storage_unavailable(&client.set_raw("scratch", b"x").await, case, &log);
         server.switch.set(OFF, 0);
         client.set("scratch", b"x").await;
         server.switch.set(mode, budget);

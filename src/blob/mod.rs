@@ -15,18 +15,59 @@ use futures::stream::BoxStream;
 
 use crate::ids::BlobId;
 
+pub use crate::meta::BoxError;
+
+/// Why the blob store failed, by what a caller can do about it. Each keeps the cause as its
+/// source: the server's log shows the whole chain, clients never see it. Conversions from each
+/// store's errors live in the stores (`local.rs`, `s3.rs`, `small.rs`).
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("blob {0} does not exist")]
     NotFound(BlobId),
-    #[error("blob storage I/O failed: {0}")]
-    Io(#[from] std::io::Error),
-    /// A remote store refused or failed a request (after its retries), or could not be reached.
-    #[error("blob store request failed: {0}")]
-    Store(String),
+    /// The store has no room left (a full disk); a retry after room is made may succeed.
+    #[error("blob storage is out of space")]
+    Full(#[source] BoxError),
+    /// Local blob storage I/O failed.
+    #[error("blob storage I/O failed")]
+    Io(#[source] std::io::Error),
+    /// A remote store could not be reached or did not answer in time; a retry may succeed.
+    #[error("{what}: the blob store cannot be reached")]
+    Unavailable {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    /// A store refused or failed a request (after its retries).
+    #[error("{what} failed")]
+    Store {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
     /// The store's settings cannot work (a missing bucket, an unusable endpoint...).
     #[error("blob store settings are invalid: {0}")]
     Config(String),
+}
+
+/// A full disk (`ENOSPC`) is [`BlobError::Full`]; any other I/O error is [`BlobError::Io`].
+impl From<std::io::Error> for BlobError {
+    fn from(e: std::io::Error) -> BlobError {
+        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+            BlobError::Full(Box::new(e))
+        } else {
+            BlobError::Io(e)
+        }
+    }
+}
+
+impl BlobError {
+    /// A failed request: `what` names it (the operation and the blob), `source` says why.
+    pub fn store(what: impl Into<String>, source: impl Into<BoxError>) -> BlobError {
+        BlobError::Store {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// A body as a stream of chunks.

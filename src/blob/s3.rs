@@ -229,7 +229,7 @@ impl S3Blobs {
                     self.location
                 )))
             }
-            Err(e) => Err(BlobError::Store(format!("{}: {e}", self.location))),
+            Err(e) => Err(failed_request(format!("S3 listing of {}", self.location), e)),
         }
     }
 
@@ -254,7 +254,23 @@ fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> String {
 
 /// A failed request as a [`BlobError`]; the operation and the blob say which request.
 fn failed(what: &str, id: &BlobId, e: object_store::Error) -> BlobError {
-    BlobError::Store(format!("S3 {what} of blob {id} failed: {e}"))
+    failed_request(format!("S3 {what} of blob {id}"), e)
+}
+
+/// A request that found no store to talk to (an I/O error anywhere in its cause: refused,
+/// reset, timed out) is [`BlobError::Unavailable`]; any other failure is [`BlobError::Store`].
+fn failed_request(what: String, e: object_store::Error) -> BlobError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(error) = cause {
+        if error.is::<std::io::Error>() {
+            return BlobError::Unavailable {
+                what,
+                source: Box::new(e),
+            };
+        }
+        cause = error.source();
+    }
+    BlobError::store(what, e)
 }
 
 fn is_shard(shard: &str) -> bool {
@@ -315,7 +331,7 @@ impl BlobStore for S3Blobs {
         let mut listing = self.store.list(Some(&folder));
         let mut out = Vec::new();
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| BlobError::Store(format!("S3 listing of {folder} failed: {e}")))?;
+            let meta = meta.map_err(|e| failed_request(format!("S3 listing of {folder}"), e))?;
             // Only `<folder>/<id>`: anything else in there is not ours.
             if meta.location.parts().count() != depth {
                 continue;
@@ -428,18 +444,17 @@ impl S3Writer {
 }
 
 fn closed(id: &BlobId) -> BlobError {
-    BlobError::Store(format!(
-        "the upload of blob {id} was already finished, aborted or failed"
-    ))
+    BlobError::store(
+        format!("the upload of blob {id}"),
+        "it was already finished, aborted or failed",
+    )
 }
 
 fn part_result(id: &BlobId, joined: Result<object_store::Result<()>, tokio::task::JoinError>) -> Result<(), BlobError> {
     match joined {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(failed("UploadPart", id, e)),
-        Err(e) => Err(BlobError::Store(format!(
-            "an upload of a part of blob {id} stopped: {e}"
-        ))),
+        Err(e) => Err(BlobError::store(format!("an upload of a part of blob {id}"), e)),
     }
 }
 

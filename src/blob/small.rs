@@ -76,8 +76,15 @@ fn writer_loop(conn: Connection, queue: mpsc::Receiver<Insert>) {
     }
 }
 
-fn db_error(e: impl std::fmt::Display) -> BlobError {
-    BlobError::Store(format!("small-blob table: {e}"))
+/// A failure of the small-body table; a full disk is [`BlobError::Full`].
+fn db_error(e: impl Into<super::BoxError>) -> BlobError {
+    let e = e.into();
+    if let Some(rusqlite::Error::SqliteFailure(failure, _)) = e.downcast_ref::<rusqlite::Error>()
+        && failure.code == rusqlite::ErrorCode::DiskFull
+    {
+        return BlobError::Full(e);
+    }
+    BlobError::store("the small-body table", e)
 }
 
 impl SmallAndLocalBlobs {
@@ -101,7 +108,7 @@ impl SmallAndLocalBlobs {
         std::thread::Builder::new()
             .name("stowage-small-blobs".into())
             .spawn(move || writer_loop(writer, queue))
-            .map_err(BlobError::Io)?;
+            .map_err(BlobError::from)?;
         Ok(SmallAndLocalBlobs {
             files,
             inserts,

@@ -89,7 +89,9 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %self, "storage failure");
+            // The client reads the fixed sentence; the log (inside the request's span, with its
+            // id) keeps every cause under it.
+            tracing::error!(error = %CauseChain(&self), "storage failure");
         }
         let mut response = json_response(status, &Outcome::failed(self.to_string()));
         if status == StatusCode::UNAUTHORIZED {
@@ -99,6 +101,21 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// An error and every cause under it, `: `-separated (for the log).
+struct CauseChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for CauseChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }
 

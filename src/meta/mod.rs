@@ -20,40 +20,46 @@ use crate::key::{FolderPath, Key};
 
 pub use rules::{FolderDifference, FolderFigures, QuotaExceeded};
 
+/// Any error, kept as the source of a storage error so that the log can show the whole cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the metadata store failed, by what a caller can do about it. Each keeps the backend's own
+/// error as its source: the server's log shows the whole chain, clients never see it. The
+/// conversions from each driver's errors live in the backends (`sqlite.rs`, `postgres.rs`).
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("metadata store: {0}")]
-    Database(String),
+    /// The database cannot be reached or did not answer in time; a retry later may succeed.
+    #[error("the metadata database cannot be reached")]
+    Unavailable(#[source] BoxError),
+    /// The write collided with a concurrent one (busy, deadlock, serialization); a retry may
+    /// succeed.
+    #[error("a metadata write collided with a concurrent one")]
+    Conflict(#[source] BoxError),
+    /// The database or its disk is full.
+    #[error("the metadata database is out of space")]
+    Full(#[source] BoxError),
+    /// Stored metadata is damaged or contradicts itself (run `stowage fsck`).
+    #[error("the stored metadata is damaged")]
+    Corrupt(#[source] BoxError),
+    /// The store's settings cannot work (a malformed connection string...).
+    #[error("the metadata store settings are invalid: {0}")]
+    Config(String),
+    /// A statement failed for another reason.
+    #[error("a metadata query failed")]
+    Failed(#[source] BoxError),
     #[error("the metadata store is shutting down")]
     Closed,
-}
-
-impl From<rusqlite::Error> for MetaError {
-    fn from(e: rusqlite::Error) -> MetaError {
-        MetaError::Database(e.to_string())
-    }
-}
-
-impl From<tokio_postgres::Error> for MetaError {
-    fn from(e: tokio_postgres::Error) -> MetaError {
-        MetaError::Database(postgres::describe_error(&e))
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for MetaError {
-    fn from(e: deadpool_postgres::PoolError) -> MetaError {
-        match e {
-            deadpool_postgres::PoolError::Closed => MetaError::Closed,
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => MetaError::Database(format!("connection pool: {other}")),
-        }
-    }
 }
 
 impl MetaError {
     /// An organization that exists but has no root folder row.
     pub(crate) fn no_root_folder(org: &OrgId) -> MetaError {
-        MetaError::Database(format!("organization {org} has no root folder"))
+        MetaError::Corrupt(format!("organization {org} has no root folder").into())
+    }
+
+    /// A failure that is not a driver's error, described in a sentence.
+    pub(crate) fn failed(what: impl Into<String>) -> MetaError {
+        MetaError::Failed(what.into().into())
     }
 }
 

@@ -132,13 +132,43 @@ INSERT INTO stowage_schema (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM st
 
 /// A human-readable description of a driver error: the server's message and SQLSTATE for
 /// database errors, the cause for the others (the driver's own `Display` says only "db error").
-pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
+fn describe_error(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
     }
     match std::error::Error::source(e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),
+    }
+}
+
+/// PostgreSQL's errors by what a caller can do about them (SQLSTATE classes: 08 connection,
+/// 40 transaction rollback, 53 insufficient resources, 57 operator intervention, XX internal).
+impl From<tokio_postgres::Error> for MetaError {
+    fn from(e: tokio_postgres::Error) -> MetaError {
+        let kind: fn(BoxError) -> MetaError = match e.code().map(|code| code.code()) {
+            Some(code) if code.starts_with("40") || code == "55P03" => MetaError::Conflict,
+            Some("53100") => MetaError::Full,
+            Some(code) if code.starts_with("08") || code.starts_with("57") || code.starts_with("53") => {
+                MetaError::Unavailable
+            }
+            Some("XX001" | "XX002") => MetaError::Corrupt,
+            Some(_) => MetaError::Failed,
+            None if e.is_closed() => MetaError::Unavailable,
+            None if std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) => MetaError::Unavailable,
+            None => MetaError::Failed,
+        };
+        kind(Box::new(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for MetaError {
+    fn from(e: deadpool_postgres::PoolError) -> MetaError {
+        match e {
+            deadpool_postgres::PoolError::Closed => MetaError::Closed,
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => MetaError::Unavailable(Box::new(other)),
+        }
     }
 }
 
@@ -171,7 +201,7 @@ impl PostgresMeta {
     pub async fn connect_with(url: &str, max_connections: usize) -> MetaResult<PostgresMeta> {
         // The error names neither the URL nor its parts: it may carry a password.
         let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            MetaError::Database(format!("invalid PostgreSQL connection string: {}", describe_error(&e)))
+            MetaError::Config(format!("invalid PostgreSQL connection string: {}", describe_error(&e)))
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
@@ -194,7 +224,7 @@ impl PostgresMeta {
             .create_timeout(Some(Duration::from_secs(15)))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
-            .map_err(|e| MetaError::Database(format!("cannot build the PostgreSQL connection pool: {e}")))?;
+            .map_err(|e| MetaError::Config(format!("cannot build the PostgreSQL connection pool: {e}")))?;
         let meta = PostgresMeta { pool };
         meta.create_schema().await?;
         Ok(meta)
@@ -292,7 +322,7 @@ async fn insert_user<C: GenericClient>(
     .await?;
     let id = UserId(col(&row, 0)?);
     let Some(sealed) = seal(id) else {
-        return Err(MetaError::Database("the new token could not be sealed".into()));
+        return Err(MetaError::failed("the new token could not be sealed"));
     };
     execute(
         c,

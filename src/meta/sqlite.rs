@@ -110,6 +110,37 @@ CREATE TABLE IF NOT EXISTS garbage (
 PRAGMA user_version = 1;
 "#;
 
+/// SQLite's errors by what a caller can do about them.
+impl From<rusqlite::Error> for MetaError {
+    fn from(e: rusqlite::Error) -> MetaError {
+        let kind = error_kind(&e);
+        kind(Box::new(e))
+    }
+}
+
+/// The [`MetaError`] variant an SQLite error belongs to.
+fn error_kind(e: &rusqlite::Error) -> fn(BoxError) -> MetaError {
+    use rusqlite::ErrorCode;
+    match e {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => MetaError::Conflict,
+            ErrorCode::DiskFull => MetaError::Full,
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => MetaError::Corrupt,
+            ErrorCode::CannotOpen | ErrorCode::SystemIoFailure | ErrorCode::PermissionDenied => MetaError::Unavailable,
+            _ => MetaError::Failed,
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::InvalidColumnType(..) => MetaError::Corrupt,
+        _ => MetaError::Failed,
+    }
+}
+
+/// One SQLite error told to every write of a batch, each with the same kind and cause.
+fn shared_error(e: &Arc<rusqlite::Error>) -> MetaError {
+    error_kind(e)(Box::new(e.clone()))
+}
+
 /// A write queued for the writer thread: runs inside a savepoint, answers after the commit.
 trait WriteTask: Send {
     fn run(&mut self, conn: &Connection);
@@ -130,7 +161,7 @@ impl<T: Send, F: FnOnce(&Connection) -> MetaResult<T> + Send> WriteTask for Pend
             Ok(()) => {
                 // A panic in one write must not take the writer thread (and every later write) down.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
-                    .unwrap_or_else(|_| Err(MetaError::Database("a metadata write panicked".into())));
+                    .unwrap_or_else(|_| Err(MetaError::failed("a metadata write panicked")));
                 let end = if result.is_ok() {
                     conn.execute_batch("RELEASE write_task")
                 } else {
@@ -149,7 +180,7 @@ impl<T: Send, F: FnOnce(&Connection) -> MetaResult<T> + Send> WriteTask for Pend
         let answer = match (commit, self.result) {
             (Ok(()), Some(result)) => result,
             (Err(e), _) => Err(e),
-            (Ok(()), None) => Err(MetaError::Database("write was not applied".into())),
+            (Ok(()), None) => Err(MetaError::failed("the write was not applied")),
         };
         let _ = self.reply.send(answer);
     }
@@ -196,8 +227,9 @@ fn writer_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteTask>>) {
 /// write ever runs outside a transaction or is told the opposite of what happened.
 fn apply_batch(conn: &Connection, pending: &mut VecDeque<Box<dyn WriteTask>>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = Arc::new(e);
         for task in pending.drain(..) {
-            task.deliver(Err(MetaError::Database(e.to_string())));
+            task.deliver(Err(shared_error(&e)));
         }
         return;
     }
@@ -212,19 +244,18 @@ fn apply_batch(conn: &Connection, pending: &mut VecDeque<Box<dyn WriteTask>>) {
         }
     }
     let commit = if abandoned {
-        Err(MetaError::Database(
-            "the transaction was rolled back by the database".into(),
-        ))
+        Err(None)
     } else {
         conn.execute_batch("COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
-            MetaError::from(e)
+            Some(Arc::new(e))
         })
     };
     for task in ran {
         let commit = match &commit {
             Ok(()) => Ok(()),
-            Err(e) => Err(MetaError::Database(e.to_string())),
+            Err(Some(e)) => Err(shared_error(e)),
+            Err(None) => Err(MetaError::failed("the transaction was rolled back by the database")),
         };
         task.deliver(commit);
     }
@@ -239,7 +270,7 @@ impl SqliteMeta {
         std::thread::Builder::new()
             .name("stowage-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| MetaError::Database(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| MetaError::Unavailable(Box::new(e)))?;
         Ok(SqliteMeta {
             path: path.to_owned(),
             writer: tx,
@@ -299,7 +330,7 @@ impl SqliteMeta {
             result
         })
         .await
-        .map_err(|e| MetaError::Database(format!("read task failed: {e}")))?
+        .map_err(|e| MetaError::Failed(Box::new(e)))?
     }
 }
 
@@ -347,7 +378,7 @@ fn insert_user(
     )?;
     let id = UserId(conn.last_insert_rowid());
     let Some(sealed) = seal(id) else {
-        return Err(MetaError::Database("the new token could not be sealed".into()));
+        return Err(MetaError::failed("the new token could not be sealed"));
     };
     conn.execute(
         "UPDATE users SET token_nonce = ?2, token_sealed = ?3 WHERE id = ?1",

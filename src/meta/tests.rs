@@ -987,7 +987,7 @@ async fn servers_start_together(fixture: &Fixture) {
     let error = PostgresMeta::connect("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
         .await
         .unwrap_err();
-    assert!(matches!(error, MetaError::Database(_)), "{error:?}");
+    assert!(matches!(error, MetaError::Unavailable(_)), "{error:?}");
     assert!(PostgresMeta::connect("not a url=").await.is_err());
     let closing = PostgresMeta::connect(&database.url).await.unwrap();
     closing.close();

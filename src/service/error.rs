@@ -1,7 +1,7 @@
 //! The service's typed errors. Each says, in a sentence a user can act on, what went wrong; the
 //! HTTP layer maps each kind to its status (most are ordinary failures: HTTP 200, `success: false`).
 
-use crate::blob::BlobError;
+use crate::blob::{BlobError, BoxError};
 use crate::key::KeyError;
 use crate::meta::{MetaError, QuotaExceeded};
 
@@ -83,19 +83,69 @@ pub enum ServiceError {
     TooLarge { limit: u64 },
     #[error("Too many failed authentications; try again in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
-    #[error("Storage unavailable: {0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(#[from] StorageFailure),
+}
+
+/// A storage failure, kept whole (its source is the store's error) for the server's log. Clients
+/// read only its fixed sentence: which store failed and that they may retry, never the backend's
+/// own text (an SQL message, an S3 error body, a path).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageFailure {
+    #[error("Storage unavailable: {}", meta_sentence(.0))]
+    Meta(#[source] MetaError),
+    #[error("Storage unavailable: {}", blob_sentence(.0))]
+    Blob(#[source] BlobError),
+    #[error("Storage unavailable: a stored API token could not be read; ask an administrator to rotate it")]
+    Token(#[source] BoxError),
+}
+
+fn meta_sentence(e: &MetaError) -> &'static str {
+    match e {
+        MetaError::Unavailable(_) | MetaError::Closed => "the metadata store cannot be reached; try again later",
+        MetaError::Conflict(_) => "the metadata store was busy with a concurrent change; try again",
+        MetaError::Full(_) => "the metadata store is out of space; try again later",
+        MetaError::Corrupt(_) => {
+            "the metadata store holds damaged data; try again later, and tell an administrator to run 'stowage fsck'"
+        }
+        MetaError::Config(_) | MetaError::Failed(_) => {
+            "the metadata store could not complete the request; try again later"
+        }
+    }
+}
+
+fn blob_sentence(e: &BlobError) -> &'static str {
+    match e {
+        BlobError::Full(_) => "the object store is out of space; try again later",
+        BlobError::Unavailable { .. } => "the object store cannot be reached; try again later",
+        BlobError::NotFound(_) => "a stored object body is missing; try again later, and tell an administrator",
+        BlobError::Io(_) | BlobError::Store { .. } | BlobError::Config(_) => {
+            "the object store could not complete the request; try again later"
+        }
+    }
+}
+
+impl From<MetaError> for StorageFailure {
+    fn from(e: MetaError) -> StorageFailure {
+        StorageFailure::Meta(e)
+    }
+}
+
+impl From<BlobError> for StorageFailure {
+    fn from(e: BlobError) -> StorageFailure {
+        StorageFailure::Blob(e)
+    }
 }
 
 impl From<MetaError> for ServiceError {
     fn from(e: MetaError) -> ServiceError {
-        ServiceError::Unavailable(e.to_string())
+        ServiceError::Unavailable(e.into())
     }
 }
 
 impl From<BlobError> for ServiceError {
     fn from(e: BlobError) -> ServiceError {
-        ServiceError::Unavailable(e.to_string())
+        ServiceError::Unavailable(e.into())
     }
 }
 

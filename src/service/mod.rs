@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::{Access, AuthError, ServiceError, ServiceResult};
+pub use error::{Access, AuthError, ServiceError, ServiceResult, StorageFailure};
 
 use crate::blob::{BlobStore, BlobStream, BlobWriter};
 use crate::config::Config;
@@ -206,10 +206,10 @@ impl Service {
             Some(user) if !user.disabled => user,
             _ => return Err(AuthError::UnknownUser(user_raw).into()),
         };
-        let token = self
-            .server_key
-            .unseal(user.id, &user.token)
-            .map_err(|e| ServiceError::Unavailable(format!("cannot read the token of user {}: {e}", user.id)))?;
+        let token = self.server_key.unseal(user.id, &user.token).map_err(|e| {
+            let cause = format!("cannot read the token of user {}: {e}", user.id);
+            ServiceError::Unavailable(StorageFailure::Token(cause.into()))
+        })?;
         if !hash_matches(&request_hash(&token, timestamp), &sent_hash) {
             return Err(AuthError::HashMismatch {
                 user: user_raw,
@@ -465,7 +465,7 @@ impl Service {
             .meta
             .job(&job_id)
             .await
-            .map_err(|e| DownloadError::Unavailable(e.to_string()))?;
+            .map_err(|e| DownloadError::Unavailable(e.into()))?;
         if job.is_none() {
             return Err(DownloadError::Expired);
         }
@@ -473,7 +473,7 @@ impl Service {
             .meta
             .job_entries(&job_id)
             .await
-            .map_err(|e| DownloadError::Unavailable(e.to_string()))?;
+            .map_err(|e| DownloadError::Unavailable(e.into()))?;
         Ok((job_id, zip::stream_zip(self.blobs.clone(), entries)))
     }
 
@@ -584,8 +584,8 @@ pub enum DownloadError {
     NotFound,
     #[error("This download link has expired")]
     Expired,
-    #[error("Storage unavailable: {0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(#[from] StorageFailure),
 }
 
 /// Whether a raw key ends in a separator, so that it can only name a folder.
