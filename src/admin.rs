@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::config::{Config, parse_byte_count};
 use crate::crypto::generate_token;
 use crate::ids::{OrgId, UserId};
-use crate::meta::{MetaError, MetaStore, Permissions};
+use crate::meta::{Identities, MetaError, Permissions};
 use crate::server::{Opened, ServeError, open_data_dir};
 use crate::service::now_ms;
 
@@ -364,7 +364,7 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
 }
 
 async fn set_disabled(
-    meta: &dyn MetaStore,
+    meta: &dyn Identities,
     user: &str,
     disabled: bool,
     json_output: bool,

@@ -256,12 +256,10 @@ pub enum KeyKind {
     Missing,
 }
 
+/// Organizations, users and memberships: what authentication, authorization and `stowage admin`
+/// use.
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
-    /// Answers when the store can serve a query (for `/readyz`).
-    async fn ping(&self) -> MetaResult<()>;
-
-    // --- organizations, users, memberships ---
+pub trait Identities: Send + Sync + 'static {
     async fn create_org(
         &self,
         name: &str,
@@ -269,16 +267,14 @@ pub trait MetaStore: Send + Sync + 'static {
         max_files: Option<u64>,
         now: Millis,
     ) -> MetaResult<OrgId>;
+
     async fn org(&self, org: &OrgId) -> MetaResult<Option<Organization>>;
+
     async fn list_orgs(&self) -> MetaResult<Vec<Organization>>;
-    /// Copies an organization (id, name, quotas, creation time) from another store; an
-    /// organization that already exists is left as it is. For `stowage migrate`.
-    async fn import_org(&self, org: &Organization) -> MetaResult<()>;
-    /// Copies a user (id, name, sealed token, status, creation time) from another store; a user
-    /// that already exists is left as it is. For `stowage migrate`.
-    async fn import_user(&self, user: &User) -> MetaResult<()>;
+
     /// Sets the per-organization quota overrides; returns false when the organization is unknown.
     async fn set_quota(&self, org: &OrgId, max_bytes: Option<u64>, max_files: Option<u64>) -> MetaResult<bool>;
+
     /// Creates a user; `seal` turns the new user's id into its sealed token.
     async fn create_user(
         &self,
@@ -286,6 +282,7 @@ pub trait MetaStore: Send + Sync + 'static {
         now: Millis,
         seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
     ) -> MetaResult<Option<UserId>>;
+
     /// Creates the first organization and the first user, an admin member of it with every
     /// permission, in one transaction, and only when the store has no user yet (`None` then):
     /// several servers starting at once on one empty store create them once. `seal` turns the new
@@ -297,46 +294,90 @@ pub trait MetaStore: Send + Sync + 'static {
         now: Millis,
         seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
     ) -> MetaResult<Option<(OrgId, UserId)>>;
+
     async fn user(&self, user: UserId) -> MetaResult<Option<User>>;
+
     async fn list_users(&self) -> MetaResult<Vec<User>>;
+
     async fn set_user_token(&self, user: UserId, token: SealedToken) -> MetaResult<bool>;
+
     async fn set_user_disabled(&self, user: UserId, disabled: bool) -> MetaResult<bool>;
+
     /// Adds or updates a membership; false when the organization or the user is unknown.
     async fn set_member(&self, org: &OrgId, user: UserId, permissions: Permissions) -> MetaResult<bool>;
-    async fn remove_member(&self, org: &OrgId, user: UserId) -> MetaResult<bool>;
-    async fn membership(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Membership>>;
-    async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>>;
 
-    // --- objects ---
+    async fn remove_member(&self, org: &OrgId, user: UserId) -> MetaResult<bool>;
+
+    async fn membership(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Membership>>;
+
+    async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>>;
+}
+
+/// Objects, folders, listings and usage: the API's reads and writes of an organization's keys.
+#[async_trait]
+pub trait Objects: Send + Sync + 'static {
     async fn key_kind(&self, org: &OrgId, key: &Key) -> MetaResult<KeyKind>;
+
     /// Creates or replaces an object, atomically with folders, usage and the quota check.
     async fn put_object(&self, org: &OrgId, object: NewObject, quota: Quota) -> MetaResult<PutOutcome>;
+
     /// Deletes a file, or a folder with everything under it; freed blobs await collection.
     async fn delete(&self, org: &OrgId, key: &Key) -> MetaResult<DeleteOutcome>;
-    async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage>;
-    async fn usage(&self, org: &OrgId) -> MetaResult<Usage>;
 
-    // --- download jobs ---
+    async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage>;
+
+    async fn usage(&self, org: &OrgId) -> MetaResult<Usage>;
+}
+
+/// Download jobs: the blobs a zip download is pinned to.
+#[async_trait]
+pub trait Jobs: Send + Sync + 'static {
     /// Records a job over the given keys (files, or folders meaning everything under them), pinned
     /// to their current blobs. Returns `None` when no key names anything.
     async fn create_job(&self, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>>;
-    async fn job(&self, job: &JobId) -> MetaResult<Option<Job>>;
-    async fn job_entries(&self, job: &JobId) -> MetaResult<Vec<JobEntry>>;
 
-    // --- collection ---
+    async fn job(&self, job: &JobId) -> MetaResult<Option<Job>>;
+
+    async fn job_entries(&self, job: &JobId) -> MetaResult<Vec<JobEntry>>;
+}
+
+/// Health, collection, checking (`stowage fsck`) and copying (`stowage migrate`): work on the whole
+/// store rather than on one request.
+#[async_trait]
+pub trait Maintenance: Send + Sync + 'static {
+    /// Answers when the store can serve a query (for `/readyz`).
+    async fn ping(&self) -> MetaResult<()>;
+
     /// Blobs no object names and no unexpired job pins, at most `limit`.
     async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>>;
+
     /// Forgets collected blobs.
     async fn forget_blobs(&self, blobs: &[BlobId]) -> MetaResult<()>;
+
     /// Deletes jobs that expired before `before`; returns how many.
     async fn delete_expired_jobs(&self, before: Millis) -> MetaResult<u64>;
+
     /// Of `candidates`, the blobs no object, job or collection entry names.
     async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>>;
 
-    // --- checking (fsck) ---
     /// Objects in (organization, key) order, after `after`, at most `limit`.
     async fn objects_after(&self, after: Option<(OrgId, Key)>, limit: usize) -> MetaResult<Vec<(OrgId, ObjectMeta)>>;
+
     /// Compares an organization's folder rows (and so its usage) with what its objects imply;
     /// with `repair`, rewrites the rows that differ, atomically. Returns the differences found.
     async fn check_folders(&self, org: &OrgId, repair: bool) -> MetaResult<Vec<FolderDifference>>;
+
+    /// Copies an organization (id, name, quotas, creation time) from another store; an
+    /// organization that already exists is left as it is. For `stowage migrate`.
+    async fn import_org(&self, org: &Organization) -> MetaResult<()>;
+
+    /// Copies a user (id, name, sealed token, status, creation time) from another store; a user
+    /// that already exists is left as it is. For `stowage migrate`.
+    async fn import_user(&self, user: &User) -> MetaResult<()>;
 }
+
+/// The whole metadata store, for what needs every part (the server bundles one for the service);
+/// callers that need less take the narrower trait.
+pub trait MetaStore: Identities + Objects + Jobs + Maintenance {}
+
+impl<T: Identities + Objects + Jobs + Maintenance> MetaStore for T {}

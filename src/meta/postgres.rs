@@ -132,7 +132,7 @@ INSERT INTO stowage_schema (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM st
 
 /// A human-readable description of a driver error: the server's message and SQLSTATE for
 /// database errors, the cause for the others (the driver's own `Display` says only "db error").
-fn describe_error(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
     }
@@ -950,12 +950,7 @@ async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) 
 }
 
 #[async_trait]
-impl MetaStore for PostgresMeta {
-    async fn ping(&self) -> MetaResult<()> {
-        self.client().await?.simple_query("SELECT 1").await?;
-        Ok(())
-    }
-
+impl Identities for PostgresMeta {
     async fn create_org(
         &self,
         name: &str,
@@ -987,54 +982,6 @@ impl MetaStore for PostgresMeta {
             out.extend(org_from_row(row)?);
         }
         Ok(out)
-    }
-
-    async fn import_org(&self, org: &Organization) -> MetaResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let inserted = execute(
-            &tx,
-            "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO NOTHING",
-            &[
-                &org.id.as_str(),
-                &org.name,
-                &org.max_bytes.map(to_i64),
-                &org.max_files.map(to_i64),
-                &org.created,
-            ],
-        )
-        .await?;
-        if inserted > 0 {
-            execute(
-                &tx,
-                "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-                 VALUES ($1, '', NULL, '', 0, 0, 0, 0, $2) ON CONFLICT (org_id, path) DO NOTHING",
-                &[&org.id.as_str(), &org.created],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn import_user(&self, user: &User) -> MetaResult<()> {
-        let client = self.client().await?;
-        execute(
-            &client,
-            "INSERT INTO users (id, name, token_nonce, token_sealed, disabled, created) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (id) DO NOTHING",
-            &[&user.id.0, &user.name, &user.token.nonce, &user.token.ciphertext, &user.disabled, &user.created],
-        )
-        .await?;
-        // Later users get ids after the imported ones.
-        execute(
-            &client,
-            "SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST((SELECT MAX(id) FROM users), 1))",
-            &[],
-        )
-        .await?;
-        Ok(())
     }
 
     async fn set_quota(&self, org: &OrgId, max_bytes: Option<u64>, max_files: Option<u64>) -> MetaResult<bool> {
@@ -1157,7 +1104,10 @@ impl MetaStore for PostgresMeta {
         .await?;
         rows.iter().map(|row| membership_from_row(org, row)).collect()
     }
+}
 
+#[async_trait]
+impl Objects for PostgresMeta {
     async fn key_kind(&self, org: &OrgId, key: &Key) -> MetaResult<KeyKind> {
         let client = self.client().await?;
         // One statement, so one snapshot: the object (if any) and whether the key is a folder.
@@ -1219,7 +1169,10 @@ impl MetaStore for PostgresMeta {
             None => Usage::default(),
         })
     }
+}
 
+#[async_trait]
+impl Jobs for PostgresMeta {
     async fn create_job(&self, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -1270,6 +1223,14 @@ impl MetaStore for PostgresMeta {
             }
         }
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl Maintenance for PostgresMeta {
+    async fn ping(&self) -> MetaResult<()> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
     }
 
     async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
@@ -1385,5 +1346,53 @@ impl MetaStore for PostgresMeta {
         repair_folders(&tx, &differences).await?;
         tx.commit().await?;
         Ok(differences)
+    }
+
+    async fn import_org(&self, org: &Organization) -> MetaResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let inserted = execute(
+            &tx,
+            "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &org.id.as_str(),
+                &org.name,
+                &org.max_bytes.map(to_i64),
+                &org.max_files.map(to_i64),
+                &org.created,
+            ],
+        )
+        .await?;
+        if inserted > 0 {
+            execute(
+                &tx,
+                "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+                 VALUES ($1, '', NULL, '', 0, 0, 0, 0, $2) ON CONFLICT (org_id, path) DO NOTHING",
+                &[&org.id.as_str(), &org.created],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn import_user(&self, user: &User) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "INSERT INTO users (id, name, token_nonce, token_sealed, disabled, created) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO NOTHING",
+            &[&user.id.0, &user.name, &user.token.nonce, &user.token.ciphertext, &user.disabled, &user.created],
+        )
+        .await?;
+        // Later users get ids after the imported ones.
+        execute(
+            &client,
+            "SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST((SELECT MAX(id) FROM users), 1))",
+            &[],
+        )
+        .await?;
+        Ok(())
     }
 }

@@ -951,12 +951,7 @@ fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaRe
 }
 
 #[async_trait]
-impl MetaStore for SqliteMeta {
-    async fn ping(&self) -> MetaResult<()> {
-        self.read(|conn| Ok(cached_row(conn, "SELECT 1", [], |_| Ok(()))?))
-            .await
-    }
-
+impl Identities for SqliteMeta {
     async fn create_org(
         &self,
         name: &str,
@@ -993,51 +988,6 @@ impl MetaStore for SqliteMeta {
                 out.extend(row?);
             }
             Ok(out)
-        })
-        .await
-    }
-
-    async fn import_org(&self, org: &Organization) -> MetaResult<()> {
-        let org = org.clone();
-        self.write(move |conn| {
-            let inserted = conn.execute(
-                "INSERT OR IGNORE INTO orgs (id, name, max_bytes, max_files, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    org.id.as_str(),
-                    org.name,
-                    org.max_bytes.map(to_i64),
-                    org.max_files.map(to_i64),
-                    org.created
-                ],
-            )?;
-            if inserted > 0 {
-                conn.execute(
-                    "INSERT OR IGNORE INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-                     VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2)",
-                    params![org.id.as_str(), org.created],
-                )?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn import_user(&self, user: &User) -> MetaResult<()> {
-        let user = user.clone();
-        self.write(move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO users (id, name, token_nonce, token_sealed, disabled, created) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    user.id.0,
-                    user.name,
-                    user.token.nonce,
-                    user.token.ciphertext,
-                    bool_int(user.disabled),
-                    user.created
-                ],
-            )?;
-            Ok(())
         })
         .await
     }
@@ -1193,7 +1143,10 @@ impl MetaStore for SqliteMeta {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Objects for SqliteMeta {
     async fn key_kind(&self, org: &OrgId, key: &Key) -> MetaResult<KeyKind> {
         let (org, key) = (org.clone(), key.clone());
         self.read(move |conn| {
@@ -1236,7 +1189,10 @@ impl MetaStore for SqliteMeta {
         self.read(move |conn| Ok(root_usage(conn, &org)?.unwrap_or_default()))
             .await
     }
+}
 
+#[async_trait]
+impl Jobs for SqliteMeta {
     async fn create_job(&self, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>> {
         let (org, keys) = (org.clone(), keys.to_vec());
         self.write(move |conn| create_job_tx(conn, &org, &keys, now, expires))
@@ -1295,6 +1251,14 @@ impl MetaStore for SqliteMeta {
         })
         .await
     }
+}
+
+#[async_trait]
+impl Maintenance for SqliteMeta {
+    async fn ping(&self) -> MetaResult<()> {
+        self.read(|conn| Ok(cached_row(conn, "SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
 
     async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
         self.read(move |conn| {
@@ -1336,6 +1300,26 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>> {
+        let candidates = candidates.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE blob_id = ?1) \
+                 OR EXISTS (SELECT 1 FROM garbage WHERE blob_id = ?1) \
+                 OR EXISTS (SELECT 1 FROM job_entries WHERE blob_id = ?1)",
+            )?;
+            let mut out = Vec::new();
+            for blob in candidates {
+                let referenced: bool = stmt.query_row(params![blob.as_str()], |row| row.get(0))?;
+                if !referenced {
+                    out.push(blob);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn objects_after(&self, after: Option<(OrgId, Key)>, limit: usize) -> MetaResult<Vec<(OrgId, ObjectMeta)>> {
         self.read(move |conn| {
             let (org, key) = after.map(|(o, k)| (o.to_string(), k.to_string())).unwrap_or_default();
@@ -1372,22 +1356,47 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>> {
-        let candidates = candidates.to_vec();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM objects WHERE blob_id = ?1) \
-                 OR EXISTS (SELECT 1 FROM garbage WHERE blob_id = ?1) \
-                 OR EXISTS (SELECT 1 FROM job_entries WHERE blob_id = ?1)",
+    async fn import_org(&self, org: &Organization) -> MetaResult<()> {
+        let org = org.clone();
+        self.write(move |conn| {
+            let inserted = conn.execute(
+                "INSERT OR IGNORE INTO orgs (id, name, max_bytes, max_files, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    org.id.as_str(),
+                    org.name,
+                    org.max_bytes.map(to_i64),
+                    org.max_files.map(to_i64),
+                    org.created
+                ],
             )?;
-            let mut out = Vec::new();
-            for blob in candidates {
-                let referenced: bool = stmt.query_row(params![blob.as_str()], |row| row.get(0))?;
-                if !referenced {
-                    out.push(blob);
-                }
+            if inserted > 0 {
+                conn.execute(
+                    "INSERT OR IGNORE INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
+                     VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2)",
+                    params![org.id.as_str(), org.created],
+                )?;
             }
-            Ok(out)
+            Ok(())
+        })
+        .await
+    }
+
+    async fn import_user(&self, user: &User) -> MetaResult<()> {
+        let user = user.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO users (id, name, token_nonce, token_sealed, disabled, created) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    user.id.0,
+                    user.name,
+                    user.token.nonce,
+                    user.token.ciphertext,
+                    bool_int(user.disabled),
+                    user.created
+                ],
+            )?;
+            Ok(())
         })
         .await
     }
