@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::blob::{BlobError, BlobStore};
 use crate::ids::OrgId;
-use crate::meta::{FolderFigures, KeyKind, MetaError, MetaStore};
+use crate::meta::{FolderFigures, Identities, KeyKind, Maintenance, MetaError, MetaStore, ObjectMeta, Objects};
 
 /// Orphans younger than this are reported but never deleted.
 const ORPHAN_REPAIR_AGE: Duration = Duration::from_secs(600);
@@ -197,8 +197,21 @@ pub async fn check(
     verify_content: bool,
 ) -> Result<Report, FsckError> {
     let mut report = Report::default();
+    check_objects(meta, blobs, repair, verify_content, &mut report).await?;
+    check_orphans(meta, blobs, repair, &mut report).await?;
+    check_folder_rows(meta, repair, &mut report).await?;
+    Ok(report)
+}
 
-    // Objects against their blobs.
+/// Objects against their blobs: each blob exists, has the object's size and (with
+/// `verify_content`) its md5. With `repair`, an object whose blob is damaged is deleted.
+async fn check_objects<M: Maintenance + Objects + ?Sized>(
+    meta: &M,
+    blobs: &dyn BlobStore,
+    repair: bool,
+    verify_content: bool,
+    report: &mut Report,
+) -> Result<(), FsckError> {
     let mut after = None;
     loop {
         let page = meta.objects_after(after.clone(), PAGE).await?;
@@ -206,46 +219,60 @@ pub async fn check(
         after = Some((last.0.clone(), last.1.key.clone()));
         for (org, object) in page {
             report.objects += 1;
-            let (org_text, key) = (org.to_string(), object.key.to_string());
-            let blob = object.blob.to_string();
-            let problem = match blobs.size(&object.blob).await? {
-                None => Some(Problem::MissingBlob {
-                    org: org_text,
-                    key,
-                    blob,
-                }),
-                Some(actual) if actual != object.size => Some(Problem::SizeMismatch {
-                    org: org_text,
-                    key,
-                    blob,
-                    expected: object.size,
-                    actual,
-                }),
-                Some(_) if verify_content => {
-                    let actual = md5_of(blobs, &object.blob).await?;
-                    (actual != object.md5).then(|| Problem::ContentMismatch {
-                        org: org_text,
-                        key,
-                        blob,
-                        expected: object.md5.clone(),
-                        actual,
-                    })
-                }
-                Some(_) => None,
+            let Some(problem) = blob_problem(blobs, &org, &object, verify_content).await? else {
+                continue;
             };
-            if let Some(problem) = problem {
-                // Only if the key still names the damaged blob (the server may have replaced it).
-                let current = meta.key_kind(&org, &object.key).await?;
-                if repair && matches!(&current, KeyKind::File(now) if now.blob == object.blob) {
-                    meta.delete(&org, &object.key).await?;
-                    report.repaired += 1;
-                }
-                report.problems.push(problem);
+            // Only if the key still names the damaged blob (the server may have replaced it).
+            let current = meta.key_kind(&org, &object.key).await?;
+            if repair && matches!(&current, KeyKind::File(now) if now.blob == object.blob) {
+                meta.delete(&org, &object.key).await?;
+                report.repaired += 1;
             }
+            report.problems.push(problem);
         }
     }
+    Ok(())
+}
 
-    // Blobs against metadata.
+/// What is wrong with an object's blob, if anything.
+async fn blob_problem(
+    blobs: &dyn BlobStore,
+    org: &OrgId,
+    object: &ObjectMeta,
+    verify_content: bool,
+) -> Result<Option<Problem>, FsckError> {
+    let (org, key, blob) = (org.to_string(), object.key.to_string(), object.blob.to_string());
+    Ok(match blobs.size(&object.blob).await? {
+        None => Some(Problem::MissingBlob { org, key, blob }),
+        Some(actual) if actual != object.size => Some(Problem::SizeMismatch {
+            org,
+            key,
+            blob,
+            expected: object.size,
+            actual,
+        }),
+        Some(_) if verify_content => {
+            let actual = md5_of(blobs, &object.blob).await?;
+            (actual != object.md5).then(|| Problem::ContentMismatch {
+                org,
+                key,
+                blob,
+                expected: object.md5.clone(),
+                actual,
+            })
+        }
+        Some(_) => None,
+    })
+}
+
+/// Blobs against metadata: every blob is named by something. With `repair`, orphans older than
+/// [`ORPHAN_REPAIR_AGE`] are deleted (a younger one may belong to an upload about to commit).
+async fn check_orphans(
+    meta: &dyn Maintenance,
+    blobs: &dyn BlobStore,
+    repair: bool,
+    report: &mut Report,
+) -> Result<(), FsckError> {
     let young = SystemTime::now() - ORPHAN_REPAIR_AGE;
     for shard in blobs.shards() {
         let listed = blobs.list_shard(&shard).await?;
@@ -265,8 +292,16 @@ pub async fn check(
             });
         }
     }
+    Ok(())
+}
 
-    // Folder rows and usage against the objects.
+/// Folder rows and usage against the objects, organization by organization; with `repair`, the
+/// rows that differ are rewritten.
+async fn check_folder_rows<M: Identities + Maintenance + ?Sized>(
+    meta: &M,
+    repair: bool,
+    report: &mut Report,
+) -> Result<(), FsckError> {
     let orgs = meta.list_orgs().await?;
     report.organizations = orgs.len();
     for org in orgs {
@@ -283,5 +318,5 @@ pub async fn check(
                 implied: d.implied.map(Figures::from),
             }));
     }
-    Ok(report)
+    Ok(())
 }

@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use crate::blob::{BlobError, BlobStore};
 use crate::crypto::ServerKey;
-use crate::meta::{KeyKind, MetaError, MetaStore, NewObject, ObjectMeta, PutOutcome, Quota};
+use crate::ids::OrgId;
+use crate::meta::{KeyKind, MetaError, MetaStore, NewObject, ObjectMeta, Organization, PutOutcome, Quota};
 
 /// Objects read per metadata query.
 const PAGE: usize = 500;
@@ -97,6 +98,30 @@ async fn md5_of(blobs: &dyn BlobStore, object: &ObjectMeta) -> Result<String, Mi
 /// Copies everything from `from` to `to`, then verifies; `progress` hears about each stage.
 pub async fn migrate(from: Side<'_>, to: Side<'_>, progress: &mut dyn FnMut(&str)) -> Result<Report, MigrateError> {
     let mut report = Report::default();
+    let orgs = copy_identities(&from, &to, &mut report).await?;
+    progress(&format!(
+        "copied {} organization(s), {} user(s), {} membership(s)",
+        report.organizations, report.users, report.memberships
+    ));
+    copy_objects(&from, &to, &mut report, progress).await?;
+    verify_objects(&from, &to, &mut report).await?;
+    verify_usage(&from, &to, &orgs, &mut report).await?;
+    progress(&format!(
+        "verified {} object(s), {} byte(s): {} difference(s)",
+        report.verified_objects,
+        report.verified_bytes,
+        report.differences.len()
+    ));
+    Ok(report)
+}
+
+/// Copies organizations, users (their sealed tokens as they are, once both sides are known to
+/// share the server key) and memberships; returns the organizations.
+async fn copy_identities(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    report: &mut Report,
+) -> Result<Vec<Organization>, MigrateError> {
     let users = from.meta.list_users().await?;
     if let Some(user) = users.first()
         && from.key.unseal(user.id, &user.token).is_ok()
@@ -104,7 +129,6 @@ pub async fn migrate(from: Side<'_>, to: Side<'_>, progress: &mut dyn FnMut(&str
     {
         return Err(MigrateError::KeyMismatch);
     }
-
     let orgs = from.meta.list_orgs().await?;
     for org in &orgs {
         to.meta.import_org(org).await?;
@@ -120,15 +144,16 @@ pub async fn migrate(from: Side<'_>, to: Side<'_>, progress: &mut dyn FnMut(&str
             report.memberships += 1;
         }
     }
-    progress(&format!(
-        "copied {} organization(s), {} user(s), {} membership(s)",
-        report.organizations, report.users, report.memberships
-    ));
+    Ok(orgs)
+}
 
-    let unlimited = Quota {
-        max_bytes: u64::MAX / 4,
-        max_files: u64::MAX / 4,
-    };
+/// Copies every object the destination does not hold yet (same md5 and size), body first.
+async fn copy_objects(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    report: &mut Report,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), MigrateError> {
     let mut after = None;
     loop {
         let page = from.meta.objects_after(after.clone(), PAGE).await?;
@@ -142,28 +167,7 @@ pub async fn migrate(from: Side<'_>, to: Side<'_>, progress: &mut dyn FnMut(&str
                 report.skipped += 1;
                 continue;
             }
-            let blob = copy_body(from.blobs, to.blobs, &object).await?;
-            let copy = NewObject {
-                key: object.key.clone(),
-                size: object.size,
-                md5: object.md5.clone(),
-                mime: object.mime.clone(),
-                preview: object.preview.clone(),
-                blob: blob.clone(),
-                now: object.modified,
-                created: Some(object.created),
-            };
-            match to.meta.put_object(&org, copy, unlimited).await? {
-                PutOutcome::Stored { .. } => {}
-                PutOutcome::Refused(reason) => {
-                    let _ = to.blobs.delete(&blob).await;
-                    return Err(MigrateError::Refused {
-                        org: org.to_string(),
-                        key: object.key.to_string(),
-                        reason: format!("{reason:?}"),
-                    });
-                }
-            }
+            copy_object(from, to, &org, &object).await?;
             report.copied += 1;
             report.bytes_copied += object.size;
         }
@@ -172,9 +176,42 @@ pub async fn migrate(from: Side<'_>, to: Side<'_>, progress: &mut dyn FnMut(&str
             report.copied, report.skipped
         ));
     }
+    Ok(())
+}
 
-    // Verification: every source object is in the destination with the same metadata, and the
-    // destination's body has the recorded md5; usage figures agree.
+/// Copies one object: its body, then its row with the original times, outside any quota.
+async fn copy_object(from: &Side<'_>, to: &Side<'_>, org: &OrgId, object: &ObjectMeta) -> Result<(), MigrateError> {
+    let unlimited = Quota {
+        max_bytes: u64::MAX / 4,
+        max_files: u64::MAX / 4,
+    };
+    let blob = copy_body(from.blobs, to.blobs, object).await?;
+    let copy = NewObject {
+        key: object.key.clone(),
+        size: object.size,
+        md5: object.md5.clone(),
+        mime: object.mime.clone(),
+        preview: object.preview.clone(),
+        blob: blob.clone(),
+        now: object.modified,
+        created: Some(object.created),
+    };
+    match to.meta.put_object(org, copy, unlimited).await? {
+        PutOutcome::Stored { .. } => Ok(()),
+        PutOutcome::Refused(reason) => {
+            let _ = to.blobs.delete(&blob).await;
+            Err(MigrateError::Refused {
+                org: org.to_string(),
+                key: object.key.to_string(),
+                reason: format!("{reason:?}"),
+            })
+        }
+    }
+}
+
+/// Verification: every source object is in the destination with the same metadata, and the
+/// destination's body has the recorded md5.
+async fn verify_objects(from: &Side<'_>, to: &Side<'_>, report: &mut Report) -> Result<(), MigrateError> {
     let mut after = None;
     loop {
         let page = from.meta.objects_after(after.clone(), PAGE).await?;
@@ -211,7 +248,17 @@ pub async fn migrate(from: Side<'_>, to: Side<'_>, progress: &mut dyn FnMut(&str
             }
         }
     }
-    for org in &orgs {
+    Ok(())
+}
+
+/// Verification: each organization's usage figures agree.
+async fn verify_usage(
+    from: &Side<'_>,
+    to: &Side<'_>,
+    orgs: &[Organization],
+    report: &mut Report,
+) -> Result<(), MigrateError> {
+    for org in orgs {
         let (source, copy) = (from.meta.usage(&org.id).await?, to.meta.usage(&org.id).await?);
         if source != copy {
             report.differences.push(format!(
@@ -220,11 +267,5 @@ pub async fn migrate(from: Side<'_>, to: Side<'_>, progress: &mut dyn FnMut(&str
             ));
         }
     }
-    progress(&format!(
-        "verified {} object(s), {} byte(s): {} difference(s)",
-        report.verified_objects,
-        report.verified_bytes,
-        report.differences.len()
-    ));
-    Ok(report)
+    Ok(())
 }
