@@ -489,11 +489,46 @@ pub async fn execute(args: &BenchArgs) -> Result<Report, String> {
     let config = target_config(args)?;
     let concurrency = args.concurrency.max(1);
     let list_page = parse_page(&args.list_page)?;
+    let naming = naming(args);
+    let prepared = if args.prepare > 0 {
+        let size = args.prepare_size.unwrap_or(args.size);
+        let connections = args.prepare_concurrency.unwrap_or(concurrency).max(1);
+        Some(prepare(&config, &naming, args.prepare, size, connections).await?)
+    } else {
+        None
+    };
+    if args.prepare_only {
+        return Ok(prepare_report(args, &config, concurrency, prepared));
+    }
+    let objects = args.prepare.max(args.existing);
+    if args.workload.needs_objects() && objects == 0 {
+        return Err(format!(
+            "the {} workload needs objects: use --prepare N (or --existing N)",
+            workload_name(args.workload)
+        ));
+    }
+    let targets = connect_workers(&config, concurrency).await?;
+    let shared = Arc::new(shared_state(args, naming, objects, list_page));
+    let by_op = run_workers(targets, &shared).await?;
+    let elapsed = Instant::now().saturating_duration_since(shared.measure_from);
+    Ok(workload_report(
+        args,
+        &config,
+        concurrency,
+        prepared,
+        &shared,
+        &by_op,
+        elapsed,
+    ))
+}
+
+/// How this run names its objects: under `--prefix`, or `bench/<random run id>`.
+fn naming(args: &BenchArgs) -> Naming {
     let run: String = {
         let mut rng = rand::thread_rng();
         (0..6).map(|_| format!("{:x}", rng.gen_range(0..16u8))).collect()
     };
-    let naming = Naming {
+    Naming {
         prefix: args
             .prefix
             .clone()
@@ -502,45 +537,44 @@ pub async fn execute(args: &BenchArgs) -> Result<Report, String> {
             .to_owned(),
         layout: args.layout,
         run,
-    };
-
-    let prepared = if args.prepare > 0 {
-        let size = args.prepare_size.unwrap_or(args.size);
-        let connections = args.prepare_concurrency.unwrap_or(concurrency).max(1);
-        Some(prepare(&config, &naming, args.prepare, size, connections).await?)
-    } else {
-        None
-    };
-    let objects = args.prepare.max(args.existing);
-    if args.prepare_only {
-        return Ok(Report {
-            target: config.name().into(),
-            workload: "prepare".into(),
-            concurrency,
-            object_size: args.prepare_size.unwrap_or(args.size),
-            seconds: prepared.as_ref().map_or(0.0, |p| p.seconds),
-            prepare: prepared,
-            total: Tally::new().summary(Duration::from_secs(1)),
-            by_op: Default::default(),
-            error_samples: vec![],
-            list_entries: None,
-        });
     }
-    if args.workload.needs_objects() && objects == 0 {
-        return Err(format!(
-            "the {} workload needs objects: use --prepare N (or --existing N)",
-            workload_name(args.workload)
-        ));
-    }
+}
 
-    // Connect every worker first, and check the credentials once.
+/// The report of a `--prepare-only` run: how long preparing took.
+fn prepare_report(
+    args: &BenchArgs,
+    config: &TargetConfig,
+    concurrency: usize,
+    prepared: Option<PrepareSummary>,
+) -> Report {
+    Report {
+        target: config.name().into(),
+        workload: "prepare".into(),
+        concurrency,
+        object_size: args.prepare_size.unwrap_or(args.size),
+        seconds: prepared.as_ref().map_or(0.0, |p| p.seconds),
+        prepare: prepared,
+        total: Tally::new().summary(Duration::from_secs(1)),
+        by_op: Default::default(),
+        error_samples: vec![],
+        list_entries: None,
+    }
+}
+
+/// Connects every worker first, and checks the credentials once.
+async fn connect_workers(config: &TargetConfig, concurrency: usize) -> Result<Vec<Target>, String> {
     let mut targets = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let target = config.connect()?;
         target.warm().await?;
         targets.push(target);
     }
+    Ok(targets)
+}
 
+/// What the workers share: the workload, its objects, its clock (warm-up, then the measured
+/// duration or operation count) and what they report.
+fn shared_state(args: &BenchArgs, naming: Naming, objects: u64, list_page: PageChoice) -> Shared {
     let readable = readable_objects(args.workload, objects);
     let pool = matches!(args.workload, Workload::Delete | Workload::Mixed)
         .then(|| Mutex::new((readable..objects).map(Key::Prepared).collect::<Vec<_>>()));
@@ -556,9 +590,8 @@ pub async fn execute(args: &BenchArgs) -> Result<Report, String> {
     } else {
         Duration::ZERO
     };
-    let start = Instant::now();
-    let measure_from = start + warmup;
-    let shared = Arc::new(Shared {
+    let measure_from = Instant::now() + warmup;
+    Shared {
         workload: args.workload,
         naming,
         payload: Payload::new(args.size),
@@ -579,7 +612,11 @@ pub async fn execute(args: &BenchArgs) -> Result<Report, String> {
         stop: AtomicBool::new(false),
         list_entries: AtomicU64::new(0),
         samples: Mutex::new(Vec::new()),
-    });
+    }
+}
+
+/// Runs one worker per target until the run ends; returns the tallies by operation.
+async fn run_workers(targets: Vec<Target>, shared: &Arc<Shared>) -> Result<Vec<Tally>, String> {
     let tasks: Vec<_> = targets
         .into_iter()
         .enumerate()
@@ -592,10 +629,21 @@ pub async fn execute(args: &BenchArgs) -> Result<Report, String> {
             sum.merge(tally);
         }
     }
-    let elapsed = Instant::now().saturating_duration_since(measure_from);
+    Ok(by_op)
+}
 
+/// The report of a measured run: the totals, and for the mixed workload each operation's.
+fn workload_report(
+    args: &BenchArgs,
+    config: &TargetConfig,
+    concurrency: usize,
+    prepared: Option<PrepareSummary>,
+    shared: &Shared,
+    by_op: &[Tally],
+    elapsed: Duration,
+) -> Report {
     let mut total = Tally::new();
-    for tally in &by_op {
+    for tally in by_op {
         total.merge(tally);
     }
     let by_op = if args.workload == Workload::Mixed {
@@ -609,7 +657,7 @@ pub async fn execute(args: &BenchArgs) -> Result<Report, String> {
     };
     let samples = shared.samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let list_entries = shared.list_entries.load(Ordering::Relaxed);
-    Ok(Report {
+    Report {
         target: config.name().into(),
         workload: workload_name(args.workload).into(),
         concurrency,
@@ -620,11 +668,9 @@ pub async fn execute(args: &BenchArgs) -> Result<Report, String> {
         by_op,
         error_samples: samples,
         list_entries: (args.workload == Workload::List).then_some(list_entries),
-    })
+    }
 }
 
-/// How many prepared objects reads may pick: all of them, except that mixed keeps the last
-/// quarter for its deletes and delete takes them all.
 fn readable_objects(workload: Workload, objects: u64) -> u64 {
     match workload {
         Workload::Delete => 0,
