@@ -1,7 +1,8 @@
 //! The metadata store: organizations, users, memberships, objects, folders, usage counters,
-//! download jobs and the list of blobs awaiting collection. [`MetaStore`] is the trait the
-//! service layer talks to; `sqlite` is the embedded implementation, `postgres` the one for
-//! several servers sharing one database.
+//! download jobs and the list of blobs awaiting collection. Its traits are split by concern
+//! ([`Identities`], [`Objects`], [`Jobs`], [`Maintenance`]; [`MetaStore`] is all four, which the
+//! service layer holds); `rules` holds the decisions both backends share; `sqlite` is the embedded
+//! implementation, `postgres` the one for several servers sharing one database.
 //!
 //! Every method that changes objects keeps the folder rows and the usage counters in the same
 //! transaction, and enforces quotas inside it, so concurrent requests cannot overshoot them.
