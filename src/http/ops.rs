@@ -28,9 +28,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
             r#"{"status":"ready"}"#.to_owned(),
         )
             .into_response(),
-        Err(reason) => {
-            tracing::warn!(%reason, "not ready");
-            let body = serde_json::json!({ "status": "unavailable", "reason": reason }).to_string();
+        Err(failure) => {
+            // The answer gets the fixed sentence; the log keeps every cause.
+            tracing::warn!(reason = %super::CauseChain(&failure), "not ready");
+            let body = serde_json::json!({ "status": "unavailable", "reason": failure.to_string() }).to_string();
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::CONTENT_TYPE, "application/json")],

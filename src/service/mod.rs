@@ -137,9 +137,9 @@ impl Service {
     }
 
     /// Whether both stores answer (for `/readyz`); the error names the one that does not.
-    pub async fn ready(&self) -> Result<(), String> {
-        self.meta.ping().await.map_err(|e| format!("metadata store: {e}"))?;
-        self.blobs.ping().await.map_err(|e| format!("blob store: {e}"))?;
+    pub async fn ready(&self) -> Result<(), StorageFailure> {
+        self.meta.ping().await?;
+        self.blobs.ping().await?;
         Ok(())
     }
 
