@@ -23,7 +23,7 @@ use stowage::crypto::{ServerKey, generate_token};
 use stowage::http::{AppState, app};
 use stowage::ids::BlobId;
 use stowage::meta::sqlite::SqliteMeta;
-use stowage::meta::{MetaStore, Permissions};
+use stowage::meta::{Identities, Permissions};
 use stowage::server::{ConnectionLimits, run};
 use stowage::service::{Limits, Service, now_ms};
 
