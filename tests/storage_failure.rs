@@ -299,7 +299,7 @@ impl LogBuffer {
 }
 
 /// The sentence every client reads when the blob store is full, whatever the store said.
-const FULL_SENTENCE: &str = "Storage unavailable: the object store is out of space; try again later";
+const FULL_SENTENCE: &str = "Storage unavailable: the blob store is out of space; try again later";
 
 /// HTTP 503, the JSON envelope, `success: false` and the fixed sentence, with no backend text;
 /// the server logged the failure with its cause (the OS's own words) under the request's id.

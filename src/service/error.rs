@@ -116,11 +116,11 @@ fn meta_sentence(e: &MetaError) -> &'static str {
 
 fn blob_sentence(e: &BlobError) -> &'static str {
     match e {
-        BlobError::Full(_) => "the object store is out of space; try again later",
-        BlobError::Unavailable { .. } => "the object store cannot be reached; try again later",
+        BlobError::Full(_) => "the blob store is out of space; try again later",
+        BlobError::Unavailable { .. } => "the blob store cannot be reached; try again later",
         BlobError::NotFound(_) => "a stored object body is missing; try again later, and tell an administrator",
         BlobError::Io(_) | BlobError::Store { .. } | BlobError::Config(_) => {
-            "the object store could not complete the request; try again later"
+            "the blob store could not complete the request; try again later"
         }
     }
 }
