@@ -17,8 +17,10 @@ use crate::crypto::{ServerKey, generate_token, write_private_file};
 use crate::http::{AppState, app};
 
 use crate::meta::postgres::PostgresMeta;
+use crate::meta::schema as meta_schema;
 use crate::meta::sqlite::SqliteMeta;
 use crate::meta::{MetaError, MetaStore};
+use crate::schema::Version;
 use crate::service::{Limits, Service, now_ms};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,52 @@ pub async fn open_blobs(config: &Config, fresh_start: bool) -> Result<Arc<dyn Bl
         (true, _) => Arc::new(SmallAndLocalBlobs::open(&dir, threshold)?),
         // fsck and migrate read whatever is there, small bodies included.
         (false, _) => Arc::new(SmallAndLocalBlobs::attach(&dir)?),
+    })
+}
+
+/// The schema version of one store and the newest this binary knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SchemaState {
+    /// `None`: the store does not exist yet.
+    pub version: Option<Version>,
+    pub newest: Version,
+}
+
+/// The schema versions of a configuration's stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SchemaVersions {
+    pub metadata: SchemaState,
+    /// `None` when the bodies are not in the data directory (`blob_store = "s3"`).
+    #[serde(rename = "smallBodies")]
+    pub small_bodies: Option<SchemaState>,
+}
+
+/// Reads the schema versions of the stores a configuration names, changing nothing (opening a
+/// store is what upgrades it).
+pub async fn schema_versions(config: &Config) -> Result<SchemaVersions, ServeError> {
+    let meta_error = |e: crate::schema::SchemaError| MetaError::Database(e.to_string());
+    let metadata = if config.metadata == "sqlite" {
+        crate::schema::sqlite_version(&config.db_path(), meta_schema::STORE, meta_schema::V1_TABLE)
+            .map_err(meta_error)?
+    } else {
+        Some(PostgresMeta::schema_version(&config.metadata).await?).filter(|v| *v > 0)
+    };
+    let small_bodies = if config.blob_store == "s3" {
+        None
+    } else {
+        let version = crate::blob::small::schema_version(&config.blob_dir())
+            .map_err(|e| crate::blob::BlobError::Store(e.to_string()))?;
+        Some(SchemaState {
+            version,
+            newest: crate::schema::newest(crate::blob::small::SCHEMA),
+        })
+    };
+    Ok(SchemaVersions {
+        metadata: SchemaState {
+            version: metadata,
+            newest: crate::schema::newest(meta_schema::SQLITE),
+        },
+        small_bodies,
     })
 }
 

@@ -7,6 +7,7 @@
 //! transaction, and enforces quotas inside it, so concurrent requests cannot overshoot them.
 
 pub mod postgres;
+pub mod schema;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
