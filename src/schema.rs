@@ -293,14 +293,8 @@ mod tests {
         let path = dir.path().join("s.sqlite3");
         let conn = Connection::open(&path).expect("open");
         assert_eq!(sqlite_version(&path, "store", "runs").expect("read"), Some(0));
-        assert_eq!(
-            upgrade_sqlite(&conn, "store", &PROBE_STEPS[..2]).expect("upgrade"),
-            2
-        );
-        assert_eq!(
-            upgrade_sqlite(&conn, "store", &PROBE_STEPS[..2]).expect("again"),
-            2
-        );
+        assert_eq!(upgrade_sqlite(&conn, "store", &PROBE_STEPS[..2]).expect("upgrade"), 2);
+        assert_eq!(upgrade_sqlite(&conn, "store", &PROBE_STEPS[..2]).expect("again"), 2);
         assert_eq!(runs(&conn), [2]);
         assert_eq!(upgrade_sqlite(&conn, "store", &PROBE_STEPS).expect("newer binary"), 3);
         assert_eq!(upgrade_sqlite(&conn, "store", &PROBE_STEPS).expect("again"), 3);

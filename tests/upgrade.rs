@@ -92,17 +92,23 @@ fn reader_of(manifest: &Value, org: &Value) -> String {
     user["name"].as_str().expect("name").to_owned()
 }
 
-/// What listing `folder` ("" = the root) must show: child folders with the bytes under them,
-/// then child files with their sizes.
+/// What listing `folder` ("" = the root) must show, by name: child folders with the bytes under
+/// them, and child files with their sizes.
 fn expected_listing(objects: &BTreeMap<String, u64>, folder: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
-    let prefix = if folder.is_empty() { String::new() } else { format!("{folder}/") };
+    let prefix = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
     let (mut folders, mut files) = (BTreeMap::new(), BTreeMap::new());
     for (key, size) in objects {
-        let Some(rest) = key.strip_prefix(&prefix) else { continue };
+        let Some(rest) = key.strip_prefix(&prefix) else {
+            continue;
+        };
         match rest.split_once('/') {
-            Some((child, _)) => *folders.entry(format!("{prefix}{child}")).or_insert(0) += size,
+            Some((child, _)) => *folders.entry(child.to_owned()).or_insert(0) += size,
             None => {
-                files.insert(key.clone(), *size);
+                files.insert(rest.to_owned(), *size);
             }
         }
     }
@@ -130,7 +136,11 @@ async fn check_store(server: &TestServer, env: &[(String, String)], manifest: &V
         // Byte for byte, and the stored md5 and size.
         let keys: Vec<&String> = objects.keys().collect();
         let bodies = client.download(json!(keys)).await;
-        assert_eq!(bodies.keys().collect::<Vec<_>>(), keys, "every object of {id} downloads");
+        assert_eq!(
+            bodies.keys().collect::<Vec<_>>(),
+            keys,
+            "every object of {id} downloads"
+        );
         for (key, meta) in org["objects"].as_object().expect("objects") {
             let body = &bodies[key];
             assert_eq!(body.len() as u64, meta["size"].as_u64().expect("size"), "{key}");
@@ -155,12 +165,12 @@ async fn check_store(server: &TestServer, env: &[(String, String)], manifest: &V
             }
         }
         for folder in &folders {
-            let listing = client.list(Some(folder)).await;
+            let listing = client.list(Some(folder.as_str()).filter(|f| !f.is_empty())).await;
             let (child_folders, child_files) = expected_listing(&objects, folder);
             let mut seen_folders = BTreeMap::new();
             let mut seen_files = BTreeMap::new();
             for entry in listing["objects"].as_array().expect("objects") {
-                let key = entry["key"].as_str().expect("key").to_owned();
+                let key = entry["name"].as_str().expect("name").to_owned();
                 let size = entry["size"].as_u64().expect("size");
                 if entry["isFolder"] == true {
                     seen_folders.insert(key, size);
@@ -189,9 +199,17 @@ async fn check_store(server: &TestServer, env: &[(String, String)], manifest: &V
         assert_eq!(entry["usedBytes"], org["usedBytes"], "{entry}");
         assert_eq!(entry["usedFiles"], org["usedFiles"], "{entry}");
         let default_bytes = json!(10u64 * 1024 * 1024 * 1024);
-        let max_bytes = if org["maxBytes"].is_null() { &default_bytes } else { &org["maxBytes"] };
+        let max_bytes = if org["maxBytes"].is_null() {
+            &default_bytes
+        } else {
+            &org["maxBytes"]
+        };
         assert_eq!(&entry["maxBytes"], max_bytes, "{entry}");
-        let max_files = if org["maxFiles"].is_null() { json!(10_000) } else { org["maxFiles"].clone() };
+        let max_files = if org["maxFiles"].is_null() {
+            json!(10_000)
+        } else {
+            org["maxFiles"].clone()
+        };
         assert_eq!(entry["maxFiles"], max_files, "{entry}");
     }
 
@@ -213,7 +231,10 @@ async fn check_store(server: &TestServer, env: &[(String, String)], manifest: &V
     let schema: Value = serde_json::from_str(&out).expect("schema JSON");
     assert_eq!(schema["metadata"]["version"], schema["metadata"]["newest"], "{schema}");
     if !schema["smallBodies"].is_null() {
-        assert_eq!(schema["smallBodies"]["version"], schema["smallBodies"]["newest"], "{schema}");
+        assert_eq!(
+            schema["smallBodies"]["version"], schema["smallBodies"]["newest"],
+            "{schema}"
+        );
     }
 }
 
@@ -227,14 +248,19 @@ async fn a_v0_1_0_data_directory_opens_and_serves_everything() {
     let small = home.path().join("data/blobs/small.sqlite3");
     assert_eq!(sqlite_marker(&small), 0);
     let server = TestServer::start_in(home, Options::new().env("STOWAGE_GC_INTERVAL_SECS", 3600));
-    assert!(server.banner.is_empty(), "no first start on an existing store: {:?}", server.banner);
+    assert!(
+        server.banner.is_empty(),
+        "no first start on an existing store: {:?}",
+        server.banner
+    );
     assert_eq!(sqlite_marker(&server.data_dir().join("blobs/small.sqlite3")), 1);
     check_store(&server, &[], &manifest).await;
 }
 
 fn sqlite_marker(path: &Path) -> u32 {
     let conn = rusqlite::Connection::open(path).expect("open");
-    conn.query_row("PRAGMA user_version", [], |row| row.get(0)).expect("user_version")
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .expect("user_version")
 }
 
 /// A database and a key prefix of their own, removed on drop (even after a failed assertion).
@@ -298,7 +324,7 @@ impl PostgresS3 {
 
     /// Uploads `<dir>/<shard>/<id>` to `<prefix>/blobs/<shard>/<id>`.
     async fn upload_blobs(&self, dir: &Path) -> usize {
-        use object_store::ObjectStore;
+        use object_store::ObjectStoreExt;
         let mut n = 0;
         for shard in std::fs::read_dir(dir).expect("fixture blobs").flatten() {
             for blob in std::fs::read_dir(shard.path()).expect("shard").flatten() {
@@ -376,6 +402,10 @@ async fn a_v0_1_0_postgres_dump_with_its_s3_bodies_opens_and_serves_everything()
         options = options.env(name, value);
     }
     let server = TestServer::start_in(home, options);
-    assert!(server.banner.is_empty(), "no first start on an existing store: {:?}", server.banner);
+    assert!(
+        server.banner.is_empty(),
+        "no first start on an existing store: {:?}",
+        server.banner
+    );
     check_store(&server, &stores.env, &manifest).await;
 }

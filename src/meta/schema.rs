@@ -246,8 +246,7 @@ mod tests {
             .expect("mark as newer");
         let error = PostgresMeta::connect(&database.url)
             .await
-            .err()
-            .expect("a newer store is refused");
+            .expect_err("a newer store is refused");
         assert_newer_refusal(&error.to_string(), newer);
         assert_eq!(PostgresMeta::schema_version(&database.url).await.expect("read"), newer);
     }
