@@ -19,7 +19,7 @@ use crate::http::{AppState, app};
 use crate::meta::postgres::PostgresMeta;
 use crate::meta::schema as meta_schema;
 use crate::meta::sqlite::SqliteMeta;
-use crate::meta::{MetaError, MetaStore};
+use crate::meta::{MetaError, MetaStore, Quota};
 use crate::schema::Version;
 use crate::service::{Limits, Service, now_ms};
 
@@ -209,7 +209,7 @@ pub struct ConnectionLimits {
     /// How long requests in flight may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: crate::http::TrustedProxies,
+    pub trusted_proxies: crate::net::TrustedProxies,
 }
 
 impl ConnectionLimits {
@@ -218,7 +218,26 @@ impl ConnectionLimits {
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
-            trusted_proxies: crate::http::TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
+            trusted_proxies: crate::net::TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
+        }
+    }
+}
+
+impl Limits {
+    /// The service's limits from the configuration.
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            default_quota: Quota {
+                max_bytes: config.default_max_bytes,
+                max_files: config.default_max_files,
+            },
+            max_object_size: config.max_object_size,
+            timestamp_max_age: config.timestamp_max_age_secs,
+            timestamp_max_future: config.timestamp_max_future_secs,
+            download_ttl_secs: config.download_url_ttl_secs,
+            list_page_size: config.list_page_size,
+            auth_failure_limit: config.auth_failure_limit,
+            auth_failure_window: Duration::from_secs(config.auth_failure_window_secs),
         }
     }
 }

@@ -54,10 +54,6 @@ pub enum ServiceError {
         Access::Delete => "delete objects from",
     })]
     PermissionDenied(Access),
-    #[error("Missing required field '{0}'")]
-    MissingField(&'static str),
-    #[error("Invalid field '{field}': {reason}")]
-    InvalidField { field: &'static str, reason: String },
     #[error(transparent)]
     BadKey(#[from] KeyError),
     #[error("Object not found: {0}")]
