@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Client, Options, TestServer};
+use common::{Client, Options, TestServer, required};
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
@@ -272,19 +272,11 @@ struct PostgresS3 {
     prefix: String,
 }
 
-fn required(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("STOWAGE_TEST_BACKEND=postgres-s3 needs {name}"))
-}
-
 impl PostgresS3 {
     fn create() -> PostgresS3 {
         let admin_url = required("STOWAGE_TEST_POSTGRES_URL");
         let name = format!("stowage_upgrade_{}_{}", std::process::id(), common::now_ms());
         psql(&admin_url, &["-c", &format!("CREATE DATABASE {name}")]);
-        let url = match admin_url.rfind('/') {
-            Some(i) => format!("{}/{name}", &admin_url[..i]),
-            None => panic!("STOWAGE_TEST_POSTGRES_URL has no database part: {admin_url}"),
-        };
         let store = object_store::aws::AmazonS3Builder::new()
             .with_endpoint(required("STOWAGE_TEST_S3_ENDPOINT"))
             .with_bucket_name(required("STOWAGE_TEST_S3_BUCKET"))
@@ -295,20 +287,8 @@ impl PostgresS3 {
             .with_virtual_hosted_style_request(false)
             .build()
             .expect("S3 settings");
-        let env = [
-            ("STOWAGE_METADATA", url),
-            ("STOWAGE_BLOB_STORE", "s3".into()),
-            ("STOWAGE_S3_ENDPOINT", required("STOWAGE_TEST_S3_ENDPOINT")),
-            ("STOWAGE_S3_BUCKET", required("STOWAGE_TEST_S3_BUCKET")),
-            ("STOWAGE_S3_ACCESS_KEY_ID", required("STOWAGE_TEST_S3_ACCESS_KEY")),
-            ("STOWAGE_S3_SECRET_ACCESS_KEY", required("STOWAGE_TEST_S3_SECRET_KEY")),
-            ("STOWAGE_S3_ALLOW_HTTP", "true".into()),
-            ("STOWAGE_S3_PREFIX", name.clone()),
-            ("STOWAGE_GC_INTERVAL_SECS", "3600".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let mut env = common::postgres_s3_env(&admin_url, &name);
+        env.push(("STOWAGE_GC_INTERVAL_SECS".into(), "3600".into()));
         PostgresS3 {
             admin_url,
             database: name.clone(),
