@@ -9,7 +9,7 @@ use crate::config::{Config, parse_byte_count};
 use crate::crypto::generate_token;
 use crate::ids::{OrgId, UserId};
 use crate::meta::{Identities, MetaError, Permissions};
-use crate::server::{Opened, ServeError, open_data_dir};
+use crate::server::{Opened, SchemaState, SchemaVersions, ServeError, open_data_dir, schema_versions};
 use crate::service::now_ms;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,9 @@ pub enum AdminCommand {
     /// Who belongs to which organization, with which permissions.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Show the schema version of the metadata store and of the small-body store (without
+    /// upgrading them: a server, `admin` or `fsck` upgrades a store when it opens it).
+    Schema,
 }
 
 #[derive(Debug, Args)]
@@ -175,10 +178,46 @@ fn limit_text(value: Option<u64>, default: u64) -> String {
     }
 }
 
+/// One line of `stowage admin schema`.
+fn schema_line(store: &str, state: SchemaState) -> String {
+    let newest = state.newest;
+    match state.version {
+        None => format!("{store}: not created yet (a first start creates it at schema version {newest})"),
+        Some(v) if v < newest => {
+            format!("{store}: schema version {v}; this stowage upgrades it to version {newest} when it opens it")
+        }
+        Some(v) if v == newest => format!("{store}: schema version {v} (up to date)"),
+        Some(v) => {
+            format!("{store}: schema version {v}, newer than this stowage knows (up to {newest}): run a newer stowage")
+        }
+    }
+}
+
+async fn schema(config: &Config, json_output: bool) -> Result<String, AdminError> {
+    Ok(schema_report(schema_versions(config).await?, json_output))
+}
+
+fn schema_report(versions: SchemaVersions, json_output: bool) -> String {
+    if json_output {
+        return serde_json::to_string(&versions).unwrap_or_default();
+    }
+    let mut lines = vec![schema_line("metadata store", versions.metadata)];
+    lines.push(match versions.small_bodies {
+        Some(state) => schema_line("small-body store", state),
+        None => "small-body store: none (the bodies are in S3)".to_owned(),
+    });
+    lines.join("\n")
+}
+
 /// Runs one admin command and returns what to print.
 pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> Result<String, AdminError> {
+    // Before opening: opening the stores would upgrade them.
+    if let AdminCommand::Schema = command {
+        return schema(config, json_output).await;
+    }
     let Opened { meta, key } = open_data_dir(config).await?;
     let out = match command {
+        AdminCommand::Schema => schema(config, json_output).await?,
         AdminCommand::Org(OrgCommand::Create {
             name,
             max_bytes,

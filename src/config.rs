@@ -203,7 +203,7 @@ impl Config {
                 self.log_format
             )));
         }
-        crate::http::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError)?;
+        crate::net::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError)?;
         if self.blob_store != "local" && self.blob_store != "s3" {
             return Err(ConfigError(format!(
                 "blob_store must be \"local\" or \"s3\", got \"{}\"",

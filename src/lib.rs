@@ -19,5 +19,7 @@ pub mod ids;
 pub mod key;
 pub mod meta;
 pub mod migrate;
+pub mod net;
+pub mod schema;
 pub mod server;
 pub mod service;

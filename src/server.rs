@@ -17,8 +17,10 @@ use crate::crypto::{ServerKey, generate_token, write_private_file};
 use crate::http::{AppState, app};
 
 use crate::meta::postgres::PostgresMeta;
+use crate::meta::schema as meta_schema;
 use crate::meta::sqlite::SqliteMeta;
-use crate::meta::{MetaError, MetaStore};
+use crate::meta::{MetaError, MetaStore, Quota};
+use crate::schema::Version;
 use crate::service::{Limits, Service, now_ms};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,51 @@ pub async fn open_blobs(config: &Config, fresh_start: bool) -> Result<Arc<dyn Bl
         (true, _) => Arc::new(SmallAndLocalBlobs::open(&dir, threshold)?),
         // fsck and migrate read whatever is there, small bodies included.
         (false, _) => Arc::new(SmallAndLocalBlobs::attach(&dir)?),
+    })
+}
+
+/// The schema version of one store and the newest this binary knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SchemaState {
+    /// `None`: the store does not exist yet.
+    pub version: Option<Version>,
+    pub newest: Version,
+}
+
+/// The schema versions of a configuration's stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SchemaVersions {
+    pub metadata: SchemaState,
+    /// `None` when the bodies are not in the data directory (`blob_store = "s3"`).
+    #[serde(rename = "smallBodies")]
+    pub small_bodies: Option<SchemaState>,
+}
+
+/// Reads the schema versions of the stores a configuration names, changing nothing (opening a
+/// store is what upgrades it).
+pub async fn schema_versions(config: &Config) -> Result<SchemaVersions, ServeError> {
+    let meta_error = MetaError::Schema;
+    let metadata = if config.metadata == "sqlite" {
+        crate::schema::sqlite_version(&config.db_path(), meta_schema::STORE, meta_schema::V1_TABLE)
+            .map_err(meta_error)?
+    } else {
+        Some(PostgresMeta::schema_version(&config.metadata).await?).filter(|v| *v > 0)
+    };
+    let small_bodies = if config.blob_store == "s3" {
+        None
+    } else {
+        let version = crate::blob::small::schema_version(&config.blob_dir()).map_err(crate::blob::BlobError::Schema)?;
+        Some(SchemaState {
+            version,
+            newest: crate::schema::newest(crate::blob::small::SCHEMA),
+        })
+    };
+    Ok(SchemaVersions {
+        metadata: SchemaState {
+            version: metadata,
+            newest: crate::schema::newest(meta_schema::SQLITE),
+        },
+        small_bodies,
     })
 }
 
@@ -161,7 +208,7 @@ pub struct ConnectionLimits {
     /// How long requests in flight may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: crate::http::TrustedProxies,
+    pub trusted_proxies: crate::net::TrustedProxies,
 }
 
 impl ConnectionLimits {
@@ -170,7 +217,26 @@ impl ConnectionLimits {
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
-            trusted_proxies: crate::http::TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
+            trusted_proxies: crate::net::TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
+        }
+    }
+}
+
+impl Limits {
+    /// The service's limits from the configuration.
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            default_quota: Quota {
+                max_bytes: config.default_max_bytes,
+                max_files: config.default_max_files,
+            },
+            max_object_size: config.max_object_size,
+            timestamp_max_age: config.timestamp_max_age_secs,
+            timestamp_max_future: config.timestamp_max_future_secs,
+            download_ttl_secs: config.download_url_ttl_secs,
+            list_page_size: config.list_page_size,
+            auth_failure_limit: config.auth_failure_limit,
+            auth_failure_window: Duration::from_secs(config.auth_failure_window_secs),
         }
     }
 }

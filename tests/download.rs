@@ -139,12 +139,20 @@ async fn failures_of_job_creation() {
     let client = server.client();
     client.set("present", b"p").await;
     // no keys, or none found
-    client.fails("object/get", json!({"keys": []})).await;
-    client
-        .fails("object/get", json!({"keys": ["nope", "nope/deeper"]}))
-        .await;
-    client.fails("object/get", json!({"keys": "nope"})).await;
-    client.fails("object/get", json!({})).await;
+    let no_keys = ["No keys given: send 'keys' with at least one key"];
+    let none_found = ["None of the requested keys exist"];
+    assert_eq!(client.fails("object/get", json!({"keys": []})).await, no_keys);
+    assert_eq!(
+        client
+            .fails("object/get", json!({"keys": ["nope", "nope/deeper"]}))
+            .await,
+        none_found
+    );
+    assert_eq!(client.fails("object/get", json!({"keys": "nope"})).await, none_found);
+    assert_eq!(
+        client.fails("object/get", json!({})).await,
+        ["Missing required field 'keys'"]
+    );
     // one bad key fails the whole request, naming it
     for bad in ["a/../b", "./x", "a\u{1}b", "..", ""] {
         let errors = client.fails("object/get", json!({"keys": ["present", bad]})).await;
@@ -156,12 +164,21 @@ async fn failures_of_job_creation() {
         );
     }
     // keys must be strings
-    client.fails("object/get", json!({"keys": [1, 2]})).await;
+    assert_eq!(
+        client.fails("object/get", json!({"keys": [1, 2]})).await,
+        ["Invalid field 'keys': it must be a list of strings"]
+    );
     // an unknown job
-    client
-        .fails("object/get", json!({"jobId": "0123456789abcdef0123456789abcdef"}))
-        .await;
-    client.fails("object/get", json!({"jobId": "not a job"})).await;
+    assert_eq!(
+        client
+            .fails("object/get", json!({"jobId": "0123456789abcdef0123456789abcdef"}))
+            .await,
+        ["Download job not found: 0123456789abcdef0123456789abcdef"]
+    );
+    assert_eq!(
+        client.fails("object/get", json!({"jobId": "not a job"})).await,
+        ["Download job not found: not a job"]
+    );
 }
 
 #[tokio::test]
@@ -190,14 +207,18 @@ async fn a_job_belongs_to_its_organization() {
     let second = server.new_org("second", &[]);
     server.add_member(&second, &client.user, "read,write,delete");
     let same_user = client.in_org(&second);
-    same_user.fails("object/get", json!({"jobId": job})).await;
+    let unknown_job = [format!("Download job not found: {job}")];
+    assert_eq!(same_user.fails("object/get", json!({"jobId": job})).await, unknown_job);
     // a stranger in its own organization, and a stranger naming ours
     let stranger = server.new_tenant("stranger", &[]);
-    stranger.fails("object/get", json!({"jobId": job})).await;
-    stranger
-        .in_org(&client.org)
-        .fails("object/get", json!({"jobId": job}))
-        .await;
+    assert_eq!(stranger.fails("object/get", json!({"jobId": job})).await, unknown_job);
+    assert_eq!(
+        stranger
+            .in_org(&client.org)
+            .fails("object/get", json!({"jobId": job}))
+            .await,
+        ["Organization not found or access denied"]
+    );
     // the job is unharmed
     assert_eq!(client.wait_for_url(&job).await.split('?').next(), url.split('?').next());
     assert_eq!(unzip(&fetch_zip(&url).await), entries(&[("mine", b"m")]));

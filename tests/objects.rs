@@ -170,7 +170,10 @@ async fn keys_are_normalized_on_every_endpoint() {
     assert_eq!(server.org_entry(&client.org)["usedFiles"], 2);
     assert_eq!(client.names("").await, ["a", "x"]);
     client.delete("\\x//y/z").await;
-    client.fails("object/properties", json!({"key": "x/y/z"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "x/y/z"})).await,
+        ["Object not found: x/y/z"]
+    );
 }
 
 #[tokio::test]
@@ -287,16 +290,28 @@ async fn rejected_keys_fail_on_the_other_endpoints_too() {
     let client = server.client();
     client.set("a/b", b"x").await;
     for key in ["a/../b", "a/./b", "a\u{0}b", "a\u{7f}b", ".."] {
-        client.fails("object/properties", json!({"key": key})).await;
-        client.fails("object/delete", json!({"key": key})).await;
-        client.fails("object/list", json!({"path": key})).await;
         let errors = client.fails("object/get", json!({"keys": [key]})).await;
         assert!(errors[0].contains(key), "{key:?}: {errors:?}");
+        // The same refusal, naming the key and the rule, on every endpoint.
+        assert!(errors[0].starts_with("Invalid key '"), "{key:?}: {errors:?}");
+        assert_eq!(client.fails("object/properties", json!({"key": key})).await, errors);
+        assert_eq!(client.fails("object/delete", json!({"key": key})).await, errors);
+        assert_eq!(client.fails("object/list", json!({"path": key})).await, errors);
     }
     let long = "k".repeat(1025);
-    client.fails("object/properties", json!({"key": long})).await;
-    client.fails("object/delete", json!({"key": ""})).await;
-    client.fails("object/properties", json!({"key": "/"})).await;
+    let errors = client.fails("object/properties", json!({"key": long})).await;
+    assert!(
+        errors.len() == 1 && errors[0].ends_with("': it is 1025 bytes long, the limit is 1024 bytes"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        client.fails("object/delete", json!({"key": ""})).await,
+        ["Invalid key '': the key is empty"]
+    );
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "/"})).await,
+        ["Invalid key '/': the key is empty"]
+    );
     assert_eq!(client.properties("a/b").await["size"], 1);
 }
 
@@ -336,8 +351,14 @@ async fn a_name_is_a_file_or_a_folder_not_both() {
     }
     assert_eq!(client.properties("f").await["size"], 4);
     assert_eq!(client.properties("d/child").await["size"], 1);
-    client.fails("object/properties", json!({"key": "d"})).await;
-    client.fails("object/properties", json!({"key": "f/child"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "d"})).await,
+        ["d is a folder"]
+    );
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "f/child"})).await,
+        ["Object not found: f/child"]
+    );
     assert_eq!(client.used().await, 6);
     assert_eq!(server.org_entry(&client.org)["usedFiles"], 3);
     assert_eq!(server.blob_files(), 3, "refused uploads leave no body behind");
@@ -413,9 +434,15 @@ async fn a_trailing_slash_does_not_name_a_file_in_properties() {
     client.set("f", b"file").await;
     client.set("dir/inner", b"x").await;
     for key in ["f/", "/f/", "f//", "f\\"] {
-        client.fails("object/properties", json!({"key": key})).await;
-        client.fails("object/get", json!({"key": key})).await;
+        let refusal = [format!(
+            "Invalid key '{key}': a trailing '/' names a folder, and a file key cannot end with '/'"
+        )];
+        assert_eq!(client.fails("object/properties", json!({"key": key})).await, refusal);
+        assert_eq!(client.fails("object/get", json!({"key": key})).await, refusal);
     }
-    client.fails("object/properties", json!({"key": "dir/inner/"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "dir/inner/"})).await,
+        ["Invalid key 'dir/inner/': a trailing '/' names a folder, and a file key cannot end with '/'"]
+    );
     assert_eq!(client.properties("f").await["size"], 4);
 }

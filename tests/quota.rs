@@ -8,6 +8,25 @@ use common::*;
 use futures::future::join_all;
 use serde_json::json;
 
+/// The refusal of an upload over the byte quota.
+fn over_bytes(used: u64, limit: u64, added: u64) -> [String; 1] {
+    [format!(
+        "Storage quota exceeded: the organization uses {used} of {limit} bytes and this upload would add {added} bytes"
+    )]
+}
+
+/// The refusal of an upload over the file-count quota.
+fn over_files(used: u64, limit: u64) -> [String; 1] {
+    [format!(
+        "File quota exceeded: the organization holds {used} of {limit} files"
+    )]
+}
+
+/// The answer about a key that does not exist.
+fn not_found(key: &str) -> [String; 1] {
+    [format!("Object not found: {key}")]
+}
+
 fn assert_names_usage_and_limit(errors: &[String], used: u64, limit: u64) {
     let sentence = &errors[0];
     assert!(
@@ -29,7 +48,10 @@ async fn file_count_quota() {
     }
     let errors = client.set_raw("f3", b"x").await.failure();
     assert_names_usage_and_limit(&errors, 3, 3);
-    client.fails("object/properties", json!({"key": "f3"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "f3"})).await,
+        not_found("f3")
+    );
     // an overwrite adds no file
     client.set("f2", b"overwritten").await;
     assert_eq!(server.org_entry(&client.org)["usedFiles"], 3);
@@ -37,7 +59,7 @@ async fn file_count_quota() {
     client.delete("f0").await;
     client.set("f3", b"x").await;
     let bodies = server.blob_files();
-    client.set_raw("f4", b"x").await.failure();
+    assert_eq!(client.set_raw("f4", b"x").await.failure(), over_files(3, 3));
     assert_eq!(server.blob_files(), bodies, "a refused upload leaves no body behind");
     assert_eq!(server.staged_files(), 0);
 }
@@ -50,14 +72,20 @@ async fn byte_quota_with_exact_reach_and_net_overwrites() {
     let errors = client.set_raw("big/b", &vec![b'b'; 400_001]).await.failure();
     assert_names_usage_and_limit(&errors, 600_000, 1_000_000);
     assert_eq!(client.used().await, 600_000);
-    client.fails("object/properties", json!({"key": "big/b"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "big/b"})).await,
+        not_found("big/b")
+    );
 
     // reaching the limit exactly is allowed
     client.set("big/b", &vec![b'b'; 400_000]).await;
     assert_eq!(client.used().await, 1_000_000);
     let listing = client.list(None).await;
     assert_eq!(listing["objectStorageUsedHuman"], "1.00 MB");
-    client.set_raw("big/c", b"c").await.failure();
+    assert_eq!(
+        client.set_raw("big/c", b"c").await.failure(),
+        over_bytes(1_000_000, 1_000_000, 1)
+    );
     // an empty file adds no bytes, so it still fits
     client.set("big/empty", b"").await;
     assert_eq!(client.used().await, 1_000_000);
@@ -93,15 +121,18 @@ async fn quota_changes_take_effect_on_a_running_server() {
     );
     let client = server.new_tenant("tenant", &["--max-bytes", "1000"]);
     client.set("a", &[b'a'; 1000]).await;
-    client.set_raw("b", &[b'b'; 10]).await.failure();
+    assert_eq!(
+        client.set_raw("b", &[b'b'; 10]).await.failure(),
+        over_bytes(1000, 1000, 10)
+    );
 
     server.admin(&["org", "set-quota", "--org", &client.org, "--max-bytes", "2000"]);
     client.set("b", &[b'b'; 1000]).await;
-    client.set_raw("c", b"c").await.failure();
+    assert_eq!(client.set_raw("c", b"c").await.failure(), over_bytes(2000, 2000, 1));
 
     // lowering below the usage refuses growth but not deletes or shrinking
     server.admin(&["org", "set-quota", "--org", &client.org, "--max-bytes", "500"]);
-    client.set_raw("c", b"c").await.failure();
+    assert_eq!(client.set_raw("c", b"c").await.failure(), over_bytes(2000, 500, 1));
     client.set("b", &[b'b'; 400]).await;
     client.delete("a").await;
     assert_eq!(client.used().await, 400);
@@ -109,7 +140,7 @@ async fn quota_changes_take_effect_on_a_running_server() {
     // back to the configured default (5000 bytes)
     server.admin(&["org", "set-quota", "--org", &client.org, "--max-bytes", "default"]);
     client.set("c", &[b'c'; 4600]).await;
-    client.set_raw("d", b"d").await.failure();
+    assert_eq!(client.set_raw("d", b"d").await.failure(), over_bytes(5000, 5000, 1));
     let entry = server.org_entry(&client.org);
     assert_eq!(entry["maxBytes"], 5000);
     assert_eq!(entry["usedBytes"], 5000);
@@ -126,7 +157,7 @@ async fn quota_changes_take_effect_on_a_running_server() {
         "--max-bytes",
         "100000",
     ]);
-    client.set_raw("d", b"d").await.failure();
+    assert_eq!(client.set_raw("d", b"d").await.failure(), over_files(2, 2));
     server.admin(&["org", "set-quota", "--org", &client.org, "--max-files", "3"]);
     client.set("d", b"d").await;
     assert_eq!(server.org_entry(&client.org)["maxFiles"], 3);
@@ -141,9 +172,9 @@ async fn configured_defaults_apply_to_the_first_organization() {
     );
     let client = server.client();
     client.set("one", &[1; 60]).await;
-    client.set_raw("two", &[2; 41]).await.failure();
+    assert_eq!(client.set_raw("two", &[2; 41]).await.failure(), over_bytes(60, 100, 41));
     client.set("two", &[2; 40]).await;
-    client.set_raw("three", b"").await.failure();
+    assert_eq!(client.set_raw("three", b"").await.failure(), over_files(2, 2));
     assert_eq!(client.used().await, 100);
 }
 
@@ -165,7 +196,13 @@ async fn concurrent_uploads_never_overshoot_the_byte_quota() {
         if reply.body["success"] == true {
             stored += 1;
         } else {
-            reply.failure();
+            let errors = reply.failure();
+            assert!(
+                errors.len() == 1
+                    && errors[0].starts_with("Storage quota exceeded: the organization uses ")
+                    && errors[0].ends_with(" of 1000000 bytes and this upload would add 100000 bytes"),
+                "{errors:?}"
+            );
         }
     }
     assert_eq!(stored, 3, "room for exactly three uploads of 100,000 bytes");
@@ -246,7 +283,10 @@ async fn concurrent_mixed_uploads_and_overwrites_keep_exact_counters() {
             assert_eq!(client.properties(&key).await["size"], json!(size));
             expected += *size as u64;
         } else {
-            client.fails("object/properties", json!({"key": key})).await;
+            assert_eq!(
+                client.fails("object/properties", json!({"key": key})).await,
+                not_found(&key)
+            );
         }
     }
     let shared = client.properties("shared").await["size"].as_u64().unwrap();

@@ -47,6 +47,10 @@ pub enum BlobError {
     /// The store's settings cannot work (a missing bucket, an unusable endpoint...).
     #[error("blob store settings are invalid: {0}")]
     Config(String),
+    /// The small-body store's schema cannot be read or brought up to date, or is newer than
+    /// this binary.
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
 }
 
 /// A full disk (`ENOSPC`) is [`BlobError::Full`]; any other I/O error is [`BlobError::Io`].

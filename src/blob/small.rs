@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::local::LocalBlobs;
 use super::{BlobError, BlobStore, BlobStream, BlobWriter, StoredBlob};
 use crate::ids::BlobId;
+use crate::schema::{SchemaError, Step, Version};
 
 /// Bodies up to this size are kept in the table.
 pub const DEFAULT_THRESHOLD: usize = 16 * 1024;
@@ -33,17 +34,33 @@ pub struct SmallAndLocalBlobs {
     threshold: usize,
 }
 
+/// How the small-body table is named in schema messages.
+pub const STORE: &str = "small-body store";
+/// The file of the small-body table in the blob directory.
+pub const FILE: &str = "small.sqlite3";
+
+/// The schema of the small-body table, as ordered steps (see `crate::schema`; add a step by
+/// appending one). Step 1, stowage 0.1.0's table, creates only what is missing: v0.1.0 wrote no
+/// version marker, and step 1 takes its table to version 1 unchanged.
+pub const SCHEMA: &[Step] = &[Step {
+    description: "the table of stowage 0.1.0",
+    sql: "CREATE TABLE IF NOT EXISTS small_blobs (
+              id TEXT PRIMARY KEY, shard TEXT NOT NULL, body BLOB NOT NULL, written INTEGER NOT NULL
+          ) WITHOUT ROWID;
+          CREATE INDEX IF NOT EXISTS small_blobs_by_shard ON small_blobs (shard);",
+}];
+
 fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
-         CREATE TABLE IF NOT EXISTS small_blobs (
-             id TEXT PRIMARY KEY, shard TEXT NOT NULL, body BLOB NOT NULL, written INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS small_blobs_by_shard ON small_blobs (shard);",
-    )?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
     Ok(conn)
+}
+
+/// The schema version of the small-body table in the blob directory `root`, read without
+/// changing anything (`None`: there is none).
+pub fn schema_version(root: &Path) -> Result<Option<Version>, SchemaError> {
+    crate::schema::sqlite_version(&root.join(FILE), STORE, "small_blobs")
 }
 
 fn writer_loop(conn: Connection, queue: mpsc::Receiver<Insert>) {
@@ -101,8 +118,9 @@ impl SmallAndLocalBlobs {
 
     fn with_files(root: &Path, files: Arc<LocalBlobs>, threshold: usize) -> Result<SmallAndLocalBlobs, BlobError> {
         std::fs::create_dir_all(root)?;
-        let path = root.join("small.sqlite3");
+        let path = root.join(FILE);
         let writer = open_db(&path).map_err(db_error)?;
+        crate::schema::upgrade_sqlite(&writer, STORE, SCHEMA).map_err(BlobError::Schema)?;
         let reader = open_db(&path).map_err(db_error)?;
         let (inserts, queue) = mpsc::channel();
         std::thread::Builder::new()

@@ -4,8 +4,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::service::ServiceError;
-
 /// Why a body could not be decoded at all (HTTP 400).
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -17,6 +15,16 @@ pub enum BodyError {
     Unparseable(String),
     #[error("The request body is larger than {0} bytes")]
     TooLarge(usize),
+}
+
+/// A field that is missing or cannot be read as what the endpoint needs (an ordinary failure:
+/// HTTP 200, `success: false`).
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error("Missing required field '{0}'")]
+    Missing(&'static str),
+    #[error("Invalid field '{field}': {reason}")]
+    Invalid { field: &'static str, reason: String },
 }
 
 /// The decoded fields of a request.
@@ -83,29 +91,29 @@ impl Fields {
     }
 
     /// A single text value; numbers are taken as their decimal text.
-    pub fn text(&self, name: &'static str) -> Result<Option<String>, ServiceError> {
+    pub fn text(&self, name: &'static str) -> Result<Option<String>, FieldError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(Value::Array(_)) => Err(ServiceError::InvalidField {
+            Some(Value::Array(_)) => Err(FieldError::Invalid {
                 field: name,
                 reason: "it is given more than once; send it once".into(),
             }),
-            Some(_) => Err(ServiceError::InvalidField {
+            Some(_) => Err(FieldError::Invalid {
                 field: name,
                 reason: "it must be a string".into(),
             }),
         }
     }
 
-    pub fn required_text(&self, name: &'static str) -> Result<String, ServiceError> {
-        self.text(name)?.ok_or(ServiceError::MissingField(name))
+    pub fn required_text(&self, name: &'static str) -> Result<String, FieldError> {
+        self.text(name)?.ok_or(FieldError::Missing(name))
     }
 
     /// A list of strings; a single string is a list of one.
-    pub fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, ServiceError> {
-        let invalid = || ServiceError::InvalidField {
+    pub fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, FieldError> {
+        let invalid = || FieldError::Invalid {
             field: name,
             reason: "it must be a list of strings".into(),
         };
@@ -122,8 +130,8 @@ impl Fields {
     }
 
     /// A page number: a non-negative integer (or its decimal text); absent means 0.
-    pub fn page(&self, name: &'static str) -> Result<u64, ServiceError> {
-        let invalid = || ServiceError::InvalidField {
+    pub fn page(&self, name: &'static str) -> Result<u64, FieldError> {
+        let invalid = || FieldError::Invalid {
             field: name,
             reason: "it must be a non-negative integer".into(),
         };
@@ -164,7 +172,7 @@ mod tests {
         assert!(fields.text("n").is_err());
         assert!(matches!(
             fields.required_text("missing"),
-            Err(ServiceError::MissingField("missing"))
+            Err(FieldError::Missing("missing"))
         ));
         assert!(Fields::from_json(b"{not json").is_err());
         assert!(Fields::from_json(b"[1]").is_err());

@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use futures::{StreamExt, stream};
 
-use super::fields::{BodyError, Fields};
+use super::fields::{BodyError, FieldError, Fields};
 use super::wire::Outcome;
 use super::{ApiError, ApiResult, AppState, header_text, ok, principal};
 use crate::service::{Access, ServiceError, Upload};
@@ -48,7 +48,7 @@ async fn read_text_part(
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         backlog.delivered(chunk.len());
         if buf.len() + chunk.len() > MAX_TEXT_PART {
-            return Err(ServiceError::InvalidField {
+            return Err(FieldError::Invalid {
                 field: name,
                 reason: format!("it is longer than {MAX_TEXT_PART} bytes"),
             }
@@ -57,7 +57,7 @@ async fn read_text_part(
         buf.extend_from_slice(&chunk);
     }
     String::from_utf8(buf).map_err(|_| {
-        ServiceError::InvalidField {
+        FieldError::Invalid {
             field: name,
             reason: "it is not valid UTF-8".into(),
         }
@@ -67,7 +67,7 @@ async fn read_text_part(
 
 fn set_once(slot: &mut Option<String>, value: String, name: &'static str) -> Result<(), ApiError> {
     if slot.is_some() {
-        return Err(ServiceError::InvalidField {
+        return Err(FieldError::Invalid {
             field: name,
             reason: "it is given more than once; send it once".into(),
         }
@@ -188,7 +188,7 @@ pub(super) async fn set(
         return Err(refuse_unread(&headers, body, ServiceError::TooLarge { limit }.into()).await);
     }
     if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
-        let missing = ServiceError::InvalidField {
+        let missing = FieldError::Invalid {
             field: "objectData",
             reason: format!("it is missing: {SET_SHAPE}"),
         };
@@ -219,7 +219,7 @@ pub(super) async fn set(
         });
     }
     let Some(upload) = upload else {
-        return Err(ServiceError::InvalidField {
+        return Err(FieldError::Invalid {
             field: "objectData",
             reason: format!("it is missing: {SET_SHAPE}"),
         }
@@ -234,7 +234,7 @@ pub(super) async fn set(
             } else {
                 "key"
             };
-            return Err(ServiceError::MissingField(missing).into());
+            return Err(FieldError::Missing(missing).into());
         }
     };
     state.service.finish_set(&who, &organization, &key, upload).await?;
@@ -263,7 +263,7 @@ async fn receive(
             "key" => set_once(&mut parts.key, read_text_part(field, "key", backlog).await?, "key")?,
             "objectData" => {
                 if parts.upload.is_some() {
-                    return Err(ServiceError::InvalidField {
+                    return Err(FieldError::Invalid {
                         field: "objectData",
                         reason: "it is given more than once; send it once".into(),
                     }

@@ -9,6 +9,7 @@
 
 pub mod postgres;
 pub mod rules;
+pub mod schema;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,9 @@ pub enum MetaError {
     Failed(#[source] BoxError),
     #[error("the metadata store is shutting down")]
     Closed,
+    /// The store's schema cannot be read or brought up to date, or is newer than this binary.
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
 }
 
 impl MetaError {

@@ -47,89 +47,6 @@ const BOOTSTRAP_LOCK: i64 = 0x7374_6f77_6167_6503;
 /// Advisory lock that serializes collection deletes across servers (no deadlocks between them).
 const COLLECTION_LOCK: i64 = 0x7374_6f77_6167_6502;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS orgs (
-    id TEXT COLLATE "C" PRIMARY KEY,
-    name TEXT COLLATE "C" NOT NULL,
-    max_bytes BIGINT,
-    max_files BIGINT,
-    created BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS users (
-    id BIGSERIAL PRIMARY KEY,
-    name TEXT COLLATE "C" NOT NULL,
-    token_nonce BYTEA NOT NULL,
-    token_sealed BYTEA NOT NULL,
-    disabled BOOLEAN NOT NULL DEFAULT FALSE,
-    created BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS members (
-    org_id TEXT COLLATE "C" NOT NULL REFERENCES orgs(id),
-    user_id BIGINT NOT NULL REFERENCES users(id),
-    can_read BOOLEAN NOT NULL,
-    can_write BOOLEAN NOT NULL,
-    can_delete BOOLEAN NOT NULL,
-    is_admin BOOLEAN NOT NULL,
-    PRIMARY KEY (org_id, user_id)
-);
-CREATE TABLE IF NOT EXISTS objects (
-    org_id TEXT COLLATE "C" NOT NULL,
-    key TEXT COLLATE "C" NOT NULL,
-    parent TEXT COLLATE "C" NOT NULL,
-    name TEXT COLLATE "C" NOT NULL,
-    size BIGINT NOT NULL,
-    md5 TEXT NOT NULL,
-    mime TEXT NOT NULL,
-    preview TEXT,
-    created BIGINT NOT NULL,
-    modified BIGINT NOT NULL,
-    blob_id TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (org_id, key)
-);
-CREATE INDEX IF NOT EXISTS objects_listing ON objects (org_id, parent, name) INCLUDE (size, mime, modified);
-DROP INDEX IF EXISTS objects_by_parent;
-CREATE INDEX IF NOT EXISTS objects_by_parent_modified ON objects (org_id, parent, modified);
-CREATE INDEX IF NOT EXISTS objects_by_blob ON objects (blob_id);
-CREATE TABLE IF NOT EXISTS folders (
-    org_id TEXT COLLATE "C" NOT NULL,
-    path TEXT COLLATE "C" NOT NULL,
-    parent TEXT COLLATE "C",
-    name TEXT COLLATE "C" NOT NULL,
-    bytes BIGINT NOT NULL,
-    files BIGINT NOT NULL,
-    child_folders BIGINT NOT NULL,
-    child_files BIGINT NOT NULL,
-    modified BIGINT NOT NULL,
-    PRIMARY KEY (org_id, path)
-);
-CREATE INDEX IF NOT EXISTS folders_listing ON folders (org_id, parent, name) INCLUDE (bytes, modified);
-DROP INDEX IF EXISTS folders_by_parent;
-CREATE INDEX IF NOT EXISTS folders_by_parent_modified ON folders (org_id, parent, modified);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT COLLATE "C" PRIMARY KEY,
-    org_id TEXT COLLATE "C" NOT NULL,
-    created BIGINT NOT NULL,
-    expires BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires);
-CREATE TABLE IF NOT EXISTS job_entries (
-    job_id TEXT COLLATE "C" NOT NULL,
-    key TEXT COLLATE "C" NOT NULL,
-    blob_id TEXT COLLATE "C" NOT NULL,
-    size BIGINT NOT NULL,
-    modified BIGINT NOT NULL,
-    PRIMARY KEY (job_id, key)
-);
-CREATE INDEX IF NOT EXISTS job_entries_by_blob ON job_entries (blob_id);
-CREATE TABLE IF NOT EXISTS garbage (
-    blob_id TEXT COLLATE "C" PRIMARY KEY,
-    since BIGINT NOT NULL
-);
--- SQLite keeps its schema version in PRAGMA user_version; PostgreSQL keeps it here.
-CREATE TABLE IF NOT EXISTS stowage_schema (version INTEGER NOT NULL);
-INSERT INTO stowage_schema (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM stowage_schema);
-"#;
-
 /// A human-readable description of a driver error: the server's message and SQLSTATE for
 /// database errors, the cause for the others (the driver's own `Display` says only "db error").
 pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
@@ -199,6 +116,22 @@ impl PostgresMeta {
 
     /// Like [`PostgresMeta::connect`], with at most `max_connections` pooled connections.
     pub async fn connect_with(url: &str, max_connections: usize) -> MetaResult<PostgresMeta> {
+        let meta = PostgresMeta::pool(url, max_connections)?;
+        meta.create_schema().await?;
+        Ok(meta)
+    }
+
+    /// The schema version of the database at `url`, read without changing anything (0: an
+    /// empty database).
+    pub async fn schema_version(url: &str) -> MetaResult<crate::schema::Version> {
+        let client = PostgresMeta::pool(url, 1)?.client().await?;
+        crate::schema::postgres_version(&client, schema::STORE, schema::V1_TABLE)
+            .await
+            .map_err(MetaError::Schema)
+    }
+
+    /// The connection pool, before anything is sent to the database.
+    fn pool(url: &str, max_connections: usize) -> MetaResult<PostgresMeta> {
         // The error names neither the URL nor its parts: it may carry a password.
         let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             MetaError::Config(format!("invalid PostgreSQL connection string: {}", describe_error(&e)))
@@ -225,19 +158,16 @@ impl PostgresMeta {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| MetaError::Config(format!("cannot build the PostgreSQL connection pool: {e}")))?;
-        let meta = PostgresMeta { pool };
-        meta.create_schema().await?;
-        Ok(meta)
+        Ok(PostgresMeta { pool })
     }
 
-    /// Creates the tables and indexes that are missing; several servers starting at once take
-    /// turns (concurrent `CREATE … IF NOT EXISTS` can otherwise fail on the catalog).
+    /// Brings the schema up to date (`meta::schema::POSTGRES`); several servers starting at
+    /// once take turns under an advisory lock, and each step runs once.
     async fn create_schema(&self) -> MetaResult<()> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
-        tx.batch_execute(SCHEMA).await?;
-        tx.commit().await?;
+        crate::schema::upgrade_postgres(&mut client, SCHEMA_LOCK, schema::STORE, schema::POSTGRES)
+            .await
+            .map_err(MetaError::Schema)?;
         Ok(())
     }
 

@@ -27,89 +27,6 @@ const MAX_IDLE_READERS: usize = 16;
 /// Compiled statements kept per connection (more than the store has distinct hot statements).
 const STATEMENT_CACHE: usize = 64;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS orgs (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    max_bytes INTEGER,
-    max_files INTEGER,
-    created INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    token_nonce BLOB NOT NULL,
-    token_sealed BLOB NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0,
-    created INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS members (
-    org_id TEXT NOT NULL REFERENCES orgs(id),
-    user_id INTEGER NOT NULL REFERENCES users(id),
-    can_read INTEGER NOT NULL,
-    can_write INTEGER NOT NULL,
-    can_delete INTEGER NOT NULL,
-    is_admin INTEGER NOT NULL,
-    PRIMARY KEY (org_id, user_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS objects (
-    org_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    parent TEXT NOT NULL,
-    name TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    md5 TEXT NOT NULL,
-    mime TEXT NOT NULL,
-    preview TEXT,
-    created INTEGER NOT NULL,
-    modified INTEGER NOT NULL,
-    blob_id TEXT NOT NULL,
-    PRIMARY KEY (org_id, key)
-) WITHOUT ROWID;
--- Listing reads a page of a folder's files from this index alone (it covers every listed column),
--- instead of one lookup in the table per entry.
-CREATE INDEX IF NOT EXISTS objects_listing ON objects (org_id, parent, name, size, mime, modified);
-DROP INDEX IF EXISTS objects_by_parent;
-CREATE INDEX IF NOT EXISTS objects_by_parent_modified ON objects (org_id, parent, modified);
-CREATE INDEX IF NOT EXISTS objects_by_blob ON objects (blob_id);
-CREATE TABLE IF NOT EXISTS folders (
-    org_id TEXT NOT NULL,
-    path TEXT NOT NULL,
-    parent TEXT,
-    name TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    files INTEGER NOT NULL,
-    child_folders INTEGER NOT NULL,
-    child_files INTEGER NOT NULL,
-    modified INTEGER NOT NULL,
-    PRIMARY KEY (org_id, path)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS folders_listing ON folders (org_id, parent, name, bytes, modified);
-DROP INDEX IF EXISTS folders_by_parent;
-CREATE INDEX IF NOT EXISTS folders_by_parent_modified ON folders (org_id, parent, modified);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    org_id TEXT NOT NULL,
-    created INTEGER NOT NULL,
-    expires INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires);
-CREATE TABLE IF NOT EXISTS job_entries (
-    job_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    blob_id TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    modified INTEGER NOT NULL,
-    PRIMARY KEY (job_id, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS job_entries_by_blob ON job_entries (blob_id);
-CREATE TABLE IF NOT EXISTS garbage (
-    blob_id TEXT PRIMARY KEY,
-    since INTEGER NOT NULL
-) WITHOUT ROWID;
-PRAGMA user_version = 1;
-"#;
-
 /// SQLite's errors by what a caller can do about them.
 impl From<rusqlite::Error> for MetaError {
     fn from(e: rusqlite::Error) -> MetaError {
@@ -265,7 +182,7 @@ impl SqliteMeta {
     /// Opens (creating when needed) the database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> MetaResult<SqliteMeta> {
         let conn = open_connection(path)?;
-        conn.execute_batch(SCHEMA)?;
+        crate::schema::upgrade_sqlite(&conn, schema::STORE, schema::SQLITE).map_err(MetaError::Schema)?;
         let (tx, rx) = mpsc::channel::<Box<dyn WriteTask>>();
         std::thread::Builder::new()
             .name("stowage-sqlite-writer".into())
@@ -1440,6 +1357,8 @@ mod tests {
              CREATE INDEX folders_by_parent ON folders (org_id, parent, name);",
         )
         .expect("make it look like an older database");
+        conn.pragma_update(None, "user_version", 0)
+            .expect("without a version marker");
         drop(conn);
         drop(SqliteMeta::open(&path).expect("reopen"));
         let conn = open_connection(&path).expect("connect");

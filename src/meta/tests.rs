@@ -52,20 +52,7 @@ impl Fixture {
     /// A fresh database on the server named by `STOWAGE_TEST_POSTGRES_URL`; `None` (skip) only
     /// when that is unset and `STOWAGE_SKIP_POSTGRES=1`.
     async fn postgres() -> Option<Fixture> {
-        let admin_url = match std::env::var(URL_VAR) {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") => {
-                eprintln!("note: skipping a PostgreSQL metadata test ({SKIP_VAR}=1 and {URL_VAR} is unset)");
-                return None;
-            }
-            _ => panic!(
-                "{URL_VAR} is not set, so the PostgreSQL metadata tests cannot run. Start a server with \
-                 `scripts/postgres.sh start` and export the line it prints \
-                 (STOWAGE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:PORT/postgres), \
-                 or set {SKIP_VAR}=1 to skip these tests."
-            ),
-        };
-        let database = TestDatabase::create(&admin_url).await;
+        let database = test_database().await?;
         let meta = Arc::new(
             PostgresMeta::connect(&database.url)
                 .await
@@ -115,15 +102,34 @@ impl Fixture {
     }
 }
 
-/// A database of its own on the test server, dropped when this is dropped (even after a failed
-/// assertion).
-struct TestDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
+/// A fresh database on the server named by `STOWAGE_TEST_POSTGRES_URL`; `None` (skip) only when
+/// that is unset and `STOWAGE_SKIP_POSTGRES=1`.
+pub(super) async fn test_database() -> Option<TestDatabase> {
+    let admin_url = match std::env::var(URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") => {
+            eprintln!("note: skipping a PostgreSQL metadata test ({SKIP_VAR}=1 and {URL_VAR} is unset)");
+            return None;
+        }
+        _ => panic!(
+            "{URL_VAR} is not set, so the PostgreSQL metadata tests cannot run. Start a server with \
+             `scripts/postgres.sh start` and export the line it prints \
+             (STOWAGE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:PORT/postgres), \
+             or set {SKIP_VAR}=1 to skip these tests."
+        ),
+    };
+    Some(TestDatabase::create(&admin_url).await)
 }
 
-async fn connect_plain(url: &str) -> tokio_postgres::Client {
+/// A database of its own on the test server, dropped when this is dropped (even after a failed
+/// assertion).
+pub(super) struct TestDatabase {
+    admin_url: String,
+    name: String,
+    pub(super) url: String,
+}
+
+pub(super) async fn connect_plain(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL server: {e}"));

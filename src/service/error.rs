@@ -54,10 +54,6 @@ pub enum ServiceError {
         Access::Delete => "delete objects from",
     })]
     PermissionDenied(Access),
-    #[error("Missing required field '{0}'")]
-    MissingField(&'static str),
-    #[error("Invalid field '{field}': {reason}")]
-    InvalidField { field: &'static str, reason: String },
     #[error(transparent)]
     BadKey(#[from] KeyError),
     #[error("Object not found: {0}")]
@@ -108,7 +104,7 @@ fn meta_sentence(e: &MetaError) -> &'static str {
         MetaError::Corrupt(_) => {
             "the metadata store holds damaged data; try again later, and tell an administrator to run 'stowage fsck'"
         }
-        MetaError::Config(_) | MetaError::Failed(_) => {
+        MetaError::Config(_) | MetaError::Failed(_) | MetaError::Schema(_) => {
             "the metadata store could not complete the request; try again later"
         }
     }
@@ -119,7 +115,7 @@ fn blob_sentence(e: &BlobError) -> &'static str {
         BlobError::Full(_) => "the blob store is out of space; try again later",
         BlobError::Unavailable { .. } => "the blob store cannot be reached; try again later",
         BlobError::NotFound(_) => "a stored object body is missing; try again later, and tell an administrator",
-        BlobError::Io(_) | BlobError::Store { .. } | BlobError::Config(_) => {
+        BlobError::Io(_) | BlobError::Store { .. } | BlobError::Config(_) | BlobError::Schema(_) => {
             "the blob store could not complete the request; try again later"
         }
     }

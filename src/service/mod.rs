@@ -14,7 +14,6 @@ use std::time::Duration;
 pub use error::{Access, AuthError, ServiceError, ServiceResult, StorageFailure};
 
 use crate::blob::{BlobStore, BlobStream, BlobWriter};
-use crate::config::Config;
 use crate::content::{ContentDigest, mime_for};
 use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
 use crate::ids::{BlobId, JobId, OrgId, UserId};
@@ -48,24 +47,6 @@ pub struct Limits {
     /// Failed authentications allowed per client address and per user id in a window (0: off).
     pub auth_failure_limit: u32,
     pub auth_failure_window: Duration,
-}
-
-impl Limits {
-    pub fn from_config(config: &Config) -> Limits {
-        Limits {
-            default_quota: Quota {
-                max_bytes: config.default_max_bytes,
-                max_files: config.default_max_files,
-            },
-            max_object_size: config.max_object_size,
-            timestamp_max_age: config.timestamp_max_age_secs,
-            timestamp_max_future: config.timestamp_max_future_secs,
-            download_ttl_secs: config.download_url_ttl_secs,
-            list_page_size: config.list_page_size,
-            auth_failure_limit: config.auth_failure_limit,
-            auth_failure_window: Duration::from_secs(config.auth_failure_window_secs),
-        }
-    }
 }
 
 /// An authenticated caller.

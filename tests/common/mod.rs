@@ -543,7 +543,29 @@ pub fn embedded() -> bool {
     embedded
 }
 
-fn required(name: &str) -> String {
+/// The settings of a server on the test PostgreSQL's database `name` (which must exist) and the
+/// key prefix `name` of the test bucket.
+pub fn postgres_s3_env(admin_url: &str, name: &str) -> Vec<(String, String)> {
+    let url = match admin_url.rfind('/') {
+        Some(i) => format!("{}/{name}", &admin_url[..i]),
+        None => panic!("STOWAGE_TEST_POSTGRES_URL has no database part: {admin_url}"),
+    };
+    [
+        ("STOWAGE_METADATA", url),
+        ("STOWAGE_BLOB_STORE", "s3".into()),
+        ("STOWAGE_S3_ENDPOINT", required("STOWAGE_TEST_S3_ENDPOINT")),
+        ("STOWAGE_S3_BUCKET", required("STOWAGE_TEST_S3_BUCKET")),
+        ("STOWAGE_S3_ACCESS_KEY_ID", required("STOWAGE_TEST_S3_ACCESS_KEY")),
+        ("STOWAGE_S3_SECRET_ACCESS_KEY", required("STOWAGE_TEST_S3_SECRET_KEY")),
+        ("STOWAGE_S3_ALLOW_HTTP", "true".into()),
+        ("STOWAGE_S3_PREFIX", name.to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect()
+}
+
+pub fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("STOWAGE_TEST_BACKEND={} needs {name}", backend()))
 }
 
@@ -574,22 +596,7 @@ fn with_backend(mut options: Options) -> Options {
                 "CREATE DATABASE: {}",
                 String::from_utf8_lossy(&created.stderr)
             );
-            let url = match admin_url.rfind('/') {
-                Some(i) => format!("{}/{name}", &admin_url[..i]),
-                None => panic!("STOWAGE_TEST_POSTGRES_URL has no database part: {admin_url}"),
-            };
-            for (key, value) in [
-                ("STOWAGE_METADATA", url),
-                ("STOWAGE_BLOB_STORE", "s3".into()),
-                ("STOWAGE_S3_ENDPOINT", required("STOWAGE_TEST_S3_ENDPOINT")),
-                ("STOWAGE_S3_BUCKET", required("STOWAGE_TEST_S3_BUCKET")),
-                ("STOWAGE_S3_ACCESS_KEY_ID", required("STOWAGE_TEST_S3_ACCESS_KEY")),
-                ("STOWAGE_S3_SECRET_ACCESS_KEY", required("STOWAGE_TEST_S3_SECRET_KEY")),
-                ("STOWAGE_S3_ALLOW_HTTP", "true".into()),
-                ("STOWAGE_S3_PREFIX", name),
-            ] {
-                options.env.push((key.to_owned(), value));
-            }
+            options.env.extend(postgres_s3_env(&admin_url, &name));
             options
         }
         other => panic!("unknown STOWAGE_TEST_BACKEND {other:?}: use embedded or postgres-s3"),
