@@ -182,7 +182,13 @@ fn every_start_says_where_the_first_credentials_are_while_the_file_exists() {
 #[test]
 fn logs_written_to_a_file_carry_no_colour_codes() {
     let server = TestServer::start();
-    let log = server.log();
+    // The "listening" log line follows the stdout line the harness waits for: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = server.log();
+    while !log.contains("listening") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = server.log();
+    }
     assert!(log.contains("listening"), "the log has lines: {log}");
     assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file: {log:?}");
 }
