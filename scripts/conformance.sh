@@ -6,8 +6,9 @@
 # Starts the server on a free port with a fresh data directory, creates the identities that the
 # suite's conftest.py lists with `stowage admin`, runs the suite, and stops the server.
 #
-# The suite is found at $STOWAGE_CONFORMANCE_DIR, else ../shared/conformance beside the
-# repository; where neither exists, this says so in one line and exits 0 (CI always has it).
+# The suite is found at $STOWAGE_CONFORMANCE_DIR (an error when that holds no suite), else at
+# ../shared/conformance beside the repository; where that does not exist either, this says so in
+# one line and exits 0 (CI always has it).
 # A failed run keeps its server log and prints where it is; a passed run removes everything it
 # made (the data directory, and on PostgreSQL its database).
 set -euo pipefail
@@ -15,10 +16,18 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/target/debug/stowage}
 python=${STOWAGE_PYTHON:-$here/.venv/bin/python}
 
-suite=${STOWAGE_CONFORMANCE_DIR:-$here/../shared/conformance}
-if [ ! -f "$suite/conftest.py" ]; then
-  echo "conformance: skipped: no shared suite at ${STOWAGE_CONFORMANCE_DIR:-../shared/conformance} (set STOWAGE_CONFORMANCE_DIR to run it)"
-  exit 0
+if [ -n "${STOWAGE_CONFORMANCE_DIR:-}" ]; then
+  suite=$STOWAGE_CONFORMANCE_DIR
+  if [ ! -f "$suite/conftest.py" ]; then
+    echo "conformance: STOWAGE_CONFORMANCE_DIR=$suite holds no conftest.py; point it at the shared suite's folder" >&2
+    exit 1
+  fi
+else
+  suite=$here/../shared/conformance
+  if [ ! -f "$suite/conftest.py" ]; then
+    echo "conformance: skipped: no shared suite at ../shared/conformance (set STOWAGE_CONFORMANCE_DIR to run it)"
+    exit 0
+  fi
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/stowage-conformance.XXXXXX")
