@@ -172,7 +172,7 @@ fn print_credentials(credentials: &InitialCredentials, config: &Config, local: s
          \n  userId:         {}\n  apiToken:       {}\n  organizationId: {}\n\
          \nTry it:\n\
          \n  TS=$(date +%s); HASH=$(printf '%s' \"{}:$TS\" | sha256sum | cut -d' ' -f1)\
-         \n  curl -s -u \"{}:$HASH\" -H \"Timestamp: $TS\" -H 'Content-Type: application/json' \\\
+         \n  curl -sS --fail-with-body -u \"{}:$HASH\" -H \"Timestamp: $TS\" -H 'Content-Type: application/json' \\\
          \n       -d '{{\"organizationId\": \"{}\"}}' {}/object/list\n",
         config.credentials_path().display(),
         credentials.user_id,
