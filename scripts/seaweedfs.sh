@@ -125,7 +125,8 @@ JSON
 
   # Started in its own session with every stream redirected, so that a caller capturing this
   # script's output (`$(…)`) does not wait for the server.
-  setsid "$venv/bin/weed" mini \
+  # -logdir: weed's own log files go into the instance's directory (removed by `stop`), not /tmp.
+  setsid "$venv/bin/weed" -logdir="$dir" mini \
     -dir="$dir/data" \
     -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.telemetry=false \

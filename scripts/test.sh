@@ -8,6 +8,17 @@ cd "$here"
 
 step() { printf '\n== %s ==\n' "$*"; }
 
+# Every step uses free ports chosen at run time, except the interop step: the lean CLI with
+# QC_API=local only ever talks to localhost:5612. Check that one first, and name what holds it.
+step "ports"
+if ! python3 -c 'import socket, sys; s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' 5612 2>/dev/null; then
+  holder=$( (command -v ss >/dev/null && ss -Hltnp 'sport = :5612' 2>/dev/null | grep -o 'users:(([^)]*))' | head -1) || true)
+  echo "port 5612 on 127.0.0.1 is in use${holder:+ by $holder}; the interop step needs it (the lean CLI talks to localhost:5612 only)." >&2
+  echo "Stop that program (a \`stowage serve\` from the quick start?) and run scripts/test.sh again." >&2
+  exit 1
+fi
+echo "127.0.0.1:5612 is free (the other steps pick free ports themselves)"
+
 step "python environment (.venv)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -1,11 +1,15 @@
 //! Server configuration: defaults (spec section 6), then a TOML file, then `STOWAGE_*`
-//! environment variables, then command-line flags, each overriding the one before.
+//! environment variables, then command-line flags, each overriding the one before. Choices
+//! (`metadata`, `blob_store`, `log_format`) are parsed here once into enums; an unknown key in the
+//! file, or a `STOWAGE_*` variable that is a near miss of a setting's name, is refused with a
+//! sentence naming it and where it came from.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5612";
@@ -20,9 +24,9 @@ pub struct Config {
     /// Where the metadata database, the server key and the object bodies live (when embedded).
     pub data_dir: PathBuf,
     /// Metadata store: `sqlite` (the default, in the data directory) or a `postgres://` URL.
-    pub metadata: String,
+    pub metadata: MetadataStore,
     /// Body store: `local` (the default, in the data directory) or `s3`.
-    pub blob_store: String,
+    pub blob_store: BlobStoreKind,
     /// S3-compatible body store: bucket, endpoint (e.g. `http://127.0.0.1:8333`; empty for AWS),
     /// region, credentials, path-style addressing, plain-HTTP permission and a key prefix.
     pub s3_bucket: String,
@@ -37,7 +41,7 @@ pub struct Config {
     /// by default the key lives in `<data dir>/server.key`.
     pub server_key: Option<String>,
     /// Log lines as `text` (default) or `json` (one object per line, with request ids).
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` names the
     /// real client; from anyone else the header is ignored. A list, or one comma-separated string.
     #[serde(deserialize_with = "string_list")]
@@ -88,8 +92,8 @@ impl Default for Config {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 5612))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            metadata: "sqlite".into(),
-            blob_store: "local".into(),
+            metadata: MetadataStore::Sqlite,
+            blob_store: BlobStoreKind::Local,
             s3_bucket: String::new(),
             s3_endpoint: None,
             s3_region: "us-east-1".into(),
@@ -99,7 +103,7 @@ impl Default for Config {
             s3_allow_http: false,
             s3_prefix: None,
             server_key: None,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             trusted_proxies: Vec::new(),
             public_url: None,
             default_max_bytes: 10 * 1024 * 1024 * 1024,
@@ -121,6 +125,102 @@ impl Default for Config {
     }
 }
 
+/// Where the metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum MetadataStore {
+    /// SQLite in the data directory (the default).
+    Sqlite,
+    /// A PostgreSQL server, by URL (`postgres://user:pass@host:5432/db`).
+    Postgres(String),
+}
+
+impl TryFrom<String> for MetadataStore {
+    type Error = String;
+    fn try_from(text: String) -> Result<MetadataStore, String> {
+        let trimmed = text.trim();
+        if trimmed == "sqlite" {
+            Ok(MetadataStore::Sqlite)
+        } else if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
+            Ok(MetadataStore::Postgres(trimmed.to_owned()))
+        } else {
+            Err(format!(
+                "\"{text}\" is neither \"sqlite\" nor a postgres://user:password@host:5432/database URL"
+            ))
+        }
+    }
+}
+
+impl From<MetadataStore> for String {
+    fn from(store: MetadataStore) -> String {
+        match store {
+            MetadataStore::Sqlite => "sqlite".into(),
+            MetadataStore::Postgres(url) => url,
+        }
+    }
+}
+
+/// Where object bodies live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum BlobStoreKind {
+    /// Files in the data directory (the default).
+    Local,
+    /// An S3-compatible service (`s3_*` settings).
+    S3,
+}
+
+impl TryFrom<String> for BlobStoreKind {
+    type Error = String;
+    fn try_from(text: String) -> Result<BlobStoreKind, String> {
+        match text.trim() {
+            "local" => Ok(BlobStoreKind::Local),
+            "s3" => Ok(BlobStoreKind::S3),
+            _ => Err(format!("\"{text}\" is neither \"local\" nor \"s3\"")),
+        }
+    }
+}
+
+impl From<BlobStoreKind> for String {
+    fn from(kind: BlobStoreKind) -> String {
+        match kind {
+            BlobStoreKind::Local => "local".into(),
+            BlobStoreKind::S3 => "s3".into(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum LogFormat {
+    /// Human-readable lines (the default); coloured only on a terminal.
+    Text,
+    /// One JSON object per line, with the request id.
+    Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+    fn try_from(text: String) -> Result<LogFormat, String> {
+        match text.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("\"{text}\" is neither \"text\" nor \"json\"")),
+        }
+    }
+}
+
+impl From<LogFormat> for String {
+    fn from(format: LogFormat) -> String {
+        match format {
+            LogFormat::Text => "text".into(),
+            LogFormat::Json => "json".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with a sentence saying which setting and where it came from.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
@@ -137,13 +237,11 @@ impl Config {
     /// A configuration from one TOML file and the defaults only, ignoring the environment (the
     /// destination of `stowage migrate`, whose environment describes the source).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        if !path.exists() {
-            return Err(ConfigError(format!("config file {} does not exist", path.display())));
-        }
+        let file = toml_file(path)?;
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(path))
+            .merge(file)
             .extract()
-            .map_err(|e| ConfigError(e.to_string()))?;
+            .map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
@@ -158,14 +256,13 @@ impl Config {
             .or_else(|| Some(PathBuf::from("stowage.toml")).filter(|p| p.exists()));
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = &file {
-            if !file.exists() {
-                return Err(ConfigError(format!("config file {} does not exist", file.display())));
-            }
-            figment = figment.merge(Toml::file(file));
+            figment = figment.merge(toml_file(file)?);
         }
-        figment =
-            figment.merge(Env::prefixed("STOWAGE_").only(&ENV_KEYS.iter().map(|k| k.to_owned()).collect::<Vec<_>>()));
-        let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        check_environment(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))?;
+        let names = setting_names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).only(&names));
+        let mut config: Config = figment.extract().map_err(describe)?;
         if let Some(listen) = overrides.listen {
             config.listen = listen;
         }
@@ -188,30 +285,11 @@ impl Config {
         if self.timestamp_max_age_secs < 0 || self.timestamp_max_future_secs < 0 {
             return Err(ConfigError("timestamp windows cannot be negative".into()));
         }
-        if self.metadata != "sqlite"
-            && !self.metadata.starts_with("postgres://")
-            && !self.metadata.starts_with("postgresql://")
-        {
-            return Err(ConfigError(format!(
-                "metadata must be \"sqlite\" or a postgres:// URL, got \"{}\"",
-                self.metadata
-            )));
-        }
-        if self.log_format != "text" && self.log_format != "json" {
-            return Err(ConfigError(format!(
-                "log_format must be \"text\" or \"json\", got \"{}\"",
-                self.log_format
-            )));
-        }
         crate::net::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError)?;
-        if self.blob_store != "local" && self.blob_store != "s3" {
-            return Err(ConfigError(format!(
-                "blob_store must be \"local\" or \"s3\", got \"{}\"",
-                self.blob_store
-            )));
-        }
-        if self.blob_store == "s3" && self.s3_bucket.is_empty() {
-            return Err(ConfigError("blob_store = \"s3\" needs s3_bucket".into()));
+        if self.blob_store == BlobStoreKind::S3 && self.s3_bucket.is_empty() {
+            return Err(ConfigError(
+                "blob_store = \"s3\" needs s3_bucket (STOWAGE_S3_BUCKET): the bucket to keep bodies in".into(),
+            ));
         }
         if let Some(key) = &self.server_key
             && crate::crypto::ServerKey::from_hex(key.trim()).is_none()
@@ -244,7 +322,7 @@ impl Config {
 
     /// Whether several servers may share the stores (anything but the embedded default).
     pub fn shared_stores(&self) -> bool {
-        self.metadata != "sqlite" || self.blob_store != "local"
+        self.metadata != MetadataStore::Sqlite || self.blob_store != BlobStoreKind::Local
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -268,41 +346,155 @@ impl Config {
     }
 }
 
-/// The environment variables read as configuration (others with the prefix, such as the
-/// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 31] = [
-    "small_body_threshold",
-    "log_format",
-    "trusted_proxies",
-    "listen",
-    "data_dir",
-    "metadata",
-    "blob_store",
-    "s3_bucket",
-    "s3_endpoint",
-    "s3_region",
-    "s3_access_key_id",
-    "s3_secret_access_key",
-    "s3_path_style",
-    "s3_allow_http",
-    "s3_prefix",
-    "server_key",
-    "public_url",
-    "default_max_bytes",
-    "default_max_files",
-    "max_object_size",
-    "timestamp_max_age_secs",
-    "timestamp_max_future_secs",
-    "download_url_ttl_secs",
-    "list_page_size",
-    "gc_interval_secs",
-    "orphan_sweep_interval_secs",
-    "auth_failure_limit",
-    "auth_failure_window_secs",
-    "header_read_timeout_secs",
-    "body_idle_timeout_secs",
-    "shutdown_grace_secs",
+const ENV_PREFIX: &str = "STOWAGE_";
+
+/// The names of every setting, as written in the TOML file (and, upper-cased after
+/// `STOWAGE_`, in the environment): the fields of [`Config`], read from its serialized default
+/// so that a new setting is known without a second list.
+pub fn setting_names() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(name, _)| name).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `STOWAGE_*` variables that are not settings of the server but are read by other parts of
+/// stowage (the client, the log filter, the test scripts): never refused.
+const OTHER_VARIABLES: [&str; 7] = [
+    "CONFIG",
+    "LOG",
+    "URL",
+    "USER_ID",
+    "API_TOKEN",
+    "ORGANIZATION_ID",
+    "CREDENTIALS",
 ];
+
+/// Refuses a `STOWAGE_*` variable that is not a setting but is within two typing mistakes of
+/// one (`STOWAGE_LISTN`, `STOWAGE_DEFAULT_MAX_BYTE`): such a variable was meant as that
+/// setting, and ignoring it would run with the default. Other `STOWAGE_*` names belong to
+/// clients and scripts and are left alone.
+fn check_environment(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    let settings = setting_names();
+    for name in names {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        if settings.contains(&lower) || OTHER_VARIABLES.contains(&rest) {
+            continue;
+        }
+        if let Some(meant) = settings.iter().find(|s| edit_distance(&lower, s) <= 2) {
+            return Err(ConfigError(format!(
+                "the environment variable {name} is not a setting; did you mean {ENV_PREFIX}{}? \
+                 Rename or unset it",
+                meant.to_ascii_uppercase()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Levenshtein distance between two short ASCII names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The TOML file as a provider, once it is known to exist and to name only settings.
+fn toml_file(path: &Path) -> Result<figment::providers::Data<Toml>, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError(format!(
+            "the configuration file {} does not exist",
+            path.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(ConfigError(format!(
+            "the configuration file {} is a directory, not a file",
+            path.display()
+        )));
+    }
+    let file = Toml::file(path);
+    let data = file.data().map_err(describe)?;
+    let settings = setting_names();
+    for dict in data.values() {
+        for key in dict.keys() {
+            if !settings.contains(key) {
+                let hint = settings
+                    .iter()
+                    .find(|s| edit_distance(key, s) <= 2)
+                    .map(|s| format!("did you mean {s}? "))
+                    .unwrap_or_default();
+                return Err(ConfigError(format!(
+                    "{} has an unknown setting \"{key}\"; {hint}the settings are listed in the README's Configuration section",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(file)
+}
+
+/// One sentence per figment error: the setting (as the user wrote it), where it came from, and
+/// what is wrong, without figment's internal profile names (`default.listen`).
+fn describe(error: figment::Error) -> ConfigError {
+    let sentences: Vec<String> = error.into_iter().map(|e| describe_one(&e)).collect();
+    ConfigError(sentences.join("; "))
+}
+
+fn describe_one(error: &figment::Error) -> String {
+    let mut path: &[String] = &error.path;
+    if let (Some(first), Some(profile)) = (path.first(), &error.profile)
+        && first.as_str() == profile.as_str()
+    {
+        path = &path[1..];
+    }
+    let key = path.join(".");
+    let origin = match &error.metadata {
+        Some(metadata) => match &metadata.source {
+            Some(figment::Source::File(file)) => format!(" in {}", file.display()),
+            _ if metadata.name.contains("environment") && !key.is_empty() => {
+                format!(" in the environment variable {ENV_PREFIX}{}", key.to_ascii_uppercase())
+            }
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    let mut what = Reason(&error.kind).to_string();
+    if key == "listen" {
+        what.push_str(": write an address and a port, such as 127.0.0.1:5612 or 0.0.0.0:5612");
+    }
+    if key.is_empty() {
+        format!("cannot read the configuration{origin}: {what}")
+    } else {
+        format!("the setting {key}{origin}: {what}")
+    }
+}
+
+/// figment's error kinds in words.
+struct Reason<'a>(&'a figment::error::Kind);
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use figment::error::Kind;
+        match self.0 {
+            Kind::InvalidType(found, expected) => write!(f, "expected {expected}, found {found}"),
+            Kind::InvalidValue(found, expected) => write!(f, "expected {expected}, found {found}"),
+            other => write!(f, "{other}"),
+        }
+    }
+}
 
 /// Accepts a list of strings, or one string of comma-separated items (as environment variables
 /// give it).
@@ -344,9 +536,11 @@ pub fn parse_byte_count(text: &str) -> Result<u64, String> {
     if let Ok(n) = text.parse::<u64>() {
         return Ok(n);
     }
-    text.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("'{text}' is not a byte count: {e}"))
+    text.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|_| {
+        format!(
+            "\"{text}\" is not a size: write a number of bytes, or a number and a unit such as \"500 MB\" or \"5 GiB\""
+        )
+    })
 }
 
 #[cfg(test)]
@@ -359,6 +553,93 @@ mod tests {
         assert_eq!(parse_byte_count("5 GiB"), Ok(5 * 1024 * 1024 * 1024));
         assert_eq!(parse_byte_count("500 MB"), Ok(500_000_000));
         assert!(parse_byte_count("lots").is_err());
+    }
+
+    #[test]
+    fn choices_are_parsed_once_into_enums() {
+        let parse = |text: &str| MetadataStore::try_from(text.to_owned());
+        assert_eq!(parse("sqlite"), Ok(MetadataStore::Sqlite));
+        assert_eq!(
+            parse("postgres://u:p@h:5432/db"),
+            Ok(MetadataStore::Postgres("postgres://u:p@h:5432/db".into()))
+        );
+        assert!(parse("mysql://h/db").is_err_and(|e| e.contains("neither \"sqlite\" nor a postgres://")));
+        assert_eq!(BlobStoreKind::try_from("s3".to_owned()), Ok(BlobStoreKind::S3));
+        assert!(BlobStoreKind::try_from("gcs".to_owned()).is_err_and(|e| e.contains("neither \"local\" nor \"s3\"")));
+        assert_eq!(LogFormat::try_from("json".to_owned()), Ok(LogFormat::Json));
+        assert!(LogFormat::try_from("xml".to_owned()).is_err());
+        assert!(setting_names().contains(&"log_format".to_owned()));
+        assert_eq!(edit_distance("lsten", "listen"), 1);
+        assert_eq!(edit_distance("listen", "listen"), 0);
+        assert!(edit_distance("url", "listen") > 2);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own closure type
+    fn an_unknown_key_in_the_file_is_refused_naming_the_key_and_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("stowage.toml", "listen = \"127.0.0.1:1\"\ndefault_max_byte = 5\n")?;
+            let error = Config::load(&Overrides::default()).map(|_| ()).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                "configuration: stowage.toml has an unknown setting \"default_max_byte\"; did you mean \
+                 default_max_bytes? the settings are listed in the README's Configuration section"
+            );
+            jail.create_file("other.toml", "colour = true\n")?;
+            let error = Config::from_file(Path::new("other.toml"))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("other.toml has an unknown setting \"colour\";"),
+                "{error}"
+            );
+            assert!(!error.contains("did you mean"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own closure type
+    fn a_misspelt_variable_is_refused_and_other_stowage_variables_are_not() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STOWAGE_URL", "http://example.invalid/api/v2");
+            jail.set_env("STOWAGE_TEST_BACKEND", "embedded");
+            jail.set_env("STOWAGE_ORG_ID", "abc");
+            assert!(Config::load(&Overrides::default()).is_ok());
+            jail.set_env("STOWAGE_DEFAULT_MAX_FILE", "9");
+            let error = Config::load(&Overrides::default()).map(|_| ()).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                "configuration: the environment variable STOWAGE_DEFAULT_MAX_FILE is not a setting; \
+                 did you mean STOWAGE_DEFAULT_MAX_FILES? Rename or unset it"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own closure type
+    fn a_bad_value_names_the_setting_and_where_it_came_from() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("stowage.toml", "max_object_size = \"lots\"\n")?;
+            let error = Config::load(&Overrides::default()).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                error.starts_with("configuration: the setting max_object_size in "),
+                "{error}"
+            );
+            assert!(error.contains("stowage.toml: \"lots\" is not a size"), "{error}");
+            assert!(!error.contains("default."), "no internal profile names: {error}");
+            jail.create_file("stowage.toml", "")?;
+            jail.set_env("STOWAGE_LISTEN", "everywhere");
+            let error = Config::load(&Overrides::default()).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                error.starts_with("configuration: the setting listen in the environment variable STOWAGE_LISTEN: "),
+                "{error}"
+            );
+            assert!(error.ends_with("such as 127.0.0.1:5612 or 0.0.0.0:5612"), "{error}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -1,14 +1,15 @@
-//! The `stowage` binary: `serve` and `admin` over the library. Errors are reported here, at the
-//! edge, with `anyhow`.
+//! The `stowage` binary: parses the command line and runs one command (`serve`, `admin`,
+//! `fsck`, `migrate`, the client, `bench`, `completions`) over the library, one function per
+//! command. Errors are reported here, at the edge, with `anyhow`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use stowage::admin::AdminCommand;
 use stowage::client::{ConnectionArgs, ObjectCommand};
-use stowage::config::{Config, Overrides};
+use stowage::config::{BlobStoreKind, Config, LogFormat, MetadataStore, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,9 +48,13 @@ enum Command {
         command: AdminCommand,
         #[command(flatten)]
         common: Common,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (for scripts).
         #[arg(long, global = true)]
         json: bool,
+        /// Create the data directory (a new, empty store) if it does not exist; without this
+        /// flag a missing data directory is refused.
+        #[arg(long, global = true)]
+        create_data_dir: bool,
     },
     /// Check metadata against stored bodies and usage figures; report (and repair) differences.
     Fsck {
@@ -87,9 +92,18 @@ enum Command {
         command: ObjectCommand,
         #[command(flatten)]
         connection: ConnectionArgs,
+        /// Never show progress bars (they appear only on a terminal, for transfers of 4 MB or more).
+        #[arg(long, global = true)]
+        no_progress: bool,
     },
     /// Load generator: drives a running server (stowage, or S3-compatible) and reports ops/s, MB/s and latency percentiles.
     Bench(Box<stowage::bench::BenchArgs>),
+    /// Print shell completions (e.g. `stowage completions bash > ~/.local/share/bash-completion/completions/stowage`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,128 +111,182 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("stowage: {e:#}");
+            eprintln!("stowage: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error and its causes on one line, each cause said once: a message that already quotes its
+/// cause (`cannot open …: Permission denied`) is not followed by that cause again.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let sentence = cause.to_string();
+        if text.contains(&sentence) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&sentence);
+    }
+    text
+}
+
+/// Runs one command.
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Serve { listen, common } => {
-            let config = Config::load(&Overrides {
-                config_file: common.config,
-                listen,
-                data_dir: common.data_dir,
-            })?;
-            init_logging(&config.log_format);
-            runtime.block_on(stowage::server::serve(config))?;
-        }
-        Command::Admin { command, common, json } => {
-            let config = Config::load(&Overrides {
-                config_file: common.config,
-                listen: None,
-                data_dir: common.data_dir,
-            })?;
-            let output = runtime.block_on(stowage::admin::run(&config, command, json))?;
-            print_output(&output)?;
-        }
+        Command::Serve { listen, common } => serve(common, listen),
+        Command::Admin {
+            command,
+            common,
+            json,
+            create_data_dir,
+        } => admin(common, command, json, create_data_dir),
         Command::Fsck {
             repair,
             verify_content,
             json,
             common,
-        } => {
-            let config = Config::load(&Overrides {
-                config_file: common.config,
-                listen: None,
-                data_dir: common.data_dir,
-            })?;
-            if config.metadata == "sqlite" && !config.db_path().exists() {
-                anyhow::bail!("{} holds no stowage data", config.data_dir.display());
-            }
-            let mut report = runtime.block_on(async {
-                let opened = stowage::server::open_data_dir(&config).await?;
-                let blobs = stowage::server::open_blobs(&config, false).await?;
-                Ok::<_, anyhow::Error>(stowage::fsck::check(&*opened.meta, &*blobs, repair, verify_content).await?)
-            })?;
-            if config.blob_store == "local" {
-                report.unfinished_uploads =
-                    stowage::blob::local::LocalBlobs::attach(&config.blob_dir()).unfinished_uploads();
-            }
-            let text = if json {
-                serde_json::to_string_pretty(&report)?
-            } else {
-                report.to_text()
-            };
-            print_output(&text)?;
-            if report.unresolved() > 0 {
-                return Err(anyhow::anyhow!("{} problem(s) found", report.unresolved()));
-            }
-        }
-        Command::Migrate { to, json, common } => {
-            let source = Config::load(&Overrides {
-                config_file: common.config,
-                listen: None,
-                data_dir: common.data_dir,
-            })?;
-            let destination = Config::from_file(&to)?;
-            let report = runtime.block_on(async {
-                let from = stowage::server::open_data_dir(&source).await?;
-                let from_blobs = stowage::server::open_blobs(&source, false).await?;
-                let to = stowage::server::open_data_dir(&destination).await?;
-                let to_blobs = stowage::server::open_blobs(&destination, true).await?;
-                let mut progress = |line: &str| eprintln!("migrate: {line}");
-                Ok::<_, anyhow::Error>(
-                    stowage::migrate::migrate(
-                        stowage::migrate::Side {
-                            meta: &*from.meta,
-                            blobs: &*from_blobs,
-                            key: &from.key,
-                        },
-                        stowage::migrate::Side {
-                            meta: &*to.meta,
-                            blobs: &*to_blobs,
-                            key: &to.key,
-                        },
-                        &mut progress,
-                    )
-                    .await?,
-                )
-            })?;
-            let text = if json {
-                serde_json::to_string_pretty(&report)?
-            } else {
-                let mut lines = report.differences.clone();
-                lines.push(format!(
-                    "migrated {} organization(s), {} user(s), {} object(s) ({} bytes copied, {} already in place); verified {} object(s), {} byte(s): {} difference(s)",
-                    report.organizations, report.users, report.copied + report.skipped, report.bytes_copied,
-                    report.skipped, report.verified_objects, report.verified_bytes, report.differences.len()
-                ));
-                lines.join("\n")
-            };
-            print_output(&text)?;
-            if !report.differences.is_empty() {
-                anyhow::bail!("the copy differs from the source");
-            }
-        }
+        } => fsck(common, repair, verify_content, json),
+        Command::Migrate { to, json, common } => migrate(common, &to, json),
         Command::Login { connection } => {
-            let output = runtime.block_on(stowage::client::login(&connection))?;
-            print_output(&output)?;
+            let output = runtime()?.block_on(stowage::client::login(&connection))?;
+            print_output(&output)
         }
-        Command::Object { command, connection } => {
-            let output = runtime.block_on(stowage::client::run_object(&connection, command))?;
-            if !output.is_empty() {
-                print_output(&output)?;
+        Command::Object {
+            command,
+            mut connection,
+            no_progress,
+        } => {
+            connection.no_progress = no_progress;
+            let output = runtime()?.block_on(stowage::client::run_object(&connection, command))?;
+            if output.is_empty() {
+                return Ok(());
             }
+            print_output(&output)
         }
         Command::Bench(args) => {
-            let output = runtime
+            let output = runtime()?
                 .block_on(stowage::bench::run(*args))
                 .map_err(anyhow::Error::msg)?;
-            print_output(&output)?;
+            print_output(&output)
         }
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "stowage", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Runtime::new()?)
+}
+
+/// The layered configuration of a command that works on a store (no `--listen`).
+fn store_config(common: Common) -> anyhow::Result<Config> {
+    Ok(Config::load(&Overrides {
+        config_file: common.config,
+        listen: None,
+        data_dir: common.data_dir,
+    })?)
+}
+
+/// `stowage serve`.
+fn serve(common: Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let config = Config::load(&Overrides {
+        config_file: common.config,
+        listen,
+        data_dir: common.data_dir,
+    })?;
+    init_logging(config.log_format);
+    runtime()?.block_on(stowage::server::serve(config))?;
+    Ok(())
+}
+
+/// `stowage admin`: refuses a data directory that does not exist unless asked to create one.
+fn admin(common: Common, command: AdminCommand, json: bool, create_data_dir: bool) -> anyhow::Result<()> {
+    let config = store_config(common)?;
+    if !create_data_dir {
+        stowage::server::require_data_dir(&config)?;
+    }
+    let output = runtime()?.block_on(stowage::admin::run(&config, command, json))?;
+    print_output(&output)
+}
+
+/// `stowage fsck`: prints the report; exits 1 when a problem remains.
+fn fsck(common: Common, repair: bool, verify_content: bool, json: bool) -> anyhow::Result<()> {
+    let config = store_config(common)?;
+    stowage::server::require_data_dir(&config)?;
+    if config.metadata == MetadataStore::Sqlite && !config.db_path().exists() {
+        anyhow::bail!(
+            "{} holds no stowage data (no metadata.sqlite3): pass --data-dir with the directory `stowage serve` uses",
+            config.data_dir.display()
+        );
+    }
+    let mut report = runtime()?.block_on(async {
+        let opened = stowage::server::open_data_dir(&config).await?;
+        let blobs = stowage::server::open_blobs(&config, false).await?;
+        Ok::<_, anyhow::Error>(stowage::fsck::check(&*opened.meta, &*blobs, repair, verify_content).await?)
+    })?;
+    if config.blob_store == BlobStoreKind::Local {
+        report.unfinished_uploads = stowage::blob::local::LocalBlobs::attach(&config.blob_dir()).unfinished_uploads();
+    }
+    let text = if json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        report.to_text()
+    };
+    print_output(&text)?;
+    if report.unresolved() > 0 {
+        anyhow::bail!("{} problem(s) found", report.unresolved());
+    }
+    Ok(())
+}
+
+/// `stowage migrate`: copies the store to the destination configuration and verifies the copy.
+fn migrate(common: Common, to: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let source = store_config(common)?;
+    let destination = Config::from_file(to)?;
+    let report = runtime()?.block_on(async {
+        let from = stowage::server::open_data_dir(&source).await?;
+        let from_blobs = stowage::server::open_blobs(&source, false).await?;
+        let to = stowage::server::open_data_dir(&destination).await?;
+        let to_blobs = stowage::server::open_blobs(&destination, true).await?;
+        let mut progress = |line: &str| eprintln!("migrate: {line}");
+        Ok::<_, anyhow::Error>(
+            stowage::migrate::migrate(
+                stowage::migrate::Side {
+                    meta: &*from.meta,
+                    blobs: &*from_blobs,
+                    key: &from.key,
+                },
+                stowage::migrate::Side {
+                    meta: &*to.meta,
+                    blobs: &*to_blobs,
+                    key: &to.key,
+                },
+                &mut progress,
+            )
+            .await?,
+        )
+    })?;
+    let text = if json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        let mut lines = report.differences.clone();
+        lines.push(format!(
+            "migrated {} organization(s), {} user(s), {} object(s) ({} bytes copied, {} already in place); verified {} object(s), {} byte(s): {} difference(s)",
+            report.organizations, report.users, report.copied + report.skipped, report.bytes_copied,
+            report.skipped, report.verified_objects, report.verified_bytes, report.differences.len()
+        ));
+        lines.join("\n")
+    };
+    print_output(&text)?;
+    if !report.differences.is_empty() {
+        anyhow::bail!("the copy differs from the source");
     }
     Ok(())
 }
@@ -233,15 +301,55 @@ fn print_output(output: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Logs to standard error, as text or as one JSON object per line (`log_format`).
-fn init_logging(format: &str) {
+/// Logs to standard error, as text or as one JSON object per line (`log_format`). Text is
+/// coloured only when standard error is a terminal, never in a file or a pipe.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOWAGE_LOG").unwrap_or_else(|_| "stowage=info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().with_current_span(true).init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command itself)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "stowage", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let inner = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use (os error 98)");
+        let error = anyhow::Error::new(inner).context("cannot bind: Address already in use (os error 98)");
+        assert_eq!(error_text(&error), "cannot bind: Address already in use (os error 98)");
+        let error = anyhow::anyhow!("disk full").context("cannot write the key");
+        assert_eq!(error_text(&error), "cannot write the key: disk full");
     }
 }

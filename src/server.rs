@@ -12,7 +12,7 @@ use crate::blob::BlobStore;
 use crate::blob::local::LocalBlobs;
 use crate::blob::s3::S3Blobs;
 use crate::blob::small::SmallAndLocalBlobs;
-use crate::config::Config;
+use crate::config::{BlobStoreKind, Config, MetadataStore};
 use crate::crypto::{ServerKey, generate_token, write_private_file};
 use crate::http::{AppState, app};
 
@@ -27,14 +27,24 @@ use crate::service::{Limits, Service, now_ms};
 pub enum ServeError {
     #[error("cannot use the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error(
+        "the data directory {0} is a file, not a directory: pass --data-dir with a directory (or a path that does not exist yet)"
+    )]
+    NotADirectory(String),
+    #[error(
+        "the data directory {0} does not exist, so it holds no store: pass --data-dir with the \
+         directory `stowage serve` uses (run from the folder holding stowage-data, or see \
+         STOWAGE_DATA_DIR), or add --create-data-dir to start a new, empty store there"
+    )]
+    NoDataDir(String),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
     Blob(#[from] crate::blob::BlobError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
     #[error("the server stopped with an error: {0}")]
     Serve(std::io::Error),
     #[error("cannot write {path}: {source}")]
@@ -51,7 +61,15 @@ pub struct Opened {
 /// the data directory or PostgreSQL, and the server key from the configuration or the data
 /// directory.
 pub async fn open_data_dir(config: &Config) -> Result<Opened, ServeError> {
+    // A PostgreSQL server that cannot be reached is refused before anything is created here.
+    let postgres: Option<Arc<dyn MetaStore>> = match &config.metadata {
+        MetadataStore::Sqlite => None,
+        MetadataStore::Postgres(url) => Some(Arc::new(PostgresMeta::connect(url).await?)),
+    };
     let dir = config.data_dir();
+    if dir.exists() && !dir.is_dir() {
+        return Err(ServeError::NotADirectory(dir.display().to_string()));
+    }
     std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
         path: dir.display().to_string(),
         source,
@@ -61,18 +79,34 @@ pub async fn open_data_dir(config: &Config) -> Result<Opened, ServeError> {
             .ok_or_else(|| crate::crypto::CryptoError::MalformedKey("the server_key setting".into()))?,
         None => ServerKey::load_or_create(&config.key_path())?,
     };
-    let meta: Arc<dyn MetaStore> = if config.metadata == "sqlite" {
-        Arc::new(SqliteMeta::open(&config.db_path())?)
-    } else {
-        Arc::new(PostgresMeta::connect(&config.metadata).await?)
+    let meta = match postgres {
+        Some(meta) => meta,
+        None => Arc::new(SqliteMeta::open(&config.db_path())?),
     };
     Ok(Opened { meta, key })
+}
+
+/// Refuses a data directory that does not exist (or is a file) when the configuration keeps
+/// something there (the SQLite metadata or the server key): a command run from the wrong folder
+/// would otherwise create a new, empty store instead of working on the real one.
+pub fn require_data_dir(config: &Config) -> Result<(), ServeError> {
+    let dir = config.data_dir();
+    let needed = config.metadata == MetadataStore::Sqlite
+        || config.server_key.is_none()
+        || config.blob_store == BlobStoreKind::Local;
+    if dir.exists() && !dir.is_dir() {
+        return Err(ServeError::NotADirectory(dir.display().to_string()));
+    }
+    if needed && !dir.exists() {
+        return Err(ServeError::NoDataDir(dir.display().to_string()));
+    }
+    Ok(())
 }
 
 /// Opens the body store a configuration names. With `fresh_start`, a local store clears its
 /// unfinished uploads (only the server may do that; `fsck` attaches without touching anything).
 pub async fn open_blobs(config: &Config, fresh_start: bool) -> Result<Arc<dyn BlobStore>, ServeError> {
-    if config.blob_store == "s3" {
+    if config.blob_store == BlobStoreKind::S3 {
         let blobs = S3Blobs::connect(config.s3_settings())?;
         blobs.check().await?;
         return Ok(Arc::new(blobs));
@@ -108,13 +142,14 @@ pub struct SchemaVersions {
 /// store is what upgrades it).
 pub async fn schema_versions(config: &Config) -> Result<SchemaVersions, ServeError> {
     let meta_error = MetaError::Schema;
-    let metadata = if config.metadata == "sqlite" {
-        crate::schema::sqlite_version(&config.db_path(), meta_schema::STORE, meta_schema::V1_TABLE)
-            .map_err(meta_error)?
-    } else {
-        Some(PostgresMeta::schema_version(&config.metadata).await?).filter(|v| *v > 0)
+    let metadata = match &config.metadata {
+        MetadataStore::Sqlite => {
+            crate::schema::sqlite_version(&config.db_path(), meta_schema::STORE, meta_schema::V1_TABLE)
+                .map_err(meta_error)?
+        }
+        MetadataStore::Postgres(url) => Some(PostgresMeta::schema_version(url).await?).filter(|v| *v > 0),
     };
-    let small_bodies = if config.blob_store == "s3" {
+    let small_bodies = if config.blob_store == BlobStoreKind::S3 {
         None
     } else {
         let version = crate::blob::small::schema_version(&config.blob_dir()).map_err(crate::blob::BlobError::Schema)?;
@@ -185,7 +220,7 @@ fn print_credentials(credentials: &InitialCredentials, config: &Config, local: s
          \n  userId:         {}\n  apiToken:       {}\n  organizationId: {}\n\
          \nTry it:\n\
          \n  TS=$(date +%s); HASH=$(printf '%s' \"{}:$TS\" | sha256sum | cut -d' ' -f1)\
-         \n  curl -s -u \"{}:$HASH\" -H \"Timestamp: $TS\" -H 'Content-Type: application/json' \\\
+         \n  curl -sS --fail-with-body -u \"{}:$HASH\" -H \"Timestamp: $TS\" -H 'Content-Type: application/json' \\\
          \n       -d '{{\"organizationId\": \"{}\"}}' {}/object/list\n",
         config.credentials_path().display(),
         credentials.user_id,
@@ -245,10 +280,16 @@ impl Limits {
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Runs the server until SIGTERM or Ctrl-C.
+///
+/// Start-up order: the settings were validated when loaded; the listener is bound, then the
+/// remote stores are reached, and only then is anything created in the data directory. A start
+/// that fails (port in use, unreachable database) leaves no half-made store whose first
+/// credentials nobody saw.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let opened = open_data_dir(&config).await?;
+    let listener = bind(config.listen).await?;
+    let local = listener.local_addr().map_err(|e| listen_error(config.listen, &e))?;
+    let (opened, blobs) = open_stores(&config).await?;
     let credentials = bootstrap(&config, &opened).await?;
-    let blobs = open_blobs(&config, true).await?;
     let service = Arc::new(Service::new(
         opened.meta.clone(),
         blobs,
@@ -271,16 +312,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         public_url: config.public_url.clone(),
     };
 
-    let listen_error = |source| ServeError::Listen {
-        addr: config.listen.to_string(),
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(listen_error)?;
-    let local = listener.local_addr().map_err(listen_error)?;
-    if let Some(credentials) = credentials {
-        print_credentials(&credentials, &config, local);
+    match credentials {
+        Some(credentials) => print_credentials(&credentials, &config, local),
+        None => remind_credentials(&config),
     }
     println!(
         "stowage listening on http://{local}/api/v2 (data in {})",
@@ -300,6 +334,57 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     collector.abort();
     memory_release.abort();
     result
+}
+
+/// Binds the listening socket, with a sentence a person can act on when that fails.
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| listen_error(addr, &e))
+}
+
+fn listen_error(addr: std::net::SocketAddr, error: &std::io::Error) -> ServeError {
+    let reason = match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another program is already listening on port {} (perhaps another stowage serve); \
+             stop it, or choose another address with --listen or STOWAGE_LISTEN",
+            addr.port()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            "this machine has no such address; use one of its own addresses, or 0.0.0.0 for all of them".into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges); choose a port above 1023".into()
+        }
+        _ => error.to_string(),
+    };
+    ServeError::Listen {
+        addr: addr.to_string(),
+        reason,
+    }
+}
+
+/// Opens both stores of a configuration: a remote body store (S3) is reached before the data
+/// directory is created, so that an unreachable one creates nothing.
+async fn open_stores(config: &Config) -> Result<(Opened, Arc<dyn BlobStore>), ServeError> {
+    if config.blob_store == BlobStoreKind::S3 {
+        let blobs = open_blobs(config, true).await?;
+        return Ok((open_data_dir(config).await?, blobs));
+    }
+    let opened = open_data_dir(config).await?;
+    Ok((opened, open_blobs(config, true).await?))
+}
+
+/// On every start after the first, while `initial-credentials.json` is still there, says where
+/// it is: the first credentials are never lost, and the file is not forgotten either.
+fn remind_credentials(config: &Config) {
+    let path = config.credentials_path();
+    if path.exists() {
+        println!(
+            "stowage: the first user's credentials are in {}; keep them somewhere safe, then delete that file",
+            display_dir(&path)
+        );
+    }
 }
 
 /// Accepts connections on `listener` and serves `router` on them until `shutdown` completes,

@@ -133,10 +133,31 @@ fn login_with_a_wrong_token_fails_and_saves_nothing() {
         &"0".repeat(64),
     ]);
     let err = fails(run(login));
-    assert!(
-        err.contains("Hash doesn't match"),
-        "prints the server's sentence: {err}"
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "stowage: {}/authenticate refused the credentials of user {}: either the API token is wrong \
+             for that user id, or this machine's clock is off from the server's by more than it accepts \
+             (compare `date -u` on both)",
+            server.base, c.user_id
+        )
     );
+    assert!(!file.exists());
+
+    // Right credentials, but an organization the user cannot read: refused, nothing saved.
+    let other_org = server.new_org("elsewhere", &[]);
+    let mut login = stowage(&file);
+    login.args(["login", "--url", &server.base, "--user-id", &c.user_id]);
+    login.args(["--api-token", &c.api_token, "--organization-id", &other_org]);
+    let err = fails(run(login));
+    assert!(
+        err.starts_with(&format!(
+            "stowage: user {} cannot read organization {other_org}: ",
+            c.user_id
+        )),
+        "{err}"
+    );
+    assert!(err.trim_end().ends_with("nothing was saved"), "{err}");
     assert!(!file.exists());
 }
 

@@ -260,7 +260,7 @@ async fn admin_cli_manages_organizations_users_and_members() {
     let members = server.admin(&["member", "list", "--org", &org]);
     assert_eq!(
         members,
-        json!([{"userId": alice.parse::<i64>().unwrap(), "permissions": "read,write"}])
+        json!([{"userId": alice.parse::<i64>().unwrap(), "name": "alice", "permissions": "read,write"}])
     );
     server.admin(&[
         "member",

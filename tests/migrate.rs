@@ -61,9 +61,10 @@ async fn an_embedded_store_moves_whole_and_serves_the_same_content() {
         dest_home.path().join("data").display().to_string(),
         key.trim()
     );
-    for (name, value) in TestServer::backend_settings() {
+    let backend = TestServer::backend_settings(); // its database lives until the end of the test
+    for (name, value) in &backend.env {
         let setting = name.trim_start_matches("STOWAGE_").to_lowercase();
-        toml.push_str(&format!("{setting} = {}\n", toml_value(&value)));
+        toml.push_str(&format!("{setting} = {}\n", toml_value(value)));
     }
     let dest_config = dest_home.path().join("destination.toml");
     std::fs::write(&dest_config, &toml).unwrap();

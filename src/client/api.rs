@@ -19,6 +19,13 @@ pub enum ClientError {
     Server(String),
     #[error("{url} answered HTTP {status}: {message}")]
     Http { url: String, status: u16, message: String },
+    /// HTTP 401. The server's own sentence is not repeated: it may echo the request's hash.
+    #[error(
+        "{url} refused the credentials of user {user}: either the API token is wrong for that user \
+         id, or this machine's clock is off from the server's by more than it accepts (compare \
+         `date -u` on both)"
+    )]
+    Unauthorized { url: String, user: String },
     #[error("{url} answered something that is not the API's JSON: {detail}")]
     BadResponse { url: String, detail: String },
     #[error("{0}")]
@@ -31,6 +38,19 @@ pub enum ClientError {
     Usage(String),
     #[error("the download job {0} was not ready after 5 minutes")]
     JobTimeout(String),
+}
+
+impl ClientError {
+    /// Names the user whose credentials a 401 refused.
+    pub fn for_user(self, user_id: &str) -> ClientError {
+        match self {
+            ClientError::Unauthorized { url, .. } => ClientError::Unauthorized {
+                url,
+                user: user_id.to_owned(),
+            },
+            other => other,
+        }
+    }
 }
 
 /// The innermost cause of an error (reqwest repeats the URL at every level of its chain).
@@ -150,6 +170,12 @@ impl ApiClient {
             .and_then(|b| b.errors.as_ref())
             .and_then(Value::as_array)
             .map(|errors| errors.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "));
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(ClientError::Unauthorized {
+                url: url.to_owned(),
+                user: "this user id".into(),
+            });
+        }
         if !status.is_success() {
             let message = sentence
                 .filter(|s| !s.is_empty())
@@ -349,9 +375,18 @@ mod tests {
             "{odd:?}"
         );
 
-        let http = read(401, r#"{"success":false,"errors":["Hash does not match"]}"#).await;
+        let refused = read(401, r#"{"success":false,"errors":["Hash does not match: 9f2c0e"]}"#).await;
+        let sentence = refused.map(|_| ()).unwrap_err().for_user("7").to_string();
+        assert_eq!(
+            sentence,
+            "http://h/api/v2/object/list refused the credentials of user 7: either the API token is \
+             wrong for that user id, or this machine's clock is off from the server's by more than it \
+             accepts (compare `date -u` on both)"
+        );
+
+        let http = read(403, r#"{"success":false,"errors":["Forbidden here"]}"#).await;
         assert!(
-            matches!(http, Err(ClientError::Http { status: 401, ref message, .. }) if message == "Hash does not match"),
+            matches!(http, Err(ClientError::Http { status: 403, ref message, .. }) if message == "Forbidden here"),
             "{http:?}"
         );
 

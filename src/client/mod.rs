@@ -43,17 +43,23 @@ pub struct ConnectionArgs {
     /// Credentials file (env STOWAGE_CREDENTIALS; default ~/.config/stowage/credentials.json).
     #[arg(long, global = true)]
     pub credentials_file: Option<PathBuf>,
-    /// Never show progress bars.
-    #[arg(long, global = true)]
+    /// Never show progress bars (a flag of `stowage object`; `login` transfers nothing).
+    #[arg(skip)]
     pub no_progress: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ObjectCommand {
     /// Upload a file, or standard input with `-` or no FILE.
-    Set { key: String, file: Option<PathBuf> },
+    Set {
+        /// The object's key, e.g. models/m1.json (folders are the parts before each `/`).
+        key: String,
+        /// The file to upload; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+    },
     /// Download keys (files or folders) into a folder, or one file to standard output.
     Get {
+        /// Keys of files, or folders (everything under them), to download.
         #[arg(required = true)]
         keys: Vec<String>,
         /// Folder to extract into (default: the current folder).
@@ -65,18 +71,25 @@ pub enum ObjectCommand {
     },
     /// List one folder level (default: the root).
     List {
+        /// The folder to list, e.g. models (default: the root).
         path: Option<String>,
+        /// Print JSON instead of a table (for scripts).
         #[arg(long)]
         json: bool,
     },
     /// Show a file's metadata.
     Properties {
+        /// The file's key.
         key: String,
+        /// Print JSON instead of text (for scripts).
         #[arg(long)]
         json: bool,
     },
     /// Delete a file, or a folder with everything under it.
-    Delete { key: String },
+    Delete {
+        /// The key of a file, or a folder to delete with everything under it.
+        key: String,
+    },
 }
 
 /// What `stowage login` stores (mode 0600).
@@ -151,9 +164,22 @@ impl ConnectionArgs {
 }
 
 /// `stowage login`: checks the credentials with `/authenticate`, then saves them (mode 0600).
+/// With an organization id, also checks that the organization exists and that the user may
+/// read it: nothing is saved that would fail at the first `stowage object` command.
 pub async fn login(args: &ConnectionArgs) -> Result<String, ClientError> {
     let (credentials, org) = args.resolve()?;
-    ApiClient::new(credentials.clone())?.authenticate().await?;
+    let user = credentials.user_id.clone();
+    let client = ApiClient::new(credentials.clone())?;
+    client.authenticate().await.map_err(|e| e.for_user(&user))?;
+    if let Some(org) = &org {
+        client.list_page(org, "", 0).await.map_err(|e| match e {
+            ClientError::Server(sentence) => ClientError::Usage(format!(
+                "user {user} cannot read organization {org}: {sentence} Check --organization-id \
+                 (`stowage admin org list` on the server); nothing was saved"
+            )),
+            other => other.for_user(&user),
+        })?;
+    }
     let path = args.credentials_path();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -196,6 +222,18 @@ fn progress_bar(length: Option<u64>, message: &str) -> ProgressBar {
 /// Runs one `stowage object` command; what it returns is printed on standard output.
 pub async fn run_object(args: &ConnectionArgs, command: ObjectCommand) -> Result<String, ClientError> {
     let (credentials, org) = args.resolve()?;
+    let user = credentials.user_id.clone();
+    object_command(args, credentials, org, command)
+        .await
+        .map_err(|e| e.for_user(&user))
+}
+
+async fn object_command(
+    args: &ConnectionArgs,
+    credentials: Credentials,
+    org: Option<String>,
+    command: ObjectCommand,
+) -> Result<String, ClientError> {
     let org = org.ok_or_else(|| {
         ClientError::Usage(
             "no organization id: pass --organization-id, set STOWAGE_ORGANIZATION_ID, or log in with one".into(),

@@ -29,11 +29,61 @@ pub const DENY_DELETE: &str =
 const BIN: &str = env!("CARGO_BIN_EXE_stowage");
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How to start a server: extra environment variables and extra `serve` arguments.
+/// How to start a server: extra environment variables and extra `serve` arguments, and the
+/// PostgreSQL database made for it (dropped when the last server using it is gone).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    database: Option<std::sync::Arc<TestDatabase>>,
+}
+
+/// A database created on the test PostgreSQL server for one test; dropped (with any connection
+/// still open to it) when this is dropped, so that test runs leave no databases behind.
+#[derive(Debug)]
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    fn create(admin_url: &str, name: &str) -> TestDatabase {
+        let created = Command::new("psql")
+            .args([admin_url, "-q", "-c", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("run psql (installed with PostgreSQL)");
+        assert!(
+            created.status.success(),
+            "CREATE DATABASE: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        TestDatabase {
+            admin_url: admin_url.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let dropped = Command::new("psql")
+            .args([
+                self.admin_url.as_str(),
+                "-q",
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+        match dropped {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "note: could not drop the test database {}: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(e) => eprintln!("note: could not drop the test database {}: {e}", self.name),
+        }
+    }
 }
 
 impl Options {
@@ -109,9 +159,10 @@ impl TestServer {
             .collect()
     }
 
-    /// The settings of the test run's backend for a fresh store (empty on the embedded one).
-    pub fn backend_settings() -> Vec<(String, String)> {
-        with_backend(Options::new()).env
+    /// The settings of the test run's backend for a fresh store (no `env` on the embedded one).
+    /// Keep the returned value as long as the store is used: its database is dropped with it.
+    pub fn backend_settings() -> Options {
+        with_backend(Options::new())
     }
 
     /// `n` servers sharing one metadata database, one body store and one server key, as behind a
@@ -587,15 +638,7 @@ fn with_backend(mut options: Options) -> Options {
         "postgres-s3" => {
             let admin_url = required("STOWAGE_TEST_POSTGRES_URL");
             let name = format!("stowage_it_{}_{}", std::process::id(), unique());
-            let created = Command::new("psql")
-                .args([admin_url.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
-                .output()
-                .expect("run psql (installed with PostgreSQL)");
-            assert!(
-                created.status.success(),
-                "CREATE DATABASE: {}",
-                String::from_utf8_lossy(&created.stderr)
-            );
+            options.database = Some(std::sync::Arc::new(TestDatabase::create(&admin_url, &name)));
             options.env.extend(postgres_s3_env(&admin_url, &name));
             options
         }

@@ -24,6 +24,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -231,7 +232,11 @@ def main():
     rng = random.Random(args.seed)
     print(f"crash harness: {args.rounds} rounds, {args.clients} clients, seed {args.seed}", flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="stowage-crash-") as work:
+    # Removed after a clean run; a failed run (problems found, or an exception) keeps the data
+    # directory and the server log, and says where.
+    work = tempfile.mkdtemp(prefix="stowage-crash-")
+    passed = False
+    try:
         data = Path(work) / "data"
         log = open(Path(work) / "server.log", "w")
         server = Server(args.bin, data, log)
@@ -268,7 +273,13 @@ def main():
             print("  " + problem)
         if problems:
             print("server log:", (Path(work) / "server.log").read_text()[-3000:])
-    sys.exit(1 if problems else 0)
+        passed = not problems
+    finally:
+        if passed:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"crash harness: failed; the data directory and server log are kept in {work}", flush=True)
+    sys.exit(0 if passed else 1)
 
 
 if __name__ == "__main__":

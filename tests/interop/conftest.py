@@ -5,6 +5,7 @@ STOWAGE_BIN names the binary (default: target/debug/stowage of this checkout).
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -30,10 +31,11 @@ class Server:
     """A running `stowage serve` with its first user's credentials."""
 
     def __init__(self, port):
-        self.dir = tempfile.TemporaryDirectory(prefix="stowage-interop-")
-        self.data = Path(self.dir.name) / "data"
+        # Removed by stop(); a server that does not start keeps its directory and log.
+        self.dir = Path(tempfile.mkdtemp(prefix="stowage-interop-"))
+        self.data = self.dir / "data"
         self.port = port
-        self.log = open(Path(self.dir.name) / "server.log", "w")
+        self.log = open(self.dir / "server.log", "w")
         self.process = subprocess.Popen(
             [stowage_bin(), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.data)],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
@@ -44,7 +46,12 @@ class Server:
             if time.monotonic() > deadline:
                 break
         else:
-            raise RuntimeError("stowage did not start; see " + str(Path(self.dir.name) / "server.log"))
+            self.process.kill()
+            self.process.wait()
+            self.log.close()
+            log_path = self.dir / "server.log"
+            raise RuntimeError(f"stowage did not start on 127.0.0.1:{port}; its log is kept in {log_path}:\n"
+                               + log_path.read_text()[-2000:])
         creds = json.loads((self.data / "initial-credentials.json").read_text())
         self.user_id = str(creds["userId"])
         self.token = creds["apiToken"]
@@ -58,7 +65,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
-        self.dir.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
