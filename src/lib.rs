@@ -7,6 +7,7 @@
 //! the API.
 
 pub mod admin;
+pub mod backup;
 pub mod bench;
 pub mod blob;
 pub mod client;
