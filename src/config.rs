@@ -79,6 +79,10 @@ pub struct Config {
     pub body_idle_timeout_secs: u64,
     /// How long requests in flight may take to finish after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
+    /// HTTPS: the certificate chain and its private key (PEM files, reloaded on SIGHUP); both or
+    /// neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -117,6 +121,8 @@ impl Default for Config {
             header_read_timeout_secs: 30,
             body_idle_timeout_secs: 60,
             shutdown_grace_secs: 30,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -218,6 +224,11 @@ impl Config {
         {
             return Err(ConfigError("server_key must be 64 hex characters".into()));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "HTTPS needs both tls_cert (the certificate chain) and tls_key (its private key)".into(),
+            ));
+        }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -270,7 +281,9 @@ impl Config {
 
 /// The environment variables read as configuration (others with the prefix, such as the
 /// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 31] = [
+const ENV_KEYS: [&str; 33] = [
+    "tls_cert",
+    "tls_key",
     "small_body_threshold",
     "log_format",
     "trusted_proxies",

@@ -22,3 +22,4 @@ pub mod meta;
 pub mod migrate;
 pub mod server;
 pub mod service;
+pub mod tls;

@@ -46,6 +46,10 @@ pub struct ConnectionArgs {
     /// Never show progress bars.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Also trust the certificate authority in this PEM file for https URLs (a private CA or a
+    /// self-signed server certificate; env STOWAGE_CA_CERT).
+    #[arg(long, global = true, env = "STOWAGE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,7 +157,9 @@ impl ConnectionArgs {
 /// `stowage login`: checks the credentials with `/authenticate`, then saves them (mode 0600).
 pub async fn login(args: &ConnectionArgs) -> Result<String, ClientError> {
     let (credentials, org) = args.resolve()?;
-    ApiClient::new(credentials.clone())?.authenticate().await?;
+    ApiClient::with_ca(credentials.clone(), args.ca_cert.as_deref())?
+        .authenticate()
+        .await?;
     let path = args.credentials_path();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -201,7 +207,7 @@ pub async fn run_object(args: &ConnectionArgs, command: ObjectCommand) -> Result
             "no organization id: pass --organization-id, set STOWAGE_ORGANIZATION_ID, or log in with one".into(),
         )
     })?;
-    let client = ApiClient::new(credentials)?;
+    let client = ApiClient::with_ca(credentials, args.ca_cert.as_deref())?;
     match command {
         ObjectCommand::Set { key, file } => set(args, &client, &org, &key, file.as_deref()).await,
         ObjectCommand::Get {

@@ -231,10 +231,14 @@ impl TestServer {
         };
         let url = listening_line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in {listening_line:?}"));
         assert!(url.ends_with("/api/v2"), "{listening_line}");
-        let addr = url.trim_start_matches("http://").trim_end_matches("/api/v2").to_owned();
+        let addr = url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches("/api/v2")
+            .to_owned();
         let port: u16 = addr
             .rsplit(':')
             .next()
