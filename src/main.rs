@@ -227,11 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Backup { to, json, common } => {
-            let config = Config::load(&Overrides {
-                config_file: common.config,
-                listen: None,
-                data_dir: common.data_dir,
-            })?;
+            let config = load_config(common)?;
             let report = runtime.block_on(stowage::backup::backup(&config, &to))?;
             let summary = report.summary("backed up", &to);
             if json {
@@ -242,11 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Restore { from, json, common } => {
-            let config = Config::load(&Overrides {
-                config_file: common.config,
-                listen: None,
-                data_dir: common.data_dir,
-            })?;
+            let config = load_config(common)?;
             let mut progress = |line: &str| eprintln!("restore: {line}");
             let report = runtime.block_on(stowage::backup::restore(&from, &config, &mut progress))?;
             let summary = match &report {
@@ -294,6 +286,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The layered configuration of a command that takes only the common flags.
+fn load_config(common: Common) -> anyhow::Result<Config> {
+    Ok(Config::load(&Overrides {
+        config_file: common.config,
+        listen: None,
+        data_dir: common.data_dir,
+    })?)
 }
 
 /// Prints a command's output; a reader that went away (`| head`) is not an error.

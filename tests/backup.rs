@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 const WRITERS: usize = 8;
 const KEYS_PER_WRITER: usize = 30;
 
-fn stowage(env: &[(String, String)], args: &[&str]) -> Output {
+/// `stowage ARGS` with exactly the given `STOWAGE_*` settings.
+fn command(env: &[(String, String)], args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stowage"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("STOWAGE_") {
@@ -29,9 +30,12 @@ fn stowage(env: &[(String, String)], args: &[&str]) -> Output {
     }
     command
         .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .expect("run stowage")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command
+}
+
+fn stowage(env: &[(String, String)], args: &[&str]) -> Output {
+    command(env, args).output().expect("run stowage")
 }
 
 /// `stowage backup --json`: the report, or a panic with what it printed.
@@ -365,25 +369,20 @@ async fn a_backup_killed_midway_leaves_the_previous_one_whole() {
     let partial = backups.path().join(".b.partial");
     let mut midway = 0;
     for delay_ms in [30u64, 80, 150, 250, 400, 600, 900] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stowage"));
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("STOWAGE_") {
-                command.env_remove(&name);
-            }
-        }
-        let mut child = command
-            .args([
+        let mut child = command(
+            &store.env,
+            &[
                 "backup",
                 "--data-dir",
                 &data.display().to_string(),
                 "--to",
                 &target.display().to_string(),
-            ])
-            .envs(store.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start backup");
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start backup");
         std::thread::sleep(Duration::from_millis(delay_ms));
         let finished = child.try_wait().expect("wait").is_some();
         let _ = child.kill();
