@@ -51,4 +51,7 @@ step "crash harness: SIGKILL under concurrent load, restart, verify (20 rounds)"
 step "interop: the real lean CLI and the example scripts"
 scripts/interop.sh target/debug/stowage
 
+step "interop over TLS: the lean CLI to its default https URL, in a private network namespace"
+scripts/interop-tls.sh target/debug/stowage
+
 printf '\nall tests passed\n'

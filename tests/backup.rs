@@ -138,9 +138,11 @@ async fn contents(client: &Client) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Fields drop in order: the server stops, then its database and S3 prefix are removed.
 struct Store {
     server: TestServer,
     env: Vec<(String, String)>,
+    _remove: RemoveStoreOnDrop,
 }
 
 /// A server on the run's backend with collection every second; `env` is what `stowage backup`
@@ -152,25 +154,11 @@ fn start_store() -> Store {
         .fold(Options::new(), |o, (k, v)| o.env(k, v))
         .env("STOWAGE_GC_INTERVAL_SECS", 1);
     let server = TestServer::start_in(tempfile::tempdir().expect("temporary directory"), options);
-    Store { server, env }
-}
-
-fn drop_database(env: &[(String, String)]) {
-    let Some((_, url)) = env.iter().find(|(k, _)| k == "STOWAGE_METADATA") else {
-        return;
-    };
-    let (Some(i), Ok(admin)) = (url.rfind('/'), std::env::var("STOWAGE_TEST_POSTGRES_URL")) else {
-        return;
-    };
-    let name = &url[i + 1..];
-    let _ = Command::new("psql")
-        .args([
-            admin.as_str(),
-            "-q",
-            "-c",
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        ])
-        .output();
+    Store {
+        server,
+        _remove: RemoveStoreOnDrop(env.clone()),
+        env,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -322,7 +310,6 @@ async fn a_backup_under_load_holds_every_acknowledged_object_and_serves() {
     let small_after = fourth["smallBodies"].as_u64().unwrap();
     assert_eq!(dropped + (small_before - small_after), 1, "{third} -> {fourth}");
     fsck_clean(&target);
-    drop_database(&store.env);
 }
 
 /// The previous backup, as a reference: every key and md5 it serves.
@@ -411,7 +398,6 @@ async fn a_backup_killed_midway_leaves_the_previous_one_whole() {
     assert!(!partial.exists());
     assert_eq!(report["objects"].as_u64(), Some(600));
     fsck_clean(&target);
-    drop_database(&store.env);
 }
 
 #[tokio::test]
@@ -435,6 +421,7 @@ async fn a_restore_serves_the_old_credentials_and_content() {
 
     // Onto the run's backend, fresh (an embedded data directory, or a new database and prefix).
     let fresh = TestServer::backend_settings();
+    let _remove_fresh = RemoveStoreOnDrop(fresh.clone());
     let home = tempfile::tempdir().unwrap();
     let into = home.path().join("data");
     let out = stowage(
@@ -486,6 +473,4 @@ async fn a_restore_serves_the_old_credentials_and_content() {
     assert!(reader.set_raw("nope", b"x").await.errors()[0].contains("permission to write"));
     assert_eq!(restored.org_entry(&other)["maxBytes"], 5_000_000, "quotas are kept");
     drop(restored);
-    drop_database(&store.env);
-    drop_database(&fresh);
 }
