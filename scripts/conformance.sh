@@ -11,6 +11,7 @@
 # one line and exits 0 (CI always has it).
 # A failed run keeps its server log and prints where it is; a passed run removes everything it
 # made (the data directory, and on PostgreSQL its database).
+# Over HTTPS when STOWAGE_TLS_CERT, STOWAGE_TLS_KEY and STOWAGE_TLS_CA are set (tests/tls.rs does).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/target/debug/stowage}
@@ -77,7 +78,14 @@ admin() { "$bin" admin --data-dir "$data" --json "$@"; }
 field() { "$python" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 creds="$data/initial-credentials.json"
-export STOWAGE_URL="http://127.0.0.1:$port/api/v2"
+# HTTPS: with STOWAGE_TLS_CERT and STOWAGE_TLS_KEY set (the server reads them), the suite goes
+# over TLS and trusts the CA in STOWAGE_TLS_CA (requests reads REQUESTS_CA_BUNDLE).
+scheme=http
+if [ -n "${STOWAGE_TLS_CERT:-}" ]; then
+  scheme=https
+  export REQUESTS_CA_BUNDLE="${STOWAGE_TLS_CA:?STOWAGE_TLS_CA names the CA that signed STOWAGE_TLS_CERT}"
+fi
+export STOWAGE_URL="$scheme://127.0.0.1:$port/api/v2"
 export STOWAGE_USER_ID=$(field userId <"$creds")
 export STOWAGE_API_TOKEN=$(field apiToken <"$creds")
 export STOWAGE_ORG_ID=$(field organizationId <"$creds")

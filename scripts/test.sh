@@ -34,6 +34,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo build"
 cargo build --locked
 
+step "systemd unit: systemd-analyze verify packaging/stowage.service"
+scripts/systemd-verify.sh target/debug/stowage
+
 step "PostgreSQL and SeaweedFS on 127.0.0.1 (for the distributed configuration)"
 trap 'scripts/seaweedfs.sh stop >/dev/null 2>&1 || true; scripts/postgres.sh stop >/dev/null 2>&1 || true' EXIT
 pg_url_line=$(scripts/postgres.sh start)   # a plain assignment, so that set -e sees a failed start
@@ -58,5 +61,8 @@ step "crash harness: SIGKILL under concurrent load, restart, verify (20 rounds)"
 
 step "interop: the real lean CLI and the example scripts"
 scripts/interop.sh target/debug/stowage
+
+step "interop over TLS: the lean CLI to its default https URL, in a private network namespace"
+scripts/interop-tls.sh target/debug/stowage
 
 printf '\nall tests passed\n'

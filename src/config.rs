@@ -83,6 +83,10 @@ pub struct Config {
     pub body_idle_timeout_secs: u64,
     /// How long requests in flight may take to finish after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
+    /// HTTPS: the certificate chain and its private key (PEM files, reloaded on SIGHUP); both or
+    /// neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -121,6 +125,8 @@ impl Default for Config {
             header_read_timeout_secs: 30,
             body_idle_timeout_secs: 60,
             shutdown_grace_secs: 30,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -295,6 +301,11 @@ impl Config {
             && crate::crypto::ServerKey::from_hex(key.trim()).is_none()
         {
             return Err(ConfigError("server_key must be 64 hex characters".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "HTTPS needs both tls_cert (the certificate chain) and tls_key (its private key)".into(),
+            ));
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

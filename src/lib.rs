@@ -7,6 +7,7 @@
 //! the API.
 
 pub mod admin;
+pub mod backup;
 pub mod bench;
 pub mod blob;
 pub mod client;
@@ -23,3 +24,4 @@ pub mod net;
 pub mod schema;
 pub mod server;
 pub mod service;
+pub mod tls;

@@ -81,6 +81,29 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Take a consistent backup of the running store into a folder that is itself a data
+    /// directory; run again into the same folder to update it incrementally.
+    Backup {
+        /// The backup folder (created; an earlier backup there is updated in one step).
+        #[arg(long)]
+        to: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Put a backup back into an empty store: a fresh data directory, or PostgreSQL + S3.
+    Restore {
+        /// The backup folder (made by `stowage backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Check credentials with /authenticate and save them for `stowage object`.
     Login {
         #[command(flatten)]
@@ -151,6 +174,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             common,
         } => fsck(common, repair, verify_content, json),
         Command::Migrate { to, json, common } => migrate(common, &to, json),
+        Command::Backup { to, json, common } => backup(common, &to, json),
+        Command::Restore { from, json, common } => restore(common, &from, json),
         Command::Login { connection } => {
             let output = runtime()?.block_on(stowage::client::login(&connection))?;
             print_output(&output)
@@ -287,6 +312,54 @@ fn migrate(common: Common, to: &std::path::Path, json: bool) -> anyhow::Result<(
     print_output(&text)?;
     if !report.differences.is_empty() {
         anyhow::bail!("the copy differs from the source");
+    }
+    Ok(())
+}
+
+/// `stowage backup --to DIR`.
+fn backup(common: Common, to: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let config = store_config(common)?;
+    let report = runtime()?.block_on(stowage::backup::backup(&config, to))?;
+    let summary = report.summary("backed up", to);
+    if json {
+        eprintln!("{summary}");
+        print_output(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print_output(&summary)?;
+    }
+    Ok(())
+}
+
+/// `stowage restore --from DIR`.
+fn restore(common: Common, from: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let config = store_config(common)?;
+    let mut progress = |line: &str| eprintln!("restore: {line}");
+    let report = runtime()?.block_on(stowage::backup::restore(from, &config, &mut progress))?;
+    let summary = match &report {
+        stowage::backup::RestoreReport::Embedded(copy) => copy.summary("restored", &config.data_dir),
+        stowage::backup::RestoreReport::Distributed(migrated) => format!(
+            "restored {} organization(s), {} user(s), {} object(s) ({} bytes) into the configured store; verified {} object(s): {} difference(s)",
+            migrated.organizations,
+            migrated.users,
+            migrated.copied + migrated.skipped,
+            migrated.bytes_copied,
+            migrated.verified_objects,
+            migrated.differences.len()
+        ),
+    };
+    if json {
+        eprintln!("{summary}");
+        print_output(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print_output(&summary)?;
+    }
+    if let stowage::backup::RestoreReport::Distributed(migrated) = &report
+        && !migrated.differences.is_empty()
+    {
+        anyhow::bail!(
+            "the restored store differs from the backup: {}",
+            migrated.differences.join("; ")
+        );
     }
     Ok(())
 }

@@ -49,6 +49,8 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error("cannot write {path}: {source}")]
     Credentials { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The metadata store and the server key a configuration names, created when missing.
@@ -214,7 +216,8 @@ pub async fn bootstrap(config: &Config, opened: &Opened) -> Result<Option<Initia
 }
 
 fn print_credentials(credentials: &InitialCredentials, config: &Config, local: std::net::SocketAddr) {
-    let base = format!("http://{local}/api/v2");
+    let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{local}/api/v2");
     println!(
         "\nstowage: created the first organization and an admin user (shown once; also in {}):\n\
          \n  userId:         {}\n  apiToken:       {}\n  organizationId: {}\n\
@@ -288,6 +291,11 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let listener = bind(config.listen).await?;
     let local = listener.local_addr().map_err(|e| listen_error(config.listen, &e))?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ReloadableTls::load(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (opened, blobs) = open_stores(&config).await?;
     let credentials = bootstrap(&config, &opened).await?;
     let service = Arc::new(Service::new(
@@ -312,25 +320,30 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         public_url: config.public_url.clone(),
     };
 
+    let reloader = tls.as_ref().and_then(|tls| tls.reload_on_sighup());
     match credentials {
         Some(credentials) => print_credentials(&credentials, &config, local),
         None => remind_credentials(&config),
     }
     println!(
-        "stowage listening on http://{local}/api/v2 (data in {})",
+        "stowage listening on {scheme}://{local}/api/v2 (data in {})",
         display_dir(config.data_dir())
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%local, "listening");
 
-    let result = run(
+    let result = run_with_tls(
         listener,
         app(state),
         ConnectionLimits::from_config(&config),
+        tls,
         shutdown_signal(),
     )
     .await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     collector.abort();
     memory_release.abort();
     result
@@ -400,6 +413,18 @@ pub async fn run(
     limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    run_with_tls(listener, router, limits, None, shutdown).await
+}
+
+/// [`run`], with HTTPS when `tls` is given: the handshake must finish within the header timeout,
+/// and requests carry [`crate::http::Https`] (download links then use `https`).
+pub async fn run_with_tls(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
@@ -433,11 +458,22 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let body_timeout = limits.body_idle_timeout;
+        let (tls, https) = (tls.clone(), tls.is_some());
         let proxies = limits.trusted_proxies.clone();
         let service = router
             .clone()
             .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
-                crate::http::prepare_request(request.map(axum::body::Body::new), peer, local, body_timeout, &proxies)
+                let mut request = crate::http::prepare_request(
+                    request.map(axum::body::Body::new),
+                    peer,
+                    local,
+                    body_timeout,
+                    &proxies,
+                );
+                if https {
+                    request.extensions_mut().insert(crate::http::Https);
+                }
+                request
             });
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -452,6 +488,20 @@ pub async fn run(
             ) {
                 return;
             }
+            let stream: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                Some(tls) => match tokio::time::timeout(first_byte, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
             let connection =
                 builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
             if let Err(e) = watcher.watch(connection.into_owned()).await {
@@ -469,6 +519,10 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
 fn display_dir(dir: &Path) -> String {
     std::fs::canonicalize(dir)

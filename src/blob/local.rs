@@ -52,7 +52,8 @@ impl LocalBlobs {
             .unwrap_or(0)
     }
 
-    fn path_of(&self, id: &BlobId) -> PathBuf {
+    /// Where the body `id` lives (or would live) as a file.
+    pub fn path_of(&self, id: &BlobId) -> PathBuf {
         let name = id.as_str();
         self.root.join(id.shard()).join(name)
     }

@@ -104,6 +104,55 @@ fn db_error(e: impl Into<super::BoxError>) -> BlobError {
     BlobError::store("the small-body table", e)
 }
 
+/// Writes a consistent copy of the small-body table of the blob directory `root` to `dest`
+/// (`VACUUM INTO`, one read transaction); false when `root` has no table. Blocking.
+pub fn snapshot_into(root: &Path, dest: &Path) -> Result<bool, BlobError> {
+    let path = root.join("small.sqlite3");
+    if !path.exists() {
+        return Ok(false);
+    }
+    let target = dest
+        .to_str()
+        .ok_or_else(|| db_error(format!("{} is not a UTF-8 path", dest.display())))?;
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_error)?;
+    conn.execute("VACUUM INTO ?1", [target]).map_err(db_error)?;
+    Ok(true)
+}
+
+/// The ids of the bodies in the small-body table file `db`. Blocking.
+pub fn ids_in(db: &Path) -> Result<std::collections::HashSet<String>, BlobError> {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db_error)?;
+    let mut stmt = conn.prepare("SELECT id FROM small_blobs").map_err(db_error)?;
+    let ids = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(db_error)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(db_error)?;
+    Ok(ids)
+}
+
+/// Removes from the small-body table file `db` every body not in `keep` (a copy's bodies that
+/// its metadata does not name); returns how many. Blocking.
+pub fn retain_only(db: &Path, keep: &std::collections::HashSet<String>) -> Result<u64, BlobError> {
+    let mut conn = Connection::open(db).map_err(db_error)?;
+    let tx = conn.transaction().map_err(db_error)?;
+    let mut removed = 0;
+    {
+        let ids: Vec<String> = tx
+            .prepare("SELECT id FROM small_blobs")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .map_err(db_error)?;
+        let mut delete = tx.prepare("DELETE FROM small_blobs WHERE id = ?1").map_err(db_error)?;
+        for id in ids.iter().filter(|id| !keep.contains(*id)) {
+            removed += delete.execute([id]).map_err(db_error)? as u64;
+        }
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(removed)
+}
+
 impl SmallAndLocalBlobs {
     /// Opens the blob directory (see [`LocalBlobs::open`]) and its small-body table.
     pub fn open(root: &Path, threshold: usize) -> Result<SmallAndLocalBlobs, BlobError> {

@@ -123,14 +123,34 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(credentials: Credentials) -> Result<ApiClient, ClientError> {
-        let http = reqwest::Client::builder()
+        ApiClient::with_ca(credentials, None)
+    }
+
+    /// A client that also trusts the certificate authorities in the PEM file `ca_cert`.
+    pub fn with_ca(credentials: Credentials, ca_cert: Option<&std::path::Path>) -> Result<ApiClient, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|source| ClientError::Network {
-                url: credentials.url.clone(),
-                cause: source,
-            })?;
+            .tcp_nodelay(true);
+        if let Some(path) = ca_cert {
+            let unusable = |detail: String| {
+                ClientError::Usage(format!(
+                    "cannot use {} as a certificate authority (--ca-cert / STOWAGE_CA_CERT): {detail}",
+                    path.display()
+                ))
+            };
+            let pem = std::fs::read(path).map_err(|e| unusable(e.to_string()))?;
+            let authorities = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unusable(e.to_string()))?;
+            if authorities.is_empty() {
+                return Err(unusable("it holds no PEM certificate".into()));
+            }
+            for authority in authorities {
+                builder = builder.add_root_certificate(authority);
+            }
+        }
+        let http = builder.build().map_err(|source| ClientError::Network {
+            url: credentials.url.clone(),
+            cause: source,
+        })?;
         Ok(ApiClient { credentials, http })
     }
 

@@ -46,6 +46,10 @@ pub struct ConnectionArgs {
     /// Never show progress bars (a flag of `stowage object`; `login` transfers nothing).
     #[arg(skip)]
     pub no_progress: bool,
+    /// Also trust the certificate authority in this PEM file for https URLs (a private CA or a
+    /// self-signed server certificate; env STOWAGE_CA_CERT).
+    #[arg(long, global = true, env = "STOWAGE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,7 +173,7 @@ impl ConnectionArgs {
 pub async fn login(args: &ConnectionArgs) -> Result<String, ClientError> {
     let (credentials, org) = args.resolve()?;
     let user = credentials.user_id.clone();
-    let client = ApiClient::new(credentials.clone())?;
+    let client = ApiClient::with_ca(credentials.clone(), args.ca_cert.as_deref())?;
     client.authenticate().await.map_err(|e| e.for_user(&user))?;
     if let Some(org) = &org {
         client.list_page(org, "", 0).await.map_err(|e| match e {
@@ -239,7 +243,7 @@ async fn object_command(
             "no organization id: pass --organization-id, set STOWAGE_ORGANIZATION_ID, or log in with one".into(),
         )
     })?;
-    let client = ApiClient::new(credentials)?;
+    let client = ApiClient::with_ca(credentials, args.ca_cert.as_deref())?;
     match command {
         ObjectCommand::Set { key, file } => set(args, &client, &org, &key, file.as_deref()).await,
         ObjectCommand::Get {

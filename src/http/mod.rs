@@ -287,7 +287,11 @@ async fn read_fields(headers: &HeaderMap, body: Body) -> Result<Fields, ApiError
     Ok(Fields::decode(content_type, &bytes)?)
 }
 
-/// Where clients reach this server: the configured public URL, else `http://` and the `Host`
+/// Marks a request that arrived over TLS (set by the accept loop).
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
+
+/// Where clients reach this server: the configured public URL, else `http(s)://` and the `Host`
 /// header (or the URI's authority under HTTP/2), else the address the request reached.
 fn base_url(state: &AppState, request: &Request) -> String {
     if let Some(url) = &state.public_url {
@@ -306,7 +310,12 @@ fn base_url(state: &AppState, request: &Request) -> String {
         })
         .or_else(|| request.extensions().get::<LocalAddr>().map(|l| l.0.to_string()))
         .unwrap_or_else(|| "127.0.0.1:5612".to_owned());
-    format!("http://{host}")
+    let scheme = if request.extensions().get::<Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
 }
 
 fn ok<T: Serialize>(body: &T) -> ApiResult {

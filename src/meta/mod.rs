@@ -253,6 +253,29 @@ pub struct Job {
     pub expires: Millis,
 }
 
+/// Held by `stowage backup` while it copies the bodies a metadata snapshot names: while it lives,
+/// collection (`collectable_blobs`) finds nothing, so no body the snapshot names is deleted
+/// under the backup. Dropping it (or the process ending) lets collection resume.
+pub struct CollectionHold {
+    _held: Box<dyn std::any::Any + Send>,
+}
+
+impl CollectionHold {
+    fn new(held: impl std::any::Any + Send) -> CollectionHold {
+        CollectionHold { _held: Box::new(held) }
+    }
+}
+
+/// The whole store as one consistent snapshot saw it (download jobs and pending collection
+/// excepted): what `stowage backup` copies from a distributed store.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub orgs: Vec<Organization>,
+    pub users: Vec<User>,
+    pub members: Vec<Membership>,
+    pub objects: Vec<(OrgId, ObjectMeta)>,
+}
+
 /// A named key is a file, a folder, or nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyKind {

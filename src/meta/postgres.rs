@@ -46,6 +46,9 @@ const SCHEMA_LOCK: i64 = 0x7374_6f77_6167_6501;
 const BOOTSTRAP_LOCK: i64 = 0x7374_6f77_6167_6503;
 /// Advisory lock that serializes collection deletes across servers (no deadlocks between them).
 const COLLECTION_LOCK: i64 = 0x7374_6f77_6167_6502;
+/// Advisory lock that `stowage backup` holds (exclusively) while it copies the bodies its snapshot
+/// names; collection passes take it shared, and find nothing while a backup holds it.
+const BACKUP_HOLD: i64 = 0x7374_6f77_6167_6504;
 
 /// A human-readable description of a driver error: the server's message and SQLSTATE for
 /// database errors, the cause for the others (the driver's own `Display` says only "db error").
@@ -178,6 +181,44 @@ impl PostgresMeta {
 
     async fn client(&self) -> MetaResult<deadpool_postgres::Client> {
         Ok(self.pool.get().await?)
+    }
+
+    /// Holds off collection on every server sharing this database (see [`CollectionHold`]): an
+    /// exclusive session advisory lock on a connection taken out of the pool, so that the lock
+    /// goes when the hold is dropped or the process dies.
+    pub async fn hold_collection(&self) -> MetaResult<CollectionHold> {
+        let client = self.client().await?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&BACKUP_HOLD]).await?;
+        Ok(CollectionHold::new(deadpool_postgres::Client::take(client)))
+    }
+
+    /// The whole store as one `REPEATABLE READ` transaction sees it (for `stowage backup`).
+    pub async fn snapshot(&self) -> MetaResult<Snapshot> {
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let mut out = Snapshot::default();
+        for row in &query(&tx, &format!("{ORG_SELECT} ORDER BY o.created, o.id"), &[]).await? {
+            out.orgs.extend(org_from_row(row)?);
+        }
+        for row in &query(&tx, &format!("{USER_SELECT} ORDER BY id"), &[]).await? {
+            out.users.push(user_from_row(row)?);
+        }
+        let sql = format!("SELECT {MEMBER_COLUMNS}, org_id FROM members ORDER BY org_id, user_id");
+        for row in &query(&tx, &sql, &[]).await? {
+            if let Some(org) = OrgId::parse(&col::<String>(row, 5)?) {
+                out.members.push(membership_from_row(&org, row)?);
+            }
+        }
+        let sql = format!("SELECT {OBJECT_COLUMNS}, org_id FROM objects ORDER BY org_id, key");
+        for row in &query(&tx, &sql, &[]).await? {
+            if let Some(object) = object_from_row(row)?
+                && let Some(org) = OrgId::parse(&col::<String>(row, 8)?)
+            {
+                out.objects.push((org, object));
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 }
 
@@ -1164,14 +1205,26 @@ impl Maintenance for PostgresMeta {
     }
 
     async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Taken before the query's snapshot: a backup holding collection off has either waited
+        // for this query or makes it find nothing.
+        let free: bool = col(
+            &query_one(&tx, "SELECT pg_try_advisory_xact_lock_shared($1)", &[&BACKUP_HOLD]).await?,
+            0,
+        )?;
+        if !free {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
         let rows = query(
-            &client,
+            &tx,
             "SELECT g.blob_id FROM garbage g WHERE NOT EXISTS (SELECT 1 FROM job_entries e JOIN jobs j ON j.id = e.job_id \
              WHERE e.blob_id = g.blob_id AND j.expires > $1) LIMIT $2",
             &[&now, &count_to_i64(limit)],
         )
         .await?;
+        tx.commit().await?;
         let mut out = Vec::new();
         for row in &rows {
             out.extend(BlobId::parse(&col::<String>(row, 0)?));

@@ -178,6 +178,58 @@ fn apply_batch(conn: &Connection, pending: &mut VecDeque<Box<dyn WriteTask>>) {
     }
 }
 
+/// The file whose lock holds off collection on the database at `db`.
+fn hold_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".backup-hold");
+    PathBuf::from(name)
+}
+
+fn hold_file(path: &Path) -> MetaResult<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| MetaError::failed(format!("cannot open {}: {e}", path.display())))
+}
+
+/// A shared lock on the hold file while collection may run; `None` while a backup holds it.
+fn collection_allowed(hold: &Path) -> MetaResult<Option<std::fs::File>> {
+    let file = hold_file(hold)?;
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(MetaError::failed(format!("cannot lock {}: {e}", hold.display()))),
+    }
+}
+
+/// Holds off collection on the database at `db` (an exclusive lock on `<db>.backup-hold`, which
+/// the kernel releases if the process dies), after a collection query in progress has finished.
+/// Blocking: call it from a blocking thread.
+pub fn hold_collection(db: &Path) -> MetaResult<CollectionHold> {
+    let path = hold_path(db);
+    let file = hold_file(&path)?;
+    file.lock()
+        .map_err(|e| MetaError::failed(format!("cannot lock {}: {e}", path.display())))?;
+    Ok(CollectionHold::new(file))
+}
+
+/// Writes a consistent copy of the database at `db` (one read transaction, `VACUUM INTO`) to
+/// `dest`, which must not exist, then drops download jobs and pending collection from the copy:
+/// the bodies those name are not part of it. Blocking.
+pub fn snapshot_into(db: &Path, dest: &Path) -> MetaResult<()> {
+    let target = dest
+        .to_str()
+        .ok_or_else(|| MetaError::failed(format!("{} is not a UTF-8 path", dest.display())))?;
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute("VACUUM INTO ?1", [target])?;
+    let copy = open_connection(dest)?;
+    copy.execute_batch("BEGIN; DELETE FROM job_entries; DELETE FROM jobs; DELETE FROM garbage; COMMIT;")?;
+    Ok(())
+}
+
 impl SqliteMeta {
     /// Opens (creating when needed) the database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> MetaResult<SqliteMeta> {
@@ -1178,7 +1230,13 @@ impl Maintenance for SqliteMeta {
     }
 
     async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
+        let hold = hold_path(&self.path);
         self.read(move |conn| {
+            // The shared lock is taken before the query's snapshot, so a backup that holds
+            // collection off has either waited for this pass's query or makes it find nothing.
+            let Some(_collecting) = collection_allowed(&hold)? else {
+                return Ok(Vec::new());
+            };
             let mut stmt = conn.prepare_cached(
                 "SELECT g.blob_id FROM garbage g WHERE NOT EXISTS (SELECT 1 FROM job_entries e JOIN jobs j ON j.id = e.job_id \
                  WHERE e.blob_id = g.blob_id AND j.expires > ?1) LIMIT ?2",

@@ -282,10 +282,14 @@ impl TestServer {
         };
         let url = listening_line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no URL in {listening_line:?}"));
         assert!(url.ends_with("/api/v2"), "{listening_line}");
-        let addr = url.trim_start_matches("http://").trim_end_matches("/api/v2").to_owned();
+        let addr = url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches("/api/v2")
+            .to_owned();
         let port: u16 = addr
             .rsplit(':')
             .next()
@@ -528,32 +532,7 @@ impl TestServer {
             .join()
             .expect("count blobs");
         }
-        let env: std::collections::HashMap<String, String> = self.options.env.iter().cloned().collect();
-        let setting = |name: &str| env.get(name).cloned().unwrap_or_default();
-        let settings = stowage::blob::s3::S3Settings {
-            bucket: setting("STOWAGE_S3_BUCKET"),
-            endpoint: Some(setting("STOWAGE_S3_ENDPOINT")),
-            region: "us-east-1".into(),
-            access_key_id: setting("STOWAGE_S3_ACCESS_KEY_ID"),
-            secret_access_key: setting("STOWAGE_S3_SECRET_ACCESS_KEY"),
-            path_style: true,
-            allow_http: true,
-            prefix: Some(setting("STOWAGE_S3_PREFIX")),
-        };
-        std::thread::spawn(move || {
-            use stowage::blob::BlobStore;
-            let runtime = tokio::runtime::Runtime::new().expect("runtime");
-            runtime.block_on(async {
-                let store = stowage::blob::s3::S3Blobs::connect(settings).expect("S3 settings");
-                let mut n = 0;
-                for shard in store.shards() {
-                    n += store.list_shard(&shard).await.expect("list S3 shard").len();
-                }
-                n
-            })
-        })
-        .join()
-        .expect("count S3 blobs")
+        s3_blobs(&self.options.env, false).expect("count S3 blobs")
     }
 
     /// Files in the upload staging area (S3 has none: an upload is invisible until complete).
@@ -643,6 +622,79 @@ fn with_backend(mut options: Options) -> Options {
             options
         }
         other => panic!("unknown STOWAGE_TEST_BACKEND {other:?}: use embedded or postgres-s3"),
+    }
+}
+
+/// Counts the blobs under the S3 prefix that `env` (settings from [`with_backend`]) names, and
+/// deletes each one when `delete` is set.
+fn s3_blobs(env: &[(String, String)], delete: bool) -> Result<usize, String> {
+    let env: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+    let setting = |name: &str| env.get(name).cloned().unwrap_or_default();
+    let settings = stowage::blob::s3::S3Settings {
+        bucket: setting("STOWAGE_S3_BUCKET"),
+        endpoint: Some(setting("STOWAGE_S3_ENDPOINT")),
+        region: "us-east-1".into(),
+        access_key_id: setting("STOWAGE_S3_ACCESS_KEY_ID"),
+        secret_access_key: setting("STOWAGE_S3_SECRET_ACCESS_KEY"),
+        path_style: true,
+        allow_http: true,
+        prefix: Some(setting("STOWAGE_S3_PREFIX")),
+    };
+    std::thread::spawn(move || {
+        use stowage::blob::BlobStore;
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let store = stowage::blob::s3::S3Blobs::connect(settings).map_err(|e| e.to_string())?;
+            let mut n = 0;
+            for shard in store.shards() {
+                let blobs = store.list_shard(&shard).await.map_err(|e| e.to_string())?;
+                n += blobs.len();
+                if delete {
+                    for blob in blobs {
+                        store.delete(&blob.id).await.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            Ok(n)
+        })
+    })
+    .join()
+    .map_err(|_| "the S3 listing thread panicked".to_owned())?
+}
+
+/// Removes a store made from [`TestServer::backend_settings`] on `postgres-s3`: its database and
+/// every blob under its S3 prefix (nothing to do on the embedded store, whose folder is a
+/// temporary directory). Returns how many blobs it deleted, or what failed.
+pub fn remove_backend_store(env: &[(String, String)]) -> Result<usize, String> {
+    let setting = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if let (Some(url), Ok(admin)) = (setting("STOWAGE_METADATA"), std::env::var("STOWAGE_TEST_POSTGRES_URL"))
+        && let Some(i) = url.rfind('/')
+    {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", &url[i + 1..]);
+        let out = Command::new("psql")
+            .args([admin.as_str(), "-q", "-c", &drop])
+            .output()
+            .map_err(|e| format!("cannot run psql: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{drop}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    match setting("STOWAGE_S3_PREFIX") {
+        Some(_) => s3_blobs(env, true),
+        None => Ok(0),
+    }
+}
+
+/// Calls [`remove_backend_store`] when dropped, so that a failing test cleans up too. Declare it
+/// before the servers that use the store: locals drop in reverse order, servers first.
+pub struct RemoveStoreOnDrop(pub Vec<(String, String)>);
+
+impl Drop for RemoveStoreOnDrop {
+    fn drop(&mut self) {
+        // No panic here: this may run while a failed test unwinds.
+        if let Err(e) = remove_backend_store(&self.0) {
+            eprintln!("warning: could not remove the test store: {e}");
+        }
     }
 }
 

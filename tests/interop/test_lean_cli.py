@@ -1,4 +1,5 @@
-"""The real `lean` CLI (PyPI package `lean`) against stowage, as users run it with QC_API=local.
+"""The real `lean` CLI (PyPI package `lean`) against stowage, as users run it with QC_API=local,
+or over HTTPS to its default URL (scripts/interop-tls.sh; see conftest.lean_server).
 
 Needs the CLI in a virtual environment: LEAN_BIN names its `lean` executable (scripts/interop.sh
 installs it into ./.venv-lean and applies the offline step of the spec's section 7).
@@ -11,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import LEAN_TLS_DIR, lean_env
 
 LEAN = os.environ.get("LEAN_BIN", "")
 
@@ -18,11 +20,11 @@ pytestmark = pytest.mark.skipif(not LEAN, reason="LEAN_BIN is not set (scripts/i
 
 
 @pytest.fixture(scope="module")
-def lean(server_5612, tmp_path_factory):
+def lean(lean_server, tmp_path_factory):
     """Runs `lean` logged in to the server, in a project folder whose lean.json names the org."""
     home = tmp_path_factory.mktemp("home")
     work = tmp_path_factory.mktemp("project")
-    env = {**os.environ, "HOME": str(home), "QC_API": "local", "PYTHONIOENCODING": "utf-8", "COLUMNS": "200"}
+    env = lean_env(home)
 
     def run(*args, check=True):
         result = subprocess.run([LEAN, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
@@ -30,9 +32,9 @@ def lean(server_5612, tmp_path_factory):
             assert result.returncode == 0, (args, result.stdout, result.stderr)
         return result
 
-    login = run("login", "-u", server_5612.user_id, "-t", server_5612.token)
+    login = run("login", "-u", lean_server.user_id, "-t", lean_server.token)
     assert "Successfully logged in" in login.stdout, login.stdout
-    (work / "lean.json").write_text(json.dumps({"organization-id": server_5612.org}))
+    (work / "lean.json").write_text(json.dumps({"organization-id": lean_server.org}))
     run.work = work
     return run
 
@@ -41,12 +43,22 @@ def md5(data):
     return hashlib.md5(data).hexdigest()
 
 
-def test_login_with_a_wrong_token_fails(server_5612, tmp_path):
-    env = {**os.environ, "HOME": str(tmp_path), "QC_API": "local"}
-    result = subprocess.run([LEAN, "login", "-u", server_5612.user_id, "-t", "0" * 64], cwd=tmp_path, env=env,
+def test_login_with_a_wrong_token_fails(lean_server, tmp_path):
+    env = lean_env(tmp_path)
+    result = subprocess.run([LEAN, "login", "-u", lean_server.user_id, "-t", "0" * 64], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "Successfully logged in" not in result.stdout
+
+
+@pytest.mark.skipif(not LEAN_TLS_DIR, reason="only over TLS (scripts/interop-tls.sh)")
+def test_over_tls_the_cli_refuses_a_certificate_it_does_not_trust(lean_server, tmp_path):
+    env = lean_env(tmp_path)
+    del env["REQUESTS_CA_BUNDLE"]
+    result = subprocess.run([LEAN, "login", "-u", lean_server.user_id, "-t", lean_server.token], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Detected SSL error" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_text_file_round_trip(lean):
