@@ -91,7 +91,16 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %self, "storage failure");
         }
+        let retry_after = match &self {
+            ApiError::Service(ServiceError::RateLimited { retry_after }) => Some(*retry_after),
+            _ => None,
+        };
         let mut response = json_response(status, &Outcome::failed(self.to_string()));
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -150,25 +150,23 @@ impl Service {
     // --- authentication and permissions ------------------------------------------------------
 
     /// Checks the auth recipe: `Authorization: Basic base64(<userId>:<sha256hex(token:timestamp)>)`
-    /// plus a `Timestamp` header inside the configured window. Failures count against the client
-    /// address and the user id: an address over its limit is refused before any check, a user id
-    /// over its limit turns further failures into 429 (see `ratelimit`).
+    /// plus a `Timestamp` header inside the configured window. A correct credential always
+    /// passes. Failures count against the client address and the user id; a failure from an
+    /// address or for a user id over its limit is answered 429 instead of 401 (see `ratelimit`).
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         timestamp: Option<&str>,
         client: IpAddr,
     ) -> ServiceResult<Principal> {
-        if let Some(retry_after) = self.failures.address_blocked(client) {
-            return Err(ServiceError::RateLimited { retry_after });
-        }
         let outcome = self.check_credentials(authorization, timestamp).await;
         if matches!(outcome, Err(ServiceError::Unauthorized(_))) {
             let claimed = authorization
                 .and_then(parse_basic)
                 .and_then(|(user, _)| UserId::parse(&user));
             self.failures.record_failure(client, claimed);
-            if let Some(retry_after) = self.failures.user_blocked(claimed) {
+            let blocked = self.failures.address_blocked(client);
+            if let Some(retry_after) = blocked.or_else(|| self.failures.user_blocked(claimed)) {
                 return Err(ServiceError::RateLimited { retry_after });
             }
         }
