@@ -131,3 +131,42 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         "without trust, the header is ignored"
     );
 }
+
+/// Issue 12 item 7: a proxy that writes `ip:port` or `[v6]:port` entries. The forged entry an
+/// attacker puts before them is never believed: each real client counts alone.
+#[tokio::test]
+async fn forwarded_entries_with_ports_are_read_and_forged_ones_ignored() {
+    let server = TestServer::start_with(
+        Options::new()
+            .env("STOWAGE_AUTH_FAILURE_LIMIT", 3)
+            .env("STOWAGE_TRUSTED_PROXIES", "127.0.0.1, ::1"),
+    );
+    let client = server.client();
+    // Each attempt claims a user id of its own, so only the address is counted.
+    let fail = |user: &'static str, forwarded: &'static str| {
+        let request = http_client()
+            .get(client.url("authenticate"))
+            .headers(auth_headers(user, "wrong", &now_secs().to_string()))
+            .header("x-forwarded-for", forwarded)
+            .send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    for user in ["999991", "999992", "999993", "999994"] {
+        fail(user, "198.51.100.66, 203.0.113.1:5000").await;
+    }
+    assert_eq!(
+        fail("999995", "198.51.100.66, 203.0.113.1:5000").await,
+        429,
+        "the client with a port is counted"
+    );
+    assert_eq!(
+        fail("999996", "198.51.100.66, 203.0.113.2:6000").await,
+        401,
+        "another client behind the same forged entry counts alone"
+    );
+    assert_eq!(
+        fail("999997", "198.51.100.66, [2001:db8::2]:443").await,
+        401,
+        "an IPv6 entry with a port"
+    );
+}
