@@ -79,6 +79,14 @@ pub struct Config {
     pub body_idle_timeout_secs: u64,
     /// How long requests in flight may take to finish after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Uploads (`/object/set` requests) one user may have in flight at once; more get 429.
+    pub max_uploads_per_user: u32,
+    /// Keys one `/object/get` request may name.
+    pub max_keys_per_request: usize,
+    /// Files one download job may cover.
+    pub max_files_per_job: u64,
+    /// Download jobs that have not expired one organization may hold.
+    pub max_jobs_per_org: u64,
 }
 
 impl Default for Config {
@@ -117,6 +125,10 @@ impl Default for Config {
             header_read_timeout_secs: 30,
             body_idle_timeout_secs: 60,
             shutdown_grace_secs: 30,
+            max_uploads_per_user: 64,
+            max_keys_per_request: 1000,
+            max_files_per_job: 10_000,
+            max_jobs_per_org: 500,
         }
     }
 }
@@ -177,6 +189,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_uploads_per_user == 0
+            || self.max_keys_per_request == 0
+            || self.max_files_per_job == 0
+            || self.max_jobs_per_org == 0
+        {
+            return Err(ConfigError(
+                "max_uploads_per_user, max_keys_per_request, max_files_per_job and max_jobs_per_org must each be at least 1"
+                    .into(),
+            ));
+        }
         if self.list_page_size == 0 {
             return Err(ConfigError("list_page_size must be at least 1".into()));
         }
@@ -270,7 +292,7 @@ impl Config {
 
 /// The environment variables read as configuration (others with the prefix, such as the
 /// client's `STOWAGE_URL`, are not configuration of the server).
-const ENV_KEYS: [&str; 31] = [
+const ENV_KEYS: [&str; 35] = [
     "small_body_threshold",
     "log_format",
     "trusted_proxies",
@@ -302,6 +324,10 @@ const ENV_KEYS: [&str; 31] = [
     "header_read_timeout_secs",
     "body_idle_timeout_secs",
     "shutdown_grace_secs",
+    "max_uploads_per_user",
+    "max_keys_per_request",
+    "max_files_per_job",
+    "max_jobs_per_org",
 ];
 
 /// Accepts a list of strings, or one string of comma-separated items (as environment variables

@@ -75,7 +75,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Service(ServiceError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
-            ApiError::Service(ServiceError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Service(ServiceError::RateLimited { .. } | ServiceError::TooManyUploads { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Service(ServiceError::TooLarge { .. }) | ApiError::Body(BodyError::TooLarge(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -93,6 +95,7 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             ApiError::Service(ServiceError::RateLimited { retry_after }) => Some(*retry_after),
+            ApiError::Service(ServiceError::TooManyUploads { .. }) => Some(1),
             _ => None,
         };
         let mut response = json_response(status, &Outcome::failed(self.to_string()));

@@ -4,6 +4,7 @@
 //! [`MetaStore`] and [`BlobStore`] traits.
 
 pub mod error;
+mod inflight;
 mod ratelimit;
 mod zip;
 
@@ -20,7 +21,8 @@ use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
 use crate::ids::{BlobId, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 use crate::meta::{
-    DeleteOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome, PutRefusal, Quota, Usage,
+    DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome,
+    PutRefusal, Quota, Usage,
 };
 
 /// How long after its expiry a job still pins its blobs, so a download that started just before
@@ -48,6 +50,12 @@ pub struct Limits {
     /// Failed authentications allowed per client address and per user id in a window (0: off).
     pub auth_failure_limit: u32,
     pub auth_failure_window: Duration,
+    /// Uploads one user may have in flight at once.
+    pub max_uploads_per_user: u32,
+    /// Keys one `/object/get` request may name.
+    pub max_keys_per_request: usize,
+    /// Files one download job may cover, and unexpired jobs one organization may hold.
+    pub jobs: JobLimits,
 }
 
 impl Limits {
@@ -64,6 +72,12 @@ impl Limits {
             list_page_size: config.list_page_size,
             auth_failure_limit: config.auth_failure_limit,
             auth_failure_window: Duration::from_secs(config.auth_failure_window_secs),
+            max_uploads_per_user: config.max_uploads_per_user,
+            max_keys_per_request: config.max_keys_per_request,
+            jobs: JobLimits {
+                max_files: config.max_files_per_job,
+                max_live_jobs: config.max_jobs_per_org,
+            },
         }
     }
 }
@@ -121,11 +135,13 @@ pub struct Service {
     signer: UrlSigner,
     server_key: ServerKey,
     failures: ratelimit::FailureLimiter,
+    uploads: inflight::PerUser,
 }
 
 impl Service {
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits, server_key: ServerKey) -> Service {
         let failures = ratelimit::FailureLimiter::new(limits.auth_failure_limit, limits.auth_failure_window);
+        let uploads = inflight::PerUser::new(limits.max_uploads_per_user);
         Service {
             meta,
             blobs,
@@ -133,6 +149,7 @@ impl Service {
             signer: server_key.url_signer(),
             server_key,
             failures,
+            uploads,
         }
     }
 
@@ -241,6 +258,16 @@ impl Service {
     }
 
     // --- objects -------------------------------------------------------------------------------
+
+    /// Takes one of the caller's upload slots for the whole of a `/object/set` request; refused
+    /// (429) when the caller already has `max_uploads_per_user` uploads in flight.
+    pub fn upload_slot(&self, principal: &Principal) -> ServiceResult<inflight::UserSlot> {
+        self.uploads
+            .try_acquire(principal.user)
+            .ok_or(ServiceError::TooManyUploads {
+                limit: self.uploads.limit(),
+            })
+    }
 
     /// Starts streaming an upload body into storage.
     pub async fn begin_upload(&self) -> ServiceResult<Upload> {
@@ -396,25 +423,40 @@ impl Service {
         if keys_raw.is_empty() {
             return Err(ServiceError::NoKeys);
         }
-        let mut keys = Vec::with_capacity(keys_raw.len());
+        if keys_raw.len() > self.limits.max_keys_per_request {
+            return Err(ServiceError::TooManyKeys {
+                given: keys_raw.len(),
+                limit: self.limits.max_keys_per_request,
+            });
+        }
+        let mut keys = std::collections::BTreeSet::new();
         for raw in keys_raw {
             let key = Key::parse_file_or_folder(raw)?;
+            if keys.contains(&key) {
+                continue;
+            }
             // `a/b/` names a folder; when `a/b` is a file, it names nothing (a missing key).
             if names_folder_only(raw) && matches!(self.meta.key_kind(&org, &key).await?, KeyKind::File(_)) {
                 continue;
             }
-            keys.push(key);
+            keys.insert(key);
         }
+        let keys = without_covered(keys);
         if keys.is_empty() {
             return Err(ServiceError::NothingFound);
         }
         let now = now_ms();
         let expires = now.saturating_add(self.limits.download_ttl_secs.saturating_mul(1000));
-        let job = self
+        let job = match self
             .meta
-            .create_job(&org, &keys, now, expires)
+            .create_job(&org, &keys, now, expires, self.limits.jobs)
             .await?
-            .ok_or(ServiceError::NothingFound)?;
+        {
+            JobOutcome::Created(job) => job,
+            JobOutcome::NothingFound => return Err(ServiceError::NothingFound),
+            JobOutcome::TooManyFiles { limit } => return Err(ServiceError::JobTooLarge { limit }),
+            JobOutcome::TooManyJobs { limit } => return Err(ServiceError::TooManyJobs { limit }),
+        };
         metrics::counter!("stowage_download_jobs_total").increment(1);
         Ok(DownloadTicket {
             url: Some(self.download_url(base_url, &job.id, job.expires)),
@@ -602,6 +644,24 @@ pub enum DownloadError {
     Expired,
     #[error("Storage unavailable: {0}")]
     Unavailable(String),
+}
+
+/// The keys without those under another key of the set: a key names a file or everything under
+/// it as a folder, so `a/b` adds nothing to `a` (if `a` is a file, `a/b` cannot exist). Each
+/// stored file is then read once however the request nests its keys.
+fn without_covered(keys: std::collections::BTreeSet<Key>) -> Vec<Key> {
+    let mut kept: Vec<Key> = Vec::with_capacity(keys.len());
+    for key in keys {
+        let covered = kept.iter().any(|k| {
+            key.as_str()
+                .strip_prefix(k.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if !covered {
+            kept.push(key);
+        }
+    }
+    kept
 }
 
 /// Whether a raw key ends in a separator, so that it can only name a folder.
