@@ -286,3 +286,42 @@ async fn job_requests_do_not_stall_other_organizations() {
         "another organization's uploads had p99 {p99:?} during the job requests"
     );
 }
+
+/// Item 8: a download link works only while the user who made it is enabled and may read the
+/// organization; v0.1.0's links kept working after their creator was disabled and removed.
+#[tokio::test]
+async fn links_stop_when_their_creator_loses_access() {
+    let server = TestServer::start();
+    let owner = server.client();
+    owner.set("secret", b"for members only").await;
+    let member = server.new_member("leaver", &owner.org, "read");
+    let (_, url) = member.download_url(serde_json::json!(["secret"])).await;
+    let get = |url: String| async move { Reply::read(http_client().get(url).send().await.unwrap()).await };
+    assert_eq!(unzip(&fetch_zip(&url).await)["secret"], b"for members only");
+    let revoked = "This download link no longer works: the user who created it has been disabled or no longer has \
+                   read access to the organization";
+
+    server.admin(&["user", "disable", "--user", &member.user]);
+    assert_eq!(
+        get(url.clone()).await.failure_with_status(403),
+        vec![revoked.to_owned()]
+    );
+    server.admin(&["user", "enable", "--user", &member.user]);
+    assert_eq!(
+        get(url.clone()).await.status,
+        200,
+        "enabled again: the link works again"
+    );
+
+    server.admin(&["member", "remove", "--org", &owner.org, "--user", &member.user]);
+    assert_eq!(
+        get(url.clone()).await.failure_with_status(403),
+        vec![revoked.to_owned()]
+    );
+    // The user id in the link is signed: another member's id does not revive it.
+    let forged = url.replace(&format!("user={}", member.user), &format!("user={}", owner.user));
+    assert_eq!(get(forged).await.status, 404);
+    // The owner's own links are untouched.
+    let (_, own) = owner.download_url(serde_json::json!(["secret"])).await;
+    assert_eq!(unzip(&fetch_zip(&own).await)["secret"], b"for members only");
+}

@@ -88,6 +88,7 @@ impl IntoResponse for ApiError {
             ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::Download(DownloadError::NotFound) | ApiError::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
             ApiError::Download(DownloadError::Expired) => StatusCode::GONE,
+            ApiError::Download(DownloadError::Revoked) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -495,8 +496,9 @@ async fn download(
         return Err(DownloadError::NotFound.into());
     };
     let expires = query_param(query.as_deref(), "expires");
+    let user = query_param(query.as_deref(), "user");
     let signature = query_param(query.as_deref(), "signature");
-    let (job, stream) = state.service.open_download(&job, &expires, &signature).await?;
+    let (job, stream) = state.service.open_download(&job, &expires, &user, &signature).await?;
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));

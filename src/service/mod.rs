@@ -459,7 +459,7 @@ impl Service {
         };
         metrics::counter!("stowage_download_jobs_total").increment(1);
         Ok(DownloadTicket {
-            url: Some(self.download_url(base_url, &job.id, job.expires)),
+            url: Some(self.download_url(base_url, &job.id, job.expires, principal.user)),
             job: job.id,
         })
     }
@@ -482,19 +482,22 @@ impl Service {
             return Err(ServiceError::JobExpired(job_raw.to_owned()));
         }
         Ok(DownloadTicket {
-            url: Some(self.download_url(base_url, &job.id, job.expires)),
+            url: Some(self.download_url(base_url, &job.id, job.expires, principal.user)),
             job: job.id,
         })
     }
 
-    fn download_url(&self, base_url: &str, job: &JobId, expires_ms: Millis) -> String {
+    /// A signed link to a job's zip. It names the user it was made for (signed with the rest), so
+    /// that it stops working when that user is disabled or loses read on the organization.
+    fn download_url(&self, base_url: &str, job: &JobId, expires_ms: Millis, user: UserId) -> String {
         let expires = expires_ms / 1000;
-        let signature = self.signer.sign(job.as_str(), expires);
+        let signature = self.signer.sign(&signed_link(job.as_str(), &user.to_string()), expires);
         format!(
-            "{}/api/v2/download/{}?expires={}&signature={}",
+            "{}/api/v2/download/{}?expires={}&user={}&signature={}",
             base_url.trim_end_matches('/'),
             job,
             expires,
+            user,
             signature
         )
     }
@@ -504,12 +507,14 @@ impl Service {
         &self,
         job_raw: &str,
         expires: &str,
+        user_raw: &str,
         signature: &str,
     ) -> Result<(JobId, BlobStream), DownloadError> {
         let expires: i64 = expires.parse().map_err(|_| DownloadError::NotFound)?;
-        if !self.signer.verify(job_raw, expires, signature) {
+        if !self.signer.verify(&signed_link(job_raw, user_raw), expires, signature) {
             return Err(DownloadError::NotFound);
         }
+        let user = UserId::parse(user_raw).ok_or(DownloadError::NotFound)?;
         let job_id = JobId::parse(job_raw).ok_or(DownloadError::NotFound)?;
         let (expires_ms, now) = (expires.saturating_mul(1000), now_ms());
         if expires_ms <= now {
@@ -524,9 +529,10 @@ impl Service {
             .job(&job_id)
             .await
             .map_err(|e| DownloadError::Unavailable(e.to_string()))?;
-        if job.is_none() {
+        let Some(job) = job else {
             return Err(DownloadError::Expired);
-        }
+        };
+        self.link_creator_may_read(user, &job.org).await?;
         let entries = self
             .meta
             .job_entries(&job_id)
@@ -635,6 +641,36 @@ impl Service {
     }
 }
 
+/// What a download link's signature covers besides its expiry: the job and its creator.
+fn signed_link(job: &str, user: &str) -> String {
+    format!("{job}:{user}")
+}
+
+impl Service {
+    /// A link works only while the user it was made for is enabled and may read the
+    /// organization (checked at every download, so a disabled or removed user's links stop).
+    async fn link_creator_may_read(&self, user: UserId, org: &OrgId) -> Result<(), DownloadError> {
+        let unavailable = |e: crate::meta::MetaError| DownloadError::Unavailable(e.to_string());
+        let enabled = self
+            .meta
+            .user(user)
+            .await
+            .map_err(unavailable)?
+            .is_some_and(|u| !u.disabled);
+        let reads = self
+            .meta
+            .membership(org, user)
+            .await
+            .map_err(unavailable)?
+            .is_some_and(|m| m.permissions.read);
+        if enabled && reads {
+            Ok(())
+        } else {
+            Err(DownloadError::Revoked)
+        }
+    }
+}
+
 /// Why a download URL cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -642,6 +678,10 @@ pub enum DownloadError {
     NotFound,
     #[error("This download link has expired")]
     Expired,
+    #[error(
+        "This download link no longer works: the user who created it has been disabled or no longer has read access to the organization"
+    )]
+    Revoked,
     #[error("Storage unavailable: {0}")]
     Unavailable(String),
 }
