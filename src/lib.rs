@@ -19,5 +19,6 @@ pub mod ids;
 pub mod key;
 pub mod meta;
 pub mod migrate;
+pub mod modes;
 pub mod server;
 pub mod service;

@@ -143,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let blobs = stowage::server::open_blobs(&config, false).await?;
                 Ok::<_, anyhow::Error>(stowage::fsck::check(&*opened.meta, &*blobs, repair, verify_content).await?)
             })?;
+            stowage::fsck::check_modes(&config.data_dir, repair, &mut report)?;
             if config.blob_store == "local" {
                 report.unfinished_uploads =
                     stowage::blob::local::LocalBlobs::attach(&config.blob_dir()).unfinished_uploads();

@@ -47,8 +47,9 @@ pub struct Opened {
 
 /// Opens the metadata side of a configuration (shared by `serve`, `admin` and `fsck`): SQLite in
 /// the data directory or PostgreSQL, and the server key from the configuration or the data
-/// directory.
+/// directory. Everything this process creates from here on is owner-only (0600/0700).
 pub async fn open_data_dir(config: &Config) -> Result<Opened, ServeError> {
+    crate::modes::restrict_new_files();
     let dir = config.data_dir();
     std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
         path: dir.display().to_string(),
@@ -183,6 +184,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let opened = open_data_dir(&config).await?;
     let credentials = bootstrap(&config, &opened).await?;
     let blobs = open_blobs(&config, true).await?;
+    match crate::modes::tighten(config.data_dir()) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            entries = n,
+            "tightened the data directory to owner-only access (0700/0600)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot tighten the data directory's access modes"),
+    }
     let service = Arc::new(Service::new(
         opened.meta.clone(),
         blobs,

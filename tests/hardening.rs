@@ -325,3 +325,51 @@ async fn links_stop_when_their_creator_loses_access() {
     let (_, own) = owner.download_url(serde_json::json!(["secret"])).await;
     assert_eq!(unzip(&fetch_zip(&own).await)["secret"], b"for members only");
 }
+
+/// Item 5: the data directory is owner-only whatever the umask (v0.1.0: 0755 directories, 0644
+/// files, readable by `nobody`); `stowage fsck` reports a loose mode and the server tightens an
+/// existing store at start.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    if !embedded() {
+        return; // the bodies and metadata live in PostgreSQL and S3
+    }
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let fsck = |data: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stowage"))
+            .args(["fsck", "--data-dir"])
+            .arg(data)
+            .output()
+            .expect("run fsck")
+    };
+    let server = TestServer::start();
+    let client = server.client();
+    client.set("small", HELLO).await;
+    client.set("large", &noise(100_000, 5)).await;
+    let data = server.data_dir();
+    let loose = stowage::modes::loose(&data).unwrap();
+    assert!(loose.is_empty(), "entries others may open: {loose:?}");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("metadata.sqlite3")), 0o600);
+    assert_eq!(mode(&data.join("blobs")), 0o700);
+    assert!(fsck(&data).status.success());
+
+    let mut server = server;
+    server.stop();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(data.join("metadata.sqlite3"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let report = fsck(&data);
+    assert!(!report.status.success(), "fsck passes a loose data directory");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        text.contains("loose access mode 0644") && text.contains("metadata.sqlite3"),
+        "{text}"
+    );
+    let server = server.restart();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("metadata.sqlite3")), 0o600);
+    assert_eq!(server.client().properties("small").await["size"], 13);
+    assert!(fsck(&data).status.success());
+}
