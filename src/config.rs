@@ -87,6 +87,14 @@ pub struct Config {
     /// neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Uploads (`/object/set` requests) one user may have in flight at once; more get 429.
+    pub max_uploads_per_user: u32,
+    /// Keys one `/object/get` request may name.
+    pub max_keys_per_request: usize,
+    /// Files one download job may cover.
+    pub max_files_per_job: u64,
+    /// Download jobs that have not expired one organization may hold.
+    pub max_jobs_per_org: u64,
 }
 
 impl Default for Config {
@@ -127,6 +135,10 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             tls_cert: None,
             tls_key: None,
+            max_uploads_per_user: 64,
+            max_keys_per_request: 1000,
+            max_files_per_job: 10_000,
+            max_jobs_per_org: 500,
         }
     }
 }
@@ -280,6 +292,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_uploads_per_user == 0
+            || self.max_keys_per_request == 0
+            || self.max_files_per_job == 0
+            || self.max_jobs_per_org == 0
+        {
+            return Err(ConfigError(
+                "max_uploads_per_user, max_keys_per_request, max_files_per_job and max_jobs_per_org must each be at least 1"
+                    .into(),
+            ));
+        }
         if self.list_page_size == 0 {
             return Err(ConfigError("list_page_size must be at least 1".into()));
         }

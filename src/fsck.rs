@@ -65,6 +65,11 @@ pub enum Problem {
         stored: Option<Figures>,
         implied: Option<Figures>,
     },
+    /// A file or directory of the data directory that others than its owner may open.
+    LooseMode {
+        path: String,
+        mode: String,
+    },
 }
 
 /// Folder figures as reported.
@@ -125,6 +130,10 @@ impl Report {
 fn describe(problem: &Problem) -> String {
     match problem {
         Problem::MissingBlob { org, key, blob } => format!("missing body: {org} {key} (blob {blob})"),
+        Problem::LooseMode { path, mode } => format!(
+            "loose access mode {mode} on {path}: other local users may read it (the server tightens it to 0700/0600 \
+             at start; --repair does it now)"
+        ),
         Problem::SizeMismatch {
             org,
             key,
@@ -187,6 +196,21 @@ async fn md5_of(blobs: &dyn BlobStore, blob: &crate::ids::BlobId) -> Result<Stri
         digest.update(&chunk);
     }
     Ok(hex::encode(digest.finalize()))
+}
+
+/// Reports files and directories of the data directory that others may open; with `repair`,
+/// tightens them.
+pub fn check_modes(data_dir: &std::path::Path, repair: bool, report: &mut Report) -> std::io::Result<()> {
+    for (path, mode) in crate::modes::loose(data_dir)? {
+        report.problems.push(Problem::LooseMode {
+            path: path.display().to_string(),
+            mode: format!("{mode:04o}"),
+        });
+    }
+    if repair {
+        report.repaired += crate::modes::tighten(data_dir)?;
+    }
+    Ok(())
 }
 
 /// Runs every check; with `repair`, fixes what it can.

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod key;
 pub mod meta;
 pub mod migrate;
+pub mod modes;
 pub mod net;
 pub mod schema;
 pub mod server;

@@ -256,6 +256,7 @@ fn fsck(common: Common, repair: bool, verify_content: bool, json: bool) -> anyho
         let blobs = stowage::server::open_blobs(&config, false).await?;
         Ok::<_, anyhow::Error>(stowage::fsck::check(&*opened.meta, &*blobs, repair, verify_content).await?)
     })?;
+    stowage::fsck::check_modes(&config.data_dir, repair, &mut report)?;
     if config.blob_store == BlobStoreKind::Local {
         report.unfinished_uploads = stowage::blob::local::LocalBlobs::attach(&config.blob_dir()).unfinished_uploads();
     }

@@ -60,23 +60,38 @@ impl TrustedProxies {
     }
 
     /// The client a request comes from: behind a trusted proxy, the right-most address of
-    /// `X-Forwarded-For` that is not itself a trusted proxy; otherwise the peer.
+    /// `X-Forwarded-For` that is not itself a trusted proxy; otherwise the peer. Entries may carry
+    /// a port (`203.0.113.7:5000`, `[2001:db8::1]:5000`); an entry that cannot be read before
+    /// the client is found makes the peer count (fail closed: nothing left of it is believed).
     pub fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
         if self.0.is_empty() || !self.contains(peer.ip()) {
             return peer;
         }
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|hop| hop.trim().parse().ok())
-            .collect();
-        match hops.iter().rev().find(|ip| !self.contains(**ip)).or(hops.first()) {
-            Some(ip) => SocketAddr::new(*ip, 0),
-            None => peer,
+        let mut hops = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let Ok(value) = value.to_str() else { return peer };
+            hops.extend(value.split(',').map(forwarded_hop));
         }
+        let mut last = None;
+        for hop in hops.iter().rev() {
+            match hop {
+                None => return peer,
+                Some(ip) if self.contains(*ip) => last = Some(*ip),
+                Some(ip) => return SocketAddr::new(*ip, 0),
+            }
+        }
+        // Every hop is a trusted proxy: the farthest one is the client.
+        last.map_or(peer, |ip| SocketAddr::new(ip, 0))
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, with or without a port (`[v6]:port` for IPv6).
+fn forwarded_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 #[cfg(test)]
@@ -100,6 +115,31 @@ mod tests {
         let local: SocketAddr = "[::1]:4000".parse().unwrap();
         assert_eq!(proxies.client(local, &HeaderMap::new()), local, "no header: the peer");
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        let from = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_static(value));
+            proxies.client(behind, &headers)
+        };
+        assert_eq!(from("203.0.113.7, 10.1.2.3").ip().to_string(), "203.0.113.7");
+        // Issue 12 item 7: entries with ports are read, so a forged entry before them is not.
+        assert_eq!(from("6.6.6.6, 203.0.113.7:5000").ip().to_string(), "203.0.113.7");
+        assert_eq!(
+            from("6.6.6.6, [2001:db8::7]:443, 10.0.0.1:80").ip().to_string(),
+            "2001:db8::7"
+        );
+        assert_eq!(from("6.6.6.6, [2001:db8::8]").ip().to_string(), "2001:db8::8");
+        // Unreadable before the client is found: the peer, never an entry left of it.
+        assert_eq!(from("6.6.6.6, unknown"), behind);
+        assert_eq!(from("6.6.6.6, 203.0.113.7:port"), behind);
+        assert_eq!(from("6.6.6.6,, 10.0.0.1"), behind);
+        assert_eq!(from("6.6.6.6, _hidden"), behind);
+        // Garbage left of the client does not matter.
+        assert_eq!(from("garbage, 203.0.113.9").ip().to_string(), "203.0.113.9");
+        assert_eq!(
+            from("10.0.0.2, 10.0.0.1").ip().to_string(),
+            "10.0.0.2",
+            "all proxies: the farthest"
+        );
         assert!(TrustedProxies::parse(&["nope".into()]).is_err());
     }
 }

@@ -19,7 +19,7 @@ use crate::http::{AppState, app};
 use crate::meta::postgres::PostgresMeta;
 use crate::meta::schema as meta_schema;
 use crate::meta::sqlite::SqliteMeta;
-use crate::meta::{MetaError, MetaStore, Quota};
+use crate::meta::{JobLimits, MetaError, MetaStore, Quota};
 use crate::schema::Version;
 use crate::service::{Limits, Service, now_ms};
 
@@ -61,13 +61,14 @@ pub struct Opened {
 
 /// Opens the metadata side of a configuration (shared by `serve`, `admin` and `fsck`): SQLite in
 /// the data directory or PostgreSQL, and the server key from the configuration or the data
-/// directory.
+/// directory. Everything this process creates from here on is owner-only (0600/0700).
 pub async fn open_data_dir(config: &Config) -> Result<Opened, ServeError> {
     // A PostgreSQL server that cannot be reached is refused before anything is created here.
     let postgres: Option<Arc<dyn MetaStore>> = match &config.metadata {
         MetadataStore::Sqlite => None,
         MetadataStore::Postgres(url) => Some(Arc::new(PostgresMeta::connect(url).await?)),
     };
+    crate::modes::restrict_new_files();
     let dir = config.data_dir();
     if dir.exists() && !dir.is_dir() {
         return Err(ServeError::NotADirectory(dir.display().to_string()));
@@ -275,6 +276,12 @@ impl Limits {
             list_page_size: config.list_page_size,
             auth_failure_limit: config.auth_failure_limit,
             auth_failure_window: Duration::from_secs(config.auth_failure_window_secs),
+            max_uploads_per_user: config.max_uploads_per_user,
+            max_keys_per_request: config.max_keys_per_request,
+            jobs: JobLimits {
+                max_files: config.max_files_per_job,
+                max_live_jobs: config.max_jobs_per_org,
+            },
         }
     }
 }
@@ -297,6 +304,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let (opened, blobs) = open_stores(&config).await?;
+    match crate::modes::tighten(config.data_dir()) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            entries = n,
+            "tightened the data directory to owner-only access (0700/0600)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot tighten the data directory's access modes"),
+    }
     let credentials = bootstrap(&config, &opened).await?;
     let service = Arc::new(Service::new(
         opened.meta.clone(),

@@ -377,3 +377,35 @@ async fn failed_authentications_are_rate_limited() {
         "500 failed authentications in a row were never answered 429"
     );
 }
+
+/// Issue 12 item 6: failures from one address (60, over the default limit of 50) throttle only
+/// further failures from it; a correct credential from that address, for that user or another,
+/// still answers 200. The 429 says when to come back.
+#[tokio::test]
+async fn failures_from_one_address_never_lock_out_correct_requests() {
+    let server = TestServer::start();
+    let client = server.client();
+    let other = server.new_tenant("neighbour", &[]);
+    let mut throttled = None;
+    for _ in 0..60 {
+        let ts = now_secs().to_string();
+        let headers = raw_headers(Some(&basic(&client.user, &request_hash("wrong", &ts))), Some(&ts));
+        let reply = get_with(&server, "authenticate", headers).await;
+        if reply.status == 429 {
+            throttled = Some(reply);
+        } else {
+            reply.unauthorized();
+        }
+    }
+    let throttled = throttled.expect("60 failures from one address were never answered 429");
+    let errors = throttled.failure_with_status(429);
+    assert!(errors[0].contains("Too many failed authentications"), "{errors:?}");
+    let retry_after: u64 = throttled
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("a 429 carries Retry-After in seconds");
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    client.authenticate().await.ok();
+    other.authenticate().await.ok();
+    client.set("after-the-storm", HELLO).await;
+}

@@ -68,6 +68,8 @@ async fn finds_and_repairs_every_kind_of_difference() {
     let orphan = "0123456789abcdef0123456789abcdef";
     let orphan_path = blob_path(&data, orphan);
     std::fs::write(&orphan_path, b"nobody names me").unwrap();
+    // Planted as the server would write it: owner-only (a loose mode is a finding of its own).
+    std::fs::set_permissions(&orphan_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let old = SystemTime::now() - Duration::from_secs(3600);
     std::fs::File::options()
         .write(true)

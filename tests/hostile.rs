@@ -1228,10 +1228,12 @@ async fn path_traversal_and_forgery_in_download_tokens() {
     let future = now_secs() + 3600;
     let past = now_secs() - 10;
     let signed = |job: &str, expires: i64| {
+        // Links name (and sign) the user they were made for.
         format!(
-            "/api/v2/download/{}?expires={expires}&signature={}",
+            "/api/v2/download/{}?expires={expires}&user={}&signature={}",
             job.replace('/', "%2F"),
-            signer.sign(job, expires)
+            client.user,
+            signer.sign(&format!("{job}:{}", client.user), expires)
         )
     };
     let log_before = server.log().len();

@@ -95,39 +95,82 @@ async fn request_ids_are_echoed_and_logged_as_json() {
 
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
-    async fn fail_then_try(client: &Client) -> u16 {
-        for _ in 0..3 {
-            let response = http_client()
+    /// Three failures forwarded for one client, then one more failure forwarded for another:
+    /// the status of that last failure.
+    async fn fail_then_fail_again(client: &Client) -> u16 {
+        let wrong = |forwarded: &'static str| {
+            http_client()
                 .get(client.url("authenticate"))
                 .headers(auth_headers(&client.user, "wrong", &now_secs().to_string()))
-                .header("x-forwarded-for", "203.0.113.1")
+                .header("x-forwarded-for", forwarded)
                 .send()
-                .await
-                .unwrap();
-            assert!(response.status() == 401 || response.status() == 429);
+        };
+        for _ in 0..3 {
+            let status = wrong("203.0.113.1").await.unwrap().status();
+            assert!(status == 401 || status == 429, "{status}");
         }
-        // A different client behind the same proxy, with valid credentials.
-        http_client()
+        // A different client behind the same proxy; a fresh user id, so only the address counts.
+        let response = http_client()
             .get(client.url("authenticate"))
-            .headers(client.headers())
+            .headers(auth_headers("999999", "wrong", &now_secs().to_string()))
             .header("x-forwarded-for", "203.0.113.2")
             .send()
             .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .unwrap();
+        // A correct credential passes whatever the address did.
+        client.authenticate().await.ok();
+        response.status().as_u16()
     }
     let limit = Options::new().env("STOWAGE_AUTH_FAILURE_LIMIT", 3);
     let trusting = TestServer::start_with(limit.clone().env("STOWAGE_TRUSTED_PROXIES", "127.0.0.1, ::1"));
     assert_eq!(
-        fail_then_try(&trusting.client()).await,
-        200,
+        fail_then_fail_again(&trusting.client()).await,
+        401,
         "each forwarded client counts alone"
     );
     let wary = TestServer::start_with(limit);
     assert_eq!(
-        fail_then_try(&wary.client()).await,
+        fail_then_fail_again(&wary.client()).await,
         429,
         "without trust, the header is ignored"
+    );
+}
+
+/// Issue 12 item 7: a proxy that writes `ip:port` or `[v6]:port` entries. The forged entry an
+/// attacker puts before them is never believed: each real client counts alone.
+#[tokio::test]
+async fn forwarded_entries_with_ports_are_read_and_forged_ones_ignored() {
+    let server = TestServer::start_with(
+        Options::new()
+            .env("STOWAGE_AUTH_FAILURE_LIMIT", 3)
+            .env("STOWAGE_TRUSTED_PROXIES", "127.0.0.1, ::1"),
+    );
+    let client = server.client();
+    // Each attempt claims a user id of its own, so only the address is counted.
+    let fail = |user: &'static str, forwarded: &'static str| {
+        let request = http_client()
+            .get(client.url("authenticate"))
+            .headers(auth_headers(user, "wrong", &now_secs().to_string()))
+            .header("x-forwarded-for", forwarded)
+            .send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    for user in ["999991", "999992", "999993", "999994"] {
+        fail(user, "198.51.100.66, 203.0.113.1:5000").await;
+    }
+    assert_eq!(
+        fail("999995", "198.51.100.66, 203.0.113.1:5000").await,
+        429,
+        "the client with a port is counted"
+    );
+    assert_eq!(
+        fail("999996", "198.51.100.66, 203.0.113.2:6000").await,
+        401,
+        "another client behind the same forged entry counts alone"
+    );
+    assert_eq!(
+        fail("999997", "198.51.100.66, [2001:db8::2]:443").await,
+        401,
+        "an IPv6 entry with a port"
     );
 }

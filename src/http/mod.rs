@@ -78,7 +78,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Service(ServiceError::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
-            ApiError::Service(ServiceError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Service(ServiceError::RateLimited { .. } | ServiceError::TooManyUploads { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Service(ServiceError::TooLarge { .. }) | ApiError::Body(BodyError::TooLarge(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -89,6 +91,7 @@ impl IntoResponse for ApiError {
             ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::Download(DownloadError::NotFound) | ApiError::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
             ApiError::Download(DownloadError::Expired) => StatusCode::GONE,
+            ApiError::Download(DownloadError::Revoked) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -96,7 +99,17 @@ impl IntoResponse for ApiError {
             // id) keeps every cause under it.
             tracing::error!(error = %CauseChain(&self), "storage failure");
         }
+        let retry_after = match &self {
+            ApiError::Service(ServiceError::RateLimited { retry_after }) => Some(*retry_after),
+            ApiError::Service(ServiceError::TooManyUploads { .. }) => Some(1),
+            _ => None,
+        };
         let mut response = json_response(status, &Outcome::failed(self.to_string()));
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -423,8 +436,9 @@ async fn download(
         return Err(DownloadError::NotFound.into());
     };
     let expires = query_param(query.as_deref(), "expires");
+    let user = query_param(query.as_deref(), "user");
     let signature = query_param(query.as_deref(), "signature");
-    let (job, stream) = state.service.open_download(&job, &expires, &signature).await?;
+    let (job, stream) = state.service.open_download(&job, &expires, &user, &signature).await?;
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));

@@ -1,7 +1,11 @@
-//! `/object/set`: the multipart body is streamed part by part. `objectData` may come before or
-//! after `key` and `organizationId`, so the body goes into a fresh blob as it arrives; when the
-//! organization is already known, permission is checked before a byte is stored. Multipart
-//! decoding for the other endpoints (text fields only) lives here too.
+//! `/object/set`: the multipart body is streamed part by part. No byte of `objectData` reaches
+//! storage before the caller's write permission on the organization is known: when
+//! `organizationId` came first (every known client sends it first), permission is checked and the
+//! body streams into a fresh blob as it arrives; when `objectData` comes first, up to
+//! [`LATE_ORGANIZATION_BUFFER`] of it is held in memory until `organizationId` arrives, and a
+//! longer one is refused with a sentence saying to send `organizationId` first. Each request holds
+//! one of the caller's upload slots (`max_uploads_per_user`). Multipart decoding for the other
+//! endpoints (text fields only) lives here too.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,6 +27,8 @@ use crate::service::{Access, ServiceError, Upload};
 const MAX_TEXT_PART: usize = 64 * 1024;
 /// Most parts in one request.
 const MAX_PARTS: usize = 64;
+/// Most of `objectData` held in memory when it comes before `organizationId`.
+const LATE_ORGANIZATION_BUFFER: usize = 1024 * 1024;
 /// After refusing an oversized upload, how much more of the body is read (and dropped) so that
 /// the client receives the 413 instead of a reset connection.
 const DRAIN_AFTER_REFUSAL: u64 = 64 * 1024 * 1024;
@@ -165,6 +171,8 @@ struct SetParts {
     organization: Option<String>,
     key: Option<String>,
     upload: Option<Upload>,
+    /// `objectData` that came before `organizationId`, held until permission is known.
+    early: Option<Vec<u8>>,
 }
 
 pub(super) async fn set(
@@ -180,6 +188,10 @@ pub(super) async fn set(
     let who = match principal(&state, &headers, client).await {
         Ok(who) => who,
         Err(e) => return Err(refuse_unread(&headers, body, e).await),
+    };
+    let _slot = match state.service.upload_slot(&who) {
+        Ok(slot) => slot,
+        Err(e) => return Err(refuse_unread(&headers, body, e.into()).await),
     };
     let content_type = header_text(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
     let limit = state.service.limits().max_object_size;
@@ -202,12 +214,18 @@ pub(super) async fn set(
     let shared = SharedBody::new(body);
     let mut multipart = multer::Multipart::new(backlog.watch(shared.clone()), boundary);
     let mut parts = SetParts::default();
-    let result = receive(&state, &who, &mut multipart, &mut parts, &backlog).await;
+    let mut result = receive(&state, &who, &mut multipart, &mut parts, &backlog).await;
     drop(multipart);
+    if result.is_ok()
+        && let Some(early) = parts.early.take()
+    {
+        result = upload_early(&state, &who, parts.organization.as_deref(), early, &mut parts.upload).await;
+    }
     let SetParts {
         organization,
         key,
         upload,
+        ..
     } = parts;
     if let Err(e) = result {
         if let Some(upload) = upload {
@@ -262,16 +280,18 @@ async fn receive(
             )?,
             "key" => set_once(&mut parts.key, read_text_part(field, "key", backlog).await?, "key")?,
             "objectData" => {
-                if parts.upload.is_some() {
+                if parts.upload.is_some() || parts.early.is_some() {
                     return Err(FieldError::Invalid {
                         field: "objectData",
                         reason: "it is given more than once; send it once".into(),
                     }
                     .into());
                 }
-                if let Some(org) = &parts.organization {
-                    state.service.authorize(who, org, Access::Write).await?;
-                }
+                let Some(org) = &parts.organization else {
+                    parts.early = Some(hold_early(&mut field, backlog).await?);
+                    continue;
+                };
+                state.service.authorize(who, org, Access::Write).await?;
                 let upload = parts.upload.insert(state.service.begin_upload().await?);
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     backlog.delivered(chunk.len());
@@ -281,6 +301,46 @@ async fn receive(
             _ => skip(&mut field, backlog).await?,
         }
     }
+    Ok(())
+}
+
+/// Holds `objectData` that came before `organizationId` in memory, up to
+/// [`LATE_ORGANIZATION_BUFFER`]: nothing is stored for a caller whose permission is not known.
+async fn hold_early(field: &mut multer::Field<'_>, backlog: &Backlog) -> Result<Vec<u8>, ApiError> {
+    let mut held = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        backlog.delivered(chunk.len());
+        if held.len() + chunk.len() > LATE_ORGANIZATION_BUFFER {
+            return Err(FieldError::Invalid {
+                field: "objectData",
+                reason: format!(
+                    "it came before organizationId and is longer than {} KiB; send organizationId (and key) \
+                     before objectData",
+                    LATE_ORGANIZATION_BUFFER / 1024
+                ),
+            }
+            .into());
+        }
+        held.extend_from_slice(&chunk);
+    }
+    Ok(held)
+}
+
+/// Stores `objectData` that was held until the organization was known, once write permission
+/// on it is checked. Without `organizationId` nothing is stored (the caller reports it missing).
+async fn upload_early(
+    state: &AppState,
+    who: &crate::service::Principal,
+    organization: Option<&str>,
+    early: Vec<u8>,
+    slot: &mut Option<Upload>,
+) -> Result<(), ApiError> {
+    let Some(org) = organization else {
+        return Err(FieldError::Missing("organizationId").into());
+    };
+    state.service.authorize(who, org, Access::Write).await?;
+    let upload = slot.insert(state.service.begin_upload().await?);
+    upload.push(&early).await?;
     Ok(())
 }
 

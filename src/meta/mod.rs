@@ -276,6 +276,49 @@ pub struct Snapshot {
     pub objects: Vec<(OrgId, ObjectMeta)>,
 }
 
+/// Bounds on one download job, enforced where the job is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Most files one job may cover.
+    pub max_files: u64,
+    /// Most unexpired jobs one organization may hold.
+    pub max_live_jobs: u64,
+}
+
+impl JobLimits {
+    /// No bounds (migration, tests).
+    pub const NONE: JobLimits = JobLimits {
+        max_files: u64::MAX,
+        max_live_jobs: u64::MAX,
+    };
+}
+
+/// What recording a download job did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Created(Job),
+    /// No key names anything.
+    NothingFound,
+    /// The keys cover more than `max_files` files; nothing was recorded.
+    TooManyFiles {
+        limit: u64,
+    },
+    /// The organization already holds `max_live_jobs` unexpired jobs; nothing was recorded.
+    TooManyJobs {
+        limit: u64,
+    },
+}
+
+impl JobOutcome {
+    /// The job, when one was created.
+    pub fn job(self) -> Option<Job> {
+        match self {
+            JobOutcome::Created(job) => Some(job),
+            _ => None,
+        }
+    }
+}
+
 /// A named key is a file, a folder, or nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyKind {
@@ -361,8 +404,16 @@ pub trait Objects: Send + Sync + 'static {
 #[async_trait]
 pub trait Jobs: Send + Sync + 'static {
     /// Records a job over the given keys (files, or folders meaning everything under them), pinned
-    /// to their current blobs. Returns `None` when no key names anything.
-    async fn create_job(&self, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>>;
+    /// to their current blobs, within `limits` (checked before anything is recorded, so a refused
+    /// job costs at most `max_files` rows read).
+    async fn create_job(
+        &self,
+        org: &OrgId,
+        keys: &[Key],
+        now: Millis,
+        expires: Millis,
+        limits: JobLimits,
+    ) -> MetaResult<JobOutcome>;
 
     async fn job(&self, job: &JobId) -> MetaResult<Option<Job>>;
 

@@ -792,39 +792,65 @@ async fn create_job_tx(
     keys: &[Key],
     now: Millis,
     expires: Millis,
-) -> MetaResult<Option<Job>> {
+    limits: JobLimits,
+) -> MetaResult<JobOutcome> {
     lock_org(tx, org).await?;
+    let live: i64 = query_one(
+        tx,
+        "SELECT COUNT(*) FROM jobs WHERE expires > $1 AND org_id = $2",
+        &[&now, &org.as_str()],
+    )
+    .await?
+    .try_get(0)?;
+    if to_u64(live) >= limits.max_live_jobs {
+        return Ok(JobOutcome::TooManyJobs {
+            limit: limits.max_live_jobs,
+        });
+    }
     let id = JobId::generate();
     let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
     let ranges: Vec<(String, String)> = keys.iter().map(|k| k.as_folder().descendant_range()).collect();
     let lows: Vec<&str> = ranges.iter().map(|(low, _)| low.as_str()).collect();
     let highs: Vec<&str> = ranges.iter().map(|(_, high)| high.as_str()).collect();
     // A key that is a file names that file; any other key names everything under it as a folder.
-    // UNION (not UNION ALL) collapses duplicates.
-    let pinned = execute(
-        tx,
-        "INSERT INTO job_entries (job_id, key, blob_id, size, modified) \
-         SELECT $1::text, o.key, o.blob_id, o.size, o.modified FROM objects o \
+    // UNION (not UNION ALL) collapses duplicates. The files are counted first, reading at most
+    // one more than the limit, so a refused job records nothing.
+    const COVERED: &str = "SELECT $1::text AS job_id, o.key, o.blob_id, o.size, o.modified FROM objects o \
          WHERE o.org_id = $2 AND o.key = ANY($3::text[]) \
          UNION \
          SELECT $1::text, o.key, o.blob_id, o.size, o.modified \
          FROM unnest($3::text[], $4::text[], $5::text[]) AS r(key, low, high) \
          JOIN objects o ON o.org_id = $2 AND o.key >= r.low AND o.key < r.high \
-         WHERE NOT EXISTS (SELECT 1 FROM objects f WHERE f.org_id = $2 AND f.key = r.key) \
-         ON CONFLICT DO NOTHING",
+         WHERE NOT EXISTS (SELECT 1 FROM objects f WHERE f.org_id = $2 AND f.key = r.key)";
+    let probe = i64::try_from(limits.max_files.saturating_add(1)).unwrap_or(i64::MAX);
+    let covered: i64 = query_one(
+        tx,
+        &format!("SELECT COUNT(*) FROM ({COVERED} LIMIT $6) AS covered"),
+        &[&id.as_str(), &org.as_str(), &names, &lows, &highs, &probe],
+    )
+    .await?
+    .try_get(0)?;
+    if to_u64(covered) > limits.max_files {
+        return Ok(JobOutcome::TooManyFiles {
+            limit: limits.max_files,
+        });
+    }
+    if covered == 0 {
+        return Ok(JobOutcome::NothingFound);
+    }
+    execute(
+        tx,
+        &format!("INSERT INTO job_entries (job_id, key, blob_id, size, modified) {COVERED} ON CONFLICT DO NOTHING"),
         &[&id.as_str(), &org.as_str(), &names, &lows, &highs],
     )
     .await?;
-    if pinned == 0 {
-        return Ok(None);
-    }
     execute(
         tx,
         "INSERT INTO jobs (id, org_id, created, expires) VALUES ($1, $2, $3, $4)",
         &[&id.as_str(), &org.as_str(), &now, &expires],
     )
     .await?;
-    Ok(Some(Job {
+    Ok(JobOutcome::Created(Job {
         id,
         org: org.clone(),
         created: now,
@@ -1144,10 +1170,17 @@ impl Objects for PostgresMeta {
 
 #[async_trait]
 impl Jobs for PostgresMeta {
-    async fn create_job(&self, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>> {
+    async fn create_job(
+        &self,
+        org: &OrgId,
+        keys: &[Key],
+        now: Millis,
+        expires: Millis,
+        limits: JobLimits,
+    ) -> MetaResult<JobOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let job = create_job_tx(&tx, org, keys, now, expires).await?;
+        let job = create_job_tx(&tx, org, keys, now, expires, limits).await?;
         tx.commit().await?;
         Ok(job)
     }

@@ -791,7 +791,19 @@ fn create_job_tx(
     keys: &[Key],
     now: Millis,
     expires: Millis,
-) -> MetaResult<Option<Job>> {
+    limits: JobLimits,
+) -> MetaResult<JobOutcome> {
+    let live: i64 = cached_row(
+        conn,
+        "SELECT COUNT(*) FROM jobs WHERE expires > ?1 AND org_id = ?2",
+        params![now, org.as_str()],
+        |row| row.get(0),
+    )?;
+    if to_u64(live) >= limits.max_live_jobs {
+        return Ok(JobOutcome::TooManyJobs {
+            limit: limits.max_live_jobs,
+        });
+    }
     let mut entries: std::collections::BTreeMap<String, (String, i64, i64)> = std::collections::BTreeMap::new();
     let mut stmt = conn.prepare_cached(
         "SELECT key, blob_id, size, modified FROM objects WHERE org_id = ?1 AND key >= ?2 AND key < ?3",
@@ -806,19 +818,27 @@ fn create_job_tx(
         .optional()?;
         if let Some(file) = file {
             entries.insert(key.as_str().to_owned(), file);
-            continue;
+        } else {
+            let (low, high) = key.as_folder().descendant_range();
+            let rows = stmt.query_map(params![org.as_str(), low, high], |row| {
+                Ok((row.get::<_, String>(0)?, (row.get(1)?, row.get(2)?, row.get(3)?)))
+            })?;
+            for row in rows {
+                let (k, v) = row?;
+                entries.insert(k, v);
+                if entries.len() as u64 > limits.max_files {
+                    break;
+                }
+            }
         }
-        let (low, high) = key.as_folder().descendant_range();
-        let rows = stmt.query_map(params![org.as_str(), low, high], |row| {
-            Ok((row.get::<_, String>(0)?, (row.get(1)?, row.get(2)?, row.get(3)?)))
-        })?;
-        for row in rows {
-            let (k, v) = row?;
-            entries.insert(k, v);
+        if entries.len() as u64 > limits.max_files {
+            return Ok(JobOutcome::TooManyFiles {
+                limit: limits.max_files,
+            });
         }
     }
     if entries.is_empty() {
-        return Ok(None);
+        return Ok(JobOutcome::NothingFound);
     }
     let id = JobId::generate();
     conn.execute(
@@ -830,7 +850,7 @@ fn create_job_tx(
     for (key, (blob, size, modified)) in &entries {
         insert.execute(params![id.as_str(), key, blob, size, modified])?;
     }
-    Ok(Some(Job {
+    Ok(JobOutcome::Created(Job {
         id,
         org: org.clone(),
         created: now,
@@ -1162,9 +1182,16 @@ impl Objects for SqliteMeta {
 
 #[async_trait]
 impl Jobs for SqliteMeta {
-    async fn create_job(&self, org: &OrgId, keys: &[Key], now: Millis, expires: Millis) -> MetaResult<Option<Job>> {
+    async fn create_job(
+        &self,
+        org: &OrgId,
+        keys: &[Key],
+        now: Millis,
+        expires: Millis,
+        limits: JobLimits,
+    ) -> MetaResult<JobOutcome> {
         let (org, keys) = (org.clone(), keys.to_vec());
-        self.write(move |conn| create_job_tx(conn, &org, &keys, now, expires))
+        self.write(move |conn| create_job_tx(conn, &org, &keys, now, expires, limits))
             .await
     }
 

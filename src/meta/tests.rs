@@ -349,7 +349,12 @@ fn behaves_like_sqlite(runtime: &tokio::runtime::Runtime, fixture: &Fixture) {
                         Step::Delete(k) => format!("{:?}", meta.delete(org, &key(k)).await.unwrap()),
                         Step::Job(keys) => {
                             let keys: Vec<Key> = keys.iter().map(|k| key(k)).collect();
-                            match meta.create_job(org, &keys, 5, 1000).await.unwrap() {
+                            match meta
+                                .create_job(org, &keys, 5, 1000, JobLimits::NONE)
+                                .await
+                                .unwrap()
+                                .job()
+                            {
                                 None => "no job".to_string(),
                                 Some(job) => {
                                     let entries = meta.job_entries(&job.id).await.unwrap();
@@ -498,7 +503,12 @@ async fn jobs_pin_blobs_until_they_expire(fixture: &Fixture) {
     meta.put_object(&org, object("d/two", 2, 3), QUOTA).await.unwrap();
     meta.put_object(&org, object("dx", 3, 3), QUOTA).await.unwrap();
     let keys = [key("d"), key("d/one"), key("missing")];
-    let job = meta.create_job(&org, &keys, 10, 1000).await.unwrap().unwrap();
+    let job = meta
+        .create_job(&org, &keys, 10, 1000, JobLimits::NONE)
+        .await
+        .unwrap()
+        .job()
+        .unwrap();
     assert_eq!(job.org, org);
     assert_eq!((job.created, job.expires), (10, 1000));
     assert_eq!(meta.job(&job.id).await.unwrap(), Some(job.clone()));
@@ -533,14 +543,73 @@ async fn jobs_pin_blobs_until_they_expire(fixture: &Fixture) {
     assert_eq!(meta.delete_expired_jobs(1001).await.unwrap(), 0);
     assert!(meta.job(&job.id).await.unwrap().is_none());
     assert!(meta.job_entries(&job.id).await.unwrap().is_empty());
-    assert!(meta.create_job(&org, &keys[2..], 10, 1000).await.unwrap().is_none());
+    assert_eq!(
+        meta.create_job(&org, &keys[2..], 10, 1000, JobLimits::NONE)
+            .await
+            .unwrap(),
+        JobOutcome::NothingFound
+    );
     // The whole organization as one folder is not a key; a file key pins exactly that file.
     let job = meta
-        .create_job(&org, &[key("dx"), key("dx")], 10, 1000)
+        .create_job(&org, &[key("dx"), key("dx")], 10, 1000, JobLimits::NONE)
         .await
         .unwrap()
+        .job()
         .unwrap();
     assert_eq!(meta.job_entries(&job.id).await.unwrap().len(), 1);
+}
+
+/// Issue 12 item 1: a job over more files than allowed, or one more live job than allowed, is
+/// refused and records nothing; expired jobs do not count.
+async fn jobs_are_bounded(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    for name in ["d/1", "d/2", "d/3", "e/1"] {
+        meta.put_object(&org, object(name, 1, 2), QUOTA).await.unwrap();
+    }
+    let limits = JobLimits {
+        max_files: 3,
+        max_live_jobs: 2,
+    };
+    assert_eq!(
+        meta.create_job(&org, &[key("d"), key("e")], 10, 1000, limits)
+            .await
+            .unwrap(),
+        JobOutcome::TooManyFiles { limit: 3 }
+    );
+    assert_eq!(
+        meta.create_job(&org, &[key("e"), key("d/1"), key("d/2"), key("d/1")], 10, 1000, limits)
+            .await
+            .unwrap()
+            .job()
+            .map(|_| ()),
+        Some(()),
+        "three files, one named twice"
+    );
+    let expired = meta.create_job(&org, &[key("d")], 1, 5, limits).await.unwrap().job();
+    assert!(expired.is_some());
+    let second = meta
+        .create_job(&org, &[key("d")], 10, 1000, limits)
+        .await
+        .unwrap()
+        .job()
+        .unwrap();
+    assert_eq!(
+        meta.create_job(&org, &[key("d")], 10, 1000, limits).await.unwrap(),
+        JobOutcome::TooManyJobs { limit: 2 },
+        "two live jobs (the expired one does not count)"
+    );
+    assert_eq!(meta.job_entries(&second.id).await.unwrap().len(), 3);
+    let other = meta.create_org("u", None, None, 1).await.unwrap();
+    meta.put_object(&other, object("x", 1, 2), QUOTA).await.unwrap();
+    assert!(
+        meta.create_job(&other, &[key("x")], 10, 1000, limits)
+            .await
+            .unwrap()
+            .job()
+            .is_some(),
+        "another organization's jobs are its own"
+    );
 }
 
 async fn concurrent_writers_never_overshoot(fixture: &Fixture) {
@@ -948,7 +1017,11 @@ async fn jobs_race_overwrites_and_collection(fixture: &Fixture) {
         tokio::spawn(async move {
             let mut jobs = Vec::new();
             for _ in 0..16 {
-                let job = meta.create_job(&org, &[key("d")], 1, i64::MAX / 2).await.unwrap();
+                let job = meta
+                    .create_job(&org, &[key("d")], 1, i64::MAX / 2, JobLimits::NONE)
+                    .await
+                    .unwrap()
+                    .job();
                 jobs.push(job.unwrap().id);
             }
             jobs
@@ -1048,6 +1121,7 @@ backend_suite!(
         conflicts_quota_and_listing,
         byte_order_and_prefix_ranges,
         jobs_pin_blobs_until_they_expire,
+        jobs_are_bounded,
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
         fsck_walks_objects_and_repairs_folders,
@@ -1064,6 +1138,7 @@ backend_suite!(
         conflicts_quota_and_listing,
         byte_order_and_prefix_ranges,
         jobs_pin_blobs_until_they_expire,
+        jobs_are_bounded,
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
         fsck_walks_objects_and_repairs_folders,

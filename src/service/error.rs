@@ -71,6 +71,18 @@ pub enum ServiceError {
     NoKeys,
     #[error("None of the requested keys exist")]
     NothingFound,
+    #[error(
+        "Too many keys: this request names {given} keys and at most {limit} are allowed; name their folders instead, or split the request"
+    )]
+    TooManyKeys { given: usize, limit: usize },
+    #[error(
+        "This download would cover more than {limit} files; ask for fewer keys or smaller folders, or ask the operator to raise max_files_per_job"
+    )]
+    JobTooLarge { limit: u64 },
+    #[error(
+        "This organization already has {limit} download jobs that have not expired; use one of them or wait for them to expire"
+    )]
+    TooManyJobs { limit: u64 },
     #[error("Download job not found: {0}")]
     JobNotFound(String),
     #[error("Download job {0} has expired; create a new one")]
@@ -79,6 +91,10 @@ pub enum ServiceError {
     TooLarge { limit: u64 },
     #[error("Too many failed authentications; try again in {retry_after} seconds")]
     RateLimited { retry_after: u64 },
+    #[error(
+        "Too many uploads in flight: this user already has {limit} uploads running; wait for one to finish and try again"
+    )]
+    TooManyUploads { limit: u32 },
     #[error(transparent)]
     Unavailable(#[from] StorageFailure),
 }

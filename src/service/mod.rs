@@ -4,6 +4,7 @@
 //! [`MetaStore`] and [`BlobStore`] traits.
 
 pub mod error;
+mod inflight;
 mod ratelimit;
 mod zip;
 
@@ -19,7 +20,8 @@ use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
 use crate::ids::{BlobId, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 use crate::meta::{
-    DeleteOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome, PutRefusal, Quota, Usage,
+    DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome,
+    PutRefusal, Quota, Usage,
 };
 
 /// How long after its expiry a job still pins its blobs, so a download that started just before
@@ -47,6 +49,12 @@ pub struct Limits {
     /// Failed authentications allowed per client address and per user id in a window (0: off).
     pub auth_failure_limit: u32,
     pub auth_failure_window: Duration,
+    /// Uploads one user may have in flight at once.
+    pub max_uploads_per_user: u32,
+    /// Keys one `/object/get` request may name.
+    pub max_keys_per_request: usize,
+    /// Files one download job may cover, and unexpired jobs one organization may hold.
+    pub jobs: JobLimits,
 }
 
 /// An authenticated caller.
@@ -102,11 +110,13 @@ pub struct Service {
     signer: UrlSigner,
     server_key: ServerKey,
     failures: ratelimit::FailureLimiter,
+    uploads: inflight::PerUser,
 }
 
 impl Service {
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits, server_key: ServerKey) -> Service {
         let failures = ratelimit::FailureLimiter::new(limits.auth_failure_limit, limits.auth_failure_window);
+        let uploads = inflight::PerUser::new(limits.max_uploads_per_user);
         Service {
             meta,
             blobs,
@@ -114,6 +124,7 @@ impl Service {
             signer: server_key.url_signer(),
             server_key,
             failures,
+            uploads,
         }
     }
 
@@ -131,25 +142,23 @@ impl Service {
     // --- authentication and permissions ------------------------------------------------------
 
     /// Checks the auth recipe: `Authorization: Basic base64(<userId>:<sha256hex(token:timestamp)>)`
-    /// plus a `Timestamp` header inside the configured window. Failures count against the client
-    /// address and the user id: an address over its limit is refused before any check, a user id
-    /// over its limit turns further failures into 429 (see `ratelimit`).
+    /// plus a `Timestamp` header inside the configured window. A correct credential always
+    /// passes. Failures count against the client address and the user id; a failure from an
+    /// address or for a user id over its limit is answered 429 instead of 401 (see `ratelimit`).
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         timestamp: Option<&str>,
         client: IpAddr,
     ) -> ServiceResult<Principal> {
-        if let Some(retry_after) = self.failures.address_blocked(client) {
-            return Err(ServiceError::RateLimited { retry_after });
-        }
         let outcome = self.check_credentials(authorization, timestamp).await;
         if matches!(outcome, Err(ServiceError::Unauthorized(_))) {
             let claimed = authorization
                 .and_then(parse_basic)
                 .and_then(|(user, _)| UserId::parse(&user));
             self.failures.record_failure(client, claimed);
-            if let Some(retry_after) = self.failures.user_blocked(claimed) {
+            let blocked = self.failures.address_blocked(client);
+            if let Some(retry_after) = blocked.or_else(|| self.failures.user_blocked(claimed)) {
                 return Err(ServiceError::RateLimited { retry_after });
             }
         }
@@ -224,6 +233,16 @@ impl Service {
     }
 
     // --- objects -------------------------------------------------------------------------------
+
+    /// Takes one of the caller's upload slots for the whole of a `/object/set` request; refused
+    /// (429) when the caller already has `max_uploads_per_user` uploads in flight.
+    pub fn upload_slot(&self, principal: &Principal) -> ServiceResult<inflight::UserSlot> {
+        self.uploads
+            .try_acquire(principal.user)
+            .ok_or(ServiceError::TooManyUploads {
+                limit: self.uploads.limit(),
+            })
+    }
 
     /// Starts streaming an upload body into storage.
     pub async fn begin_upload(&self) -> ServiceResult<Upload> {
@@ -361,28 +380,43 @@ impl Service {
         if keys_raw.is_empty() {
             return Err(ServiceError::NoKeys);
         }
-        let mut keys = Vec::with_capacity(keys_raw.len());
+        if keys_raw.len() > self.limits.max_keys_per_request {
+            return Err(ServiceError::TooManyKeys {
+                given: keys_raw.len(),
+                limit: self.limits.max_keys_per_request,
+            });
+        }
+        let mut keys = std::collections::BTreeSet::new();
         for raw in keys_raw {
             let key = Key::parse_file_or_folder(raw)?;
+            if keys.contains(&key) {
+                continue;
+            }
             // `a/b/` names a folder; when `a/b` is a file, it names nothing (a missing key).
             if names_folder_only(raw) && matches!(self.meta.key_kind(&org, &key).await?, KeyKind::File(_)) {
                 continue;
             }
-            keys.push(key);
+            keys.insert(key);
         }
+        let keys = without_covered(keys);
         if keys.is_empty() {
             return Err(ServiceError::NothingFound);
         }
         let now = now_ms();
         let expires = now.saturating_add(self.limits.download_ttl_secs.saturating_mul(1000));
-        let job = self
+        let job = match self
             .meta
-            .create_job(&org, &keys, now, expires)
+            .create_job(&org, &keys, now, expires, self.limits.jobs)
             .await?
-            .ok_or(ServiceError::NothingFound)?;
+        {
+            JobOutcome::Created(job) => job,
+            JobOutcome::NothingFound => return Err(ServiceError::NothingFound),
+            JobOutcome::TooManyFiles { limit } => return Err(ServiceError::JobTooLarge { limit }),
+            JobOutcome::TooManyJobs { limit } => return Err(ServiceError::TooManyJobs { limit }),
+        };
         metrics::counter!("stowage_download_jobs_total").increment(1);
         Ok(DownloadTicket {
-            url: Some(self.download_url(base_url, &job.id, job.expires)),
+            url: Some(self.download_url(base_url, &job.id, job.expires, principal.user)),
             job: job.id,
         })
     }
@@ -405,19 +439,22 @@ impl Service {
             return Err(ServiceError::JobExpired(job_raw.to_owned()));
         }
         Ok(DownloadTicket {
-            url: Some(self.download_url(base_url, &job.id, job.expires)),
+            url: Some(self.download_url(base_url, &job.id, job.expires, principal.user)),
             job: job.id,
         })
     }
 
-    fn download_url(&self, base_url: &str, job: &JobId, expires_ms: Millis) -> String {
+    /// A signed link to a job's zip. It names the user it was made for (signed with the rest), so
+    /// that it stops working when that user is disabled or loses read on the organization.
+    fn download_url(&self, base_url: &str, job: &JobId, expires_ms: Millis, user: UserId) -> String {
         let expires = expires_ms / 1000;
-        let signature = self.signer.sign(job.as_str(), expires);
+        let signature = self.signer.sign(&signed_link(job.as_str(), &user.to_string()), expires);
         format!(
-            "{}/api/v2/download/{}?expires={}&signature={}",
+            "{}/api/v2/download/{}?expires={}&user={}&signature={}",
             base_url.trim_end_matches('/'),
             job,
             expires,
+            user,
             signature
         )
     }
@@ -427,12 +464,14 @@ impl Service {
         &self,
         job_raw: &str,
         expires: &str,
+        user_raw: &str,
         signature: &str,
     ) -> Result<(JobId, BlobStream), DownloadError> {
         let expires: i64 = expires.parse().map_err(|_| DownloadError::NotFound)?;
-        if !self.signer.verify(job_raw, expires, signature) {
+        if !self.signer.verify(&signed_link(job_raw, user_raw), expires, signature) {
             return Err(DownloadError::NotFound);
         }
+        let user = UserId::parse(user_raw).ok_or(DownloadError::NotFound)?;
         let job_id = JobId::parse(job_raw).ok_or(DownloadError::NotFound)?;
         let (expires_ms, now) = (expires.saturating_mul(1000), now_ms());
         if expires_ms <= now {
@@ -447,9 +486,10 @@ impl Service {
             .job(&job_id)
             .await
             .map_err(|e| DownloadError::Unavailable(e.into()))?;
-        if job.is_none() {
+        let Some(job) = job else {
             return Err(DownloadError::Expired);
-        }
+        };
+        self.link_creator_may_read(user, &job.org).await?;
         let entries = self
             .meta
             .job_entries(&job_id)
@@ -558,6 +598,36 @@ impl Service {
     }
 }
 
+/// What a download link's signature covers besides its expiry: the job and its creator.
+fn signed_link(job: &str, user: &str) -> String {
+    format!("{job}:{user}")
+}
+
+impl Service {
+    /// A link works only while the user it was made for is enabled and may read the
+    /// organization (checked at every download, so a disabled or removed user's links stop).
+    async fn link_creator_may_read(&self, user: UserId, org: &OrgId) -> Result<(), DownloadError> {
+        let unavailable = |e: crate::meta::MetaError| DownloadError::Unavailable(e.into());
+        let enabled = self
+            .meta
+            .user(user)
+            .await
+            .map_err(unavailable)?
+            .is_some_and(|u| !u.disabled);
+        let reads = self
+            .meta
+            .membership(org, user)
+            .await
+            .map_err(unavailable)?
+            .is_some_and(|m| m.permissions.read);
+        if enabled && reads {
+            Ok(())
+        } else {
+            Err(DownloadError::Revoked)
+        }
+    }
+}
+
 /// Why a download URL cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -565,8 +635,30 @@ pub enum DownloadError {
     NotFound,
     #[error("This download link has expired")]
     Expired,
+    #[error(
+        "This download link no longer works: the user who created it has been disabled or no longer has read access to the organization"
+    )]
+    Revoked,
     #[error(transparent)]
     Unavailable(#[from] StorageFailure),
+}
+
+/// The keys without those under another key of the set: a key names a file or everything under
+/// it as a folder, so `a/b` adds nothing to `a` (if `a` is a file, `a/b` cannot exist). Each
+/// stored file is then read once however the request nests its keys.
+fn without_covered(keys: std::collections::BTreeSet<Key>) -> Vec<Key> {
+    let mut kept: Vec<Key> = Vec::with_capacity(keys.len());
+    for key in keys {
+        let covered = kept.iter().any(|k| {
+            key.as_str()
+                .strip_prefix(k.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if !covered {
+            kept.push(key);
+        }
+    }
+    kept
 }
 
 /// Whether a raw key ends in a separator, so that it can only name a folder.

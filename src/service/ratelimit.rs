@@ -1,7 +1,8 @@
 //! Limits failed authentications per client address and per user id: after `limit` failures
-//! within `window`, an address is refused outright (even with valid credentials, so guessing from
-//! it stops), while a user id over its limit only turns further *failed* attempts into 429: a
-//! stranger who knows a user id cannot lock that user out. Successful requests are never counted.
+//! within `window` from an address or for a user id, further *failed* attempts are answered 429
+//! instead of 401. A correct credential always passes, so neither a stranger who knows a user id
+//! nor a noisy neighbour behind the same address (a NAT, a proxy) can lock anyone out.
+//! Successful requests are never counted.
 //! IPv6 addresses are counted per /64, the smallest block one client usually holds.
 
 use std::collections::HashMap;
@@ -60,7 +61,7 @@ impl FailureLimiter {
         (window.failures >= self.limit && elapsed < self.window).then(|| (self.window - elapsed).as_secs().max(1))
     }
 
-    /// `Some(seconds to wait)` when the address is over its limit: checked before credentials.
+    /// `Some(seconds to wait)` when the address is over its limit: checked after a failure.
     pub fn address_blocked(&self, address: IpAddr) -> Option<u64> {
         if self.limit == 0 {
             return None;
