@@ -40,10 +40,10 @@ pub enum AdminCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct Output {
+pub(crate) struct Output {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]

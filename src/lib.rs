@@ -6,12 +6,14 @@
 //! for the binary's subcommands; [`client`] is `stowage login` and `stowage object`, a client of
 //! the API.
 
+#![warn(unreachable_pub)]
+
 pub mod admin;
 pub mod bench;
 pub mod blob;
 pub mod client;
 pub mod config;
-pub mod content;
+pub(crate) mod content;
 pub mod crypto;
 pub mod fsck;
 pub mod http;

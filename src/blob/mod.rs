@@ -62,7 +62,7 @@ impl From<std::io::Error> for BlobError {
 
 impl BlobError {
     /// A failed request: `what` names it (the operation and the blob), `source` says why.
-    pub fn store(what: impl Into<String>, source: impl Into<BoxError>) -> BlobError {
+    pub(crate) fn store(what: impl Into<String>, source: impl Into<BoxError>) -> BlobError {
         BlobError::Store {
             what: what.into(),
             source: source.into(),
@@ -87,10 +87,10 @@ pub trait BlobWriter: Send {
 /// A stored blob as a listing shows it.
 #[derive(Debug, Clone)]
 pub struct StoredBlob {
-    pub id: BlobId,
-    pub size: u64,
+    pub(crate) id: BlobId,
+    pub(crate) size: u64,
     /// When its body was last written.
-    pub written: std::time::SystemTime,
+    pub(crate) written: std::time::SystemTime,
 }
 
 #[async_trait]

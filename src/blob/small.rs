@@ -19,7 +19,7 @@ use super::{BlobError, BlobStore, BlobStream, BlobWriter, StoredBlob};
 use crate::ids::BlobId;
 
 /// Bodies up to this size are kept in the table.
-pub const DEFAULT_THRESHOLD: usize = 16 * 1024;
+pub(crate) const DEFAULT_THRESHOLD: usize = 16 * 1024;
 /// Most bodies committed in one transaction.
 const MAX_BATCH: usize = 256;
 
@@ -89,7 +89,7 @@ fn db_error(e: impl Into<super::BoxError>) -> BlobError {
 
 impl SmallAndLocalBlobs {
     /// Opens the blob directory (see [`LocalBlobs::open`]) and its small-body table.
-    pub fn open(root: &Path, threshold: usize) -> Result<SmallAndLocalBlobs, BlobError> {
+    pub(crate) fn open(root: &Path, threshold: usize) -> Result<SmallAndLocalBlobs, BlobError> {
         let files = Arc::new(LocalBlobs::open(root)?);
         Self::with_files(root, files, threshold)
     }
@@ -118,7 +118,8 @@ impl SmallAndLocalBlobs {
     }
 
     /// Files in the upload staging area (see [`LocalBlobs::unfinished_uploads`]).
-    pub fn unfinished_uploads(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn unfinished_uploads(&self) -> usize {
         self.files.unfinished_uploads()
     }
 

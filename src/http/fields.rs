@@ -8,7 +8,7 @@ use crate::service::ServiceError;
 
 /// Why a body could not be decoded at all (HTTP 400).
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("The request body is not valid JSON: {0}")]
     Json(String),
     #[error("The request body must be a JSON object")]
@@ -21,10 +21,10 @@ pub enum BodyError {
 
 /// The decoded fields of a request.
 #[derive(Debug, Default)]
-pub struct Fields(Map<String, Value>);
+pub(crate) struct Fields(Map<String, Value>);
 
 impl Fields {
-    pub fn from_json(body: &[u8]) -> Result<Fields, BodyError> {
+    pub(crate) fn from_json(body: &[u8]) -> Result<Fields, BodyError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Fields::default());
         }
@@ -37,7 +37,7 @@ impl Fields {
     }
 
     /// Form pairs; a name given more than once becomes a list.
-    pub fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Fields {
+    pub(crate) fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Fields {
         let mut map = Map::new();
         for (name, value) in pairs {
             match map.get_mut(&name) {
@@ -54,12 +54,12 @@ impl Fields {
         Fields(map)
     }
 
-    pub fn from_form(body: &[u8]) -> Fields {
+    pub(crate) fn from_form(body: &[u8]) -> Fields {
         Fields::from_pairs(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())))
     }
 
     /// Decodes by content type; without one, JSON is tried, then a form.
-    pub fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Fields, BodyError> {
+    pub(crate) fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Fields, BodyError> {
         let essence = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
         match essence.as_deref() {
             Some("application/x-www-form-urlencoded") => Ok(Fields::from_form(body)),
@@ -83,7 +83,7 @@ impl Fields {
     }
 
     /// A single text value; numbers are taken as their decimal text.
-    pub fn text(&self, name: &'static str) -> Result<Option<String>, ServiceError> {
+    pub(crate) fn text(&self, name: &'static str) -> Result<Option<String>, ServiceError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -99,12 +99,12 @@ impl Fields {
         }
     }
 
-    pub fn required_text(&self, name: &'static str) -> Result<String, ServiceError> {
+    pub(crate) fn required_text(&self, name: &'static str) -> Result<String, ServiceError> {
         self.text(name)?.ok_or(ServiceError::MissingField(name))
     }
 
     /// A list of strings; a single string is a list of one.
-    pub fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, ServiceError> {
+    pub(crate) fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, ServiceError> {
         let invalid = || ServiceError::InvalidField {
             field: name,
             reason: "it must be a list of strings".into(),
@@ -122,7 +122,7 @@ impl Fields {
     }
 
     /// A page number: a non-negative integer (or its decimal text); absent means 0.
-    pub fn page(&self, name: &'static str) -> Result<u64, ServiceError> {
+    pub(crate) fn page(&self, name: &'static str) -> Result<u64, ServiceError> {
         let invalid = || ServiceError::InvalidField {
             field: name,
             reason: "it must be a non-negative integer".into(),
@@ -136,7 +136,7 @@ impl Fields {
         }
     }
 
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         !matches!(self.0.get(name), None | Some(Value::Null))
     }
 }

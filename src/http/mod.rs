@@ -2,10 +2,10 @@
 //! error → response mapping and panic catching. Handlers are thin: they decode, call the
 //! [`Service`], and encode with the wire types.
 
-pub mod fields;
+pub(crate) mod fields;
 mod ops;
 mod upload;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 
@@ -39,7 +39,7 @@ pub struct AppState {
 
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error(transparent)]
     Service(#[from] ServiceError),
     #[error(transparent)]
@@ -153,7 +153,7 @@ pub fn app(state: AppState) -> Router {
 
 /// The address a request reached (this server's side of the connection).
 #[derive(Debug, Clone, Copy)]
-pub struct LocalAddr(pub SocketAddr);
+pub(crate) struct LocalAddr(pub(crate) SocketAddr);
 
 /// Proxies whose `X-Forwarded-For` header is believed.
 #[derive(Debug, Clone, Default)]
@@ -161,7 +161,7 @@ pub struct TrustedProxies(Vec<(std::net::IpAddr, u8)>);
 
 impl TrustedProxies {
     /// Parses addresses and CIDR blocks (`10.0.0.0/8`, `::1`).
-    pub fn parse(list: &[String]) -> Result<TrustedProxies, String> {
+    pub(crate) fn parse(list: &[String]) -> Result<TrustedProxies, String> {
         let mut out = Vec::new();
         for item in list
             .iter()
@@ -211,7 +211,7 @@ impl TrustedProxies {
 
     /// The client a request comes from: behind a trusted proxy, the right-most address of
     /// `X-Forwarded-For` that is not itself a trusted proxy; otherwise the peer.
-    pub fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+    pub(crate) fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
         if self.0.is_empty() || !self.contains(peer.ip()) {
             return peer;
         }
@@ -232,7 +232,7 @@ impl TrustedProxies {
 /// Readies a request for the router: collapses runs of `/` in its path, records the client's
 /// address (through trusted proxies) and the local address, and makes its body fail after
 /// `body_idle_timeout` without data.
-pub fn prepare_request(
+pub(crate) fn prepare_request(
     request: Request,
     peer: SocketAddr,
     local: SocketAddr,

@@ -38,7 +38,7 @@ use super::rules::*;
 use super::*;
 
 /// Connections each server keeps to the database at most.
-pub const DEFAULT_POOL_SIZE: usize = 16;
+pub(crate) const DEFAULT_POOL_SIZE: usize = 16;
 
 /// Advisory lock that serializes schema creation across servers starting at once.
 const SCHEMA_LOCK: i64 = 0x7374_6f77_6167_6501;
@@ -174,7 +174,7 @@ impl From<deadpool_postgres::PoolError> for MetaError {
 
 /// The PostgreSQL metadata store: a pool of connections to one database that other servers may
 /// share.
-pub struct PostgresMeta {
+pub(crate) struct PostgresMeta {
     pool: Pool,
 }
 
@@ -193,12 +193,12 @@ impl PostgresMeta {
     /// Connects to `postgres://user:pass@host:port/db` (any form `tokio_postgres::Config`
     /// parses), creates the schema when it is missing and returns the store. The connection is
     /// not encrypted (`NoTls`).
-    pub async fn connect(url: &str) -> MetaResult<PostgresMeta> {
+    pub(crate) async fn connect(url: &str) -> MetaResult<PostgresMeta> {
         PostgresMeta::connect_with(url, DEFAULT_POOL_SIZE).await
     }
 
     /// Like [`PostgresMeta::connect`], with at most `max_connections` pooled connections.
-    pub async fn connect_with(url: &str, max_connections: usize) -> MetaResult<PostgresMeta> {
+    pub(crate) async fn connect_with(url: &str, max_connections: usize) -> MetaResult<PostgresMeta> {
         // The error names neither the URL nor its parts: it may carry a password.
         let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
             MetaError::Config(format!("invalid PostgreSQL connection string: {}", describe_error(&e)))
@@ -242,7 +242,8 @@ impl PostgresMeta {
     }
 
     /// Closes the pool: later calls fail with [`MetaError::Closed`].
-    pub fn close(&self) {
+    #[cfg(test)]
+    pub(crate) fn close(&self) {
         self.pool.close();
     }
 

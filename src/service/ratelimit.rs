@@ -37,7 +37,7 @@ struct Window {
     failures: u32,
 }
 
-pub struct FailureLimiter {
+pub(crate) struct FailureLimiter {
     limit: u32,
     window: Duration,
     windows: Mutex<HashMap<Subject, Window>>,
@@ -45,7 +45,7 @@ pub struct FailureLimiter {
 
 impl FailureLimiter {
     /// `limit` failures per `window`; a limit of 0 turns limiting off.
-    pub fn new(limit: u32, window: Duration) -> FailureLimiter {
+    pub(crate) fn new(limit: u32, window: Duration) -> FailureLimiter {
         FailureLimiter {
             limit,
             window,
@@ -61,7 +61,7 @@ impl FailureLimiter {
     }
 
     /// `Some(seconds to wait)` when the address is over its limit: checked before credentials.
-    pub fn address_blocked(&self, address: IpAddr) -> Option<u64> {
+    pub(crate) fn address_blocked(&self, address: IpAddr) -> Option<u64> {
         if self.limit == 0 {
             return None;
         }
@@ -69,7 +69,7 @@ impl FailureLimiter {
     }
 
     /// `Some(seconds to wait)` when the user id is over its limit: checked after a failure.
-    pub fn user_blocked(&self, user: Option<UserId>) -> Option<u64> {
+    pub(crate) fn user_blocked(&self, user: Option<UserId>) -> Option<u64> {
         if self.limit == 0 {
             return None;
         }
@@ -77,7 +77,7 @@ impl FailureLimiter {
     }
 
     /// Counts one failed authentication against the address and the user id.
-    pub fn record_failure(&self, address: IpAddr, user: Option<UserId>) {
+    pub(crate) fn record_failure(&self, address: IpAddr, user: Option<UserId>) {
         if self.limit == 0 {
             return;
         }
