@@ -1,5 +1,6 @@
-//! The `stowage` binary: `serve` and `admin` over the library. Errors are reported here, at the
-//! edge, with `anyhow`.
+//! The `stowage` binary: parses the command line and runs the library's subcommands: `serve`,
+//! `admin`, `fsck`, `migrate`, `login`, `object` and `bench`. It also sets up logging (text or
+//! JSON). Errors are reported here, at the edge, with `anyhow`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
