@@ -12,15 +12,15 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5612";
-pub const DEFAULT_DATA_DIR: &str = "./stowage-data";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:5612";
+pub(crate) const DEFAULT_DATA_DIR: &str = "./stowage-data";
 
 /// Everything `stowage serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
     /// Address and port to listen on.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Where the metadata database, the server key and the object bodies live (when embedded).
     pub data_dir: PathBuf,
     /// Metadata store: `sqlite` (the default, in the data directory) or a `postgres://` URL.
@@ -29,58 +29,58 @@ pub struct Config {
     pub blob_store: BlobStoreKind,
     /// S3-compatible body store: bucket, endpoint (e.g. `http://127.0.0.1:8333`; empty for AWS),
     /// region, credentials, path-style addressing, plain-HTTP permission and a key prefix.
-    pub s3_bucket: String,
-    pub s3_endpoint: Option<String>,
-    pub s3_region: String,
-    pub s3_access_key_id: String,
-    pub s3_secret_access_key: String,
-    pub s3_path_style: bool,
-    pub s3_allow_http: bool,
-    pub s3_prefix: Option<String>,
+    pub(crate) s3_bucket: String,
+    pub(crate) s3_endpoint: Option<String>,
+    pub(crate) s3_region: String,
+    pub(crate) s3_access_key_id: String,
+    pub(crate) s3_secret_access_key: String,
+    pub(crate) s3_path_style: bool,
+    pub(crate) s3_allow_http: bool,
+    pub(crate) s3_prefix: Option<String>,
     /// The server key as 64 hex characters, for deployments where several servers must share it;
     /// by default the key lives in `<data dir>/server.key`.
-    pub server_key: Option<String>,
+    pub(crate) server_key: Option<String>,
     /// Log lines as `text` (default) or `json` (one object per line, with request ids).
     pub log_format: LogFormat,
     /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` names the
     /// real client; from anyone else the header is ignored. A list, or one comma-separated string.
     #[serde(deserialize_with = "string_list")]
-    pub trusted_proxies: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
     /// Base URL of download links (e.g. `https://store.example.com`); by default taken from the
     /// request's `Host` header.
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     /// Default storage quota per organization, in bytes.
     #[serde(deserialize_with = "byte_count")]
-    pub default_max_bytes: u64,
+    pub(crate) default_max_bytes: u64,
     /// Default file-count quota per organization.
-    pub default_max_files: u64,
+    pub(crate) default_max_files: u64,
     /// Largest object accepted by `/object/set`, in bytes.
     #[serde(deserialize_with = "byte_count")]
-    pub max_object_size: u64,
+    pub(crate) max_object_size: u64,
     /// Oldest accepted `Timestamp`, in seconds.
-    pub timestamp_max_age_secs: i64,
+    pub(crate) timestamp_max_age_secs: i64,
     /// Furthest accepted `Timestamp` in the future, in seconds.
-    pub timestamp_max_future_secs: i64,
+    pub(crate) timestamp_max_future_secs: i64,
     /// Lifetime of a download URL (and of its job), in seconds.
-    pub download_url_ttl_secs: i64,
+    pub(crate) download_url_ttl_secs: i64,
     /// Entries per `/object/list` page.
-    pub list_page_size: u64,
+    pub(crate) list_page_size: u64,
     /// Bodies up to this size are kept in a table beside the blob files rather than in a file
     /// each (embedded store only; 0 keeps every body in its own file).
     #[serde(deserialize_with = "byte_count")]
-    pub small_body_threshold: u64,
+    pub(crate) small_body_threshold: u64,
     /// Seconds between garbage-collection passes over unreferenced blobs and expired jobs.
-    pub gc_interval_secs: u64,
+    pub(crate) gc_interval_secs: u64,
     /// Seconds between sweeps for orphan blobs (bodies that no metadata names); one runs at start.
-    pub orphan_sweep_interval_secs: u64,
+    pub(crate) orphan_sweep_interval_secs: u64,
     /// Failed authentications allowed per client address and per user id in a window (0: off).
-    pub auth_failure_limit: u32,
+    pub(crate) auth_failure_limit: u32,
     /// The window of `auth_failure_limit`, in seconds.
-    pub auth_failure_window_secs: u64,
+    pub(crate) auth_failure_window_secs: u64,
     /// Longest time a client may take to send its request headers, in seconds.
-    pub header_read_timeout_secs: u64,
+    pub(crate) header_read_timeout_secs: u64,
     /// Longest pause between two pieces of a request body, in seconds.
-    pub body_idle_timeout_secs: u64,
+    pub(crate) body_idle_timeout_secs: u64,
     /// How long requests in flight may take to finish after SIGTERM, in seconds.
     pub shutdown_grace_secs: u64,
     /// HTTPS: the certificate chain and its private key (PEM files, reloaded on SIGHUP); both or
@@ -340,7 +340,7 @@ impl Config {
     }
 
     /// The S3 settings of `blob_store = "s3"`.
-    pub fn s3_settings(&self) -> crate::blob::s3::S3Settings {
+    pub(crate) fn s3_settings(&self) -> crate::blob::s3::S3Settings {
         crate::blob::s3::S3Settings {
             bucket: self.s3_bucket.clone(),
             endpoint: self.s3_endpoint.clone().filter(|e| !e.is_empty()),
@@ -362,7 +362,7 @@ impl Config {
         self.data_dir.join("metadata.sqlite3")
     }
 
-    pub fn key_path(&self) -> PathBuf {
+    pub(crate) fn key_path(&self) -> PathBuf {
         self.data_dir.join("server.key")
     }
 
@@ -370,11 +370,11 @@ impl Config {
         self.data_dir.join("blobs")
     }
 
-    pub fn credentials_path(&self) -> PathBuf {
+    pub(crate) fn credentials_path(&self) -> PathBuf {
         self.data_dir.join("initial-credentials.json")
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 }
@@ -564,7 +564,7 @@ fn byte_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Erro
 }
 
 /// Parses `"1048576"`, `"5 GiB"`, `"500MB"` into bytes.
-pub fn parse_byte_count(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_byte_count(text: &str) -> Result<u64, String> {
     let text = text.trim();
     if let Ok(n) = text.parse::<u64>() {
         return Ok(n);

@@ -5,13 +5,13 @@
 use md5::{Digest, Md5};
 
 /// How much of the content decides whether it is text.
-pub const SNIFF_BYTES: usize = 4096;
+pub(crate) const SNIFF_BYTES: usize = 4096;
 /// Longest preview, in bytes.
-pub const PREVIEW_BYTES: usize = 1024;
+pub(crate) const PREVIEW_BYTES: usize = 1024;
 
 /// Accumulates size, md5 and the head of a body chunk by chunk.
 #[derive(Default)]
-pub struct ContentDigest {
+pub(crate) struct ContentDigest {
     size: u64,
     md5: Md5,
     head: Vec<u8>,
@@ -19,19 +19,19 @@ pub struct ContentDigest {
 
 /// The finished figures of a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContentFacts {
-    pub size: u64,
-    pub md5: String,
+pub(crate) struct ContentFacts {
+    pub(crate) size: u64,
+    pub(crate) md5: String,
     /// `Some(preview)` for text, `None` for binary content.
-    pub preview: Option<String>,
+    pub(crate) preview: Option<String>,
 }
 
 impl ContentDigest {
-    pub fn new() -> ContentDigest {
+    pub(crate) fn new() -> ContentDigest {
         ContentDigest::default()
     }
 
-    pub fn update(&mut self, chunk: &[u8]) {
+    pub(crate) fn update(&mut self, chunk: &[u8]) {
         self.size += chunk.len() as u64;
         self.md5.update(chunk);
         if self.head.len() < SNIFF_BYTES {
@@ -40,11 +40,11 @@ impl ContentDigest {
         }
     }
 
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
-    pub fn finish(self) -> ContentFacts {
+    pub(crate) fn finish(self) -> ContentFacts {
         let cut = self.size > self.head.len() as u64;
         ContentFacts {
             size: self.size,
@@ -57,7 +57,7 @@ impl ContentDigest {
 /// `Some(first KiB)` when `head` (the first 4 KiB) is text: valid UTF-8 without NUL bytes, where a
 /// character may be cut at the end only when `cut` says the content goes on past the head.
 /// `None` for binary content.
-pub fn text_preview(head: &[u8], cut: bool) -> Option<String> {
+pub(crate) fn text_preview(head: &[u8], cut: bool) -> Option<String> {
     if head.contains(&0) {
         return None;
     }
@@ -79,7 +79,7 @@ pub fn text_preview(head: &[u8], cut: bool) -> Option<String> {
 }
 
 /// The mime of a key: from a well-known extension, else by content.
-pub fn mime_for(key_name: &str, is_text: bool) -> String {
+pub(crate) fn mime_for(key_name: &str, is_text: bool) -> String {
     let extension = key_name
         .rsplit_once('.')
         .map(|(_, ext)| ext)
@@ -97,7 +97,7 @@ pub fn mime_for(key_name: &str, is_text: bool) -> String {
 }
 
 /// `objectStorageUsedHuman`: 1000-based units, two decimals except for bytes.
-pub fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
     if bytes < 1000 {
         return format!("{bytes} B");

@@ -44,8 +44,8 @@ impl std::fmt::Debug for ServerKey {
 /// A token sealed with the server key.
 #[derive(Debug, Clone)]
 pub struct SealedToken {
-    pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
+    pub(crate) nonce: Vec<u8>,
+    pub(crate) ciphertext: Vec<u8>,
 }
 
 impl ServerKey {
@@ -69,7 +69,7 @@ impl ServerKey {
         }
     }
 
-    pub fn from_hex(text: &str) -> Option<ServerKey> {
+    pub(crate) fn from_hex(text: &str) -> Option<ServerKey> {
         let decoded = hex::decode(text).ok()?;
         let bytes: [u8; KEY_LEN] = decoded.try_into().ok()?;
         Some(ServerKey { bytes })
@@ -100,7 +100,7 @@ impl ServerKey {
         })
     }
 
-    pub fn unseal(&self, user: UserId, sealed: &SealedToken) -> Result<String, CryptoError> {
+    pub(crate) fn unseal(&self, user: UserId, sealed: &SealedToken) -> Result<String, CryptoError> {
         if sealed.nonce.len() != 24 {
             return Err(CryptoError::Unseal);
         }
@@ -129,7 +129,7 @@ impl ServerKey {
 }
 
 /// Writes a file that only its owner can read (mode 0600), durably.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -148,7 +148,7 @@ pub fn generate_token() -> String {
 }
 
 /// The auth recipe: `lowercase_hex(sha256("<token>:<timestamp>"))`.
-pub fn request_hash(token: &str, timestamp: &str) -> String {
+pub(crate) fn request_hash(token: &str, timestamp: &str) -> String {
     let mut digest = Sha256::new();
     digest.update(token.as_bytes());
     digest.update(b":");
@@ -157,7 +157,7 @@ pub fn request_hash(token: &str, timestamp: &str) -> String {
 }
 
 /// Compares the hash a client sent with the expected one, in constant time, ignoring letter case.
-pub fn hash_matches(expected_lower_hex: &str, sent: &str) -> bool {
+pub(crate) fn hash_matches(expected_lower_hex: &str, sent: &str) -> bool {
     let sent = sent.to_ascii_lowercase();
     expected_lower_hex.as_bytes().ct_eq(sent.as_bytes()).into()
 }
@@ -175,7 +175,7 @@ impl UrlSigner {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
-    pub fn verify(&self, job: &str, expires_unix: i64, signature: &str) -> bool {
+    pub(crate) fn verify(&self, job: &str, expires_unix: i64, signature: &str) -> bool {
         let expected = self.sign(job, expires_unix);
         expected.as_bytes().ct_eq(signature.as_bytes()).into()
     }

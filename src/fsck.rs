@@ -34,7 +34,7 @@ pub enum FsckError {
 /// One difference between metadata and storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
-pub enum Problem {
+pub(crate) enum Problem {
     MissingBlob {
         org: String,
         key: String,
@@ -74,12 +74,12 @@ pub enum Problem {
 
 /// Folder figures as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Figures {
-    pub bytes: u64,
-    pub files: u64,
-    pub child_folders: u64,
-    pub child_files: u64,
-    pub modified: i64,
+pub(crate) struct Figures {
+    pub(crate) bytes: u64,
+    pub(crate) files: u64,
+    pub(crate) child_folders: u64,
+    pub(crate) child_files: u64,
+    pub(crate) modified: i64,
 }
 
 impl From<FolderFigures> for Figures {
@@ -96,12 +96,12 @@ impl From<FolderFigures> for Figures {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
-    pub organizations: usize,
-    pub objects: usize,
-    pub blobs: usize,
-    pub problems: Vec<Problem>,
+    pub(crate) organizations: usize,
+    pub(crate) objects: usize,
+    pub(crate) blobs: usize,
+    pub(crate) problems: Vec<Problem>,
     /// How many of the problems `--repair` fixed.
-    pub repaired: usize,
+    pub(crate) repaired: usize,
     /// Files in the blob store's `tmp/` (uploads in progress or left by a crash).
     pub unfinished_uploads: usize,
 }

@@ -9,12 +9,12 @@ use rand::RngCore;
 pub struct OrgId(String);
 
 impl OrgId {
-    pub fn generate() -> OrgId {
+    pub(crate) fn generate() -> OrgId {
         OrgId(random_hex(16))
     }
 
     /// Accepts only the canonical shape; anything else is simply an unknown organization.
-    pub fn parse(raw: &str) -> Option<OrgId> {
+    pub(crate) fn parse(raw: &str) -> Option<OrgId> {
         let valid = raw.len() == 32 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         valid.then(|| OrgId(raw.to_owned()))
     }
@@ -35,7 +35,7 @@ impl fmt::Display for OrgId {
 pub struct UserId(pub i64);
 
 impl UserId {
-    pub fn parse(raw: &str) -> Option<UserId> {
+    pub(crate) fn parse(raw: &str) -> Option<UserId> {
         let raw = raw.trim();
         if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -56,23 +56,23 @@ pub struct BlobId(String);
 
 impl BlobId {
     /// A time-ordered random id (UUID v7, simple form).
-    pub fn generate() -> BlobId {
+    pub(crate) fn generate() -> BlobId {
         BlobId(uuid::Uuid::now_v7().simple().to_string())
     }
 
     /// Accepts only ids this program could have generated (32 lowercase hex).
-    pub fn parse(raw: &str) -> Option<BlobId> {
+    pub(crate) fn parse(raw: &str) -> Option<BlobId> {
         OrgId::parse(raw).map(|id| BlobId(id.0))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The blob's shard: its last two hex digits. They come from the random part of the id (the
     /// first digits of a UUID v7 are a timestamp, the same for years), so blobs spread evenly
     /// over 256 shards.
-    pub fn shard(&self) -> &str {
+    pub(crate) fn shard(&self) -> &str {
         &self.0[self.0.len() - 2..]
     }
 }
@@ -88,15 +88,15 @@ impl fmt::Display for BlobId {
 pub struct JobId(String);
 
 impl JobId {
-    pub fn generate() -> JobId {
+    pub(crate) fn generate() -> JobId {
         JobId(random_hex(16))
     }
 
-    pub fn parse(raw: &str) -> Option<JobId> {
+    pub(crate) fn parse(raw: &str) -> Option<JobId> {
         OrgId::parse(raw).map(|id| JobId(id.0))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -108,7 +108,7 @@ impl fmt::Display for JobId {
 }
 
 /// `bytes` random bytes from the operating system's generator, as lowercase hex.
-pub fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut buf);
     hex::encode(buf)

@@ -8,9 +8,9 @@
 use std::fmt;
 
 /// Longest key, in bytes of UTF-8 after normalization.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// Most segments in a key.
-pub const MAX_KEY_SEGMENTS: usize = 100;
+pub(crate) const MAX_KEY_SEGMENTS: usize = 100;
 
 /// Why a key or path was refused. The message names the key as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,7 +96,7 @@ fn validate(raw: &str, normalized: &str) -> Result<(), KeyError> {
 
 impl Key {
     /// Parses a file key as a client sent it.
-    pub fn parse(raw: &str) -> Result<Key, KeyError> {
+    pub(crate) fn parse(raw: &str) -> Result<Key, KeyError> {
         let normalized = normalize(raw);
         if normalized.ends_with('/') {
             return Err(KeyError::TrailingSlash(shown(raw)));
@@ -107,19 +107,19 @@ impl Key {
 
     /// Parses a key that may name a file or a folder (`/object/get`, `/object/delete`):
     /// a trailing `/` is allowed and dropped.
-    pub fn parse_file_or_folder(raw: &str) -> Result<Key, KeyError> {
+    pub(crate) fn parse_file_or_folder(raw: &str) -> Result<Key, KeyError> {
         let normalized = normalize(raw);
         let trimmed = normalized.strip_suffix('/').unwrap_or(&normalized);
         validate(raw, trimmed)?;
         Ok(Key(trimmed.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The path of the folder holding this key (`""` for a key at the root), without a copy.
-    pub fn parent_str(&self) -> &str {
+    pub(crate) fn parent_str(&self) -> &str {
         match self.0.rfind('/') {
             Some(i) => &self.0[..i],
             None => "",
@@ -127,7 +127,7 @@ impl Key {
     }
 
     /// The folder holding this key (`""` for a key at the root).
-    pub fn parent(&self) -> FolderPath {
+    pub(crate) fn parent(&self) -> FolderPath {
         match self.0.rfind('/') {
             Some(i) => FolderPath(self.0[..i].to_owned()),
             None => FolderPath::root(),
@@ -135,7 +135,7 @@ impl Key {
     }
 
     /// The last segment.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self.0.rfind('/') {
             Some(i) => &self.0[i + 1..],
             None => &self.0,
@@ -143,7 +143,7 @@ impl Key {
     }
 
     /// Every folder above this key, from the root (`""`) down to the parent.
-    pub fn ancestors(&self) -> Vec<FolderPath> {
+    pub(crate) fn ancestors(&self) -> Vec<FolderPath> {
         let mut out = vec![FolderPath::root()];
         for (i, c) in self.0.char_indices() {
             if c == '/' {
@@ -154,18 +154,18 @@ impl Key {
     }
 
     /// This key seen as a folder path (for folder deletes and downloads).
-    pub fn as_folder(&self) -> FolderPath {
+    pub(crate) fn as_folder(&self) -> FolderPath {
         FolderPath(self.0.clone())
     }
 }
 
 impl FolderPath {
-    pub fn root() -> FolderPath {
+    pub(crate) fn root() -> FolderPath {
         FolderPath(String::new())
     }
 
     /// Parses a folder path as a client sent it; empty and `/` are the root.
-    pub fn parse(raw: &str) -> Result<FolderPath, KeyError> {
+    pub(crate) fn parse(raw: &str) -> Result<FolderPath, KeyError> {
         let normalized = normalize(raw);
         let trimmed = normalized.strip_suffix('/').unwrap_or(&normalized);
         if trimmed.is_empty() {
@@ -175,16 +175,16 @@ impl FolderPath {
         Ok(FolderPath(trimmed.to_owned()))
     }
 
-    pub fn is_root(&self) -> bool {
+    pub(crate) fn is_root(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The folder above, or `None` for the root.
-    pub fn parent(&self) -> Option<FolderPath> {
+    pub(crate) fn parent(&self) -> Option<FolderPath> {
         if self.is_root() {
             return None;
         }
@@ -195,24 +195,16 @@ impl FolderPath {
     }
 
     /// The last segment (`""` for the root).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self.0.rfind('/') {
             Some(i) => &self.0[i + 1..],
             None => &self.0,
         }
     }
 
-    /// Every folder strictly above this one, from the root down.
-    pub fn ancestors(&self) -> Vec<FolderPath> {
-        if self.is_root() {
-            return Vec::new();
-        }
-        Key(self.0.clone()).ancestors()
-    }
-
     /// The half-open range `[low, high)` of keys strictly inside this folder, in byte order:
     /// `a/b/` up to `a/b0` (`0` follows `/`). For the root, every key.
-    pub fn descendant_range(&self) -> (String, String) {
+    pub(crate) fn descendant_range(&self) -> (String, String) {
         if self.is_root() {
             return (String::new(), "\u{10ffff}".repeat(2));
         }
@@ -220,7 +212,8 @@ impl FolderPath {
     }
 
     /// The path of a direct child with the given name.
-    pub fn child(&self, name: &str) -> String {
+    #[cfg(test)]
+    pub(crate) fn child(&self, name: &str) -> String {
         if self.is_root() {
             name.to_owned()
         } else {

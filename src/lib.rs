@@ -1,10 +1,30 @@
 //! stowage: a self-hosted object store that speaks QuantConnect's Object Store API.
 //!
-//! Layers, top to bottom: [`http`] (routing, decoding, wire types) → [`service`] (the use cases and
-//! every rule) → [`meta`] (the metadata trait and its SQLite implementation) and [`blob`] (the
-//! body-store trait and its filesystem implementation). [`server`] and [`admin`] wire them up
-//! for the binary's subcommands; [`client`] is `stowage login` and `stowage object`, a client of
-//! the API.
+//! Layers, top to bottom (nothing imports upward):
+//! - [`http`]: the front door: routing under `/api/v2`, request decoding, the wire's JSON names,
+//!   streamed uploads, operating endpoints (`/healthz`, `/readyz`, `/metrics`).
+//! - [`service`]: the use cases and their rules (authentication, permissions, quotas, set,
+//!   properties, list, delete, download jobs and zips, garbage collection) and the typed errors
+//!   with their sentences.
+//! - [`meta`]: the metadata store as four traits by concern ([`meta::Identities`],
+//!   [`meta::Objects`], [`meta::Jobs`], [`meta::Maintenance`]; `MetaStore` is their union), the
+//!   backend-neutral rules, and two backends: SQLite (embedded) and PostgreSQL (several servers).
+//! - [`blob`]: the body store ([`blob::BlobStore`]) with two backends: files in the data
+//!   directory with a small-body table beside them ([`blob::local`], [`blob::small`]), and any
+//!   S3-compatible bucket ([`blob::s3`]).
+//!
+//! Beside them: [`server`] opens a data directory and runs `stowage serve`; [`admin`] is
+//! `stowage admin`; [`client`] is `stowage login` and `stowage object`, a client of the API;
+//! [`fsck`] checks metadata against blobs; [`migrate`] copies a store from one configuration to
+//! another; [`bench`] is a load generator; [`config`] reads the configuration; [`key`] turns
+//! client strings into object keys and folder paths; [`ids`] holds the identifier types;
+//! `content` derives size, md5, MIME type and preview from a streaming body; [`crypto`] holds the
+//! server key, token sealing and signed download URLs.
+//!
+//! Items are `pub` only where `src/main.rs` or the integration tests in `tests/` need them;
+//! everything else is `pub(crate)` (`unreachable_pub` keeps it so).
+
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod backup;
@@ -12,7 +32,7 @@ pub mod bench;
 pub mod blob;
 pub mod client;
 pub mod config;
-pub mod content;
+pub(crate) mod content;
 pub mod crypto;
 pub mod fsck;
 pub mod http;

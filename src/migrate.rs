@@ -48,7 +48,7 @@ pub struct Side<'a> {
 pub struct Report {
     pub organizations: usize,
     pub users: usize,
-    pub memberships: usize,
+    pub(crate) memberships: usize,
     /// Objects copied in this run.
     pub copied: usize,
     /// Objects that were already in place (an earlier run).

@@ -172,18 +172,18 @@ pub async fn schema_versions(config: &Config) -> Result<SchemaVersions, ServeErr
 
 /// What the first start prints and writes to `initial-credentials.json`.
 #[derive(Debug, Serialize)]
-pub struct InitialCredentials {
+pub(crate) struct InitialCredentials {
     #[serde(rename = "userId")]
-    pub user_id: i64,
+    pub(crate) user_id: i64,
     #[serde(rename = "apiToken")]
-    pub api_token: String,
+    pub(crate) api_token: String,
     #[serde(rename = "organizationId")]
-    pub organization_id: String,
+    pub(crate) organization_id: String,
 }
 
 /// On a store without users, creates the first organization and an admin member with read,
 /// write and delete, and writes their credentials (mode 0600). Returns them when created.
-pub async fn bootstrap(config: &Config, opened: &Opened) -> Result<Option<InitialCredentials>, ServeError> {
+pub(crate) async fn bootstrap(config: &Config, opened: &Opened) -> Result<Option<InitialCredentials>, ServeError> {
     let now = now_ms();
     let token = generate_token();
     let sealing_key = opened.key.clone();
@@ -251,7 +251,7 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    pub fn from_config(config: &Config) -> ConnectionLimits {
+    pub(crate) fn from_config(config: &Config) -> ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
             body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),

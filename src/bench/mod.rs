@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-pub use report::{Percentiles, PrepareSummary, Report, Summary, Tally};
-pub use spec::{Op, Workload, parse_duration, parse_size, pick};
-pub use target::{Payload, Target, TargetConfig};
+use report::{PrepareSummary, Report, Tally};
+use spec::{Op, Workload, parse_duration, parse_size, pick};
+use target::{Payload, Target, TargetConfig};
 
 use crate::client::{Credentials, DEFAULT_URL};
 
 /// Which system to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TargetKind {
+pub(crate) enum TargetKind {
     /// stowage's Object Store API (--url and credentials).
     Stowage,
     /// An S3-compatible server (--endpoint, --bucket, --access-key, --secret-key).
@@ -38,7 +38,7 @@ pub enum TargetKind {
 
 /// How prepared objects are laid out under the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// `<prefix>/<i>`: one folder holding every object.
     Flat,
     /// `<prefix>/<i>/o`: one folder holding a folder per object.
@@ -49,96 +49,96 @@ pub enum Layout {
 pub struct BenchArgs {
     /// The system to drive.
     #[arg(long, value_enum, default_value = "stowage")]
-    pub target: TargetKind,
+    pub(crate) target: TargetKind,
     /// What the workers do.
     #[arg(long, value_enum, default_value = "set")]
-    pub workload: Workload,
+    pub(crate) workload: Workload,
     /// Concurrent connections (one worker each, requests back to back).
     #[arg(short = 'c', long, default_value_t = 16)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// How long to run (e.g. 10s, 2m); default 10s unless --ops is given.
     #[arg(long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Stop after this many operations in all (instead of a duration).
     #[arg(long, conflicts_with = "duration")]
-    pub ops: Option<u64>,
+    pub(crate) ops: Option<u64>,
     /// Run this long before measuring (with --duration).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    pub warmup: Duration,
+    pub(crate) warmup: Duration,
     /// Object size: 4096, 4KiB, 1GiB, 500MB … (bodies are streamed, never held whole).
     #[arg(long, value_parser = parse_size, default_value = "4KiB")]
-    pub size: u64,
+    pub(crate) size: u64,
     /// Upload this many objects before the measured run (what get, properties, delete, list
     /// and mixed work on).
     #[arg(long, default_value_t = 0)]
-    pub prepare: u64,
+    pub(crate) prepare: u64,
     /// This many objects already exist from an earlier --prepare with the same --prefix and
     /// --layout; use them without uploading.
     #[arg(long, default_value_t = 0, conflicts_with = "prepare")]
-    pub existing: u64,
+    pub(crate) existing: u64,
     /// Only prepare; measure nothing.
     #[arg(long)]
-    pub prepare_only: bool,
+    pub(crate) prepare_only: bool,
     /// Connections used to prepare (default: --concurrency).
     #[arg(long)]
-    pub prepare_concurrency: Option<usize>,
+    pub(crate) prepare_concurrency: Option<usize>,
     /// Size of prepared objects (default: --size).
     #[arg(long, value_parser = parse_size)]
-    pub prepare_size: Option<u64>,
+    pub(crate) prepare_size: Option<u64>,
     /// Layout of prepared objects.
     #[arg(long, value_enum, default_value = "flat")]
-    pub layout: Layout,
+    pub(crate) layout: Layout,
     /// Key prefix (default bench/<random>); may be empty for the root.
     #[arg(long)]
-    pub prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
     /// Folder that `list` reads (default: the prefix).
     #[arg(long)]
-    pub list_path: Option<String>,
+    pub(crate) list_path: Option<String>,
     /// Page that `list` reads: a number, or `random` for any page of the prepared objects.
     #[arg(long, default_value = "0")]
-    pub list_page: String,
+    pub(crate) list_page: String,
     /// Count an operation as failed after this long (default 60 s plus 1 s per 10 MB).
     #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Print the report as JSON.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// stowage: API base URL.
     #[arg(long, env = "STOWAGE_URL", default_value = DEFAULT_URL)]
-    pub url: String,
+    pub(crate) url: String,
     /// stowage: a JSON file with userId, apiToken, organizationId (initial-credentials.json).
     #[arg(long)]
-    pub credentials: Option<PathBuf>,
+    pub(crate) credentials: Option<PathBuf>,
     /// stowage: user id.
     #[arg(long, env = "STOWAGE_USER_ID")]
-    pub user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// stowage: API token.
     #[arg(long, env = "STOWAGE_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    pub(crate) api_token: Option<String>,
     /// stowage: organization id.
     #[arg(long, env = "STOWAGE_ORGANIZATION_ID")]
-    pub organization_id: Option<String>,
+    pub(crate) organization_id: Option<String>,
 
     /// s3: endpoint URL, e.g. http://127.0.0.1:8333.
     #[arg(long)]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// s3: bucket.
     #[arg(long)]
-    pub bucket: Option<String>,
+    pub(crate) bucket: Option<String>,
     /// s3: access key id.
     #[arg(long, env = "AWS_ACCESS_KEY_ID")]
-    pub access_key: Option<String>,
+    pub(crate) access_key: Option<String>,
     /// s3: secret access key.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
+    pub(crate) secret_key: Option<String>,
     /// s3: region.
     #[arg(long, default_value = "us-east-1")]
-    pub region: String,
+    pub(crate) region: String,
 
     /// raw-disk: the folder to write into.
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// The shape of `initial-credentials.json` (userId may be a number or a string).
@@ -485,7 +485,7 @@ pub async fn run(args: BenchArgs) -> Result<String, String> {
 }
 
 /// Runs a benchmark and returns its figures.
-pub async fn execute(args: &BenchArgs) -> Result<Report, String> {
+pub(crate) async fn execute(args: &BenchArgs) -> Result<Report, String> {
     let config = target_config(args)?;
     let concurrency = args.concurrency.max(1);
     let list_page = parse_page(&args.list_page)?;

@@ -11,11 +11,11 @@ const MAX_MICROS: u64 = 3_600_000_000;
 
 /// Latencies and counts of one kind of operation (or of all of them).
 #[derive(Debug, Clone)]
-pub struct Tally {
-    pub latency: Histogram<u64>,
-    pub ops: u64,
-    pub errors: u64,
-    pub bytes: u64,
+pub(crate) struct Tally {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) bytes: u64,
 }
 
 impl Default for Tally {
@@ -25,7 +25,7 @@ impl Default for Tally {
 }
 
 impl Tally {
-    pub fn new() -> Tally {
+    pub(crate) fn new() -> Tally {
         Tally {
             // Three significant figures: 0.1% resolution at any magnitude.
             latency: Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid histogram bounds"),
@@ -36,18 +36,18 @@ impl Tally {
     }
 
     /// A successful operation that took `elapsed` and moved `bytes` of object data.
-    pub fn success(&mut self, elapsed: Duration, bytes: u64) {
+    pub(crate) fn success(&mut self, elapsed: Duration, bytes: u64) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
         self.latency.saturating_record(micros);
         self.ops += 1;
         self.bytes += bytes;
     }
 
-    pub fn error(&mut self) {
+    pub(crate) fn error(&mut self) {
         self.errors += 1;
     }
 
-    pub fn merge(&mut self, other: &Tally) {
+    pub(crate) fn merge(&mut self, other: &Tally) {
         self.latency
             .add(&other.latency)
             .expect("histograms with the same bounds");
@@ -57,7 +57,7 @@ impl Tally {
     }
 
     /// The figures of this tally over a run of `elapsed`.
-    pub fn summary(&self, elapsed: Duration) -> Summary {
+    pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
         let seconds = elapsed.as_secs_f64().max(1e-9);
         Summary {
             ops: self.ops,
@@ -72,17 +72,17 @@ impl Tally {
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Percentiles {
-    pub mean: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
+pub(crate) struct Percentiles {
+    pub(crate) mean: f64,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+    pub(crate) max: f64,
 }
 
 impl Percentiles {
-    pub fn of(histogram: &Histogram<u64>) -> Percentiles {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Percentiles {
         if histogram.is_empty() {
             return Percentiles {
                 mean: 0.0,
@@ -107,46 +107,46 @@ impl Percentiles {
 
 /// The figures of one tally.
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub ops: u64,
-    pub errors: u64,
+pub(crate) struct Summary {
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
     /// Object bytes moved (uploaded or downloaded), not counting protocol overhead.
-    pub bytes: u64,
-    pub ops_per_s: f64,
+    pub(crate) bytes: u64,
+    pub(crate) ops_per_s: f64,
     /// Object bytes per second in decimal megabytes (1 MB = 1,000,000 bytes).
-    pub mb_per_s: f64,
-    pub latency_ms: Percentiles,
+    pub(crate) mb_per_s: f64,
+    pub(crate) latency_ms: Percentiles,
 }
 
 /// How the objects a workload needs were put in place.
 #[derive(Debug, Clone, Serialize)]
-pub struct PrepareSummary {
-    pub objects: u64,
-    pub connections: usize,
-    pub seconds: f64,
-    pub ops_per_s: f64,
-    pub errors: u64,
+pub(crate) struct PrepareSummary {
+    pub(crate) objects: u64,
+    pub(crate) connections: usize,
+    pub(crate) seconds: f64,
+    pub(crate) ops_per_s: f64,
+    pub(crate) errors: u64,
 }
 
 /// Everything a run reports.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub target: String,
-    pub workload: String,
-    pub concurrency: usize,
-    pub object_size: u64,
-    pub seconds: f64,
+pub(crate) struct Report {
+    pub(crate) target: String,
+    pub(crate) workload: String,
+    pub(crate) concurrency: usize,
+    pub(crate) object_size: u64,
+    pub(crate) seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prepare: Option<PrepareSummary>,
-    pub total: Summary,
+    pub(crate) prepare: Option<PrepareSummary>,
+    pub(crate) total: Summary,
     /// Per operation, when the workload mixes several.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub by_op: BTreeMap<String, Summary>,
+    pub(crate) by_op: BTreeMap<String, Summary>,
     /// The first few error messages.
-    pub error_samples: Vec<String>,
+    pub(crate) error_samples: Vec<String>,
     /// For list: the most entries one page returned.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub list_entries: Option<u64>,
+    pub(crate) list_entries: Option<u64>,
 }
 
 fn size_text(bytes: u64) -> String {
@@ -174,7 +174,7 @@ fn summary_line(label: &str, s: &Summary) -> String {
 }
 
 impl Report {
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut out = format!(
             "{} {} : {} connections, objects of {}, {:.2} s\n",
             self.target,

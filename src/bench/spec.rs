@@ -8,7 +8,7 @@ use serde::Serialize;
 /// One kind of operation a worker performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Op {
+pub(crate) enum Op {
     Set,
     Properties,
     Get,
@@ -17,9 +17,9 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [Op::Set, Op::Properties, Op::Get, Op::List, Op::Delete];
+    pub(crate) const ALL: [Op; 5] = [Op::Set, Op::Properties, Op::Get, Op::List, Op::Delete];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Op::Set => "set",
             Op::Properties => "properties",
@@ -29,7 +29,7 @@ impl Op {
         }
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -37,7 +37,7 @@ impl Op {
 /// What the workers do, chosen with `--workload`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Workload {
+pub(crate) enum Workload {
     /// Upload new objects (S3: PUT).
     Set,
     /// Metadata of a prepared object (S3: HEAD).
@@ -55,17 +55,17 @@ pub enum Workload {
 
 impl Workload {
     /// Whether the workload reads or removes objects that must exist first.
-    pub fn needs_objects(self) -> bool {
+    pub(crate) fn needs_objects(self) -> bool {
         !matches!(self, Workload::Set)
     }
 }
 
 /// Proportions of the mixed workload, in percent, in the order they are drawn.
-pub const MIXED: [(Op, u32); 4] = [(Op::Get, 45), (Op::Properties, 30), (Op::Set, 15), (Op::Delete, 10)];
+pub(crate) const MIXED: [(Op, u32); 4] = [(Op::Get, 45), (Op::Properties, 30), (Op::Set, 15), (Op::Delete, 10)];
 
 /// The operation for a draw `roll` in `0..100`: the mixed workload takes the first entry whose
 /// running total exceeds it; every other workload always does its one operation.
-pub fn pick(workload: Workload, roll: u32) -> Op {
+pub(crate) fn pick(workload: Workload, roll: u32) -> Op {
     match workload {
         Workload::Set => Op::Set,
         Workload::Properties => Op::Properties,
@@ -87,7 +87,7 @@ pub fn pick(workload: Workload, roll: u32) -> Op {
 
 /// A byte count: a plain integer, or a number with a unit (`4KiB`, `4 KiB`, `1GiB`, `500 MB`;
 /// `K`, `M`, `G` alone are binary, as with `dd`).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     if let Ok(n) = text.parse::<u64>() {
         return Ok(n);
@@ -113,7 +113,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// A duration: seconds as a plain number, or with a unit (`500ms`, `10s`, `2m`, `1h`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let bad = || format!("'{text}' is not a duration (try 10s, 500ms or 2m)");
     let split = text

@@ -15,17 +15,17 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, Retry
 use crate::client::{ApiClient, Credentials};
 
 /// Object bodies are cut from this many random bytes, shared by every request.
-pub const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 
 /// The bytes uploaded: `size` bytes made of slices of one random buffer, never held whole.
 #[derive(Clone)]
-pub struct Payload {
+pub(crate) struct Payload {
     chunk: Bytes,
     size: u64,
 }
 
 impl Payload {
-    pub fn new(size: u64) -> Payload {
+    pub(crate) fn new(size: u64) -> Payload {
         use rand::RngCore;
         let mut buffer = vec![0u8; CHUNK];
         rand::thread_rng().fill_bytes(&mut buffer);
@@ -35,12 +35,12 @@ impl Payload {
         }
     }
 
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
     /// The body as a sequence of slices of the shared buffer (cheap clones, no copies).
-    pub fn pieces(&self) -> impl Iterator<Item = Bytes> + Send + 'static {
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = Bytes> + Send + 'static {
         let chunk = self.chunk.clone();
         let size = self.size;
         let count = size.div_ceil(CHUNK as u64);
@@ -63,7 +63,7 @@ impl Payload {
 
 /// Connection settings for each kind of target.
 #[derive(Debug, Clone)]
-pub enum TargetConfig {
+pub(crate) enum TargetConfig {
     Stowage {
         credentials: Credentials,
         organization_id: String,
@@ -81,7 +81,7 @@ pub enum TargetConfig {
 }
 
 impl TargetConfig {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             TargetConfig::Stowage { .. } => "stowage",
             TargetConfig::S3 { .. } => "s3",
@@ -91,7 +91,7 @@ impl TargetConfig {
 
     /// One connection's worth of client: every worker gets its own, so a run with C workers
     /// holds exactly C keep-alive connections.
-    pub fn connect(&self) -> Result<Target, String> {
+    pub(crate) fn connect(&self) -> Result<Target, String> {
         match self {
             TargetConfig::Stowage {
                 credentials,
@@ -143,7 +143,7 @@ impl TargetConfig {
 }
 
 /// A connected client for one worker.
-pub enum Target {
+pub(crate) enum Target {
     Stowage { client: ApiClient, org: String },
     S3(Arc<AmazonS3>),
     RawDisk(PathBuf),
@@ -160,7 +160,7 @@ async fn drain(mut response: reqwest::Response) -> Result<u64, String> {
 
 impl Target {
     /// Opens the connection and checks the credentials before the clock starts.
-    pub async fn warm(&self) -> Result<(), String> {
+    pub(crate) async fn warm(&self) -> Result<(), String> {
         match self {
             Target::Stowage { client, .. } => client
                 .authenticate()
@@ -175,7 +175,7 @@ impl Target {
     }
 
     /// Uploads `payload` under `key`. Returns the object bytes sent.
-    pub async fn set(&self, key: &str, payload: &Payload) -> Result<u64, String> {
+    pub(crate) async fn set(&self, key: &str, payload: &Payload) -> Result<u64, String> {
         match self {
             Target::Stowage { client, org } => {
                 client
@@ -204,7 +204,7 @@ impl Target {
     }
 
     /// Reads an object's metadata. Returns 0 (no object bytes move).
-    pub async fn properties(&self, key: &str) -> Result<u64, String> {
+    pub(crate) async fn properties(&self, key: &str) -> Result<u64, String> {
         match self {
             Target::Stowage { client, org } => {
                 client.properties(org, key).await.map_err(|e| e.to_string())?;
@@ -221,7 +221,7 @@ impl Target {
 
     /// Downloads an object to its end (stowage: a job, then a GET of its URL). Returns the bytes
     /// received (for stowage, the zip).
-    pub async fn get(&self, key: &str) -> Result<u64, String> {
+    pub(crate) async fn get(&self, key: &str) -> Result<u64, String> {
         match self {
             Target::Stowage { client, org } => {
                 let url = client
@@ -257,7 +257,7 @@ impl Target {
     }
 
     /// Lists the first page (up to 1000 entries) of `folder`. Returns 0.
-    pub async fn list(&self, folder: &str, page: u64) -> Result<(u64, usize), String> {
+    pub(crate) async fn list(&self, folder: &str, page: u64) -> Result<(u64, usize), String> {
         match self {
             Target::Stowage { client, org } => {
                 let listed = client.list_page(org, folder, page).await.map_err(|e| e.to_string())?;
@@ -279,7 +279,7 @@ impl Target {
     }
 
     /// Deletes an object. Returns 0.
-    pub async fn delete(&self, key: &str) -> Result<u64, String> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<u64, String> {
         match self {
             Target::Stowage { client, org } => {
                 client.delete(org, key).await.map_err(|e| e.to_string())?;
@@ -321,7 +321,7 @@ fn durable_write(dir: &Path, key: &str, payload: &Payload) -> std::io::Result<()
 }
 
 /// How long a client waits before counting an operation as failed.
-pub fn default_timeout(size: u64) -> Duration {
+pub(crate) fn default_timeout(size: u64) -> Duration {
     // 60 s, plus a second for every 10 MB (a slow disk at 10 MB/s still finishes).
     Duration::from_secs(60 + size / 10_000_000)
 }

@@ -66,7 +66,7 @@ impl From<std::io::Error> for BlobError {
 
 impl BlobError {
     /// A failed request: `what` names it (the operation and the blob), `source` says why.
-    pub fn store(what: impl Into<String>, source: impl Into<BoxError>) -> BlobError {
+    pub(crate) fn store(what: impl Into<String>, source: impl Into<BoxError>) -> BlobError {
         BlobError::Store {
             what: what.into(),
             source: source.into(),
@@ -92,9 +92,9 @@ pub trait BlobWriter: Send {
 #[derive(Debug, Clone)]
 pub struct StoredBlob {
     pub id: BlobId,
-    pub size: u64,
+    pub(crate) size: u64,
     /// When its body was last written.
-    pub written: std::time::SystemTime,
+    pub(crate) written: std::time::SystemTime,
 }
 
 #[async_trait]

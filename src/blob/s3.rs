@@ -43,13 +43,15 @@ use super::{BlobError, BlobStore, BlobStream, BlobWriter, StoredBlob};
 use crate::ids::BlobId;
 
 /// The part size of multipart uploads, and the largest body sent with a single `PUT`.
-pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's smallest part (all but the last one); [`S3Blobs::with_part_size`] never goes below it.
-pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+#[cfg(test)]
+pub(crate) const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// S3's largest part.
-pub const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
+#[cfg(test)]
+pub(crate) const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 /// Part requests one writer keeps running while it fills the next part.
-pub const MAX_PARTS_IN_FLIGHT: usize = 2;
+pub(crate) const MAX_PARTS_IN_FLIGHT: usize = 2;
 
 /// Memory is claimed in blocks of this size while a part fills, so a small body costs little.
 const BUFFER_BLOCK: usize = 64 * 1024;
@@ -198,28 +200,26 @@ impl S3Blobs {
 
     /// Sets the multipart part size (clamped to S3's limits, 5 MiB to 5 GiB). A body of up to one
     /// part goes up in a single `PUT`; a writer holds at most `(MAX_PARTS_IN_FLIGHT + 1)` parts.
-    pub fn with_part_size(mut self, bytes: usize) -> S3Blobs {
+    #[cfg(test)]
+    pub(crate) fn with_part_size(mut self, bytes: usize) -> S3Blobs {
         self.part_size = bytes.clamp(MIN_PART_SIZE, MAX_PART_SIZE);
         self
     }
 
-    pub fn part_size(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn part_size(&self) -> usize {
         self.part_size
     }
 
     /// The most body bytes one writer holds in memory at once.
-    pub fn writer_memory_bound(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn writer_memory_bound(&self) -> usize {
         (MAX_PARTS_IN_FLIGHT + 1) * self.part_size
-    }
-
-    /// Where the blobs are, for logs: `s3://bucket/prefix/blobs at endpoint`.
-    pub fn location(&self) -> &str {
-        &self.location
     }
 
     /// One cheap request (a one-level listing of the blob folder), so that a wrong endpoint,
     /// bucket or key shows at start rather than at the first upload.
-    pub async fn check(&self) -> Result<(), BlobError> {
+    pub(crate) async fn check(&self) -> Result<(), BlobError> {
         match self.store.list_with_delimiter(Some(&self.root)).await {
             Ok(_) => Ok(()),
             // `object_store` reports a listing's 404 as a generic error; S3's code says which.

@@ -20,7 +20,7 @@ use crate::ids::BlobId;
 use crate::schema::{SchemaError, Step, Version};
 
 /// Bodies up to this size are kept in the table.
-pub const DEFAULT_THRESHOLD: usize = 16 * 1024;
+pub(crate) const DEFAULT_THRESHOLD: usize = 16 * 1024;
 /// Most bodies committed in one transaction.
 const MAX_BATCH: usize = 256;
 
@@ -155,7 +155,7 @@ pub fn retain_only(db: &Path, keep: &std::collections::HashSet<String>) -> Resul
 
 impl SmallAndLocalBlobs {
     /// Opens the blob directory (see [`LocalBlobs::open`]) and its small-body table.
-    pub fn open(root: &Path, threshold: usize) -> Result<SmallAndLocalBlobs, BlobError> {
+    pub(crate) fn open(root: &Path, threshold: usize) -> Result<SmallAndLocalBlobs, BlobError> {
         let files = Arc::new(LocalBlobs::open(root)?);
         Self::with_files(root, files, threshold)
     }
@@ -185,7 +185,8 @@ impl SmallAndLocalBlobs {
     }
 
     /// Files in the upload staging area (see [`LocalBlobs::unfinished_uploads`]).
-    pub fn unfinished_uploads(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn unfinished_uploads(&self) -> usize {
         self.files.unfinished_uploads()
     }
 

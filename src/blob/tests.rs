@@ -76,18 +76,18 @@ mod memory {
     }
 
     /// The most bytes this thread held at once (allocated and not yet freed) since `start`.
-    pub struct Watermark {
+    pub(crate) struct Watermark {
         base: isize,
     }
 
     impl Watermark {
-        pub fn start() -> Watermark {
+        pub(crate) fn start() -> Watermark {
             let base = LIVE.with(Cell::get);
             PEAK.with(|peak| peak.set(base));
             Watermark { base }
         }
 
-        pub fn peak(&self) -> usize {
+        pub(crate) fn peak(&self) -> usize {
             usize::try_from(PEAK.with(Cell::get) - self.base).unwrap_or(0)
         }
     }

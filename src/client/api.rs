@@ -64,49 +64,49 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Who is calling, and where.
 #[derive(Debug, Clone)]
-pub struct Credentials {
-    pub url: String,
-    pub user_id: String,
-    pub api_token: String,
+pub(crate) struct Credentials {
+    pub(crate) url: String,
+    pub(crate) user_id: String,
+    pub(crate) api_token: String,
 }
 
 /// Object metadata as `/object/properties` returns it.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct Metadata {
-    pub key: String,
-    pub modified: String,
-    pub created: String,
-    pub size: u64,
-    pub md5: String,
-    pub mime: String,
-    pub preview: Option<String>,
+pub(crate) struct Metadata {
+    pub(crate) key: String,
+    pub(crate) modified: String,
+    pub(crate) created: String,
+    pub(crate) size: u64,
+    pub(crate) md5: String,
+    pub(crate) mime: String,
+    pub(crate) preview: Option<String>,
 }
 
 /// One entry of `/object/list`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct ListedObject {
-    pub key: String,
-    pub name: String,
+pub(crate) struct ListedObject {
+    pub(crate) key: String,
+    pub(crate) name: String,
     #[serde(default)]
-    pub modified: Option<String>,
+    pub(crate) modified: Option<String>,
     #[serde(default)]
-    pub mime: Option<String>,
+    pub(crate) mime: Option<String>,
     #[serde(default)]
-    pub folder: bool,
+    pub(crate) folder: bool,
     #[serde(default)]
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct ListPage {
+pub(crate) struct ListPage {
     #[serde(default)]
-    pub objects: Vec<ListedObject>,
+    pub(crate) objects: Vec<ListedObject>,
     #[serde(default, rename = "totalPages")]
-    pub total_pages: Option<u64>,
+    pub(crate) total_pages: Option<u64>,
     #[serde(default, rename = "objectStorageUsed")]
-    pub used: Option<u64>,
+    pub(crate) used: Option<u64>,
     #[serde(default, rename = "objectStorageUsedHuman")]
-    pub used_human: Option<String>,
+    pub(crate) used_human: Option<String>,
 }
 
 /// The part of every answer that says whether it succeeded; the rest is skipped unread.
@@ -116,18 +116,21 @@ struct Envelope {
     errors: Option<Value>,
 }
 
-pub struct ApiClient {
+pub(crate) struct ApiClient {
     credentials: Credentials,
     http: reqwest::Client,
 }
 
 impl ApiClient {
-    pub fn new(credentials: Credentials) -> Result<ApiClient, ClientError> {
+    pub(crate) fn new(credentials: Credentials) -> Result<ApiClient, ClientError> {
         ApiClient::with_ca(credentials, None)
     }
 
     /// A client that also trusts the certificate authorities in the PEM file `ca_cert`.
-    pub fn with_ca(credentials: Credentials, ca_cert: Option<&std::path::Path>) -> Result<ApiClient, ClientError> {
+    pub(crate) fn with_ca(
+        credentials: Credentials,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<ApiClient, ClientError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .tcp_nodelay(true);
@@ -222,12 +225,12 @@ impl ApiClient {
         })
     }
 
-    pub async fn post(&self, endpoint: &str, payload: Value) -> Result<Value, ClientError> {
+    pub(crate) async fn post(&self, endpoint: &str, payload: Value) -> Result<Value, ClientError> {
         self.post_as(endpoint, payload).await
     }
 
     /// Posts `payload` and reads the answer into `T`.
-    pub async fn post_as<T: DeserializeOwned>(&self, endpoint: &str, payload: Value) -> Result<T, ClientError> {
+    pub(crate) async fn post_as<T: DeserializeOwned>(&self, endpoint: &str, payload: Value) -> Result<T, ClientError> {
         let url = self.url(endpoint);
         let response = self
             .signed(self.http.post(&url))
@@ -241,7 +244,7 @@ impl ApiClient {
         ApiClient::answer_as(&url, response).await
     }
 
-    pub async fn authenticate(&self) -> Result<(), ClientError> {
+    pub(crate) async fn authenticate(&self) -> Result<(), ClientError> {
         let url = self.url("authenticate");
         let response = self
             .signed(self.http.post(&url))
@@ -255,7 +258,13 @@ impl ApiClient {
     }
 
     /// Uploads a body (streamed; `length` when known).
-    pub async fn set(&self, org: &str, key: &str, body: reqwest::Body, length: Option<u64>) -> Result<(), ClientError> {
+    pub(crate) async fn set(
+        &self,
+        org: &str,
+        key: &str,
+        body: reqwest::Body,
+        length: Option<u64>,
+    ) -> Result<(), ClientError> {
         let url = self.url("object/set");
         let file_name = key.rsplit('/').next().unwrap_or(key).to_owned();
         let part = match length {
@@ -279,7 +288,7 @@ impl ApiClient {
         ApiClient::answer(&url, response).await.map(|_| ())
     }
 
-    pub async fn properties(&self, org: &str, key: &str) -> Result<Metadata, ClientError> {
+    pub(crate) async fn properties(&self, org: &str, key: &str) -> Result<Metadata, ClientError> {
         let body = self
             .post("object/properties", json!({ "organizationId": org, "key": key }))
             .await?;
@@ -292,13 +301,13 @@ impl ApiClient {
         })
     }
 
-    pub async fn delete(&self, org: &str, key: &str) -> Result<(), ClientError> {
+    pub(crate) async fn delete(&self, org: &str, key: &str) -> Result<(), ClientError> {
         self.post("object/delete", json!({ "organizationId": org, "key": key }))
             .await
             .map(|_| ())
     }
 
-    pub async fn list_page(&self, org: &str, path: &str, page: u64) -> Result<ListPage, ClientError> {
+    pub(crate) async fn list_page(&self, org: &str, path: &str, page: u64) -> Result<ListPage, ClientError> {
         self.post_as(
             "object/list",
             json!({ "organizationId": org, "path": path, "page": page }),
@@ -307,7 +316,7 @@ impl ApiClient {
     }
 
     /// Runs a download job to its URL: creates it, then polls every 3 s for up to 5 minutes.
-    pub async fn download_url(&self, org: &str, keys: &[String]) -> Result<String, ClientError> {
+    pub(crate) async fn download_url(&self, org: &str, keys: &[String]) -> Result<String, ClientError> {
         let mut body = self
             .post("object/get", json!({ "organizationId": org, "keys": keys }))
             .await?;
@@ -334,7 +343,7 @@ impl ApiClient {
     }
 
     /// Starts a plain GET of a download URL (no auth: the URL carries its own token).
-    pub async fn fetch(&self, url: &str) -> Result<reqwest::Response, ClientError> {
+    pub(crate) async fn fetch(&self, url: &str) -> Result<reqwest::Response, ClientError> {
         let response = self.http.get(url).send().await.map_err(|source| ClientError::Network {
             url: url.to_owned(),
             cause: source,

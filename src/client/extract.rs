@@ -9,7 +9,7 @@ use super::ClientError;
 use crate::key::Key;
 
 /// The relative path an entry name may be written to, or `None` when it is unsafe.
-pub fn safe_relative_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn safe_relative_path(name: &str) -> Option<PathBuf> {
     if name.is_empty() || name.contains('\0') || name.starts_with('/') || name.starts_with('\\') {
         return None;
     }
@@ -27,7 +27,7 @@ pub fn safe_relative_path(name: &str) -> Option<PathBuf> {
 
 /// Extracts every file entry of `archive` under `destination`; returns the names written.
 /// Every name is checked before anything is written: an unsafe archive writes nothing.
-pub fn extract_zip(archive: &Path, destination: &Path) -> Result<Vec<String>, ClientError> {
+pub(crate) fn extract_zip(archive: &Path, destination: &Path) -> Result<Vec<String>, ClientError> {
     let mut zip = zip::ZipArchive::new(File::open(archive)?)?;
     let mut targets = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
@@ -57,7 +57,7 @@ pub fn extract_zip(archive: &Path, destination: &Path) -> Result<Vec<String>, Cl
 }
 
 /// Copies the entry named by `key` (normalized like the server does) to `out`.
-pub fn copy_single_entry(archive: &Path, key: &str, out: &mut dyn Write) -> Result<(), ClientError> {
+pub(crate) fn copy_single_entry(archive: &Path, key: &str, out: &mut dyn Write) -> Result<(), ClientError> {
     let wanted = Key::parse(key).map_err(|e| ClientError::Usage(e.to_string()))?;
     let mut zip = zip::ZipArchive::new(File::open(archive)?)?;
     if zip.len() != 1 {

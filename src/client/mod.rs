@@ -3,7 +3,7 @@
 //! credentials file that `stowage login` writes. Large transfers show a progress bar on an
 //! interactive terminal and none when output is piped.
 
-pub mod api;
+pub(crate) mod api;
 mod extract;
 
 use std::io::{IsTerminal, Write};
@@ -16,12 +16,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-pub use api::{ApiClient, ClientError, Credentials};
+pub use api::ClientError;
+pub(crate) use api::{ApiClient, Credentials};
 
 use crate::content::human_size;
 
 /// Where clients go when nothing says otherwise.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:5612/api/v2";
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:5612/api/v2";
 /// Transfers at least this large get a progress bar on a terminal.
 const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
 
@@ -30,16 +31,16 @@ const PROGRESS_THRESHOLD: u64 = 4 * 1024 * 1024;
 pub struct ConnectionArgs {
     /// API base URL (env STOWAGE_URL; default http://127.0.0.1:5612/api/v2).
     #[arg(long, global = true)]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// User id (env STOWAGE_USER_ID).
     #[arg(long, global = true)]
-    pub user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     /// API token (env STOWAGE_API_TOKEN).
     #[arg(long, global = true)]
-    pub api_token: Option<String>,
+    pub(crate) api_token: Option<String>,
     /// Organization id (env STOWAGE_ORGANIZATION_ID).
     #[arg(long, global = true)]
-    pub organization_id: Option<String>,
+    pub(crate) organization_id: Option<String>,
     /// Credentials file (env STOWAGE_CREDENTIALS; default ~/.config/stowage/credentials.json).
     #[arg(long, global = true)]
     pub credentials_file: Option<PathBuf>,
@@ -98,14 +99,14 @@ pub enum ObjectCommand {
 
 /// What `stowage login` stores (mode 0600).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SavedCredentials {
-    pub url: Option<String>,
+pub(crate) struct SavedCredentials {
+    pub(crate) url: Option<String>,
     #[serde(rename = "userId")]
-    pub user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     #[serde(rename = "apiToken")]
-    pub api_token: Option<String>,
+    pub(crate) api_token: Option<String>,
     #[serde(rename = "organizationId")]
-    pub organization_id: Option<String>,
+    pub(crate) organization_id: Option<String>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -113,7 +114,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl ConnectionArgs {
-    pub fn credentials_path(&self) -> PathBuf {
+    pub(crate) fn credentials_path(&self) -> PathBuf {
         if let Some(path) = &self.credentials_file {
             return path.clone();
         }
@@ -138,7 +139,7 @@ impl ConnectionArgs {
     }
 
     /// Flags, then environment, then the credentials file.
-    pub fn resolve(&self) -> Result<(Credentials, Option<String>), ClientError> {
+    pub(crate) fn resolve(&self) -> Result<(Credentials, Option<String>), ClientError> {
         let saved = self.saved()?;
         let pick = |flag: &Option<String>, var: &str, file: &Option<String>| {
             flag.clone().or_else(|| env(var)).or_else(|| file.clone())

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 /// Why a body could not be decoded at all (HTTP 400).
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     #[error("The request body is not valid JSON: {0}")]
     Json(String),
     #[error("The request body must be a JSON object")]
@@ -20,7 +20,7 @@ pub enum BodyError {
 /// A field that is missing or cannot be read as what the endpoint needs (an ordinary failure:
 /// HTTP 200, `success: false`).
 #[derive(Debug, thiserror::Error)]
-pub enum FieldError {
+pub(crate) enum FieldError {
     #[error("Missing required field '{0}'")]
     Missing(&'static str),
     #[error("Invalid field '{field}': {reason}")]
@@ -29,10 +29,10 @@ pub enum FieldError {
 
 /// The decoded fields of a request.
 #[derive(Debug, Default)]
-pub struct Fields(Map<String, Value>);
+pub(crate) struct Fields(Map<String, Value>);
 
 impl Fields {
-    pub fn from_json(body: &[u8]) -> Result<Fields, BodyError> {
+    pub(crate) fn from_json(body: &[u8]) -> Result<Fields, BodyError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Fields::default());
         }
@@ -45,7 +45,7 @@ impl Fields {
     }
 
     /// Form pairs; a name given more than once becomes a list.
-    pub fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Fields {
+    pub(crate) fn from_pairs<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Fields {
         let mut map = Map::new();
         for (name, value) in pairs {
             match map.get_mut(&name) {
@@ -62,12 +62,12 @@ impl Fields {
         Fields(map)
     }
 
-    pub fn from_form(body: &[u8]) -> Fields {
+    pub(crate) fn from_form(body: &[u8]) -> Fields {
         Fields::from_pairs(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())))
     }
 
     /// Decodes by content type; without one, JSON is tried, then a form.
-    pub fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Fields, BodyError> {
+    pub(crate) fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Fields, BodyError> {
         let essence = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
         match essence.as_deref() {
             Some("application/x-www-form-urlencoded") => Ok(Fields::from_form(body)),
@@ -91,7 +91,7 @@ impl Fields {
     }
 
     /// A single text value; numbers are taken as their decimal text.
-    pub fn text(&self, name: &'static str) -> Result<Option<String>, FieldError> {
+    pub(crate) fn text(&self, name: &'static str) -> Result<Option<String>, FieldError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -107,12 +107,12 @@ impl Fields {
         }
     }
 
-    pub fn required_text(&self, name: &'static str) -> Result<String, FieldError> {
+    pub(crate) fn required_text(&self, name: &'static str) -> Result<String, FieldError> {
         self.text(name)?.ok_or(FieldError::Missing(name))
     }
 
     /// A list of strings; a single string is a list of one.
-    pub fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, FieldError> {
+    pub(crate) fn text_list(&self, name: &'static str) -> Result<Option<Vec<String>>, FieldError> {
         let invalid = || FieldError::Invalid {
             field: name,
             reason: "it must be a list of strings".into(),
@@ -130,7 +130,7 @@ impl Fields {
     }
 
     /// A page number: a non-negative integer (or its decimal text); absent means 0.
-    pub fn page(&self, name: &'static str) -> Result<u64, FieldError> {
+    pub(crate) fn page(&self, name: &'static str) -> Result<u64, FieldError> {
         let invalid = || FieldError::Invalid {
             field: name,
             reason: "it must be a non-negative integer".into(),
@@ -144,7 +144,7 @@ impl Fields {
         }
     }
 
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         !matches!(self.0.get(name), None | Some(Value::Null))
     }
 }

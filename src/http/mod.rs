@@ -2,10 +2,10 @@
 //! error → response mapping and panic catching. Handlers are thin: they decode, call the
 //! [`Service`], and encode with the wire types.
 
-pub mod fields;
+pub(crate) mod fields;
 mod ops;
 mod upload;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ pub struct AppState {
 
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error(transparent)]
     Service(#[from] ServiceError),
     #[error(transparent)]
@@ -169,12 +169,12 @@ pub fn app(state: AppState) -> Router {
 
 /// The address a request reached (this server's side of the connection).
 #[derive(Debug, Clone, Copy)]
-pub struct LocalAddr(pub SocketAddr);
+pub(crate) struct LocalAddr(pub(crate) SocketAddr);
 
 /// Readies a request for the router: collapses runs of `/` in its path, records the client's
 /// address (through trusted proxies) and the local address, and makes its body fail after
 /// `body_idle_timeout` without data.
-pub fn prepare_request(
+pub(crate) fn prepare_request(
     request: Request,
     peer: SocketAddr,
     local: SocketAddr,

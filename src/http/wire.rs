@@ -9,13 +9,13 @@ use crate::meta::{ListEntry, Millis, ObjectMeta};
 use crate::service::{DownloadTicket, Listing};
 
 /// RFC 3339, UTC, milliseconds: `2021-11-26T15:18:27.693Z`.
-pub fn format_time(ms: Millis) -> String {
+pub(crate) fn format_time(ms: Millis) -> String {
     WireTime(ms).to_string()
 }
 
 /// A time as the wire shows it ([`format_time`]), written without an intermediate string.
 #[derive(Clone, Copy)]
-pub struct WireTime(pub Millis);
+pub(crate) struct WireTime(pub(crate) Millis);
 
 impl fmt::Display for WireTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -46,20 +46,20 @@ impl Serialize for WireTime {
 }
 
 #[derive(Serialize)]
-pub struct Outcome {
-    pub success: bool,
-    pub errors: Vec<String>,
+pub(crate) struct Outcome {
+    pub(crate) success: bool,
+    pub(crate) errors: Vec<String>,
 }
 
 impl Outcome {
-    pub fn ok() -> Outcome {
+    pub(crate) fn ok() -> Outcome {
         Outcome {
             success: true,
             errors: Vec::new(),
         }
     }
 
-    pub fn failed(message: String) -> Outcome {
+    pub(crate) fn failed(message: String) -> Outcome {
         Outcome {
             success: false,
             errors: vec![message],
@@ -68,21 +68,21 @@ impl Outcome {
 }
 
 #[derive(Serialize)]
-pub struct Metadata {
-    pub key: String,
-    pub modified: String,
-    pub created: String,
-    pub size: u64,
-    pub md5: String,
-    pub mime: String,
-    pub preview: Option<String>,
+pub(crate) struct Metadata {
+    pub(crate) key: String,
+    pub(crate) modified: String,
+    pub(crate) created: String,
+    pub(crate) size: u64,
+    pub(crate) md5: String,
+    pub(crate) mime: String,
+    pub(crate) preview: Option<String>,
 }
 
 #[derive(Serialize)]
-pub struct PropertiesResponse {
-    pub success: bool,
-    pub errors: Vec<String>,
-    pub metadata: Metadata,
+pub(crate) struct PropertiesResponse {
+    pub(crate) success: bool,
+    pub(crate) errors: Vec<String>,
+    pub(crate) metadata: Metadata,
 }
 
 impl From<ObjectMeta> for PropertiesResponse {
@@ -104,12 +104,12 @@ impl From<ObjectMeta> for PropertiesResponse {
 }
 
 #[derive(Serialize)]
-pub struct JobResponse {
-    pub success: bool,
-    pub errors: Vec<String>,
+pub(crate) struct JobResponse {
+    pub(crate) success: bool,
+    pub(crate) errors: Vec<String>,
     #[serde(rename = "jobId")]
-    pub job_id: String,
-    pub url: Option<String>,
+    pub(crate) job_id: String,
+    pub(crate) url: Option<String>,
 }
 
 impl From<DownloadTicket> for JobResponse {
@@ -173,7 +173,7 @@ impl Serialize for ListObjects<'_> {
 }
 
 #[derive(Serialize)]
-pub struct ListResponse<'a> {
+pub(crate) struct ListResponse<'a> {
     success: bool,
     errors: [&'a str; 0],
     path: &'a str,
@@ -189,7 +189,7 @@ pub struct ListResponse<'a> {
 
 impl<'a> ListResponse<'a> {
     /// `path_as_sent` is the request's path exactly as given (`None` or empty for the root).
-    pub fn new(path_as_sent: Option<&'a str>, listing: &'a Listing) -> ListResponse<'a> {
+    pub(crate) fn new(path_as_sent: Option<&'a str>, listing: &'a Listing) -> ListResponse<'a> {
         let echoed = match path_as_sent {
             Some(p) if !p.is_empty() => p,
             _ => "/",
@@ -210,7 +210,7 @@ impl<'a> ListResponse<'a> {
     }
 
     /// About how many bytes the JSON takes, to size the response buffer once.
-    pub fn size_hint(&self) -> usize {
+    pub(crate) fn size_hint(&self) -> usize {
         let per_entry = 150 + 2 * self.objects.prefix.len();
         256 + self
             .objects

@@ -76,10 +76,10 @@ pub type Millis = i64;
 /// Read, write and delete, plus the admin flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Permissions {
-    pub read: bool,
-    pub write: bool,
-    pub delete: bool,
-    pub admin: bool,
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+    pub(crate) delete: bool,
+    pub(crate) admin: bool,
 }
 
 impl Permissions {
@@ -91,7 +91,7 @@ impl Permissions {
     };
 
     /// Parses `read,write,delete` (any subset, any order; `admin` also accepted).
-    pub fn parse(list: &str) -> Result<Permissions, String> {
+    pub(crate) fn parse(list: &str) -> Result<Permissions, String> {
         let mut p = Permissions::default();
         for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match word {
@@ -105,7 +105,7 @@ impl Permissions {
         Ok(p)
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut words = Vec::new();
         for (on, word) in [
             (self.read, "read"),
@@ -127,69 +127,69 @@ impl Permissions {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Organization {
-    pub id: OrgId,
-    pub name: String,
+    pub(crate) id: OrgId,
+    pub(crate) name: String,
     /// Per-organization overrides; `None` means the configured default.
-    pub max_bytes: Option<u64>,
-    pub max_files: Option<u64>,
-    pub usage: Usage,
-    pub created: Millis,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) max_files: Option<u64>,
+    pub(crate) usage: Usage,
+    pub(crate) created: Millis,
 }
 
 #[derive(Debug, Clone)]
 pub struct User {
-    pub id: UserId,
-    pub name: String,
-    pub token: SealedToken,
-    pub disabled: bool,
-    pub created: Millis,
+    pub(crate) id: UserId,
+    pub(crate) name: String,
+    pub(crate) token: SealedToken,
+    pub(crate) disabled: bool,
+    pub(crate) created: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
-    pub org: OrgId,
-    pub user: UserId,
-    pub permissions: Permissions,
+    pub(crate) org: OrgId,
+    pub(crate) user: UserId,
+    pub(crate) permissions: Permissions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
-    pub bytes: u64,
-    pub files: u64,
+    pub(crate) bytes: u64,
+    pub(crate) files: u64,
 }
 
 /// The quota that applies to one write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
-    pub max_bytes: u64,
-    pub max_files: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_files: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
-    pub key: Key,
-    pub size: u64,
-    pub md5: String,
-    pub mime: String,
-    pub preview: Option<String>,
-    pub created: Millis,
-    pub modified: Millis,
-    pub blob: BlobId,
+    pub(crate) key: Key,
+    pub(crate) size: u64,
+    pub(crate) md5: String,
+    pub(crate) mime: String,
+    pub(crate) preview: Option<String>,
+    pub(crate) created: Millis,
+    pub(crate) modified: Millis,
+    pub(crate) blob: BlobId,
 }
 
 /// A stored object as `put_object` receives it.
 #[derive(Debug, Clone)]
 pub struct NewObject {
-    pub key: Key,
-    pub size: u64,
-    pub md5: String,
-    pub mime: String,
-    pub preview: Option<String>,
-    pub blob: BlobId,
-    pub now: Millis,
+    pub(crate) key: Key,
+    pub(crate) size: u64,
+    pub(crate) md5: String,
+    pub(crate) mime: String,
+    pub(crate) preview: Option<String>,
+    pub(crate) blob: BlobId,
+    pub(crate) now: Millis,
     /// Set only by `stowage migrate`: the object's original creation time. `now` is then its
     /// original modification time, kept as is rather than stamped with the clock.
-    pub created: Option<Millis>,
+    pub(crate) created: Option<Millis>,
 }
 
 /// Why a write was refused; each is an ordinary failure.
@@ -222,35 +222,35 @@ pub enum DeleteOutcome {
 /// One entry of a listing page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListEntry {
-    pub name: String,
-    pub is_folder: bool,
-    pub size: u64,
-    pub mime: String,
-    pub modified: Millis,
+    pub(crate) name: String,
+    pub(crate) is_folder: bool,
+    pub(crate) size: u64,
+    pub(crate) mime: String,
+    pub(crate) modified: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListPage {
-    pub entries: Vec<ListEntry>,
+    pub(crate) entries: Vec<ListEntry>,
     /// Direct children in all: folders plus files.
-    pub total_entries: u64,
+    pub(crate) total_entries: u64,
 }
 
 /// One file inside a download job, pinned to the blob it had when the job was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobEntry {
-    pub key: Key,
-    pub blob: BlobId,
-    pub size: u64,
-    pub modified: Millis,
+    pub(crate) key: Key,
+    pub(crate) blob: BlobId,
+    pub(crate) size: u64,
+    pub(crate) modified: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    pub id: JobId,
-    pub org: OrgId,
-    pub created: Millis,
-    pub expires: Millis,
+    pub(crate) id: JobId,
+    pub(crate) org: OrgId,
+    pub(crate) created: Millis,
+    pub(crate) expires: Millis,
 }
 
 /// Held by `stowage backup` while it copies the bodies a metadata snapshot names: while it lives,

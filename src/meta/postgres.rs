@@ -38,7 +38,7 @@ use super::rules::*;
 use super::*;
 
 /// Connections each server keeps to the database at most.
-pub const DEFAULT_POOL_SIZE: usize = 16;
+pub(crate) const DEFAULT_POOL_SIZE: usize = 16;
 
 /// Advisory lock that serializes schema creation across servers starting at once.
 const SCHEMA_LOCK: i64 = 0x7374_6f77_6167_6501;
@@ -94,7 +94,7 @@ impl From<deadpool_postgres::PoolError> for MetaError {
 
 /// The PostgreSQL metadata store: a pool of connections to one database that other servers may
 /// share.
-pub struct PostgresMeta {
+pub(crate) struct PostgresMeta {
     pool: Pool,
 }
 
@@ -113,12 +113,12 @@ impl PostgresMeta {
     /// Connects to `postgres://user:pass@host:port/db` (any form `tokio_postgres::Config`
     /// parses), creates the schema when it is missing and returns the store. The connection is
     /// not encrypted (`NoTls`).
-    pub async fn connect(url: &str) -> MetaResult<PostgresMeta> {
+    pub(crate) async fn connect(url: &str) -> MetaResult<PostgresMeta> {
         PostgresMeta::connect_with(url, DEFAULT_POOL_SIZE).await
     }
 
     /// Like [`PostgresMeta::connect`], with at most `max_connections` pooled connections.
-    pub async fn connect_with(url: &str, max_connections: usize) -> MetaResult<PostgresMeta> {
+    pub(crate) async fn connect_with(url: &str, max_connections: usize) -> MetaResult<PostgresMeta> {
         let meta = PostgresMeta::pool(url, max_connections)?;
         meta.create_schema().await?;
         Ok(meta)
@@ -126,7 +126,7 @@ impl PostgresMeta {
 
     /// The schema version of the database at `url`, read without changing anything (0: an
     /// empty database).
-    pub async fn schema_version(url: &str) -> MetaResult<crate::schema::Version> {
+    pub(crate) async fn schema_version(url: &str) -> MetaResult<crate::schema::Version> {
         let client = PostgresMeta::pool(url, 1)?.client().await?;
         crate::schema::postgres_version(&client, schema::STORE, schema::V1_TABLE)
             .await
@@ -175,7 +175,8 @@ impl PostgresMeta {
     }
 
     /// Closes the pool: later calls fail with [`MetaError::Closed`].
-    pub fn close(&self) {
+    #[cfg(test)]
+    pub(crate) fn close(&self) {
         self.pool.close();
     }
 
@@ -186,14 +187,14 @@ impl PostgresMeta {
     /// Holds off collection on every server sharing this database (see [`CollectionHold`]): an
     /// exclusive session advisory lock on a connection taken out of the pool, so that the lock
     /// goes when the hold is dropped or the process dies.
-    pub async fn hold_collection(&self) -> MetaResult<CollectionHold> {
+    pub(crate) async fn hold_collection(&self) -> MetaResult<CollectionHold> {
         let client = self.client().await?;
         client.execute("SELECT pg_advisory_lock($1)", &[&BACKUP_HOLD]).await?;
         Ok(CollectionHold::new(deadpool_postgres::Client::take(client)))
     }
 
     /// The whole store as one `REPEATABLE READ` transaction sees it (for `stowage backup`).
-    pub async fn snapshot(&self) -> MetaResult<Snapshot> {
+    pub(crate) async fn snapshot(&self) -> MetaResult<Snapshot> {
         let mut client = self.client().await?;
         let tx = snapshot(&mut client).await?;
         let mut out = Snapshot::default();

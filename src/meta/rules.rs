@@ -15,17 +15,17 @@ use crate::key::{FolderPath, Key};
 use super::{Millis, NewObject, Quota, Usage};
 
 /// A stored figure as the code counts it: a negative value (a damaged row) counts as zero.
-pub fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
 /// A figure as a database stores it: beyond `i64::MAX` it stays at `i64::MAX`.
-pub fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A count of rows (or a listing limit) as a database takes it.
-pub fn count_to_i64(v: usize) -> i64 {
+pub(crate) fn count_to_i64(v: usize) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -33,23 +33,23 @@ pub fn count_to_i64(v: usize) -> i64 {
 
 /// The object a key names before a put replaces it: what the put needs to know of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replaced {
-    pub size: u64,
-    pub created: Millis,
-    pub blob: String,
+pub(crate) struct Replaced {
+    pub(crate) size: u64,
+    pub(crate) created: Millis,
+    pub(crate) blob: String,
 }
 
 /// What a put adds to its organization's usage and to every folder above its key: signed bytes
 /// (an overwrite that shrinks takes bytes off) and files (1 for a new key, 0 for an overwrite).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PutDelta {
-    pub bytes: i64,
-    pub files: i64,
+pub(crate) struct PutDelta {
+    pub(crate) bytes: i64,
+    pub(crate) files: i64,
 }
 
 impl PutDelta {
     /// The change a body of `size` bytes makes, over the object it replaces (if any).
-    pub fn of(size: u64, replaced: Option<&Replaced>) -> PutDelta {
+    pub(crate) fn of(size: u64, replaced: Option<&Replaced>) -> PutDelta {
         match replaced {
             Some(old) => PutDelta {
                 bytes: to_i64(size).saturating_sub(to_i64(old.size)),
@@ -63,7 +63,7 @@ impl PutDelta {
     }
 
     /// The change to `folder`'s count of direct child files: only the key's own folder gains one.
-    pub fn child_files_in(&self, folder: &FolderPath, key: &Key) -> i64 {
+    pub(crate) fn child_files_in(&self, folder: &FolderPath, key: &Key) -> i64 {
         if folder.as_str() == key.parent_str() {
             self.files
         } else {
@@ -75,7 +75,7 @@ impl PutDelta {
 /// When a put is stamped: the caller's time, or the later of it and the store's clock at the
 /// moment the write holds its lock (so commit order and time order agree). A migrated object
 /// (`created` set) keeps its original time.
-pub fn write_time(object: &NewObject, store_clock: Millis) -> Millis {
+pub(crate) fn write_time(object: &NewObject, store_clock: Millis) -> Millis {
     if object.created.is_some() {
         object.now
     } else {
@@ -84,7 +84,7 @@ pub fn write_time(object: &NewObject, store_clock: Millis) -> Millis {
 }
 
 /// The creation time a put records: the replaced object's, or the migrated original, or now.
-pub fn creation_time(object: &NewObject, replaced: Option<&Replaced>, now: Millis) -> Millis {
+pub(crate) fn creation_time(object: &NewObject, replaced: Option<&Replaced>, now: Millis) -> Millis {
     match replaced {
         Some(old) => old.created,
         None => object.created.unwrap_or(now),
@@ -105,7 +105,7 @@ pub enum QuotaExceeded {
 /// The quota decision: a put that adds a file beyond `max_files`, or bytes beyond `max_bytes`, is
 /// refused (files first); reaching a limit exactly is allowed, and a put that adds nothing (an
 /// overwrite that does not grow) is never refused.
-pub fn check_quota(usage: Usage, quota: Quota, delta: PutDelta) -> Result<(), QuotaExceeded> {
+pub(crate) fn check_quota(usage: Usage, quota: Quota, delta: PutDelta) -> Result<(), QuotaExceeded> {
     let added_files = to_u64(delta.files);
     if added_files > 0 && usage.files.saturating_add(added_files) > quota.max_files {
         return Err(QuotaExceeded::Files {
@@ -126,24 +126,24 @@ pub fn check_quota(usage: Usage, quota: Quota, delta: PutDelta) -> Result<(), Qu
 
 /// A folder row a put creates (its bytes, files and time are the put's).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewFolder<'a> {
-    pub path: &'a FolderPath,
-    pub parent: Option<FolderPath>,
-    pub child_folders: i64,
-    pub child_files: i64,
+pub(crate) struct NewFolder<'a> {
+    pub(crate) path: &'a FolderPath,
+    pub(crate) parent: Option<FolderPath>,
+    pub(crate) child_folders: i64,
+    pub(crate) child_files: i64,
 }
 
 /// The folder rows a put creates, and the existing folders that gain a child folder.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FolderGrowth<'a> {
-    pub created: Vec<NewFolder<'a>>,
-    pub gaining_child: Vec<FolderPath>,
+pub(crate) struct FolderGrowth<'a> {
+    pub(crate) created: Vec<NewFolder<'a>>,
+    pub(crate) gaining_child: Vec<FolderPath>,
 }
 
 /// Given the ancestors of `key` that had no row (root first), the rows to create: each counts the
 /// new folders directly under it and, for the key's own folder, the new file; an existing folder
 /// right above a new one gains a child folder.
-pub fn folder_growth<'a>(key: &Key, missing: &[&'a FolderPath], delta: PutDelta) -> FolderGrowth<'a> {
+pub(crate) fn folder_growth<'a>(key: &Key, missing: &[&'a FolderPath], delta: PutDelta) -> FolderGrowth<'a> {
     let parents: Vec<Option<FolderPath>> = missing.iter().map(|f| f.parent()).collect();
     let mut growth = FolderGrowth::default();
     for (folder, parent) in missing.iter().zip(&parents) {
@@ -170,25 +170,25 @@ pub fn folder_growth<'a>(key: &Key, missing: &[&'a FolderPath], delta: PutDelta)
 /// folder (a deleted folder) off the first; and one child folder off any folder whose child was
 /// removed because the delete left it empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Detach {
-    pub bytes: i64,
-    pub files: i64,
+pub(crate) struct Detach {
+    pub(crate) bytes: i64,
+    pub(crate) files: i64,
     child_files: i64,
     child_folders: i64,
 }
 
 /// What one folder row loses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DetachStep {
-    pub bytes: i64,
-    pub files: i64,
-    pub child_files: i64,
-    pub child_folders: i64,
+pub(crate) struct DetachStep {
+    pub(crate) bytes: i64,
+    pub(crate) files: i64,
+    pub(crate) child_files: i64,
+    pub(crate) child_folders: i64,
 }
 
 impl Detach {
     /// A deleted file of `size` bytes.
-    pub fn file(size: u64) -> Detach {
+    pub(crate) fn file(size: u64) -> Detach {
         Detach {
             bytes: to_i64(size),
             files: 1,
@@ -198,7 +198,7 @@ impl Detach {
     }
 
     /// A deleted folder that held `bytes` in `files` files.
-    pub fn folder(bytes: u64, files: u64) -> Detach {
+    pub(crate) fn folder(bytes: u64, files: u64) -> Detach {
         Detach {
             bytes: to_i64(bytes),
             files: to_i64(files),
@@ -208,7 +208,7 @@ impl Detach {
     }
 
     /// What the next folder up loses (call once per folder, from the deleted entry's up).
-    pub fn step(&mut self) -> DetachStep {
+    pub(crate) fn step(&mut self) -> DetachStep {
         let step = DetachStep {
             bytes: self.bytes,
             files: self.files,
@@ -222,7 +222,7 @@ impl Detach {
 
     /// Whether `folder`, left with `remaining_files`, goes away (the root never does); if so, its
     /// parent loses it as a child folder at the next step.
-    pub fn removes(&mut self, folder: &FolderPath, remaining_files: i64) -> bool {
+    pub(crate) fn removes(&mut self, folder: &FolderPath, remaining_files: i64) -> bool {
         let removed = remaining_files <= 0 && !folder.is_root();
         if removed {
             self.child_folders = 1;
@@ -235,9 +235,9 @@ impl Detach {
 
 /// Which rows one page of a folder listing reads: child folders first (by name), then files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PagePlan {
+pub(crate) struct PagePlan {
     /// Direct children in all (the listing's `total`).
-    pub total: u64,
+    pub(crate) total: u64,
     offset: u64,
     page_size: u64,
     child_folders: u64,
@@ -245,14 +245,14 @@ pub struct PagePlan {
 
 /// A `LIMIT`/`OFFSET` window, as the databases take them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub limit: i64,
-    pub offset: i64,
+pub(crate) struct Window {
+    pub(crate) limit: i64,
+    pub(crate) offset: i64,
 }
 
 impl PagePlan {
     /// Page `page` (from 0) of `page_size` entries of a folder with these direct children.
-    pub fn new(child_folders: u64, child_files: u64, page: u64, page_size: u64) -> PagePlan {
+    pub(crate) fn new(child_folders: u64, child_files: u64, page: u64, page_size: u64) -> PagePlan {
         PagePlan {
             total: child_folders.saturating_add(child_files),
             offset: page.saturating_mul(page_size),
@@ -262,7 +262,7 @@ impl PagePlan {
     }
 
     /// The window of child folders to read, if the page holds any.
-    pub fn folders(&self) -> Option<Window> {
+    pub(crate) fn folders(&self) -> Option<Window> {
         (self.offset < self.total && self.offset < self.child_folders).then(|| Window {
             limit: to_i64(self.page_size),
             offset: to_i64(self.offset),
@@ -270,7 +270,7 @@ impl PagePlan {
     }
 
     /// The window of files to read once `folders_read` child folders filled part of the page.
-    pub fn files(&self, folders_read: usize) -> Option<Window> {
+    pub(crate) fn files(&self, folders_read: usize) -> Option<Window> {
         let room = self
             .page_size
             .saturating_sub(u64::try_from(folders_read).unwrap_or(u64::MAX));
@@ -286,19 +286,19 @@ impl PagePlan {
 /// The figures a folder row keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FolderFigures {
-    pub bytes: u64,
-    pub files: u64,
-    pub child_folders: u64,
-    pub child_files: u64,
-    pub modified: Millis,
+    pub(crate) bytes: u64,
+    pub(crate) files: u64,
+    pub(crate) child_folders: u64,
+    pub(crate) child_files: u64,
+    pub(crate) modified: Millis,
 }
 
 /// Folder rows by path (the root is [`FolderPath::root`]).
-pub type FolderRows = BTreeMap<FolderPath, FolderFigures>;
+pub(crate) type FolderRows = BTreeMap<FolderPath, FolderFigures>;
 
 /// Folder rows as a set of objects implies them, accumulated object by object: the reference that
 /// fsck compares each backend's incrementally kept rows with.
-pub struct ImpliedFolders(FolderRows);
+pub(crate) struct ImpliedFolders(FolderRows);
 
 impl Default for ImpliedFolders {
     fn default() -> ImpliedFolders {
@@ -308,7 +308,7 @@ impl Default for ImpliedFolders {
 
 impl ImpliedFolders {
     /// Counts one object in every folder above it.
-    pub fn add(&mut self, key: &Key, size: u64, modified: Millis) {
+    pub(crate) fn add(&mut self, key: &Key, size: u64, modified: Millis) {
         let parent = key.parent_str();
         for folder in key.ancestors() {
             let is_parent = folder.as_str() == parent;
@@ -323,7 +323,7 @@ impl ImpliedFolders {
     }
 
     /// The folders by path, with their direct child folders counted.
-    pub fn finish(mut self) -> FolderRows {
+    pub(crate) fn finish(mut self) -> FolderRows {
         let parents: Vec<FolderPath> = self.0.keys().filter_map(FolderPath::parent).collect();
         for parent in parents {
             if let Some(entry) = self.0.get_mut(&parent) {
@@ -337,15 +337,15 @@ impl ImpliedFolders {
 /// A folder whose stored row differs from what the object rows imply (`None`: no row / no folder).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderDifference {
-    pub org: OrgId,
-    pub path: FolderPath,
-    pub stored: Option<FolderFigures>,
-    pub implied: Option<FolderFigures>,
+    pub(crate) org: OrgId,
+    pub(crate) path: FolderPath,
+    pub(crate) stored: Option<FolderFigures>,
+    pub(crate) implied: Option<FolderFigures>,
 }
 
 /// The folders whose stored row differs from the implied one. An empty root's modification time
 /// is its organization's creation time, which no object implies, so it is not compared.
-pub fn compare_folders(org: &OrgId, implied: &FolderRows, stored: &FolderRows) -> Vec<FolderDifference> {
+pub(crate) fn compare_folders(org: &OrgId, implied: &FolderRows, stored: &FolderRows) -> Vec<FolderDifference> {
     let mut paths: Vec<&FolderPath> = implied.keys().chain(stored.keys()).collect();
     paths.sort();
     paths.dedup();

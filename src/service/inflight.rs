@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::ids::UserId;
 
 /// At most `limit` slots per user at once.
-pub struct PerUser {
+pub(super) struct PerUser {
     limit: u32,
     held: Arc<Mutex<HashMap<UserId, u32>>>,
 }
@@ -20,19 +20,19 @@ pub struct UserSlot {
 }
 
 impl PerUser {
-    pub fn new(limit: u32) -> PerUser {
+    pub(super) fn new(limit: u32) -> PerUser {
         PerUser {
             limit,
             held: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    pub fn limit(&self) -> u32 {
+    pub(super) fn limit(&self) -> u32 {
         self.limit
     }
 
     /// A slot for `user`, or `None` when the user already holds `limit` of them.
-    pub fn try_acquire(&self, user: UserId) -> Option<UserSlot> {
+    pub(super) fn try_acquire(&self, user: UserId) -> Option<UserSlot> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let count = held.entry(user).or_insert(0);
         if *count >= self.limit {

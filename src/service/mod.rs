@@ -40,12 +40,12 @@ pub fn now_ms() -> Millis {
 /// The limits and windows the service enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    pub default_quota: Quota,
-    pub max_object_size: u64,
-    pub timestamp_max_age: i64,
-    pub timestamp_max_future: i64,
-    pub download_ttl_secs: i64,
-    pub list_page_size: u64,
+    pub(crate) default_quota: Quota,
+    pub(crate) max_object_size: u64,
+    pub(crate) timestamp_max_age: i64,
+    pub(crate) timestamp_max_future: i64,
+    pub(crate) download_ttl_secs: i64,
+    pub(crate) list_page_size: u64,
     /// Failed authentications allowed per client address and per user id in a window (0: off).
     pub auth_failure_limit: u32,
     pub auth_failure_window: Duration,
@@ -60,27 +60,27 @@ pub struct Limits {
 /// An authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
-    pub user: UserId,
+    pub(crate) user: UserId,
 }
 
 /// One page of a folder listing.
 #[derive(Debug, Clone)]
-pub struct Listing {
-    pub entries: Vec<ListEntry>,
-    pub page: u64,
-    pub total_pages: u64,
-    pub usage: Usage,
+pub(crate) struct Listing {
+    pub(crate) entries: Vec<ListEntry>,
+    pub(crate) page: u64,
+    pub(crate) total_pages: u64,
+    pub(crate) usage: Usage,
 }
 
 /// A download job as clients see it: its id and, once ready, its URL.
 #[derive(Debug, Clone)]
-pub struct DownloadTicket {
-    pub job: JobId,
-    pub url: Option<String>,
+pub(crate) struct DownloadTicket {
+    pub(crate) job: JobId,
+    pub(crate) url: Option<String>,
 }
 
 /// An upload in progress: the body streams into a fresh blob while size and digests accumulate.
-pub struct Upload {
+pub(crate) struct Upload {
     writer: Box<dyn BlobWriter>,
     digest: ContentDigest,
     limit: u64,
@@ -88,7 +88,7 @@ pub struct Upload {
 
 impl Upload {
     /// Appends a chunk; refuses once the body passes the maximum object size.
-    pub async fn push(&mut self, chunk: &[u8]) -> ServiceResult<()> {
+    pub(crate) async fn push(&mut self, chunk: &[u8]) -> ServiceResult<()> {
         if self.digest.size() + chunk.len() as u64 > self.limit {
             return Err(ServiceError::TooLarge { limit: self.limit });
         }
@@ -98,7 +98,7 @@ impl Upload {
         Ok(())
     }
 
-    pub async fn abort(self) {
+    pub(crate) async fn abort(self) {
         self.writer.abort().await;
     }
 }
@@ -129,13 +129,13 @@ impl Service {
     }
 
     /// Whether both stores answer (for `/readyz`); the error names the one that does not.
-    pub async fn ready(&self) -> Result<(), StorageFailure> {
+    pub(crate) async fn ready(&self) -> Result<(), StorageFailure> {
         self.meta.ping().await?;
         self.blobs.ping().await?;
         Ok(())
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
@@ -213,7 +213,7 @@ impl Service {
 
     /// Resolves an organization id the caller may use for `access`. An unknown and a foreign
     /// organization give the same error.
-    pub async fn authorize(&self, principal: &Principal, org_raw: &str, access: Access) -> ServiceResult<OrgId> {
+    pub(crate) async fn authorize(&self, principal: &Principal, org_raw: &str, access: Access) -> ServiceResult<OrgId> {
         let org = OrgId::parse(org_raw.trim()).ok_or(ServiceError::OrganizationNotFound)?;
         let membership = self
             .meta
@@ -245,7 +245,7 @@ impl Service {
     }
 
     /// Starts streaming an upload body into storage.
-    pub async fn begin_upload(&self) -> ServiceResult<Upload> {
+    pub(crate) async fn begin_upload(&self) -> ServiceResult<Upload> {
         Ok(Upload {
             writer: self.blobs.create().await?,
             digest: ContentDigest::new(),
@@ -254,7 +254,7 @@ impl Service {
     }
 
     /// Stores a finished upload under `key_raw`. On any refusal the uploaded blob is discarded.
-    pub async fn finish_set(
+    pub(crate) async fn finish_set(
         &self,
         principal: &Principal,
         org_raw: &str,
@@ -320,7 +320,12 @@ impl Service {
         })
     }
 
-    pub async fn properties(&self, principal: &Principal, org_raw: &str, key_raw: &str) -> ServiceResult<ObjectMeta> {
+    pub(crate) async fn properties(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        key_raw: &str,
+    ) -> ServiceResult<ObjectMeta> {
         let org = self.authorize(principal, org_raw, Access::Read).await?;
         // A file key: a trailing '/' is an error here, as everywhere a file is meant.
         let key = Key::parse(key_raw)?;
@@ -331,7 +336,12 @@ impl Service {
         }
     }
 
-    pub async fn delete(&self, principal: &Principal, org_raw: &str, key_raw: &str) -> ServiceResult<DeleteOutcome> {
+    pub(crate) async fn delete(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        key_raw: &str,
+    ) -> ServiceResult<DeleteOutcome> {
         let org = self.authorize(principal, org_raw, Access::Delete).await?;
         let key = Key::parse_file_or_folder(key_raw)?;
         if names_folder_only(key_raw) && matches!(self.meta.key_kind(&org, &key).await?, KeyKind::File(_)) {
@@ -344,7 +354,7 @@ impl Service {
         }
     }
 
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         principal: &Principal,
         org_raw: &str,
@@ -369,7 +379,7 @@ impl Service {
 
     /// Creates a zip job over files and folders. `base_url` is where this server is reached
     /// (scheme and authority), used to build the download URL.
-    pub async fn create_download(
+    pub(crate) async fn create_download(
         &self,
         principal: &Principal,
         org_raw: &str,
@@ -422,7 +432,7 @@ impl Service {
     }
 
     /// Answers a poll of a job; the job must belong to the organization named.
-    pub async fn poll_download(
+    pub(crate) async fn poll_download(
         &self,
         principal: &Principal,
         org_raw: &str,
@@ -460,7 +470,7 @@ impl Service {
     }
 
     /// Opens the zip of a signed download URL.
-    pub async fn open_download(
+    pub(crate) async fn open_download(
         &self,
         job_raw: &str,
         expires: &str,
@@ -536,7 +546,7 @@ impl Service {
     /// committing its metadata), among those last written before `written_before`. Only blobs
     /// older than any upload still in progress may be passed as candidates, so the cutoff is the
     /// process's start (first sweep) or an hour ago (later sweeps).
-    pub async fn sweep_orphans(&self, written_before: std::time::SystemTime) -> ServiceResult<usize> {
+    pub(crate) async fn sweep_orphans(&self, written_before: std::time::SystemTime) -> ServiceResult<usize> {
         let mut removed = 0;
         for shard in self.blobs.shards() {
             let candidates: Vec<BlobId> = self
@@ -563,7 +573,7 @@ impl Service {
     /// sweep at start and then every `sweep_interval`, until the process ends. With `shared` stores (other servers may be
     /// uploading right now), even the first sweep only considers blobs older than an hour; alone,
     /// everything written before this process started is fair game.
-    pub fn spawn_collector(
+    pub(crate) fn spawn_collector(
         self: &Arc<Self>,
         interval: Duration,
         sweep_interval: Duration,
@@ -630,7 +640,7 @@ impl Service {
 
 /// Why a download URL cannot be served.
 #[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
+pub(crate) enum DownloadError {
     #[error("This download link is not valid")]
     NotFound,
     #[error("This download link has expired")]

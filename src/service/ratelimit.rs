@@ -38,7 +38,7 @@ struct Window {
     failures: u32,
 }
 
-pub struct FailureLimiter {
+pub(crate) struct FailureLimiter {
     limit: u32,
     window: Duration,
     windows: Mutex<HashMap<Subject, Window>>,
@@ -46,7 +46,7 @@ pub struct FailureLimiter {
 
 impl FailureLimiter {
     /// `limit` failures per `window`; a limit of 0 turns limiting off.
-    pub fn new(limit: u32, window: Duration) -> FailureLimiter {
+    pub(crate) fn new(limit: u32, window: Duration) -> FailureLimiter {
         FailureLimiter {
             limit,
             window,
@@ -62,7 +62,7 @@ impl FailureLimiter {
     }
 
     /// `Some(seconds to wait)` when the address is over its limit: checked after a failure.
-    pub fn address_blocked(&self, address: IpAddr) -> Option<u64> {
+    pub(super) fn address_blocked(&self, address: IpAddr) -> Option<u64> {
         if self.limit == 0 {
             return None;
         }
@@ -70,7 +70,7 @@ impl FailureLimiter {
     }
 
     /// `Some(seconds to wait)` when the user id is over its limit: checked after a failure.
-    pub fn user_blocked(&self, user: Option<UserId>) -> Option<u64> {
+    pub(crate) fn user_blocked(&self, user: Option<UserId>) -> Option<u64> {
         if self.limit == 0 {
             return None;
         }
@@ -78,7 +78,7 @@ impl FailureLimiter {
     }
 
     /// Counts one failed authentication against the address and the user id.
-    pub fn record_failure(&self, address: IpAddr, user: Option<UserId>) {
+    pub(crate) fn record_failure(&self, address: IpAddr, user: Option<UserId>) {
         if self.limit == 0 {
             return;
         }

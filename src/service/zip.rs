@@ -70,7 +70,7 @@ async fn write_zip(
 
 /// The archive of `entries` as a byte stream. A failure part-way ends the stream with an error,
 /// so the client sees a broken transfer rather than a silently truncated archive.
-pub fn stream_zip(blobs: Arc<dyn BlobStore>, entries: Vec<JobEntry>) -> BlobStream {
+pub(crate) fn stream_zip(blobs: Arc<dyn BlobStore>, entries: Vec<JobEntry>) -> BlobStream {
     let chunk = response_chunk(&entries);
     let (sink, source) = tokio::io::duplex(PIPE_BYTES);
     let task = tokio::spawn(write_zip(blobs, entries, sink));
