@@ -605,7 +605,10 @@ async fn ten_thousand_multipart_parts() {
         let reply = post_body(&server, &client, endpoint, &ct, small.clone()).await;
         assert_eq!(refused(&reply, endpoint), 400, "{endpoint}: {}", reply.text);
     }
-    client.fails("object/properties", json!({"key": "many"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "many"})).await,
+        ["Object not found: many"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.blob_files(), 0);
     assert_eq!(server.staged_files(), 0);
@@ -707,7 +710,10 @@ async fn a_chunked_multipart_body_that_never_closes_times_out() {
         }
         drop(writer);
     }
-    client.fails("object/properties", json!({"key": "never-closed"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "never-closed"})).await,
+        ["Object not found: never-closed"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.blob_files(), 0);
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -972,7 +978,10 @@ async fn a_slow_body_under_the_idle_timeout_works_and_a_stalled_one_is_refused()
     if let Answer::Status { status, body } = &answer {
         assert!([400, 408].contains(status), "{status} {body}");
     }
-    client.fails("object/properties", json!({"key": "stalled"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "stalled"})).await,
+        ["Object not found: stalled"]
+    );
     assert_eq!(client.used().await, data.len() as u64);
     assert_eq!(server.blob_files(), 1);
     assert_eq!(server.staged_files(), 0);
@@ -1369,8 +1378,14 @@ async fn a_trailing_slash_never_names_a_file_in_delete_or_get() {
     let server = TestServer::start();
     let client = server.client();
     client.set("a/b", HELLO).await;
-    client.fails("object/get", json!({"keys": ["a/b/"]})).await;
-    client.fails("object/delete", json!({"key": "a/b/"})).await;
+    assert_eq!(
+        client.fails("object/get", json!({"keys": ["a/b/"]})).await,
+        ["None of the requested keys exist"]
+    );
+    assert_eq!(
+        client.fails("object/delete", json!({"key": "a/b/"})).await,
+        ["Object not found: a/b/"]
+    );
     assert_eq!(client.properties("a/b").await["md5"], HELLO_MD5);
     assert_healthy(&server, &client).await;
 }

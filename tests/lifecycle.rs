@@ -107,7 +107,10 @@ async fn a_restart_creates_nothing_new_and_keeps_the_data() {
     for i in 0..6 {
         guest.set(&format!("more/{i}"), b"x").await;
     }
-    guest.set_raw("more/7", b"x").await.failure();
+    assert_eq!(
+        guest.set_raw("more/7", b"x").await.failure(),
+        ["File quota exceeded: the organization holds 7 of 7 files"]
+    );
 
     // without initial-credentials.json, a restart does not bootstrap again either
     std::fs::remove_file(dir.join("initial-credentials.json")).unwrap();
@@ -151,7 +154,11 @@ async fn a_toml_config_file_is_honoured_and_env_overrides_it() {
     for i in 0..5 {
         client.set(&format!("c/{i}"), b"x").await;
     }
-    client.set_raw("c/5", b"x").await.failure(); // default_max_files = 5
+    assert_eq!(
+        client.set_raw("c/5", b"x").await.failure(),
+        ["File quota exceeded: the organization holds 5 of 5 files"],
+        "default_max_files = 5"
+    );
     let listing = client.list(Some("c")).await;
     assert_eq!(listing["totalPages"], 2, "list_page_size = 3");
     assert_eq!(names(&listing), ["0", "1", "2"]);
@@ -165,7 +172,11 @@ async fn a_toml_config_file_is_honoured_and_env_overrides_it() {
             ],
         )
         .await;
-    reply.failure_with_status(413); // max_object_size = "1 MiB"
+    assert_eq!(
+        reply.failure_with_status(413),
+        ["The object is larger than the maximum object size of 1048576 bytes"],
+        "max_object_size = \"1 MiB\""
+    );
     client.set("c/1", &noise(1024 * 1024, 1)).await;
     let (_, url) = client.download_url(json!(["c/0"])).await;
     if let Some(expires) = url.split("expires=").nth(1).and_then(|e| e.split('&').next()) {
@@ -400,7 +411,10 @@ async fn a_stalled_request_cannot_hold_shutdown_beyond_the_grace_period() {
     let _ = upload.await;
     let server = server.restart();
     let client = server.client_for(&client.user, &client.token, &client.org);
-    client.fails("object/properties", json!({"key": "stalled"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "stalled"})).await,
+        ["Object not found: stalled"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.staged_files(), 0, "no partial body is left");
 }

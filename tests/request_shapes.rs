@@ -76,11 +76,17 @@ async fn form_bodies_work_on_every_endpoint() {
         .await;
     assert_eq!(reply.ok()["metadata"]["size"], 13, "legacy shape from a form");
     // missing fields in a form are ordinary failures
-    client
-        .post_form("object/properties", &[("organizationId", org)])
-        .await
-        .failure();
-    client.post_form("object/list", &[("path", "form")]).await.failure();
+    assert_eq!(
+        client
+            .post_form("object/properties", &[("organizationId", org)])
+            .await
+            .failure(),
+        ["Missing required field 'key'"]
+    );
+    assert_eq!(
+        client.post_form("object/list", &[("path", "form")]).await.failure(),
+        ["Missing required field 'organizationId'"]
+    );
 }
 
 #[tokio::test]
@@ -181,16 +187,32 @@ async fn missing_or_repeated_parts_are_ordinary_failures() {
         .post_json("object/set", json!({"key": "k", "objectData": "d"}))
         .await
         .failure();
-    client.fails("object/properties", json!({"key": "k"})).await;
-    client.fails("object/properties", json!({"key": "k2"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "k"})).await,
+        ["Object not found: k"]
+    );
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "k2"})).await,
+        ["Object not found: k2"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.blob_files(), 0);
     assert_eq!(server.staged_files(), 0);
     // the other endpoints
-    client.fails("object/properties", json!({})).await;
-    client.fails("object/delete", json!({})).await;
-    client.fails("object/get", json!({})).await;
-    client.post_exact("object/list", &json!({})).await.failure();
+    for (endpoint, field) in [
+        ("object/properties", "key"),
+        ("object/delete", "key"),
+        ("object/get", "keys"),
+    ] {
+        assert_eq!(
+            client.fails(endpoint, json!({})).await,
+            [format!("Missing required field '{field}'")]
+        );
+    }
+    assert_eq!(
+        client.post_exact("object/list", &json!({})).await.failure(),
+        ["Missing required field 'organizationId'"]
+    );
 }
 
 #[tokio::test]
@@ -319,7 +341,10 @@ async fn uploads_over_the_maximum_object_size_are_413() {
 
     assert_eq!(client.properties("exact").await["md5"], md5_hex(&noise(MIB, 1)));
     for key in ["too-big", "one-over", "data-first"] {
-        client.fails("object/properties", json!({"key": key})).await;
+        assert_eq!(
+            client.fails("object/properties", json!({ "key": key })).await,
+            [format!("Object not found: {key}")]
+        );
     }
     assert_eq!(client.used().await, MIB as u64);
     assert_eq!(server.org_entry(&client.org)["usedFiles"], 1);
@@ -372,7 +397,10 @@ async fn a_streamed_upload_without_length_over_the_maximum_is_413() {
         .part("objectData", Part::stream(body).file_name("stream"));
     let reply = client.send_multipart(form).await;
     reply.failure_with_status(413);
-    client.fails("object/properties", json!({"key": "streamed"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "streamed"})).await,
+        ["Object not found: streamed"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.blob_files(), 0);
     assert_eq!(server.staged_files(), 0);
