@@ -425,7 +425,10 @@ async fn delete_a_folder_subtree() {
     }
     assert_eq!(client.used().await, 5);
     // the root cannot be deleted by an empty key
-    client.fails("object/delete", json!({"key": "/"})).await;
+    assert_eq!(
+        client.fails("object/delete", json!({"key": "/"})).await,
+        ["Invalid key '/': the key is empty"]
+    );
     assert_eq!(client.used().await, 5);
 }
 
