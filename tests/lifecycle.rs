@@ -297,42 +297,76 @@ async fn admin_cli_manages_organizations_users_and_members() {
 
     // mistakes are refused with a message and a failing exit status
     let unknown_org = "a".repeat(32);
-    server.admin_fails(&[
-        "member",
-        "add",
-        "--org",
-        &unknown_org,
-        "--user",
-        &alice,
-        "--permissions",
-        "read",
-    ]);
-    server.admin_fails(&[
-        "member",
-        "add",
-        "--org",
-        &org,
-        "--user",
-        "999999",
-        "--permissions",
-        "read",
-    ]);
-    server.admin_fails(&[
-        "member",
-        "add",
-        "--org",
-        &org,
-        "--user",
-        &alice,
-        "--permissions",
-        "read,fly",
-    ]);
-    server.admin_fails(&["member", "remove", "--org", &org, "--user", &alice]);
-    server.admin_fails(&["org", "set-quota", "--org", &unknown_org, "--max-bytes", "5"]);
-    server.admin_fails(&["org", "set-quota", "--org", &org, "--max-files", "many"]);
-    server.admin_fails(&["user", "rotate-token", "--user", "999999"]);
-    server.admin_fails(&["user", "disable", "--user", "not-a-number"]);
-    server.admin_fails(&["member", "list", "--org", &unknown_org]);
+    let refused = |args: &[&str], sentence: String| {
+        assert_eq!(
+            server.admin_fails(args).trim_end(),
+            format!("stowage: {sentence}"),
+            "{args:?}"
+        );
+    };
+    let no_org = format!("organization not found: {unknown_org}");
+    refused(
+        &[
+            "member",
+            "add",
+            "--org",
+            &unknown_org,
+            "--user",
+            &alice,
+            "--permissions",
+            "read",
+        ],
+        no_org.clone(),
+    );
+    refused(
+        &[
+            "member",
+            "add",
+            "--org",
+            &org,
+            "--user",
+            "999999",
+            "--permissions",
+            "read",
+        ],
+        "user not found: 999999".into(),
+    );
+    refused(
+        &[
+            "member",
+            "add",
+            "--org",
+            &org,
+            "--user",
+            &alice,
+            "--permissions",
+            "read,fly",
+        ],
+        "unknown permission \"fly\": the permissions are read, write and delete (comma-separated); \
+         --admin marks an administrator"
+            .into(),
+    );
+    refused(
+        &["member", "remove", "--org", &org, "--user", &alice],
+        format!("user {alice} is not a member of organization {org}"),
+    );
+    refused(
+        &["org", "set-quota", "--org", &unknown_org, "--max-bytes", "5"],
+        no_org.clone(),
+    );
+    refused(
+        &["org", "set-quota", "--org", &org, "--max-files", "many"],
+        "\"many\" is not a file count: give a whole number, or `default`".into(),
+    );
+    refused(
+        &["user", "rotate-token", "--user", "999999"],
+        "user not found: 999999".into(),
+    );
+    refused(
+        &["user", "disable", "--user", "not-a-number"],
+        "user not found: not-a-number".into(),
+    );
+    refused(&["member", "list", "--org", &unknown_org], no_org);
     assert_eq!(server.admin(&["org", "list"]).as_array().unwrap().len(), 2);
 }
 
