@@ -305,43 +305,25 @@ async fn admin_cli_manages_organizations_users_and_members() {
         );
     };
     let no_org = format!("organization not found: {unknown_org}");
-    refused(
-        &[
+    let add = |org: &str, user: &str, permissions: &str, sentence: String| {
+        let args = [
             "member",
             "add",
             "--org",
-            &unknown_org,
+            org,
             "--user",
-            &alice,
+            user,
             "--permissions",
-            "read",
-        ],
-        no_org.clone(),
-    );
-    refused(
-        &[
-            "member",
-            "add",
-            "--org",
-            &org,
-            "--user",
-            "999999",
-            "--permissions",
-            "read",
-        ],
-        "user not found: 999999".into(),
-    );
-    refused(
-        &[
-            "member",
-            "add",
-            "--org",
-            &org,
-            "--user",
-            &alice,
-            "--permissions",
-            "read,fly",
-        ],
+            permissions,
+        ];
+        refused(&args, sentence);
+    };
+    add(&unknown_org, &alice, "read", no_org.clone());
+    add(&org, "999999", "read", "user not found: 999999".into());
+    add(
+        &org,
+        &alice,
+        "read,fly",
         "unknown permission \"fly\": the permissions are read, write and delete (comma-separated); \
          --admin marks an administrator"
             .into(),
