@@ -191,7 +191,10 @@ async fn disabled_user_is_refused_until_enabled() {
     }
     let reply = member.set_raw("during", b"2").await;
     assert!(reply.unauthorized()[0].starts_with("UserID not valid"));
-    owner.fails("object/properties", json!({"key": "during"})).await;
+    assert_eq!(
+        owner.fails("object/properties", json!({"key": "during"})).await,
+        ["Object not found: during"]
+    );
     assert_eq!(
         server
             .admin(&["user", "list"])
@@ -340,7 +343,10 @@ async fn every_object_endpoint_needs_authentication() {
         .await
         .unwrap();
     Reply::read(response).await.unauthorized();
-    client.fails("object/properties", json!({"key": "sneaky"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "sneaky"})).await,
+        ["Object not found: sneaky"]
+    );
     assert_eq!(client.used().await, 0);
 }
 
@@ -367,7 +373,11 @@ async fn failed_authentications_are_rate_limited() {
         let reply = get_with(&server, "authenticate", headers).await;
         assert!(reply.status == 401 || reply.status == 429, "{}", reply.text);
         if reply.status == 429 {
-            reply.failure_with_status(429);
+            let errors = reply.failure_with_status(429);
+            assert!(
+                errors[0].starts_with("Too many failed authentications; try again in "),
+                "{errors:?}"
+            );
             limited = Some(i);
             break;
         }

@@ -167,6 +167,26 @@ fn random_ops(seed: u64, n: usize) -> Vec<Op> {
         .collect()
 }
 
+/// The sentence the model says `op` is refused with (the only refusals a valid key can meet:
+/// deleting nothing, a file under a file, a file where a folder is).
+fn expected_refusal(model: &BTreeMap<String, usize>, op: &Op) -> String {
+    match op {
+        Op::Delete(key) => format!("Object not found: {key}"),
+        Op::Set(key, _) => {
+            let segments: Vec<&str> = key.split('/').collect();
+            let file = (1..segments.len())
+                .map(|n| segments[..n].join("/"))
+                .find(|ancestor| model.contains_key(ancestor));
+            match file {
+                Some(file) => {
+                    format!("Cannot store '{key}': '{file}' is a file, so it cannot also be a folder")
+                }
+                None => format!("Cannot store '{key}': it is a folder, so it cannot also be a file"),
+            }
+        }
+    }
+}
+
 async fn apply(client: &Client, op: &Op, i: usize) -> Reply {
     match op {
         Op::Set(key, size) => client.set_raw(key, &noise(*size, i as u64)).await,
@@ -199,7 +219,7 @@ async fn sequential_random_operations_keep_listings_exact() {
             }
         } else {
             refused += 1;
-            reply.failure();
+            assert_eq!(reply.failure(), [expected_refusal(&model, op)], "{op:?}");
         }
         if i % 50 == 49 {
             let found = check(&server, &client, page_size).await;

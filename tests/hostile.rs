@@ -301,8 +301,9 @@ async fn missing_and_duplicated_fields() {
         ("object/get", json!({"keys": ["dup"]}), "organizationId"),
         ("object/list", json!({"path": "/"}), "organizationId"),
     ] {
+        let missing = [format!("Missing required field '{field}'")];
         let errors = client.post_exact(endpoint, &body).await.failure();
-        assert!(errors[0].contains(field), "{endpoint} {body}: {errors:?}");
+        assert_eq!(errors, missing, "{endpoint} {body}");
         let pairs: Vec<(String, String)> = body
             .as_object()
             .unwrap()
@@ -311,7 +312,7 @@ async fn missing_and_duplicated_fields() {
             .collect();
         let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let errors = client.post_form(endpoint, &pairs).await.failure();
-        assert!(errors[0].contains(field), "{endpoint} form {pairs:?}: {errors:?}");
+        assert_eq!(errors, missing, "{endpoint} form {pairs:?}");
     }
 
     // a form field given twice is refused with a sentence, never taken as one of the values
@@ -452,7 +453,26 @@ async fn fields_of_the_wrong_json_type() {
                 || (*endpoint == "object/get" && *field == "keys" && *value == json!(["typed"]));
             if !may_succeed {
                 assert_eq!(reply.body["success"], false, "{what}: {}", reply.text);
-                assert!(!reply.errors()[0].is_empty(), "{what}");
+                let sentence = &reply.errors()[0];
+                // a number is read as its text: an unknown organization, key or job
+                let by_value = match *field {
+                    "organizationId" if value.is_number() => Some("Organization not found or access denied"),
+                    "key" if value.is_number() => Some("Object not found: "),
+                    "jobId" if value.is_number() => Some("Download job not found: "),
+                    "keys" if *value == json!([]) => Some("No keys given: send 'keys' with at least one key"),
+                    _ => None,
+                };
+                // null is absent: without a key (or jobId), /object/get asks for keys
+                let absent = match (*endpoint, *field) {
+                    ("object/get", "key" | "jobId") => "keys",
+                    _ => field,
+                };
+                let expected = match by_value {
+                    Some(start) => start.to_owned(),
+                    None if value.is_null() => format!("Missing required field '{absent}'"),
+                    None => format!("Invalid field '{field}': "),
+                };
+                assert!(sentence.starts_with(&expected), "{what}: {sentence}");
             }
         }
     }
@@ -515,16 +535,34 @@ async fn huge_field_values_and_bodies() {
         "{}",
         &errors[0][..200.min(errors[0].len())]
     );
-    client.fails("object/delete", json!({"key": almost_a_mib})).await;
-    client.fails("object/get", json!({"keys": [almost_a_mib]})).await;
-    client.fails("object/get", json!({"jobId": almost_a_mib})).await;
-    client.fails("object/list", json!({"path": almost_a_mib})).await;
-    client
-        .fails(
-            "object/properties",
-            json!({"organizationId": almost_a_mib, "key": "big/victim"}),
-        )
-        .await;
+    let too_long = format!("it is {} bytes long, the limit is 1024 bytes", almost_a_mib.len());
+    for (endpoint, body) in [
+        ("object/delete", json!({"key": almost_a_mib})),
+        ("object/get", json!({"keys": [almost_a_mib]})),
+        ("object/list", json!({"path": almost_a_mib})),
+    ] {
+        let errors = client.fails(endpoint, body).await;
+        assert!(
+            errors[0].starts_with("Invalid key '") && errors[0].ends_with(&too_long),
+            "{endpoint}: {}",
+            &errors[0][..200.min(errors[0].len())]
+        );
+    }
+    let errors = client.fails("object/get", json!({"jobId": almost_a_mib})).await;
+    assert!(
+        errors[0].starts_with("Download job not found: "),
+        "{}",
+        &errors[0][..200.min(errors[0].len())]
+    );
+    assert_eq!(
+        client
+            .fails(
+                "object/properties",
+                json!({"organizationId": almost_a_mib, "key": "big/victim"}),
+            )
+            .await,
+        ["Organization not found or access denied"]
+    );
     let meta = client
         .ok(
             "object/properties",
@@ -605,7 +643,10 @@ async fn ten_thousand_multipart_parts() {
         let reply = post_body(&server, &client, endpoint, &ct, small.clone()).await;
         assert_eq!(refused(&reply, endpoint), 400, "{endpoint}: {}", reply.text);
     }
-    client.fails("object/properties", json!({"key": "many"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "many"})).await,
+        ["Object not found: many"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.blob_files(), 0);
     assert_eq!(server.staged_files(), 0);
@@ -707,7 +748,10 @@ async fn a_chunked_multipart_body_that_never_closes_times_out() {
         }
         drop(writer);
     }
-    client.fails("object/properties", json!({"key": "never-closed"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "never-closed"})).await,
+        ["Object not found: never-closed"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.blob_files(), 0);
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -972,7 +1016,10 @@ async fn a_slow_body_under_the_idle_timeout_works_and_a_stalled_one_is_refused()
     if let Answer::Status { status, body } = &answer {
         assert!([400, 408].contains(status), "{status} {body}");
     }
-    client.fails("object/properties", json!({"key": "stalled"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "stalled"})).await,
+        ["Object not found: stalled"]
+    );
     assert_eq!(client.used().await, data.len() as u64);
     assert_eq!(server.blob_files(), 1);
     assert_eq!(server.staged_files(), 0);
@@ -1051,12 +1098,20 @@ async fn every_rejected_key_form_on_every_endpoint_that_takes_a_key() {
         names_key(&errors, &key, "properties");
 
         let errors = client.fails("object/delete", json!({ "key": key })).await;
-        if !TRAILING.contains(&key.as_str()) {
+        if TRAILING.contains(&key.as_str()) {
+            // a folder that does not exist: nothing to delete
+            let folder = key.trim_end_matches(['/', '\\']);
+            assert_eq!(errors, [format!("Object not found: {folder}")], "delete {key:?}");
+        } else {
             names_key(&errors, &key, "delete");
         }
         if TRAILING.contains(&key.as_str()) {
             // a folder that does not exist: nothing found
-            client.fails("object/get", json!({ "keys": [key] })).await;
+            assert_eq!(
+                client.fails("object/get", json!({ "keys": [key] })).await,
+                ["None of the requested keys exist"],
+                "get {key:?}"
+            );
         } else {
             // one bad key fails the whole request, naming it
             let errors = client.fails("object/get", json!({ "keys": ["kept/file", key] })).await;
@@ -1124,11 +1179,16 @@ async fn path_traversal_in_keys_never_escapes_the_store() {
     ];
     for key in traversal {
         let errors = client.set_raw(key, b"overwritten!").await.failure();
-        assert!(errors[0].contains(key), "{key}: {errors:?}");
-        client.fails("object/properties", json!({ "key": key })).await;
-        client.fails("object/delete", json!({ "key": key })).await;
-        client.fails("object/get", json!({ "keys": [key] })).await;
-        client.fails("object/list", json!({ "path": key })).await;
+        assert_eq!(
+            errors,
+            [format!(
+                "Invalid key '{key}': '.' and '..' are not allowed as path segments"
+            )]
+        );
+        assert_eq!(client.fails("object/properties", json!({ "key": key })).await, errors);
+        assert_eq!(client.fails("object/delete", json!({ "key": key })).await, errors);
+        assert_eq!(client.fails("object/get", json!({ "keys": [key] })).await, errors);
+        assert_eq!(client.fails("object/list", json!({ "path": key })).await, errors);
     }
     // percent-escapes are ordinary characters in JSON and multipart: a literal key, stored as such
     for key in [
@@ -1371,8 +1431,14 @@ async fn a_trailing_slash_never_names_a_file_in_delete_or_get() {
     let server = TestServer::start();
     let client = server.client();
     client.set("a/b", HELLO).await;
-    client.fails("object/get", json!({"keys": ["a/b/"]})).await;
-    client.fails("object/delete", json!({"key": "a/b/"})).await;
+    assert_eq!(
+        client.fails("object/get", json!({"keys": ["a/b/"]})).await,
+        ["None of the requested keys exist"]
+    );
+    assert_eq!(
+        client.fails("object/delete", json!({"key": "a/b/"})).await,
+        ["Object not found: a/b/"]
+    );
     assert_eq!(client.properties("a/b").await["md5"], HELLO_MD5);
     assert_healthy(&server, &client).await;
 }

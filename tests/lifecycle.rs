@@ -107,7 +107,10 @@ async fn a_restart_creates_nothing_new_and_keeps_the_data() {
     for i in 0..6 {
         guest.set(&format!("more/{i}"), b"x").await;
     }
-    guest.set_raw("more/7", b"x").await.failure();
+    assert_eq!(
+        guest.set_raw("more/7", b"x").await.failure(),
+        ["File quota exceeded: the organization holds 7 of 7 files"]
+    );
 
     // without initial-credentials.json, a restart does not bootstrap again either
     std::fs::remove_file(dir.join("initial-credentials.json")).unwrap();
@@ -151,7 +154,11 @@ async fn a_toml_config_file_is_honoured_and_env_overrides_it() {
     for i in 0..5 {
         client.set(&format!("c/{i}"), b"x").await;
     }
-    client.set_raw("c/5", b"x").await.failure(); // default_max_files = 5
+    assert_eq!(
+        client.set_raw("c/5", b"x").await.failure(),
+        ["File quota exceeded: the organization holds 5 of 5 files"],
+        "default_max_files = 5"
+    );
     let listing = client.list(Some("c")).await;
     assert_eq!(listing["totalPages"], 2, "list_page_size = 3");
     assert_eq!(names(&listing), ["0", "1", "2"]);
@@ -165,7 +172,11 @@ async fn a_toml_config_file_is_honoured_and_env_overrides_it() {
             ],
         )
         .await;
-    reply.failure_with_status(413); // max_object_size = "1 MiB"
+    assert_eq!(
+        reply.failure_with_status(413),
+        ["The object is larger than the maximum object size of 1048576 bytes"],
+        "max_object_size = \"1 MiB\""
+    );
     client.set("c/1", &noise(1024 * 1024, 1)).await;
     let (_, url) = client.download_url(json!(["c/0"])).await;
     if let Some(expires) = url.split("expires=").nth(1).and_then(|e| e.split('&').next()) {
@@ -286,42 +297,58 @@ async fn admin_cli_manages_organizations_users_and_members() {
 
     // mistakes are refused with a message and a failing exit status
     let unknown_org = "a".repeat(32);
-    server.admin_fails(&[
-        "member",
-        "add",
-        "--org",
-        &unknown_org,
-        "--user",
-        &alice,
-        "--permissions",
-        "read",
-    ]);
-    server.admin_fails(&[
-        "member",
-        "add",
-        "--org",
+    let refused = |args: &[&str], sentence: String| {
+        assert_eq!(
+            server.admin_fails(args).trim_end(),
+            format!("stowage: {sentence}"),
+            "{args:?}"
+        );
+    };
+    let no_org = format!("organization not found: {unknown_org}");
+    let add = |org: &str, user: &str, permissions: &str, sentence: String| {
+        let args = [
+            "member",
+            "add",
+            "--org",
+            org,
+            "--user",
+            user,
+            "--permissions",
+            permissions,
+        ];
+        refused(&args, sentence);
+    };
+    add(&unknown_org, &alice, "read", no_org.clone());
+    add(&org, "999999", "read", "user not found: 999999".into());
+    add(
         &org,
-        "--user",
-        "999999",
-        "--permissions",
-        "read",
-    ]);
-    server.admin_fails(&[
-        "member",
-        "add",
-        "--org",
-        &org,
-        "--user",
         &alice,
-        "--permissions",
         "read,fly",
-    ]);
-    server.admin_fails(&["member", "remove", "--org", &org, "--user", &alice]);
-    server.admin_fails(&["org", "set-quota", "--org", &unknown_org, "--max-bytes", "5"]);
-    server.admin_fails(&["org", "set-quota", "--org", &org, "--max-files", "many"]);
-    server.admin_fails(&["user", "rotate-token", "--user", "999999"]);
-    server.admin_fails(&["user", "disable", "--user", "not-a-number"]);
-    server.admin_fails(&["member", "list", "--org", &unknown_org]);
+        "unknown permission \"fly\": the permissions are read, write and delete (comma-separated); \
+         --admin marks an administrator"
+            .into(),
+    );
+    refused(
+        &["member", "remove", "--org", &org, "--user", &alice],
+        format!("user {alice} is not a member of organization {org}"),
+    );
+    refused(
+        &["org", "set-quota", "--org", &unknown_org, "--max-bytes", "5"],
+        no_org.clone(),
+    );
+    refused(
+        &["org", "set-quota", "--org", &org, "--max-files", "many"],
+        "\"many\" is not a file count: give a whole number, or `default`".into(),
+    );
+    refused(
+        &["user", "rotate-token", "--user", "999999"],
+        "user not found: 999999".into(),
+    );
+    refused(
+        &["user", "disable", "--user", "not-a-number"],
+        "user not found: not-a-number".into(),
+    );
+    refused(&["member", "list", "--org", &unknown_org], no_org);
     assert_eq!(server.admin(&["org", "list"]).as_array().unwrap().len(), 2);
 }
 
@@ -400,7 +427,10 @@ async fn a_stalled_request_cannot_hold_shutdown_beyond_the_grace_period() {
     let _ = upload.await;
     let server = server.restart();
     let client = server.client_for(&client.user, &client.token, &client.org);
-    client.fails("object/properties", json!({"key": "stalled"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "stalled"})).await,
+        ["Object not found: stalled"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.staged_files(), 0, "no partial body is left");
 }

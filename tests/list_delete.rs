@@ -7,6 +7,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
+/// The answer to a `page` that is not a non-negative integer.
+const BAD_PAGE: &str = "Invalid field 'page': it must be a non-negative integer";
+
 async fn tick() {
     // modification times have millisecond resolution: make consecutive writes distinct
     tokio::time::sleep(Duration::from_millis(15)).await;
@@ -296,7 +299,11 @@ async fn paging_with_a_small_page_size() {
         json!([1]),
         json!({}),
     ] {
-        client.list_page("pg", bad.clone()).await.failure();
+        assert_eq!(
+            client.list_page("pg", bad.clone()).await.failure(),
+            [BAD_PAGE],
+            "page {bad}"
+        );
     }
     let form = client
         .post_form(
@@ -304,7 +311,7 @@ async fn paging_with_a_small_page_size() {
             &[("organizationId", &client.org), ("path", "pg"), ("page", "-2")],
         )
         .await;
-    form.failure();
+    assert_eq!(form.failure(), [BAD_PAGE]);
 
     // a folder with exactly a page of entries has one page; an empty one has one page too
     for name in ["a", "b", "c"] {
@@ -360,12 +367,17 @@ async fn delete_a_file() {
     assert_eq!(reply.ok(), &json!({"success": true, "errors": []}));
     assert_eq!(client.used().await, 4, "usage drops at once");
     assert_eq!(server.org_entry(&client.org)["usedFiles"], 1);
-    client.fails("object/properties", json!({"key": "d/gone"})).await;
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "d/gone"})).await,
+        ["Object not found: d/gone"]
+    );
     assert_eq!(client.names("d").await, ["keep"]);
     assert_eq!(entry(&client.list(None).await, "d")["size"], 4);
     // a second delete is an ordinary failure naming the key
-    let errors = client.fails("object/delete", json!({"key": "d/gone"})).await;
-    assert!(errors[0].contains("d/gone"), "{errors:?}");
+    assert_eq!(
+        client.fails("object/delete", json!({"key": "d/gone"})).await,
+        ["Object not found: d/gone"]
+    );
 }
 
 #[tokio::test]
@@ -385,7 +397,10 @@ async fn delete_a_folder_subtree() {
 
     client.delete("/tree/").await;
     for key in ["tree/a", "tree/sub/b", "tree/sub/deeper/c"] {
-        client.fails("object/properties", json!({"key": key})).await;
+        assert_eq!(
+            client.fails("object/properties", json!({"key": key})).await,
+            [format!("Object not found: {key}")]
+        );
     }
     for key in ["tree.txt", "tree0", "tree-b/x", "treehouse/y", "other/tree/z"] {
         client.properties(key).await;
@@ -397,13 +412,23 @@ async fn delete_a_folder_subtree() {
         ["other", "tree-b", "treehouse", "tree.txt", "tree0"]
     );
     assert_eq!(client.list(Some("tree")).await["objects"], json!([]));
-    client.fails("object/delete", json!({"key": "tree"})).await;
+    assert_eq!(
+        client.fails("object/delete", json!({"key": "tree"})).await,
+        ["Object not found: tree"]
+    );
     // a prefix that is not a folder is not a folder
-    client.fails("object/delete", json!({"key": "tree-"})).await;
-    client.fails("object/delete", json!({"key": "treeh"})).await;
+    for key in ["tree-", "treeh"] {
+        assert_eq!(
+            client.fails("object/delete", json!({ "key": key })).await,
+            [format!("Object not found: {key}")]
+        );
+    }
     assert_eq!(client.used().await, 5);
     // the root cannot be deleted by an empty key
-    client.fails("object/delete", json!({"key": "/"})).await;
+    assert_eq!(
+        client.fails("object/delete", json!({"key": "/"})).await,
+        ["Invalid key '/': the key is empty"]
+    );
     assert_eq!(client.used().await, 5);
 }
 
@@ -419,7 +444,10 @@ async fn empty_parent_folders_disappear() {
     client.delete("a/sibling").await;
     assert_eq!(client.list(None).await["objects"], json!([]));
     assert_eq!(client.used().await, 0);
-    client.fails("object/delete", json!({"key": "a"})).await;
+    assert_eq!(
+        client.fails("object/delete", json!({"key": "a"})).await,
+        ["Object not found: a"]
+    );
     // a file can now take the name of the vanished folder
     client.set("a", b"file").await;
     assert_eq!(client.names("").await, ["a"]);
@@ -429,7 +457,14 @@ async fn empty_parent_folders_disappear() {
 async fn missing_key_or_field_on_delete_is_an_ordinary_failure() {
     let server = TestServer::start();
     let client = server.client();
-    client.fails("object/delete", json!({"key": "never-existed"})).await;
-    client.fails("object/delete", json!({})).await;
-    client.fails("object/delete", json!({"key": null})).await;
+    assert_eq!(
+        client.fails("object/delete", json!({"key": "never-existed"})).await,
+        ["Object not found: never-existed"]
+    );
+    for body in [json!({}), json!({"key": null})] {
+        assert_eq!(
+            client.fails("object/delete", body).await,
+            ["Missing required field 'key'"]
+        );
+    }
 }

@@ -32,9 +32,12 @@ async fn written_through_one_read_listed_and_deleted_through_the_other() {
     assert_eq!(via_b.names("shared").await, ["model.json"]);
     assert_eq!(via_b.used().await, 8);
     via_b.delete("shared").await;
-    via_a
-        .fails("object/properties", json!({"key": "shared/model.json"}))
-        .await;
+    assert_eq!(
+        via_a
+            .fails("object/properties", json!({"key": "shared/model.json"}))
+            .await,
+        ["Object not found: shared/model.json"]
+    );
     assert_eq!(via_a.used().await, 0);
     // The second server created no identities of its own.
     assert!(!b.data_dir().join("initial-credentials.json").exists());

@@ -55,9 +55,12 @@ async fn unknown_and_foreign_organizations_give_the_same_answer_everywhere() {
 
     // nothing leaked or changed either way
     assert_eq!(client.properties("private/file").await["size"], 6);
-    client
-        .fails("object/properties", json!({"key": "private/intrusion"}))
-        .await;
+    assert_eq!(
+        client
+            .fails("object/properties", json!({"key": "private/intrusion"}))
+            .await,
+        ["Object not found: private/intrusion"]
+    );
     assert_eq!(stranger.names("").await, ["theirs"]);
     assert_eq!(client.names("").await, ["private"]);
 }
@@ -67,17 +70,24 @@ async fn a_missing_organization_id_is_an_ordinary_failure() {
     let server = TestServer::start();
     let client = server.client();
     for endpoint in ["object/list", "object/properties", "object/delete", "object/get"] {
-        client
+        let errors = client
             .post_exact(endpoint, &json!({"key": "k", "keys": ["k"], "path": "/"}))
             .await
             .failure();
+        assert_eq!(errors, ["Missing required field 'organizationId'"], "{endpoint}");
     }
     let form = reqwest::multipart::Form::new().text("key", "k").part(
         "objectData",
         reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"),
     );
-    client.send_multipart(form).await.failure();
-    client.fails("object/properties", json!({"key": "k"})).await;
+    assert_eq!(
+        client.send_multipart(form).await.failure(),
+        ["Missing required field 'organizationId'"]
+    );
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "k"})).await,
+        ["Object not found: k"]
+    );
 }
 
 #[tokio::test]
@@ -116,9 +126,12 @@ async fn a_read_only_member_reads_but_cannot_write_or_delete() {
     );
 
     assert_eq!(owner.properties("shared/data").await["md5"], md5_hex(b"data"));
-    owner
-        .fails("object/properties", json!({"key": "shared/intrusion"}))
-        .await;
+    assert_eq!(
+        owner
+            .fails("object/properties", json!({"key": "shared/intrusion"}))
+            .await,
+        ["Object not found: shared/intrusion"]
+    );
     assert_eq!(owner.used().await, 4);
     assert_eq!(server.blob_files(), 1, "refused uploads leave no body behind");
 }
@@ -205,14 +218,18 @@ async fn membership_changes_take_effect_at_once() {
 
     // a removed member loses access, and the answer is the unknown-organization one
     let unknown = member.in_org(&"e".repeat(32)).fails("object/list", json!({})).await;
+    assert_eq!(unknown, ["Organization not found or access denied"]);
     server.admin(&["member", "remove", "--org", &owner.org, "--user", &member.user]);
     assert_eq!(member.fails("object/list", json!({})).await, unknown);
-    assert_eq!(member.fails("object/properties", json!({"key": "doc"})).await.len(), 1);
+    assert_eq!(member.fails("object/properties", json!({"key": "doc"})).await, unknown);
     assert_eq!(member.set_raw("after-removal", b"x").await.failure(), unknown);
-    member.fails("object/get", json!({"keys": ["doc"]})).await;
+    assert_eq!(member.fails("object/get", json!({"keys": ["doc"]})).await, unknown);
     // still a user: it authenticates, it just has no organization
     member.authenticate().await.ok();
-    owner.fails("object/properties", json!({"key": "after-removal"})).await;
+    assert_eq!(
+        owner.fails("object/properties", json!({"key": "after-removal"})).await,
+        ["Object not found: after-removal"]
+    );
     assert_eq!(owner.properties("by-member").await["size"], 1);
 }
 

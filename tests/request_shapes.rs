@@ -7,6 +7,11 @@ use common::*;
 use reqwest::multipart::{Form, Part};
 use serde_json::json;
 
+/// The answer to an upload over the 1 MiB maximum object size these tests configure.
+const TOO_LARGE: &str = "The object is larger than the maximum object size of 1048576 bytes";
+/// The answer to an upload without an objectData file part.
+const NO_DATA: &str = "Invalid field 'objectData': it is missing: send multipart/form-data with the parts organizationId, key and objectData (a file)";
+
 const MIB: usize = 1024 * 1024;
 
 async fn send(request: reqwest::RequestBuilder) -> Reply {
@@ -76,11 +81,17 @@ async fn form_bodies_work_on_every_endpoint() {
         .await;
     assert_eq!(reply.ok()["metadata"]["size"], 13, "legacy shape from a form");
     // missing fields in a form are ordinary failures
-    client
-        .post_form("object/properties", &[("organizationId", org)])
-        .await
-        .failure();
-    client.post_form("object/list", &[("path", "form")]).await.failure();
+    assert_eq!(
+        client
+            .post_form("object/properties", &[("organizationId", org)])
+            .await
+            .failure(),
+        ["Missing required field 'key'"]
+    );
+    assert_eq!(
+        client.post_form("object/list", &[("path", "form")]).await.failure(),
+        ["Missing required field 'organizationId'"]
+    );
 }
 
 #[tokio::test]
@@ -169,28 +180,57 @@ async fn missing_or_repeated_parts_are_ordinary_failures() {
             .part("objectData", data())
             .part("objectData", data()),
     ];
-    for form in shapes {
-        client.send_multipart(form).await.failure();
+    let refusals = [
+        NO_DATA,
+        "Missing required field 'key'",
+        "Missing required field 'organizationId'",
+        "Invalid field 'key': it is given more than once; send it once",
+        "Invalid field 'objectData': it is given more than once; send it once",
+    ];
+    for (form, refusal) in shapes.into_iter().zip(refusals) {
+        assert_eq!(client.send_multipart(form).await.failure(), [refusal]);
     }
     // not multipart at all
-    client
-        .post_form("object/set", &[("organizationId", &org), ("key", "k")])
-        .await
-        .failure();
-    client
-        .post_json("object/set", json!({"key": "k", "objectData": "d"}))
-        .await
-        .failure();
-    client.fails("object/properties", json!({"key": "k"})).await;
-    client.fails("object/properties", json!({"key": "k2"})).await;
+    assert_eq!(
+        client
+            .post_form("object/set", &[("organizationId", &org), ("key", "k")])
+            .await
+            .failure(),
+        [NO_DATA]
+    );
+    assert_eq!(
+        client
+            .post_json("object/set", json!({"key": "k", "objectData": "d"}))
+            .await
+            .failure(),
+        [NO_DATA]
+    );
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "k"})).await,
+        ["Object not found: k"]
+    );
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "k2"})).await,
+        ["Object not found: k2"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.blob_files(), 0);
     assert_eq!(server.staged_files(), 0);
     // the other endpoints
-    client.fails("object/properties", json!({})).await;
-    client.fails("object/delete", json!({})).await;
-    client.fails("object/get", json!({})).await;
-    client.post_exact("object/list", &json!({})).await.failure();
+    for (endpoint, field) in [
+        ("object/properties", "key"),
+        ("object/delete", "key"),
+        ("object/get", "keys"),
+    ] {
+        assert_eq!(
+            client.fails(endpoint, json!({})).await,
+            [format!("Missing required field '{field}'")]
+        );
+    }
+    assert_eq!(
+        client.post_exact("object/list", &json!({})).await.failure(),
+        ["Missing required field 'organizationId'"]
+    );
 }
 
 #[tokio::test]
@@ -241,7 +281,12 @@ async fn unparseable_bodies_are_400_with_a_json_body() {
             request = request.header("Content-Type", ct);
         }
         let reply = send(request).await;
-        reply.failure_with_status(400);
+        let errors = reply.failure_with_status(400);
+        assert!(
+            errors[0].starts_with("The request body is not valid JSON: ")
+                || errors[0].starts_with("The request body cannot be parsed: "),
+            "{errors:?}"
+        );
     }
     assert_eq!(client.used().await, 0);
 }
@@ -263,13 +308,17 @@ async fn unknown_endpoints_are_json_404() {
     ];
     for request in requests {
         let reply = send(request).await;
-        reply.failure_with_status(404);
+        let errors = reply.failure_with_status(404);
+        assert!(errors[0].starts_with("Unknown endpoint: "), "{errors:?}");
     }
     // a wrong method on a real endpoint still answers JSON
     let reply = send(http.get(server.url("object/list")).headers(client.headers())).await;
     assert_ne!(reply.status, 200);
     assert_ne!(reply.status, 500);
-    reply.failure_with_status(reply.status);
+    assert_eq!(
+        reply.failure_with_status(reply.status),
+        ["Method GET is not allowed on /api/v2/object/list"]
+    );
 }
 
 #[tokio::test]
@@ -315,11 +364,14 @@ async fn uploads_over_the_maximum_object_size_are_413() {
             ],
         )
         .await;
-    reply.failure_with_status(413);
+    assert_eq!(reply.failure_with_status(413), [TOO_LARGE]);
 
     assert_eq!(client.properties("exact").await["md5"], md5_hex(&noise(MIB, 1)));
     for key in ["too-big", "one-over", "data-first"] {
-        client.fails("object/properties", json!({"key": key})).await;
+        assert_eq!(
+            client.fails("object/properties", json!({ "key": key })).await,
+            [format!("Object not found: {key}")]
+        );
     }
     assert_eq!(client.used().await, MIB as u64);
     assert_eq!(server.org_entry(&client.org)["usedFiles"], 1);
@@ -344,7 +396,7 @@ async fn large_uploads_refused_for_the_organization_are_ordinary_failures() {
             ],
         )
         .await;
-    reply.failure();
+    assert_eq!(reply.failure(), ["Organization not found or access denied"]);
     let reply = server
         .raw_set(
             &reader,
@@ -371,8 +423,11 @@ async fn a_streamed_upload_without_length_over_the_maximum_is_413() {
         .text("key", "streamed")
         .part("objectData", Part::stream(body).file_name("stream"));
     let reply = client.send_multipart(form).await;
-    reply.failure_with_status(413);
-    client.fails("object/properties", json!({"key": "streamed"})).await;
+    assert_eq!(reply.failure_with_status(413), [TOO_LARGE]);
+    assert_eq!(
+        client.fails("object/properties", json!({"key": "streamed"})).await,
+        ["Object not found: streamed"]
+    );
     assert_eq!(client.used().await, 0);
     assert_eq!(server.blob_files(), 0);
     assert_eq!(server.staged_files(), 0);
@@ -405,18 +460,29 @@ async fn large_refused_uploads_reach_a_client_that_reads_after_sending() {
     let mut failures = Vec::new();
     for round in 0..2 {
         let answers = [
-            ("oversized", limited.try_set(&limited.org, "k", &big).await, 413),
+            (
+                "oversized",
+                limited.try_set(&limited.org, "k", &big).await,
+                413,
+                TOO_LARGE,
+            ),
             (
                 "unknown organization",
                 owner.try_set(&"0".repeat(32), "k", &big).await,
                 200,
+                "Organization not found or access denied",
             ),
-            ("no write permission", reader.try_set(&owner.org, "k", &big).await, 200),
+            (
+                "no write permission",
+                reader.try_set(&owner.org, "k", &big).await,
+                200,
+                DENY_WRITE,
+            ),
         ];
-        for (case, answer, status) in answers {
+        for (case, answer, status, sentence) in answers {
             match answer {
                 Ok(reply) => {
-                    reply.failure_with_status(status);
+                    assert_eq!(reply.failure_with_status(status), [sentence], "{case}");
                 }
                 Err(e) => failures.push(format!("round {round}, {case}: {e}")),
             }

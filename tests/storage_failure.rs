@@ -363,12 +363,18 @@ async fn a_full_disk_refuses_sets_with_503_and_keeps_everything_else() {
         let kept = client.properties("models/kept.bin").await;
         assert_eq!(kept, kept_before, "{case}: the overwritten key is intact");
         assert_eq!(client.properties("models/other.txt").await["md5"], HELLO_MD5);
-        client
-            .fails("object/properties", json!({"key": "models/new.bin"}))
-            .await;
-        client
-            .fails("object/properties", json!({"key": "fresh/folder/new.bin"}))
-            .await;
+        assert_eq!(
+            client
+                .fails("object/properties", json!({"key": "models/new.bin"}))
+                .await,
+            ["Object not found: models/new.bin"]
+        );
+        assert_eq!(
+            client
+                .fails("object/properties", json!({"key": "fresh/folder/new.bin"}))
+                .await,
+            ["Object not found: fresh/folder/new.bin"]
+        );
         assert_eq!(client.list(Some("models")).await, listing_before, "{case}");
         assert_eq!(
             names(&client.list(None).await),
