@@ -362,6 +362,8 @@ fn server_key_text(config: &Config) -> Result<String, BackupError> {
 /// Copies the store `source` describes into the embedded data directory `to`: the backup, and a
 /// restore onto an embedded store (`fresh_only`: refuse a directory that already holds a store).
 async fn copy_store(source: &Config, to: &Path, fresh_only: bool) -> Result<BackupReport, BackupError> {
+    // A backup is a data directory: owner-only (0700/0600) like the store it copies.
+    crate::modes::restrict_new_files();
     let started = Instant::now();
     if source.metadata == MetadataStore::Sqlite && !source.db_path().exists() {
         return Err(BackupError::NoStore(source.data_dir.clone()));
