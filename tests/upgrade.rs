@@ -248,9 +248,22 @@ async fn a_v0_1_0_data_directory_opens_and_serves_everything() {
     let small = home.path().join("data/blobs/small.sqlite3");
     assert_eq!(sqlite_marker(&small), 0);
     let server = TestServer::start_in(home, Options::new().env("STOWAGE_GC_INTERVAL_SECS", 3600));
+    // An existing store creates no first identities; it only reminds where the v0.1.0 start
+    // left the first credentials.
     assert!(
-        server.banner.is_empty(),
+        !server
+            .banner
+            .iter()
+            .any(|line| line.contains("created the first organization")),
         "no first start on an existing store: {:?}",
+        server.banner
+    );
+    assert!(
+        server
+            .banner
+            .iter()
+            .any(|line| line.contains("initial-credentials.json")),
+        "the reminder of the first credentials: {:?}",
         server.banner
     );
     assert_eq!(sqlite_marker(&server.data_dir().join("blobs/small.sqlite3")), 1);
@@ -382,8 +395,13 @@ async fn a_v0_1_0_postgres_dump_with_its_s3_bodies_opens_and_serves_everything()
         options = options.env(name, value);
     }
     let server = TestServer::start_in(home, options);
+    // An existing store creates no first identities; it only reminds where the v0.1.0 start
+    // left the first credentials.
     assert!(
-        server.banner.is_empty(),
+        !server
+            .banner
+            .iter()
+            .any(|line| line.contains("created the first organization")),
         "no first start on an existing store: {:?}",
         server.banner
     );
