@@ -395,8 +395,7 @@ async fn a_v0_1_0_postgres_dump_with_its_s3_bodies_opens_and_serves_everything()
         options = options.env(name, value);
     }
     let server = TestServer::start_in(home, options);
-    // An existing store creates no first identities; it only reminds where the v0.1.0 start
-    // left the first credentials.
+    // An existing store creates no first identities.
     assert!(
         !server
             .banner
