@@ -41,11 +41,23 @@ async fn assert_healthy(server: &TestServer, client: &Client) {
 }
 
 /// Not a 500, and a JSON envelope with `success: false`; returns the status.
-fn refused(reply: &Reply, what: &str) -> u16 {
+/// The refusal of a small body over 1 MiB.
+const TOO_LARGE: &str = "The request body is larger than 1048576 bytes";
+/// The refusal of a multipart body with too many parts.
+const TOO_MANY_PARTS: &str = "The request body cannot be parsed: more than 64 parts";
+
+/// Checks that `reply` is a refusal in the API's envelope whose first sentence starts with
+/// `sentence`, and gives its status for the caller to check.
+fn refused(reply: &Reply, what: &str, sentence: &str) -> u16 {
     assert_ne!(reply.status, 500, "{what}: {}", reply.text);
     reply.assert_json_envelope();
     assert_eq!(reply.body["success"], false, "{what}: {}", reply.text);
-    assert!(!reply.errors().is_empty(), "{what}: {}", reply.text);
+    let errors = reply.errors();
+    assert!(
+        errors.first().is_some_and(|first| first.starts_with(sentence)),
+        "{what}: expected a sentence starting {sentence:?}, got {}",
+        reply.text
+    );
     reply.status
 }
 
@@ -192,49 +204,72 @@ async fn malformed_json_and_wrong_content_types_on_every_json_endpoint() {
     let valid = serde_json::to_vec(&json!({"organizationId": org, "key": "victim", "keys": ["victim"]})).unwrap();
     let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
     let deep_object = format!("{}1{}", "{\"a\":".repeat(50_000), "}".repeat(50_000)).into_bytes();
-    // (content type, body, the statuses allowed)
-    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
-        ("application/json", b"{not json".to_vec(), &[400]),
-        ("application/json", b"{\"key\": ".to_vec(), &[400]),
-        ("application/json", b"{\"key\": \"victim\",}".to_vec(), &[400]),
-        ("application/json", b"[1, 2]".to_vec(), &[400]),
-        ("application/json", b"\"just a string\"".to_vec(), &[400]),
-        ("application/json", b"42".to_vec(), &[400]),
-        ("application/json", b"true".to_vec(), &[400]),
-        ("application/json", b"{} {}".to_vec(), &[400]),
-        ("application/json", b"\xef\xbb\xbf{}".to_vec(), &[400, 200]),
-        ("application/json", b"{\"key\": \"\xff\xfe\"}".to_vec(), &[400]),
-        ("application/json", b"\x00\x01\x02\x03".to_vec(), &[400]),
-        ("application/json", b"key=victim".to_vec(), &[400]),
-        ("application/json", deep_array, &[400]),
-        ("application/json", deep_object, &[400]),
+    // (content type, body, the statuses allowed, the start of the sentence a refusal must carry)
+    const NOT_JSON: &str = "The request body is not valid JSON";
+    const NOT_OBJECT: &str = "The request body must be a JSON object";
+    const TOO_DEEP: &str = "The request body is not valid JSON: recursion limit exceeded";
+    const WRONG_TYPE: &str = "The request body cannot be parsed: send JSON (Content-Type: application/json) or a form";
+    const BAD_MULTIPART: &str = "The request body cannot be parsed: malformed multipart body";
+    let cases: Vec<(&str, Vec<u8>, &[u16], &str)> = vec![
+        ("application/json", b"{not json".to_vec(), &[400], NOT_JSON),
+        ("application/json", b"{\"key\": ".to_vec(), &[400], NOT_JSON),
+        ("application/json", b"{\"key\": \"victim\",}".to_vec(), &[400], NOT_JSON),
+        ("application/json", b"[1, 2]".to_vec(), &[400], NOT_OBJECT),
+        ("application/json", b"\"just a string\"".to_vec(), &[400], NOT_OBJECT),
+        ("application/json", b"42".to_vec(), &[400], NOT_OBJECT),
+        ("application/json", b"true".to_vec(), &[400], NOT_OBJECT),
+        ("application/json", b"{} {}".to_vec(), &[400], NOT_JSON),
+        ("application/json", b"\xef\xbb\xbf{}".to_vec(), &[400, 200], NOT_JSON),
+        (
+            "application/json",
+            b"{\"key\": \"\xff\xfe\"}".to_vec(),
+            &[400],
+            NOT_JSON,
+        ),
+        ("application/json", b"\x00\x01\x02\x03".to_vec(), &[400], NOT_JSON),
+        ("application/json", b"key=victim".to_vec(), &[400], NOT_JSON),
+        ("application/json", deep_array, &[400], TOO_DEEP),
+        ("application/json", deep_object, &[400], TOO_DEEP),
         (
             "application/json; charset=utf-16",
             b"\xff\xfe{\x00}\x00".to_vec(),
             &[400],
+            NOT_JSON,
         ),
-        ("text/plain", b"hello there".to_vec(), &[400]),
+        ("text/plain", b"hello there".to_vec(), &[400], WRONG_TYPE),
         (
             "application/xml",
             b"<request><key>victim</key></request>".to_vec(),
             &[400],
+            WRONG_TYPE,
         ),
-        ("application/xml", valid.clone(), &[200, 400]),
-        ("text/plain", valid.clone(), &[200, 400]),
-        ("garbage", b"\x89PNG\r\n\x1a\n".to_vec(), &[400]),
-        (";;;===;;;", b"<<<>>>".to_vec(), &[400]),
-        ("application/x-www-form-urlencoded", valid.clone(), &[200]),
-        ("application/x-www-form-urlencoded", b"%%%%&&&===%zz".to_vec(), &[200]),
-        ("multipart/form-data", valid.clone(), &[400]),
+        ("application/xml", valid.clone(), &[200, 400], WRONG_TYPE),
+        ("text/plain", valid.clone(), &[200, 400], WRONG_TYPE),
+        ("garbage", b"\x89PNG\r\n\x1a\n".to_vec(), &[400], WRONG_TYPE),
+        (";;;===;;;", b"<<<>>>".to_vec(), &[400], WRONG_TYPE),
+        ("application/x-www-form-urlencoded", valid.clone(), &[200], ""),
+        (
+            "application/x-www-form-urlencoded",
+            b"%%%%&&&===%zz".to_vec(),
+            &[200],
+            "",
+        ),
+        ("multipart/form-data", valid.clone(), &[400], BAD_MULTIPART),
         (
             "multipart/form-data; boundary=zzz",
             b"this is not multipart".to_vec(),
             &[400],
+            BAD_MULTIPART,
         ),
-        ("multipart/form-data; boundary=", b"--\r\n".to_vec(), &[400]),
+        (
+            "multipart/form-data; boundary=",
+            b"--\r\n".to_vec(),
+            &[400],
+            BAD_MULTIPART,
+        ),
     ];
     for endpoint in JSON_ENDPOINTS {
-        for (content_type, body, allowed) in &cases {
+        for (content_type, body, allowed, sentence) in &cases {
             let what = format!(
                 "{endpoint} with {content_type} {:?}",
                 String::from_utf8_lossy(&body[..body.len().min(40)])
@@ -249,18 +284,22 @@ async fn malformed_json_and_wrong_content_types_on_every_json_endpoint() {
             );
             reply.assert_json_envelope();
             if reply.status != 200 {
-                refused(&reply, &what);
+                refused(&reply, &what, sentence);
             }
         }
     }
     // /object/set: anything but multipart is an ordinary failure that names the missing part
-    for (content_type, body, _) in &cases {
+    for (content_type, body, _, _) in &cases {
         if content_type.starts_with("multipart/") {
             continue;
         }
         let what = format!("object/set with {content_type}");
         let reply = post_body(&server, &client, "object/set", content_type, body.clone()).await;
-        assert_eq!(refused(&reply, &what), 200, "{what}");
+        assert_eq!(
+            refused(&reply, &what, "Invalid field 'objectData': it is missing"),
+            200,
+            "{what}"
+        );
         assert!(reply.errors()[0].contains("objectData"), "{what}: {}", reply.text);
     }
     // a Content-Type that is not visible ASCII
@@ -274,7 +313,7 @@ async fn malformed_json_and_wrong_content_types_on_every_json_endpoint() {
             b"{nope".to_vec(),
         )
         .await;
-        refused(&reply, endpoint);
+        refused(&reply, endpoint, "The request body is not valid JSON");
     }
     // the sniffed bodies above may have deleted the victim: put it back
     client.set("victim", HELLO).await;
@@ -502,15 +541,15 @@ async fn huge_field_values_and_bodies() {
             body,
         )
         .await;
-        assert_eq!(refused(&reply, endpoint), 413, "{endpoint}: {}", reply.text);
+        assert_eq!(refused(&reply, endpoint, TOO_LARGE), 413, "{endpoint}: {}", reply.text);
         // through reqwest too, which reads only after sending everything
         let body = serde_json::to_vec(&json!({"organizationId": org, "padding": two_mb})).unwrap();
         let reply = post_body(&server, &client, endpoint, "application/json", body).await;
-        assert_eq!(refused(&reply, endpoint), 413, "{endpoint}: {}", reply.text);
+        assert_eq!(refused(&reply, endpoint, TOO_LARGE), 413, "{endpoint}: {}", reply.text);
         // a form of 2 MB
         let body = format!("organizationId={org}&key={two_mb}").into_bytes();
         let reply = post_body(&server, &client, endpoint, "application/x-www-form-urlencoded", body).await;
-        assert_eq!(refused(&reply, endpoint), 413, "{endpoint}: {}", reply.text);
+        assert_eq!(refused(&reply, endpoint, TOO_LARGE), 413, "{endpoint}: {}", reply.text);
     }
 
     // a refusal before the body is read (authentication) reaches a client that reads after sending
@@ -572,9 +611,9 @@ async fn huge_field_values_and_bodies() {
     assert_eq!(meta["metadata"]["md5"], HELLO_MD5);
 
     // a 2 MB key or organization id in a multipart set: refused, nothing stored
-    for (org_part, key_part) in [
-        (org.as_bytes(), two_mb.as_bytes()),
-        (two_mb.as_bytes(), b"big/new".as_slice()),
+    for (org_part, key_part, long_field) in [
+        (org.as_bytes(), two_mb.as_bytes(), "key"),
+        (two_mb.as_bytes(), b"big/new".as_slice(), "organizationId"),
     ] {
         let reply = server
             .raw_set(
@@ -587,7 +626,11 @@ async fn huge_field_values_and_bodies() {
             )
             .await;
         assert_eq!(
-            refused(&reply, "2 MB text part"),
+            refused(
+                &reply,
+                "2 MB text part",
+                &format!("Invalid field '{long_field}': it is longer than 65536 bytes")
+            ),
             200,
             "{}",
             &reply.text[..reply.text.len().min(300)]
@@ -620,8 +663,7 @@ async fn ten_thousand_multipart_parts() {
     ]);
     let started = Instant::now();
     let reply = raw_post(&server.addr, "/api/v2/object/set", &client.headers(), &ct, body).await;
-    assert_eq!(refused(&reply, "10,000 parts"), 400, "{}", reply.text);
-    assert!(reply.errors()[0].contains("parts"), "a clear sentence: {}", reply.text);
+    assert_eq!(refused(&reply, "10,000 parts", TOO_MANY_PARTS), 400, "{}", reply.text);
     assert!(started.elapsed() < Duration::from_secs(10));
     // 10,000 file parts
     let files: Vec<RawPart<'_>> = (0..10_000)
@@ -635,13 +677,22 @@ async fn ten_thousand_multipart_parts() {
         multipart_body(&files),
     )
     .await;
-    refused(&reply, "10,000 file parts");
+    refused(
+        &reply,
+        "10,000 file parts",
+        "Invalid field 'objectData': it is given more than once",
+    );
     // and on the small endpoints (the body stays under 1 MiB)
     let small = many(&[("organizationId", None, org.as_bytes()), ("key", None, b"many")]);
     assert!(small.len() < MIB);
     for endpoint in JSON_ENDPOINTS {
         let reply = post_body(&server, &client, endpoint, &ct, small.clone()).await;
-        assert_eq!(refused(&reply, endpoint), 400, "{endpoint}: {}", reply.text);
+        assert_eq!(
+            refused(&reply, endpoint, TOO_MANY_PARTS),
+            400,
+            "{endpoint}: {}",
+            reply.text
+        );
     }
     assert_eq!(
         client.fails("object/properties", json!({"key": "many"})).await,
