@@ -26,6 +26,10 @@
 //!
 //! Reads stream the `GET` body as it arrives; a read interrupted mid-body is resumed by
 //! `object_store` with a range request pinned to the same ETag.
+//!
+//! A failed request worth retrying is retried for a few seconds only ([`RETRY_FOR`]): while the
+//! store is down, requests fail with [`BlobError::Unavailable`] (a 503 for the client) within
+//! seconds, and `ping` (`/readyz`) makes one attempt and answers at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +39,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayloadMut,
+    BackoffConfig, ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
+    PutPayloadMut, RetryConfig,
 };
 use tokio::task::JoinSet;
 
@@ -62,6 +67,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// A read whose body stalls this long is retried from where it stopped. Reads have no overall
 /// limit: a body goes out at the pace of whoever downloads it.
 const READ_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request that fails in a way worth retrying (refused connection, 5xx, SlowDown) is retried
+/// with short pauses for at most this long, so that while the store is down a client gets its 503
+/// within seconds rather than after object_store's default of three minutes.
+const RETRY_FOR: Duration = Duration::from_secs(5);
+/// Time allowed for the readiness probe (`/readyz`), which is never retried: it reports the
+/// store's state now.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The retries of every request but the probe's (see [`RETRY_FOR`]).
+fn retries() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 10,
+        retry_timeout: RETRY_FOR,
+    }
+}
 
 /// Where the blobs live and how to reach them.
 #[derive(Clone)]
@@ -104,6 +129,8 @@ pub struct S3Blobs {
     store: Arc<dyn ObjectStore>,
     /// Reads: a stall limit instead, since a body streams at its downloader's pace.
     reader: Arc<dyn ObjectStore>,
+    /// The readiness probe: one attempt within [`PROBE_TIMEOUT`].
+    probe: Arc<dyn ObjectStore>,
     /// `<prefix>/blobs`.
     root: Path,
     part_size: usize,
@@ -179,19 +206,31 @@ impl S3Blobs {
         let base = ClientOptions::new()
             .with_allow_http(settings.allow_http)
             .with_connect_timeout(CONNECT_TIMEOUT);
-        let build = |options: ClientOptions| {
+        let build = |options: ClientOptions, retry: RetryConfig| {
             builder
                 .clone()
                 .with_client_options(options)
+                .with_retry(retry)
                 .build()
                 .map_err(|e| config(format!("cannot set up the S3 client: {e}")))
         };
-        let store = build(base.clone().with_timeout(REQUEST_TIMEOUT))?;
-        let reader = build(base.with_timeout_disabled().with_read_timeout(READ_STALL_TIMEOUT))?;
+        let store = build(base.clone().with_timeout(REQUEST_TIMEOUT), retries())?;
+        let reader = build(
+            base.clone()
+                .with_timeout_disabled()
+                .with_read_timeout(READ_STALL_TIMEOUT),
+            retries(),
+        )?;
+        let once = RetryConfig {
+            max_retries: 0,
+            ..RetryConfig::default()
+        };
+        let probe = build(base.with_timeout(PROBE_TIMEOUT), once)?;
 
         Ok(S3Blobs {
             store: Arc::new(store),
             reader: Arc::new(reader),
+            probe: Arc::new(probe),
             location: format!("s3://{}/{} at {endpoint}", settings.bucket, root),
             root,
             part_size: DEFAULT_PART_SIZE,
@@ -220,7 +259,12 @@ impl S3Blobs {
     /// One cheap request (a one-level listing of the blob folder), so that a wrong endpoint,
     /// bucket or key shows at start rather than at the first upload.
     pub(crate) async fn check(&self) -> Result<(), BlobError> {
-        match self.store.list_with_delimiter(Some(&self.root)).await {
+        self.list_root(&self.store).await
+    }
+
+    /// The one-level listing of the blob folder through `client`.
+    async fn list_root(&self, client: &Arc<dyn ObjectStore>) -> Result<(), BlobError> {
+        match client.list_with_delimiter(Some(&self.root)).await {
             Ok(_) => Ok(()),
             // `object_store` reports a listing's 404 as a generic error; S3's code says which.
             Err(e) if matches!(e, object_store::Error::NotFound { .. }) || e.to_string().contains("NoSuchBucket") => {
@@ -280,7 +324,7 @@ fn is_shard(shard: &str) -> bool {
 #[async_trait]
 impl BlobStore for S3Blobs {
     async fn ping(&self) -> Result<(), BlobError> {
-        self.check().await
+        self.list_root(&self.probe).await
     }
 
     async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
