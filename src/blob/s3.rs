@@ -660,6 +660,38 @@ mod unit_tests {
         assert!(!format!("{:?}", settings()).contains("s3cr3t-value"));
     }
 
+    /// A store that is down (nothing listens on its port): the readiness probe says so at once,
+    /// and a write gives up after the short retry window with `Unavailable` (a 503), instead of
+    /// retrying for minutes.
+    #[tokio::test]
+    async fn a_store_that_is_down_fails_fast() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let store = S3Blobs::connect(S3Settings {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            ..settings()
+        })
+        .unwrap();
+
+        let started = std::time::Instant::now();
+        assert!(matches!(store.ping().await, Err(BlobError::Unavailable { .. })));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "ping took {:?}",
+            started.elapsed()
+        );
+
+        let started = std::time::Instant::now();
+        let mut writer = store.create().await.unwrap();
+        writer.write(b"body").await.unwrap();
+        let outcome = writer.finish().await;
+        assert!(matches!(outcome, Err(BlobError::Unavailable { .. })), "{outcome:?}");
+        let bound = RETRY_FOR + Duration::from_secs(3);
+        assert!(started.elapsed() < bound, "the write took {:?}", started.elapsed());
+    }
+
     #[test]
     fn part_size_stays_within_s3_limits() {
         let store = S3Blobs::connect(settings()).unwrap();

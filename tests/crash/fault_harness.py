@@ -249,6 +249,12 @@ def run_fault(fault, args, engines, server, creds, model, rng, problems):
     }
 
 
+def orphans_now(binary, data):
+    """Orphan bodies `stowage fsck` finds at this moment."""
+    result = subprocess.run([binary, "fsck", "--json", "--data-dir", str(data)], capture_output=True, text=True)
+    return sum(1 for p in json.loads(result.stdout)["problems"] if p["kind"] == "orphanBlob")
+
+
 def with_timeout(post, timeout):
     """The client's timeout on every request."""
     return lambda endpoint, **kwargs: post(endpoint, **{"timeout": timeout, **kwargs})
@@ -285,16 +291,19 @@ def main():
         for fault in faults:
             before = len(problems)
             figures = run_fault(fault, args, engines, server, creds, model, rng, problems)
+            orphans, settled = orphans_now(args.bin, data), time.monotonic()
             # Uploads cut off by the outage leave bodies whose commit had an unknown outcome; the
             # server deletes those nothing names 30 s after the failure (service/unsettled.rs).
             stored = crash.verify(crash.Api(server, creds), model, keys, args.bin, data, problems, fsck_wait=60)
+            settled = time.monotonic() - settled
             recovery = "never" if figures["recovery"] is None else f"{figures['recovery']:.1f} s"
             ready = "never" if figures["ready"] is None else f"{figures['ready']:.1f} s"
             print(f"{fault}: engine down {figures['outage']:.1f} s; {figures['requests']} requests, "
                   f"{figures['acked']} writes acknowledged; {figures['outage_503']} answered 503 during the outage; "
                   f"longest request during the outage {figures['longest']:.1f} s; /readyz not ready "
                   f"{figures['not_ready']} times; first write after the engine returned in {recovery}, "
-                  f"/readyz ready in {ready}; {stored} objects verified; {len(problems) - before} problem(s)",
+                  f"/readyz ready in {ready}; {orphans} orphan bodies right after (uploads cut off mid-commit), "
+                  f"fsck clean {settled:.0f} s later; {stored} objects verified; {len(problems) - before} problem(s)",
                   flush=True)
         server.stop()
         log.close()
