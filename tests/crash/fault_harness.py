@@ -226,7 +226,8 @@ def run_fault(fault, args, engines, server, creds, model, rng, problems):
     for started, ended, outcome, message in record.probes:
         if outcome == "ok":
             continue
-        if outcome == 503 and message == f"unavailable: {sentence}" and started >= t_fault:
+        # A probe under way when the engine went down may fail too.
+        if outcome == 503 and message == f"unavailable: {sentence}" and ended >= t_fault:
             if started < t_back:
                 not_ready += 1
         else:
