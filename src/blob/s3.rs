@@ -29,7 +29,8 @@
 //!
 //! A failed request worth retrying is retried for a few seconds only ([`RETRY_FOR`]): while the
 //! store is down, requests fail with [`BlobError::Unavailable`] (a 503 for the client) within
-//! seconds, and `ping` (`/readyz`) makes one attempt and answers at once.
+//! seconds, and `ping` (`/readyz`) retries at most twice within a second (a pooled connection
+//! the store closed must not make the server look not ready) and answers at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,9 +72,12 @@ const READ_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// with short pauses for at most this long, so that while the store is down a client gets its 503
 /// within seconds rather than after object_store's default of three minutes.
 const RETRY_FOR: Duration = Duration::from_secs(5);
-/// Time allowed for the readiness probe (`/readyz`), which is never retried: it reports the
-/// store's state now.
+/// Time allowed for each attempt of the readiness probe (`/readyz`), which reports the store's
+/// state now: it retries at most [`PROBE_RETRIES`] times within [`PROBE_RETRY_FOR`], enough to get
+/// past a pooled connection the store had closed, not enough to hide an outage.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_RETRIES: usize = 2;
+const PROBE_RETRY_FOR: Duration = Duration::from_secs(1);
 
 /// The retries of every request but the probe's (see [`RETRY_FOR`]).
 fn retries() -> RetryConfig {
@@ -129,7 +133,7 @@ pub struct S3Blobs {
     store: Arc<dyn ObjectStore>,
     /// Reads: a stall limit instead, since a body streams at its downloader's pace.
     reader: Arc<dyn ObjectStore>,
-    /// The readiness probe: one attempt within [`PROBE_TIMEOUT`].
+    /// The readiness probe: a quick attempt or three ([`PROBE_RETRIES`]).
     probe: Arc<dyn ObjectStore>,
     /// `<prefix>/blobs`.
     root: Path,
@@ -221,11 +225,16 @@ impl S3Blobs {
                 .with_read_timeout(READ_STALL_TIMEOUT),
             retries(),
         )?;
-        let once = RetryConfig {
-            max_retries: 0,
-            ..RetryConfig::default()
+        let quick = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                base: 2.0,
+            },
+            max_retries: PROBE_RETRIES,
+            retry_timeout: PROBE_RETRY_FOR,
         };
-        let probe = build(base.with_timeout(PROBE_TIMEOUT), once)?;
+        let probe = build(base.with_timeout(PROBE_TIMEOUT), quick)?;
 
         Ok(S3Blobs {
             store: Arc::new(store),
@@ -690,10 +699,11 @@ mod unit_tests {
         assert!(started.elapsed() < bound, "the write took {:?}", started.elapsed());
     }
 
-    /// The readiness probe makes one attempt: a store answering 503 to everything gets exactly
-    /// one request from `ping` (a request retries it), and the probe says it failed.
+    /// The readiness probe does not wait out a failing store: a store answering 503 to everything
+    /// gets at most three requests from `ping` (other requests retry for a few seconds), and
+    /// the probe says it failed.
     #[tokio::test]
-    async fn the_readiness_probe_is_not_retried() {
+    async fn the_readiness_probe_is_retried_briefly() {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicUsize, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -717,9 +727,11 @@ mod unit_tests {
         })
         .unwrap();
         assert!(store.ping().await.is_err());
-        assert_eq!(requests.load(Ordering::SeqCst), 1);
+        let probed = requests.load(Ordering::SeqCst);
+        assert!((1..=PROBE_RETRIES + 1).contains(&probed), "{probed} requests");
         assert!(store.check().await.is_err());
-        assert!(requests.load(Ordering::SeqCst) > 2, "check is retried");
+        let checked = requests.load(Ordering::SeqCst) - probed;
+        assert!(checked > PROBE_RETRIES + 1, "check sent {checked} requests");
     }
 
     #[test]

@@ -235,6 +235,25 @@ def verify(api, model, all_keys, binary, data, problems, fsck_wait=20):
     return len(stored)
 
 
+def report(name, summary, work, problems):
+    """Prints the totals and every problem, with the end of the server log in `work` when there are
+    any; returns whether the run passed."""
+    print(f"{name}: {summary}, {len(problems)} problem(s) found")
+    for problem in problems:
+        print("  " + problem)
+    if problems:
+        print("server log:", (Path(work) / "server.log").read_text()[-3000:])
+    return not problems
+
+
+def keep_or_remove(name, work, passed):
+    """Removes `work` after a clean run; a failed run keeps it and says where it is."""
+    if passed:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"{name}: failed; the data directory and server log are kept in {work}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
@@ -279,18 +298,10 @@ def main():
                   f"{len(problems) - before} problem(s)", flush=True)
         server.stop()
         log.close()
-        print(f"crash harness: {args.rounds} rounds, {checked} acknowledged writes checked, "
-              f"{len(problems)} problem(s) found")
-        for problem in problems:
-            print("  " + problem)
-        if problems:
-            print("server log:", (Path(work) / "server.log").read_text()[-3000:])
-        passed = not problems
+        passed = report("crash harness", f"{args.rounds} rounds, {checked} acknowledged writes checked", work,
+                        problems)
     finally:
-        if passed:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"crash harness: failed; the data directory and server log are kept in {work}", flush=True)
+        keep_or_remove("crash harness", work, passed)
     sys.exit(0 if passed else 1)
 
 

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -308,20 +307,12 @@ def main():
                   flush=True)
         server.stop()
         log.close()
-        print(f"fault harness: {model.acked_writes} acknowledged writes checked, {len(problems)} problem(s) found")
-        for problem in problems:
-            print("  " + problem)
-        if problems:
-            print("server log:", (Path(work) / "server.log").read_text()[-3000:])
-        passed = not problems
+        passed = crash.report("fault harness", f"{model.acked_writes} acknowledged writes checked", work, problems)
     finally:
         if server is not None and server.process.poll() is None:
             server.stop()
         engines.remove()
-        if passed:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"fault harness: failed; the data directory and server log are kept in {work}", flush=True)
+        crash.keep_or_remove("fault harness", work, passed)
     sys.exit(0 if passed else 1)
 
 
