@@ -138,7 +138,8 @@ def random_size(rng):
 
 def operation(index, api, model, rng):
     """One operation of client `index` on its own keys: a set (70%), a file delete or a folder
-    delete. Raises what the request raised; the operation then stays in flight in the model."""
+    delete; returns which ("set", "delete", "delete-folder"). Raises what the request raised; the
+    operation then stays in flight in the model."""
     files = [f"c{index}/k{i}" for i in range(4)]
     folder = f"c{index}/dir"
     nested = [f"{folder}/k{i}" for i in range(3)]
@@ -152,15 +153,17 @@ def operation(index, api, model, rng):
         model.begin([key], digest)
         answer = api.set(key, body)
         model.settle([key], digest, answer["success"])
-    elif roll < 0.85:
+        return "set"
+    if roll < 0.85:
         key = rng.choice(files + nested)
         model.begin([key], DELETED)
         answer = api.call("object/delete", key=key)
         model.settle([key], DELETED, answer["success"])
-    else:
-        model.begin(nested, DELETED)
-        answer = api.call("object/delete", key=folder)
-        model.settle(nested, DELETED, answer["success"])
+        return "delete"
+    model.begin(nested, DELETED)
+    answer = api.call("object/delete", key=folder)
+    model.settle(nested, DELETED, answer["success"])
+    return "delete-folder"
 
 
 def client_loop(index, api, model, stop, rng):
