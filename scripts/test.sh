@@ -59,6 +59,9 @@ STOWAGE_TEST_BACKEND=postgres-s3 scripts/conformance.sh target/debug/stowage
 step "crash harness: SIGKILL under concurrent load, restart, verify (20 rounds)"
 .venv/bin/python tests/crash/crash_harness.py --rounds 20 --clients 8 --bin target/debug/stowage
 
+step "engine faults: PostgreSQL restarted, SeaweedFS stopped 10 s, under 8 writers (the step's own instances)"
+.venv/bin/python tests/crash/fault_harness.py --clients 8 --bin target/debug/stowage
+
 step "interop: the real lean CLI and the example scripts"
 scripts/interop.sh target/debug/stowage
 

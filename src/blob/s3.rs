@@ -26,6 +26,11 @@
 //!
 //! Reads stream the `GET` body as it arrives; a read interrupted mid-body is resumed by
 //! `object_store` with a range request pinned to the same ETag.
+//!
+//! A failed request worth retrying is retried for a few seconds only ([`RETRY_FOR`]): while the
+//! store is down, requests fail with [`BlobError::Unavailable`] (a 503 for the client) within
+//! seconds, and `ping` (`/readyz`) retries at most twice within a second (a pooled connection
+//! the store closed must not make the server look not ready) and answers at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +40,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayloadMut,
+    BackoffConfig, ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
+    PutPayloadMut, RetryConfig,
 };
 use tokio::task::JoinSet;
 
@@ -62,6 +68,29 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// A read whose body stalls this long is retried from where it stopped. Reads have no overall
 /// limit: a body goes out at the pace of whoever downloads it.
 const READ_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request that fails in a way worth retrying (refused connection, 5xx, SlowDown) is retried
+/// with short pauses for at most this long, so that while the store is down a client gets its 503
+/// within seconds rather than after object_store's default of three minutes.
+const RETRY_FOR: Duration = Duration::from_secs(5);
+/// Time allowed for each attempt of the readiness probe (`/readyz`), which reports the store's
+/// state now: it retries at most [`PROBE_RETRIES`] times within [`PROBE_RETRY_FOR`], enough to get
+/// past a pooled connection the store had closed, not enough to hide an outage.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_RETRIES: usize = 2;
+const PROBE_RETRY_FOR: Duration = Duration::from_secs(1);
+
+/// The retries of every request but the probe's (see [`RETRY_FOR`]).
+fn retries() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 10,
+        retry_timeout: RETRY_FOR,
+    }
+}
 
 /// Where the blobs live and how to reach them.
 #[derive(Clone)]
@@ -104,6 +133,8 @@ pub struct S3Blobs {
     store: Arc<dyn ObjectStore>,
     /// Reads: a stall limit instead, since a body streams at its downloader's pace.
     reader: Arc<dyn ObjectStore>,
+    /// The readiness probe: a quick attempt or three ([`PROBE_RETRIES`]).
+    probe: Arc<dyn ObjectStore>,
     /// `<prefix>/blobs`.
     root: Path,
     part_size: usize,
@@ -179,19 +210,36 @@ impl S3Blobs {
         let base = ClientOptions::new()
             .with_allow_http(settings.allow_http)
             .with_connect_timeout(CONNECT_TIMEOUT);
-        let build = |options: ClientOptions| {
+        let build = |options: ClientOptions, retry: RetryConfig| {
             builder
                 .clone()
                 .with_client_options(options)
+                .with_retry(retry)
                 .build()
                 .map_err(|e| config(format!("cannot set up the S3 client: {e}")))
         };
-        let store = build(base.clone().with_timeout(REQUEST_TIMEOUT))?;
-        let reader = build(base.with_timeout_disabled().with_read_timeout(READ_STALL_TIMEOUT))?;
+        let store = build(base.clone().with_timeout(REQUEST_TIMEOUT), retries())?;
+        let reader = build(
+            base.clone()
+                .with_timeout_disabled()
+                .with_read_timeout(READ_STALL_TIMEOUT),
+            retries(),
+        )?;
+        let quick = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                base: 2.0,
+            },
+            max_retries: PROBE_RETRIES,
+            retry_timeout: PROBE_RETRY_FOR,
+        };
+        let probe = build(base.with_timeout(PROBE_TIMEOUT), quick)?;
 
         Ok(S3Blobs {
             store: Arc::new(store),
             reader: Arc::new(reader),
+            probe: Arc::new(probe),
             location: format!("s3://{}/{} at {endpoint}", settings.bucket, root),
             root,
             part_size: DEFAULT_PART_SIZE,
@@ -220,7 +268,12 @@ impl S3Blobs {
     /// One cheap request (a one-level listing of the blob folder), so that a wrong endpoint,
     /// bucket or key shows at start rather than at the first upload.
     pub(crate) async fn check(&self) -> Result<(), BlobError> {
-        match self.store.list_with_delimiter(Some(&self.root)).await {
+        self.list_root(&self.store).await
+    }
+
+    /// The one-level listing of the blob folder through `client`.
+    async fn list_root(&self, client: &Arc<dyn ObjectStore>) -> Result<(), BlobError> {
+        match client.list_with_delimiter(Some(&self.root)).await {
             Ok(_) => Ok(()),
             // `object_store` reports a listing's 404 as a generic error; S3's code says which.
             Err(e) if matches!(e, object_store::Error::NotFound { .. }) || e.to_string().contains("NoSuchBucket") => {
@@ -280,7 +333,7 @@ fn is_shard(shard: &str) -> bool {
 #[async_trait]
 impl BlobStore for S3Blobs {
     async fn ping(&self) -> Result<(), BlobError> {
-        self.check().await
+        self.list_root(&self.probe).await
     }
 
     async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
@@ -614,6 +667,71 @@ mod unit_tests {
     #[test]
     fn settings_debug_hides_the_secret() {
         assert!(!format!("{:?}", settings()).contains("s3cr3t-value"));
+    }
+
+    /// A port on 127.0.0.1 that nothing listens on.
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    /// A store that is down (nothing listens on its port): the readiness probe and a write both
+    /// fail with `Unavailable` (a 503), the write once the short retry window has passed instead
+    /// of retrying for minutes.
+    #[tokio::test]
+    async fn a_store_that_is_down_is_unavailable_within_the_retry_window() {
+        let store = S3Blobs::connect(S3Settings {
+            endpoint: Some(format!("http://127.0.0.1:{}", closed_port())),
+            ..settings()
+        })
+        .unwrap();
+        assert!(matches!(store.ping().await, Err(BlobError::Unavailable { .. })));
+
+        let started = std::time::Instant::now();
+        let mut writer = store.create().await.unwrap();
+        writer.write(b"body").await.unwrap();
+        let outcome = writer.finish().await;
+        assert!(matches!(outcome, Err(BlobError::Unavailable { .. })), "{outcome:?}");
+        // Generous for a loaded machine; object_store's default retries go on for up to 3 minutes.
+        let bound = RETRY_FOR + Duration::from_secs(10);
+        assert!(started.elapsed() < bound, "the write took {:?}", started.elapsed());
+    }
+
+    /// The readiness probe does not wait out a failing store: a store answering 503 to everything
+    /// gets at most three requests from `ping` (other requests retry for a few seconds), and
+    /// the probe says it failed.
+    #[tokio::test]
+    async fn the_readiness_probe_is_retried_briefly() {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = [0u8; 4096];
+                if stream.read(&mut head).unwrap_or(0) > 0 {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        let store = S3Blobs::connect(S3Settings {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            ..settings()
+        })
+        .unwrap();
+        assert!(store.ping().await.is_err());
+        let probed = requests.load(Ordering::SeqCst);
+        assert!((1..=PROBE_RETRIES + 1).contains(&probed), "{probed} requests");
+        assert!(store.check().await.is_err());
+        let checked = requests.load(Ordering::SeqCst) - probed;
+        assert!(checked > PROBE_RETRIES + 1, "check sent {checked} requests");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod error;
 mod inflight;
 mod ratelimit;
+mod unsettled;
 mod zip;
 
 use std::net::IpAddr;
@@ -111,6 +112,8 @@ pub struct Service {
     server_key: ServerKey,
     failures: ratelimit::FailureLimiter,
     uploads: inflight::PerUser,
+    /// Blobs of uploads whose metadata commit had an unknown outcome, until the collector settles them.
+    unsettled: unsettled::Unsettled,
 }
 
 impl Service {
@@ -125,6 +128,7 @@ impl Service {
             server_key,
             failures,
             uploads,
+            unsettled: unsettled::Unsettled::default(),
         }
     }
 
@@ -291,8 +295,10 @@ impl Service {
         let outcome = match self.meta.put_object(&org, object, quota).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                // Unknown whether it committed: leave the blob for the orphan sweep rather than
-                // risk deleting a body the metadata names.
+                // Unknown whether it committed: keep the blob rather than risk deleting a body the
+                // metadata names; the collector deletes it once the outcome has settled and
+                // nothing names it.
+                self.unsettled.add(blob, std::time::Instant::now());
                 return Err(e.into());
             }
         };
@@ -569,7 +575,8 @@ impl Service {
         Ok(removed)
     }
 
-    /// Runs collection every `interval` (the first one interval after start), and an orphan
+    /// Runs collection every `interval` (the first one interval after start), each pass followed
+    /// by a check of the uploads whose commit had an unknown outcome (`unsettled.rs`), and an orphan
     /// sweep at start and then every `sweep_interval`, until the process ends. With `shared` stores (other servers may be
     /// uploading right now), even the first sweep only considers blobs older than an hour; alone,
     /// everything written before this process started is fair game.
@@ -602,6 +609,11 @@ impl Service {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(blobs = n, "collected unreferenced blobs"),
                     Err(e) => tracing::warn!(error = %e, "garbage collection pass failed"),
+                }
+                match service.settle_uploads(unsettled::SETTLE_AFTER).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(blobs = n, "removed the bodies of uploads that did not commit"),
+                    Err(e) => tracing::warn!(error = %e, "cannot check uploads with an unknown outcome yet"),
                 }
             }
         })

@@ -102,7 +102,8 @@ class Api:
 
 
 class Model:
-    """Per key: the acknowledged state (md5 or DELETED) and the possible in-flight outcome."""
+    """Per key: the acknowledged state (md5 or DELETED) and the possible outcomes of operations
+    that got no answer (a killed server, or a failure whose outcome is unknown)."""
 
     def __init__(self):
         self.acked = {}
@@ -114,7 +115,7 @@ class Model:
     def begin(self, keys, outcome):
         with self.lock:
             for key in keys:
-                self.in_flight[key] = outcome
+                self.in_flight.setdefault(key, set()).add(outcome)
 
     def settle(self, keys, outcome, applied):
         with self.lock:
@@ -135,33 +136,48 @@ def random_size(rng):
     return rng.randint(256 * 1024, 4 * 1024 * 1024)
 
 
-def client_loop(index, api, model, stop, rng):
+def operation(index, api, model, rng):
+    """One operation of client `index` on its own keys: a set (70%), a file delete or a folder
+    delete; returns which ("set", "delete", "delete-folder"). Raises what the request raised; the
+    operation then stays in flight in the model."""
     files = [f"c{index}/k{i}" for i in range(4)]
     folder = f"c{index}/dir"
     nested = [f"{folder}/k{i}" for i in range(3)]
+    roll = rng.random()
+    if roll < 0.7:
+        key = rng.choice(files + nested)
+        body = rng.randbytes(random_size(rng))
+        digest = hashlib.md5(body).hexdigest()
+        with model.lock:
+            model.sizes[digest] = len(body)  # every body sent, whole
+        model.begin([key], digest)
+        answer = api.set(key, body)
+        model.settle([key], digest, answer["success"])
+        return "set"
+    if roll < 0.85:
+        key = rng.choice(files + nested)
+        model.begin([key], DELETED)
+        answer = api.call("object/delete", key=key)
+        model.settle([key], DELETED, answer["success"])
+        return "delete"
+    model.begin(nested, DELETED)
+    answer = api.call("object/delete", key=folder)
+    model.settle(nested, DELETED, answer["success"])
+    return "delete-folder"
+
+
+def client_loop(index, api, model, stop, rng):
     while not stop.is_set():
-        roll = rng.random()
         try:
-            if roll < 0.7:
-                key = rng.choice(files + nested)
-                body = rng.randbytes(random_size(rng))
-                digest = hashlib.md5(body).hexdigest()
-                with model.lock:
-                    model.sizes[digest] = len(body)  # every body sent, whole
-                model.begin([key], digest)
-                answer = api.set(key, body)
-                model.settle([key], digest, answer["success"])
-            elif roll < 0.85:
-                key = rng.choice(files + nested)
-                model.begin([key], DELETED)
-                answer = api.call("object/delete", key=key)
-                model.settle([key], DELETED, answer["success"])
-            else:
-                model.begin(nested, DELETED)
-                answer = api.call("object/delete", key=folder)
-                model.settle(nested, DELETED, answer["success"])
+            operation(index, api, model, rng)
         except (requests.ConnectionError, requests.Timeout, requests.HTTPError):
             return  # the server died mid-request: the operation stays in flight
+
+
+def all_keys(clients):
+    """Every key the clients of `operation` may hold."""
+    return [f"c{c}/k{i}" for c in range(clients) for i in range(4)] + \
+        [f"c{c}/dir/k{i}" for c in range(clients) for i in range(3)]
 
 
 def download_all(api, keys):
@@ -176,7 +192,7 @@ def download_all(api, keys):
     return {name: hashlib.md5(archive.read(name)).hexdigest() for name in archive.namelist()}
 
 
-def verify(api, model, all_keys, binary, data, problems):
+def verify(api, model, all_keys, binary, data, problems, fsck_wait=20):
     stored = {}
     for key in all_keys:
         answer = api.call("object/properties", key=key)
@@ -186,7 +202,7 @@ def verify(api, model, all_keys, binary, data, problems):
         with model.lock:
             allowed = {model.acked.get(key, DELETED)}
             if key in model.in_flight:
-                allowed.add(model.in_flight.pop(key))
+                allowed |= model.in_flight.pop(key)
             if actual not in allowed:
                 problems.append(f"{key}: holds {actual}, expected one of {sorted(allowed)}")
             model.acked[key] = actual
@@ -210,7 +226,7 @@ def verify(api, model, all_keys, binary, data, problems):
         problems.append(f"usage {used_files} files, {len(stored)} stored")
 
     # Collection removes replaced bodies and the startup sweep removes orphans of the crash.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + fsck_wait
     while True:
         result = subprocess.run([binary, "fsck", "--json", "--data-dir", str(data)], capture_output=True, text=True)
         report = json.loads(result.stdout)
@@ -220,6 +236,25 @@ def verify(api, model, all_keys, binary, data, problems):
     for problem in report["problems"]:
         problems.append(f"fsck: {json.dumps(problem)}")
     return len(stored)
+
+
+def report(name, summary, work, problems):
+    """Prints the totals and every problem, with the end of the server log in `work` when there are
+    any; returns whether the run passed."""
+    print(f"{name}: {summary}, {len(problems)} problem(s) found")
+    for problem in problems:
+        print("  " + problem)
+    if problems:
+        print("server log:", (Path(work) / "server.log").read_text()[-3000:])
+    return not problems
+
+
+def keep_or_remove(name, work, passed):
+    """Removes `work` after a clean run; a failed run keeps it and says where it is."""
+    if passed:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"{name}: failed; the data directory and server log are kept in {work}", flush=True)
 
 
 def main():
@@ -243,8 +278,7 @@ def main():
         server.start()
         creds = json.loads((data / "initial-credentials.json").read_text())
         model = Model()
-        all_keys = [f"c{c}/k{i}" for c in range(args.clients) for i in range(4)]
-        all_keys += [f"c{c}/dir/k{i}" for c in range(args.clients) for i in range(3)]
+        keys = all_keys(args.clients)
         problems, checked = [], 0
         for round_no in range(1, args.rounds + 1):
             stop = threading.Event()
@@ -261,24 +295,16 @@ def main():
             in_flight = len(model.in_flight)
             server.start()
             before = len(problems)
-            stored = verify(Api(server, creds), model, all_keys, args.bin, data, problems)
+            stored = verify(Api(server, creds), model, keys, args.bin, data, problems)
             checked = model.acked_writes
             print(f"round {round_no:2}: killed with {in_flight} operation(s) in flight; {stored} objects verified; "
                   f"{len(problems) - before} problem(s)", flush=True)
         server.stop()
         log.close()
-        print(f"crash harness: {args.rounds} rounds, {checked} acknowledged writes checked, "
-              f"{len(problems)} problem(s) found")
-        for problem in problems:
-            print("  " + problem)
-        if problems:
-            print("server log:", (Path(work) / "server.log").read_text()[-3000:])
-        passed = not problems
+        passed = report("crash harness", f"{args.rounds} rounds, {checked} acknowledged writes checked", work,
+                        problems)
     finally:
-        if passed:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"crash harness: failed; the data directory and server log are kept in {work}", flush=True)
+        keep_or_remove("crash harness", work, passed)
     sys.exit(0 if passed else 1)
 
 
