@@ -373,3 +373,49 @@ async fn the_data_directory_is_owner_only() {
     assert_eq!(server.client().properties("small").await["size"], 13);
     assert!(fsck(&data).status.success());
 }
+
+/// Item 9: with `metrics_listen` (flag or environment), `/metrics` answers only on its own
+/// address and the API's address answers 404 for it; the metrics address serves nothing else.
+/// Unset, `/metrics` stays beside the API (also checked in tests/operations.rs).
+#[tokio::test]
+async fn metrics_listen_moves_metrics_off_the_api_address() {
+    let http = http_client();
+    let root = |server: &TestServer| server.base.trim_end_matches("/api/v2").to_owned();
+    let metrics_url = |server: &TestServer| {
+        let line = server
+            .banner
+            .iter()
+            .find(|line| line.starts_with("stowage serving metrics on "))
+            .unwrap_or_else(|| panic!("no metrics line in {:?}", server.banner));
+        line.split_whitespace().nth(4).expect("a URL").to_owned()
+    };
+    let by_flag = TestServer::start_with(Options::new().arg("--metrics-listen").arg("127.0.0.1:0"));
+    let by_env = TestServer::start_with(Options::new().env("STOWAGE_METRICS_LISTEN", "127.0.0.1:0"));
+    for server in [&by_flag, &by_env] {
+        server.client().set("m/a", b"abc").await;
+        let url = metrics_url(server);
+        assert!(url.ends_with("/metrics") && !url.contains(&server.addr), "{url}");
+        let metrics = http.get(&url).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        let text = metrics.text().await.unwrap();
+        assert!(
+            text.contains(r#"stowage_http_requests_total{endpoint="/api/v2/object/set",method="POST",status="200"}"#),
+            "{text}"
+        );
+        let on_api = Reply::read(http.get(format!("{}/metrics", root(server))).send().await.unwrap()).await;
+        assert_eq!(on_api.status, 404);
+        assert_eq!(on_api.errors(), ["Unknown endpoint: GET /metrics"]);
+        let api_on_metrics = http
+            .get(url.replace("/metrics", "/api/v2/authenticate"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(api_on_metrics.status(), 404, "the metrics address serves only /metrics");
+        let health = http.get(format!("{}/healthz", root(server))).send().await.unwrap();
+        assert_eq!(
+            health.status(),
+            200,
+            "the API's address keeps its other operating endpoints"
+        );
+    }
+}

@@ -137,11 +137,26 @@ impl std::fmt::Display for CauseChain<'_> {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The API router, with panic catching. Requests reach it through [`prepare_request`].
+/// The API router, with panic catching and `/metrics` beside the API. Requests reach it through
+/// [`prepare_request`].
 pub fn app(state: AppState) -> Router {
-    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-    let request_id = axum::http::HeaderName::from_static("x-request-id");
-    let api = Router::new()
+    with_layers(api_routes().route("/metrics", get(ops::metrics)), state)
+}
+
+/// [`app`] without `/metrics` (it answers 404 here), for a server whose metrics have their own
+/// address ([`metrics_app`]).
+pub fn api_without_metrics(state: AppState) -> Router {
+    with_layers(api_routes(), state)
+}
+
+/// The router of the separate metrics address (`metrics_listen`): `GET /metrics` and nothing
+/// else.
+pub fn metrics_app(state: AppState) -> Router {
+    with_layers(Router::new().route("/metrics", get(ops::metrics)), state)
+}
+
+fn api_routes() -> Router<AppState> {
+    Router::new()
         .route("/api/v2/authenticate", get(authenticate).post(authenticate))
         .route("/api/v2/object/set", post(upload::set))
         .route("/api/v2/object/properties", post(properties))
@@ -151,7 +166,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v2/download/{job}", get(download))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+}
+
+/// Fallbacks, request counting, panic catching and request ids around `routes`.
+fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    let api = routes
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn(ops::track))
