@@ -193,8 +193,9 @@ async fn uploads_in_flight_are_capped_per_user() {
 
 /// Item 1: a read-only member asks for `["big"] * 50000` (3,000 files under `big/`) and ten
 /// requests like it, over and over; meanwhile another organization's 1-byte uploads keep their
-/// p99 far below v0.1.0's 49.5 s stall (see the bound below for why not 250 ms here). The oversized request is refused with a
-/// sentence; a request at the key cap is deduplicated into one job.
+/// p99 far below v0.1.0's stall (one such request held every write for 49.5 s; see the bound
+/// below for why not the issue's 250 ms here). The oversized request is refused with a sentence;
+/// a request at the key cap is deduplicated into one job.
 #[tokio::test]
 async fn job_requests_do_not_stall_other_organizations() {
     let server = TestServer::start();
@@ -223,6 +224,19 @@ async fn job_requests_do_not_stall_other_organizations() {
     assert_eq!(unzip(&fetch_zip(&url).await).len(), 3000);
 
     let other = server.new_tenant("bystander", &[]);
+    // The same uploads undisturbed: what this machine gives without the attack.
+    let mut quiet = Vec::new();
+    for i in 0..30 {
+        let started = std::time::Instant::now();
+        other.set(&format!("quiet-{i}"), b"1").await;
+        quiet.push(started.elapsed());
+    }
+    quiet.sort();
+    let quiet_p99 = quiet[quiet.len() * 99 / 100 - 1];
+    eprintln!(
+        "undisturbed uploads p50 {:?}, p99 {quiet_p99:?}",
+        quiet[quiet.len() / 2]
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The two bodies are encoded once: the attack's cost falls on the server, not on this process.
     let repeated = Bytes::from(
@@ -277,13 +291,16 @@ async fn job_requests_do_not_stall_other_organizations() {
         latencies[latencies.len() - 1]
     );
     assert!(sent >= 11, "the attack did not run: {sent} requests");
-    // The issue's target is p99 < 250 ms. On a debug build sharing 2 loaded cores this run
-    // measured p50 ~4 s, p99 ~6 s (the requests are refused or deduplicated before the writer;
-    // the rest is CPU spent decoding 350 KB bodies), so the bound asserted is one that still
-    // catches v0.1.0's stall: one such request held the writer for 49.5 s.
+    // The issue's target is 250 ms. On this project's shared 2-core build machine (a debug build
+    // at nice 19 beside other builds, load average 8-9) the same uploads undisturbed had p99
+    // 20-50 ms, and during the attack p99 0.4-1.4 s after the fix (the 11 clients' bodies cost
+    // ~100 ms of CPU each to decode; the writer no longer scans folders) against ~5 s before it.
+    // The bound asserted is one those runs pass and the unfixed server fails: 2.5 s.
+    let bound = Duration::from_millis(2500);
     assert!(
-        p99 < Duration::from_secs(20),
-        "another organization's uploads had p99 {p99:?} during the job requests"
+        p99 < bound,
+        "another organization's uploads had p99 {p99:?} during the job requests (bound {bound:?}; \
+         undisturbed p99 {quiet_p99:?})"
     );
 }
 

@@ -25,7 +25,7 @@ const MAX_BATCH: usize = 128;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
 /// Job entries recorded per write: what another organization's write may wait behind.
-const JOB_SLICE: usize = 256;
+const JOB_SLICE: usize = 128;
 /// Times a job is expanded again when its files changed before it was recorded; after that it
 /// is expanded inside the writer.
 const JOB_ATTEMPTS: usize = 3;
