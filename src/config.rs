@@ -95,6 +95,10 @@ pub struct Config {
     pub max_files_per_job: u64,
     /// Download jobs that have not expired one organization may hold.
     pub max_jobs_per_org: u64,
+    /// A separate address for `GET /metrics` (e.g. `127.0.0.1:9612`), so that exposing the API
+    /// does not expose the metrics; when set, the API's own address answers 404 for `/metrics`.
+    /// Off by default: `/metrics` is served beside the API.
+    pub(crate) metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -139,6 +143,7 @@ impl Default for Config {
             max_keys_per_request: 1000,
             max_files_per_job: 10_000,
             max_jobs_per_org: 500,
+            metrics_listen: None,
         }
     }
 }
@@ -249,6 +254,7 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -286,6 +292,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(metrics) = overrides.metrics_listen {
+            config.metrics_listen = Some(metrics);
         }
         config.validate()?;
         Ok(config)
@@ -328,6 +337,15 @@ impl Config {
             return Err(ConfigError(
                 "HTTPS needs both tls_cert (the certificate chain) and tls_key (its private key)".into(),
             ));
+        }
+        if let Some(metrics) = self.metrics_listen
+            && metrics == self.listen
+            && metrics.port() != 0
+        {
+            return Err(ConfigError(format!(
+                "metrics_listen ({metrics}) is the API's own address: give /metrics another port, \
+                 or leave metrics_listen unset to serve it beside the API"
+            )));
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -677,6 +695,28 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's own closure type
+    fn metrics_listen_is_off_by_default_and_not_the_api_address() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(&Overrides::default()).map(|c| c.metrics_listen).ok(),
+                Some(None)
+            );
+            jail.set_env("STOWAGE_METRICS_LISTEN", "127.0.0.1:9612");
+            let config = Config::load(&Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.metrics_listen, Some("127.0.0.1:9612".parse().unwrap()));
+            jail.set_env("STOWAGE_LISTEN", "127.0.0.1:9612");
+            let error = Config::load(&Overrides::default()).map(|_| ()).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                "configuration: metrics_listen (127.0.0.1:9612) is the API's own address: give /metrics \
+                 another port, or leave metrics_listen unset to serve it beside the API"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own closure type
     fn file_env_and_flags_layer() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -689,6 +729,7 @@ mod tests {
                 config_file: Some("custom.toml".into()),
                 listen: Some("127.0.0.1:9999".parse().unwrap()),
                 data_dir: None,
+                metrics_listen: None,
             };
             let config = Config::load(&overrides).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(config.list_page_size, 7);

@@ -39,6 +39,10 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:5612; env STOWAGE_LISTEN).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Serve GET /metrics on this address only, not beside the API (default: beside the
+        /// API; env STOWAGE_METRICS_LISTEN).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         common: Common,
     },
@@ -160,7 +164,11 @@ fn error_text(error: &anyhow::Error) -> String {
 /// Runs one command.
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen, common } => serve(common, listen),
+        Command::Serve {
+            listen,
+            metrics_listen,
+            common,
+        } => serve(common, listen, metrics_listen),
         Command::Admin {
             command,
             common,
@@ -216,15 +224,17 @@ fn store_config(common: Common) -> anyhow::Result<Config> {
         config_file: common.config,
         listen: None,
         data_dir: common.data_dir,
+        metrics_listen: None,
     })?)
 }
 
 /// `stowage serve`.
-fn serve(common: Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+fn serve(common: Common, listen: Option<SocketAddr>, metrics_listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let config = Config::load(&Overrides {
         config_file: common.config,
         listen,
         data_dir: common.data_dir,
+        metrics_listen,
     })?;
     init_logging(config.log_format);
     runtime()?.block_on(stowage::server::serve(config))?;

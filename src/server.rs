@@ -298,6 +298,14 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let listener = bind(config.listen).await?;
     let local = listener.local_addr().map_err(|e| listen_error(config.listen, &e))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let local = listener.local_addr().map_err(|e| listen_error(addr, &e))?;
+            Some((listener, local))
+        }
+        None => None,
+    };
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::ReloadableTls::load(cert, key)?),
         _ => None,
@@ -340,6 +348,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Some(credentials) => print_credentials(&credentials, &config, local),
         None => remind_credentials(&config),
     }
+    if let Some((_, metrics_local)) = &metrics_listener {
+        println!("stowage serving metrics on {scheme}://{metrics_local}/metrics (not on the API's address)");
+        tracing::info!(%metrics_local, "metrics listening");
+    }
     println!(
         "stowage listening on {scheme}://{local}/api/v2 (data in {})",
         display_dir(config.data_dir())
@@ -348,14 +360,38 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let _ = std::io::stdout().flush();
     tracing::info!(%local, "listening");
 
-    let result = run_with_tls(
-        listener,
-        app(state),
-        ConnectionLimits::from_config(&config),
-        tls,
-        shutdown_signal(),
-    )
-    .await;
+    let limits = ConnectionLimits::from_config(&config);
+    let result = match metrics_listener {
+        None => run_with_tls(listener, app(state), limits, tls, shutdown_signal()).await,
+        Some((metrics_listener, _)) => {
+            // One signal stops both listeners.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let signal = tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let metrics = run_with_tls(
+                metrics_listener,
+                crate::http::metrics_app(state.clone()),
+                limits.clone(),
+                tls.clone(),
+                until_stopped(stopped.clone()),
+            );
+            let api = run_with_tls(
+                listener,
+                crate::http::api_without_metrics(state),
+                limits,
+                tls,
+                until_stopped(stopped),
+            );
+            let (api, metrics) = tokio::join!(api, metrics);
+            signal.abort();
+            api.and(metrics)
+        }
+    };
     if let Some(reloader) = reloader {
         reloader.abort();
     }

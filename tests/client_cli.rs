@@ -335,23 +335,14 @@ fn progress_bars_only_on_a_terminal() {
     assert!(!screen.contains("uploading"), "{screen:?}");
 }
 
-/// A hostile "server" that hands out an archive with an entry escaping the destination.
-#[tokio::test(flavor = "multi_thread")]
-async fn extraction_refuses_entries_outside_the_destination() {
+/// A hostile "server": it announces `announced` bytes for any file and hands out `zip_bytes` as
+/// the job's archive. Answers its base URL.
+async fn hostile_server(announced: u64, zip_bytes: Vec<u8>) -> String {
     use axum::Router;
     use axum::routing::{get, post};
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut zip_bytes = Vec::new();
-    {
-        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut zip_bytes));
-        for (name, data) in [("fine.txt", &b"ok"[..]), ("../escaped.txt", &b"gotcha"[..])] {
-            zip.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
-            zip.write_all(data).unwrap();
-        }
-        zip.finish().unwrap();
-    }
     let url = format!("http://{addr}/evil.zip");
     let app = Router::new()
         .route(
@@ -360,12 +351,37 @@ async fn extraction_refuses_entries_outside_the_destination() {
                 axum::Json(serde_json::json!({"success": true, "errors": [], "jobId": "j", "url": url}))
             }),
         )
+        .route(
+            "/api/v2/object/properties",
+            post(move || async move {
+                axum::Json(serde_json::json!({"success": true, "errors": [], "metadata": {
+                    "key": "anything", "modified": "2024-01-01T00:00:00Z", "created": "2024-01-01T00:00:00Z",
+                    "size": announced, "md5": "", "mime": "application/octet-stream", "preview": null}}))
+            }),
+        )
         .route("/evil.zip", get(move || async move { zip_bytes }));
     tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/api/v2")
+}
 
+/// A zip of `entries`, deflated.
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip_bytes = Vec::new();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut zip_bytes));
+    for (name, data) in entries {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    zip.finish().unwrap();
+    zip_bytes
+}
+
+/// A hostile "server" that hands out an archive with an entry escaping the destination.
+#[tokio::test(flavor = "multi_thread")]
+async fn extraction_refuses_entries_outside_the_destination() {
+    let base = hostile_server(8, zip_of(&[("fine.txt", b"ok"), ("../escaped.txt", b"gotcha")])).await;
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("inside");
-    let base = format!("http://{addr}/api/v2");
     let mut command = stowage(&dir.path().join("none.json"));
     command.args([
         "object",
@@ -387,4 +403,113 @@ async fn extraction_refuses_entries_outside_the_destination() {
         !dir.path().join("escaped.txt").exists(),
         "nothing lands outside the destination"
     );
+}
+
+/// Item 9: a server that announces 10 bytes and sends a zip bomb (64 MiB of zeros, deflated to
+/// ~64 KiB) gets a sentence, and nothing is left in the destination.
+#[tokio::test(flavor = "multi_thread")]
+async fn extraction_stops_at_what_the_server_announced() {
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = zip_of(&[("anything", &zeros)]);
+    assert!(bomb.len() < 1 << 20, "the bomb is small on the wire: {}", bomb.len());
+    let base = hostile_server(10, bomb).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("inside");
+    let mut command = stowage(&dir.path().join("none.json"));
+    command.args(["object", "get", "anything", "--destination", dest.to_str().unwrap()]);
+    command.args([
+        "--url",
+        &base,
+        "--user-id",
+        "1",
+        "--api-token",
+        "t",
+        "--organization-id",
+        "o",
+    ]);
+    let err = fails(tokio::task::spawn_blocking(move || run(command)).await.unwrap());
+    assert!(
+        err.starts_with("stowage: refusing the download: the archive holds more than 1.05 MB (the server announced 10 B for these keys; if they grew since, run the command again); nothing was written"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
+    assert!(left.is_empty(), "no partial output: {left:?}");
+}
+
+/// Item 9: `--max-size` bounds what `object get` writes, in human sizes; within it the download
+/// works. And `--api-token-stdin` takes the token from standard input, for login and object
+/// commands alike, so it never appears in the process list.
+#[test]
+fn max_size_and_the_token_on_standard_input() {
+    let server = TestServer::start();
+    let c = server.credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("config").join("credentials.json");
+    let with_token_on_stdin = |args: &[&str], input: &str| {
+        let mut command = stowage(&creds);
+        command.current_dir(dir.path()).args(args);
+        command.args(["--url", &server.base, "--user-id", &c.user_id, "--api-token-stdin"]);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("run stowage");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let token_line = format!("{}\n", c.api_token);
+    std::fs::write(dir.path().join("k.bin"), vec![b'k'; 3000]).unwrap();
+    for name in ["d/one", "d/two", "d/three"] {
+        let out = ok(with_token_on_stdin(
+            &["object", "set", name, "k.bin", "--organization-id", &c.organization_id],
+            &token_line,
+        ));
+        assert_eq!(out.trim(), format!("stored {name}"));
+    }
+    let refused = fails(with_token_on_stdin(
+        &["object", "set", "d/four", "--organization-id", &c.organization_id],
+        &token_line,
+    ));
+    assert!(
+        refused.contains(
+            "--api-token-stdin reads the token from standard input, so the upload cannot come from there too"
+        ),
+        "{refused}"
+    );
+    let empty = fails(with_token_on_stdin(&["login"], "\n"));
+    assert!(
+        empty.contains("--api-token-stdin: standard input held no token"),
+        "{empty}"
+    );
+    let wrong = fails(with_token_on_stdin(&["login"], "not-the-token\n"));
+    assert!(wrong.contains("refused the credentials of user"), "{wrong}");
+    assert!(!creds.exists(), "a refused login saves nothing");
+    let out = ok(with_token_on_stdin(
+        &["login", "--organization-id", &c.organization_id],
+        &token_line,
+    ));
+    assert!(out.starts_with("logged in to "), "{out}");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    assert_eq!(saved["apiToken"], c.api_token.as_str());
+
+    // 9,000 bytes under d/: refused at 8 KB, written at 10GiB.
+    let get = |max: &str, dest: &str| {
+        let mut command = stowage(&creds);
+        command
+            .current_dir(dir.path())
+            .args(["object", "get", "d", "--destination", dest, "--max-size", max]);
+        run(command)
+    };
+    let refused = fails(get("8KB", "small"));
+    assert_eq!(
+        refused.trim_end(),
+        "stowage: refusing the download: the archive holds more than 8.00 KB (--max-size 8.00 KB); nothing was written"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("small")).unwrap().collect();
+    assert!(left.is_empty(), "no partial output: {left:?}");
+    let out = ok(get("10GiB", "big"));
+    assert!(out.starts_with("downloaded 3 file(s)"), "{out}");
+    assert_eq!(std::fs::read(dir.path().join("big/d/two")).unwrap(), vec![b'k'; 3000]);
+    let bad = fails(get("lots", "x"));
+    assert!(bad.contains("\"lots\" is not a size"), "{bad}");
 }

@@ -193,8 +193,9 @@ async fn uploads_in_flight_are_capped_per_user() {
 
 /// Item 1: a read-only member asks for `["big"] * 50000` (3,000 files under `big/`) and ten
 /// requests like it, over and over; meanwhile another organization's 1-byte uploads keep their
-/// p99 far below v0.1.0's 49.5 s stall (see the bound below for why not 250 ms here). The oversized request is refused with a
-/// sentence; a request at the key cap is deduplicated into one job.
+/// p99 far below v0.1.0's stall (one such request held every write for 49.5 s; see the bound
+/// below for why not the issue's 250 ms here). The oversized request is refused with a sentence;
+/// a request at the key cap is deduplicated into one job.
 #[tokio::test]
 async fn job_requests_do_not_stall_other_organizations() {
     let server = TestServer::start();
@@ -223,6 +224,19 @@ async fn job_requests_do_not_stall_other_organizations() {
     assert_eq!(unzip(&fetch_zip(&url).await).len(), 3000);
 
     let other = server.new_tenant("bystander", &[]);
+    // The same uploads undisturbed: what this machine gives without the attack.
+    let mut quiet = Vec::new();
+    for i in 0..30 {
+        let started = std::time::Instant::now();
+        other.set(&format!("quiet-{i}"), b"1").await;
+        quiet.push(started.elapsed());
+    }
+    quiet.sort();
+    let quiet_p99 = quiet[quiet.len() * 99 / 100 - 1];
+    eprintln!(
+        "undisturbed uploads p50 {:?}, p99 {quiet_p99:?}",
+        quiet[quiet.len() / 2]
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The two bodies are encoded once: the attack's cost falls on the server, not on this process.
     let repeated = Bytes::from(
@@ -277,13 +291,16 @@ async fn job_requests_do_not_stall_other_organizations() {
         latencies[latencies.len() - 1]
     );
     assert!(sent >= 11, "the attack did not run: {sent} requests");
-    // The issue's target is p99 < 250 ms. On a debug build sharing 2 loaded cores this run
-    // measured p50 ~4 s, p99 ~6 s (the requests are refused or deduplicated before the writer;
-    // the rest is CPU spent decoding 350 KB bodies), so the bound asserted is one that still
-    // catches v0.1.0's stall: one such request held the writer for 49.5 s.
+    // The issue's target is 250 ms. On this project's shared 2-core build machine (a debug build
+    // at nice 19 beside other builds, load average 8-9) the same uploads undisturbed had p99
+    // 20-50 ms, and during the attack p99 0.4-1.4 s after the fix (the 11 clients' bodies cost
+    // ~100 ms of CPU each to decode; the writer no longer scans folders) against ~5 s before it.
+    // The bound asserted is one those runs pass and the unfixed server fails: 2.5 s.
+    let bound = Duration::from_millis(2500);
     assert!(
-        p99 < Duration::from_secs(20),
-        "another organization's uploads had p99 {p99:?} during the job requests"
+        p99 < bound,
+        "another organization's uploads had p99 {p99:?} during the job requests (bound {bound:?}; \
+         undisturbed p99 {quiet_p99:?})"
     );
 }
 
@@ -372,4 +389,50 @@ async fn the_data_directory_is_owner_only() {
     assert_eq!(mode(&data.join("metadata.sqlite3")), 0o600);
     assert_eq!(server.client().properties("small").await["size"], 13);
     assert!(fsck(&data).status.success());
+}
+
+/// Item 9: with `metrics_listen` (flag or environment), `/metrics` answers only on its own
+/// address and the API's address answers 404 for it; the metrics address serves nothing else.
+/// Unset, `/metrics` stays beside the API (also checked in tests/operations.rs).
+#[tokio::test]
+async fn metrics_listen_moves_metrics_off_the_api_address() {
+    let http = http_client();
+    let root = |server: &TestServer| server.base.trim_end_matches("/api/v2").to_owned();
+    let metrics_url = |server: &TestServer| {
+        let line = server
+            .banner
+            .iter()
+            .find(|line| line.starts_with("stowage serving metrics on "))
+            .unwrap_or_else(|| panic!("no metrics line in {:?}", server.banner));
+        line.split_whitespace().nth(4).expect("a URL").to_owned()
+    };
+    let by_flag = TestServer::start_with(Options::new().arg("--metrics-listen").arg("127.0.0.1:0"));
+    let by_env = TestServer::start_with(Options::new().env("STOWAGE_METRICS_LISTEN", "127.0.0.1:0"));
+    for server in [&by_flag, &by_env] {
+        server.client().set("m/a", b"abc").await;
+        let url = metrics_url(server);
+        assert!(url.ends_with("/metrics") && !url.contains(&server.addr), "{url}");
+        let metrics = http.get(&url).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        let text = metrics.text().await.unwrap();
+        assert!(
+            text.contains(r#"stowage_http_requests_total{endpoint="/api/v2/object/set",method="POST",status="200"}"#),
+            "{text}"
+        );
+        let on_api = Reply::read(http.get(format!("{}/metrics", root(server))).send().await.unwrap()).await;
+        assert_eq!(on_api.status, 404);
+        assert_eq!(on_api.errors(), ["Unknown endpoint: GET /metrics"]);
+        let api_on_metrics = http
+            .get(url.replace("/metrics", "/api/v2/authenticate"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(api_on_metrics.status(), 404, "the metrics address serves only /metrics");
+        let health = http.get(format!("{}/healthz", root(server))).send().await.unwrap();
+        assert_eq!(
+            health.status(),
+            200,
+            "the API's address keeps its other operating endpoints"
+        );
+    }
 }

@@ -32,8 +32,13 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("the downloaded archive cannot be read: {0}")]
     Zip(#[from] zip::result::ZipError),
-    #[error("refusing to extract '{0}': it would land outside the destination folder")]
+    #[error(
+        "refusing to extract '{0}': it would land outside the destination folder (an absolute path, `..`, or a symbolic link); nothing was written"
+    )]
     UnsafeEntry(String),
+    /// An archive bigger than its budget (what the server announced, or `--max-size`).
+    #[error("refusing the download: {0}")]
+    Oversized(String),
     #[error("{0}")]
     Usage(String),
     #[error("the download job {0} was not ready after 5 minutes")]

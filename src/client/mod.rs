@@ -35,9 +35,14 @@ pub struct ConnectionArgs {
     /// User id (env STOWAGE_USER_ID).
     #[arg(long, global = true)]
     pub(crate) user_id: Option<String>,
-    /// API token (env STOWAGE_API_TOKEN).
+    /// API token (env STOWAGE_API_TOKEN). Visible to other users of this machine in the process
+    /// list: prefer --api-token-stdin, the environment or `stowage login`.
     #[arg(long, global = true)]
     pub(crate) api_token: Option<String>,
+    /// Read the API token from the first line of standard input (keeps it out of the process
+    /// list), e.g. `pass show stowage | stowage login --api-token-stdin ...`.
+    #[arg(long, global = true, conflicts_with = "api_token")]
+    pub(crate) api_token_stdin: bool,
     /// Organization id (env STOWAGE_ORGANIZATION_ID).
     #[arg(long, global = true)]
     pub(crate) organization_id: Option<String>,
@@ -73,6 +78,10 @@ pub enum ObjectCommand {
         /// Write the one file's bytes to standard output.
         #[arg(long, conflicts_with = "destination")]
         stdout: bool,
+        /// Refuse a download that would write more than this (e.g. 500MB, 10GiB). Without it,
+        /// the bound is what the server announced for the keys, plus a small allowance.
+        #[arg(long, value_parser = parse_max_size)]
+        max_size: Option<u64>,
     },
     /// List one folder level (default: the root).
     List {
@@ -107,6 +116,28 @@ pub(crate) struct SavedCredentials {
     pub(crate) api_token: Option<String>,
     #[serde(rename = "organizationId")]
     pub(crate) organization_id: Option<String>,
+}
+
+/// `--max-size`: a number of bytes, or a number and a unit (`10GiB`, `500 MB`).
+fn parse_max_size(text: &str) -> Result<u64, String> {
+    crate::config::parse_byte_count(text)
+}
+
+/// The API token given on standard input (`--api-token-stdin`): its first line, trimmed.
+fn token_from_stdin(input: &mut dyn std::io::BufRead) -> Result<String, ClientError> {
+    let mut line = String::new();
+    input
+        .read_line(&mut line)
+        .map_err(|e| ClientError::Usage(format!("--api-token-stdin: cannot read standard input: {e}")))?;
+    let token = line.trim();
+    if token.is_empty() {
+        return Err(ClientError::Usage(
+            "--api-token-stdin: standard input held no token; give the token as its first line, \
+             e.g. `printf '%s\\n' \"$TOKEN\" | stowage ... --api-token-stdin`"
+                .into(),
+        ));
+    }
+    Ok(token.to_owned())
 }
 
 fn env(name: &str) -> Option<String> {
@@ -150,8 +181,12 @@ impl ConnectionArgs {
         };
         let user_id = pick(&self.user_id, "STOWAGE_USER_ID", &saved.user_id)
             .ok_or_else(|| missing("user id", "--user-id", "STOWAGE_USER_ID"))?;
-        let api_token = pick(&self.api_token, "STOWAGE_API_TOKEN", &saved.api_token)
-            .ok_or_else(|| missing("API token", "--api-token", "STOWAGE_API_TOKEN"))?;
+        let given = match self.api_token_stdin {
+            true => Some(token_from_stdin(&mut std::io::stdin().lock())?),
+            false => self.api_token.clone(),
+        };
+        let api_token = pick(&given, "STOWAGE_API_TOKEN", &saved.api_token)
+            .ok_or_else(|| missing("API token", "--api-token-stdin", "STOWAGE_API_TOKEN"))?;
         let org = pick(&self.organization_id, "STOWAGE_ORGANIZATION_ID", &saved.organization_id);
         Ok((
             Credentials {
@@ -226,6 +261,16 @@ fn progress_bar(length: Option<u64>, message: &str) -> ProgressBar {
 
 /// Runs one `stowage object` command; what it returns is printed on standard output.
 pub async fn run_object(args: &ConnectionArgs, command: ObjectCommand) -> Result<String, ClientError> {
+    if let ObjectCommand::Set { file, .. } = &command
+        && args.api_token_stdin
+        && file.as_deref().is_none_or(|f| f.as_os_str() == "-")
+    {
+        return Err(ClientError::Usage(
+            "--api-token-stdin reads the token from standard input, so the upload cannot come from there too: \
+             name the file to upload, or give the token another way (STOWAGE_API_TOKEN, `stowage login`)"
+                .into(),
+        ));
+    }
     let (credentials, org) = args.resolve()?;
     let user = credentials.user_id.clone();
     object_command(args, credentials, org, command)
@@ -251,12 +296,15 @@ async fn object_command(
             keys,
             destination,
             stdout,
+            max_size,
         } => {
             if stdout {
-                get_to_stdout(args, &client, &org, &keys).await.map(|()| String::new())
+                get_to_stdout(args, &client, &org, &keys, max_size)
+                    .await
+                    .map(|()| String::new())
             } else {
                 let destination = destination.unwrap_or_else(|| PathBuf::from("."));
-                let names = get_into(args, &client, &org, &keys, &destination).await?;
+                let names = get_into(args, &client, &org, &keys, &destination, max_size).await?;
                 Ok(format!(
                     "downloaded {} file(s) into {}",
                     names.len(),
@@ -329,17 +377,72 @@ async fn set(
     Ok(format!("stored {key}"))
 }
 
-/// Downloads the zip of a job into a temporary file beside `dir` and returns it.
+/// What the server says the keys hold, in bytes: a file's size from `/object/properties`, a
+/// folder's (the total under it) from the listing of its parent; a key that is neither counts 0.
+async fn announced_bytes(client: &ApiClient, org: &str, keys: &[String]) -> Result<u64, ClientError> {
+    let mut total: u64 = 0;
+    let mut seen = std::collections::HashSet::new();
+    for key in keys {
+        let key = key.trim_matches('/');
+        if !seen.insert(key) {
+            continue;
+        }
+        if key.is_empty() {
+            let root = client.list_page(org, "/", 0).await?;
+            total = total.saturating_add(root.used.unwrap_or(0));
+            continue;
+        }
+        match client.properties(org, key).await {
+            Ok(meta) => {
+                total = total.saturating_add(meta.size);
+                continue;
+            }
+            // Not a file: a folder, or nothing.
+            Err(ClientError::Server(_)) => {}
+            Err(other) => return Err(other),
+        }
+        let (parent, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let mut page = 0;
+        loop {
+            let listing = match client
+                .list_page(org, if parent.is_empty() { "/" } else { parent }, page)
+                .await
+            {
+                Ok(listing) => listing,
+                Err(ClientError::Server(_)) => break,
+                Err(other) => return Err(other),
+            };
+            if let Some(folder) = listing.objects.iter().find(|o| o.folder && o.name == name) {
+                total = total.saturating_add(folder.size);
+                break;
+            }
+            page += 1;
+            if page >= listing.total_pages.unwrap_or(1) {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Downloads the zip of a job into a temporary file beside `dir` and returns it, with the bound
+/// of what it may hold: the sizes the server announced for the keys, or `max_size`.
 async fn download_zip(
     args: &ConnectionArgs,
     client: &ApiClient,
     org: &str,
     keys: &[String],
     dir: &Path,
-) -> Result<tempfile::NamedTempFile, ClientError> {
+    max_size: Option<u64>,
+) -> Result<(tempfile::NamedTempFile, extract::Budget), ClientError> {
     let url = client.download_url(org, keys).await?;
+    let budget = extract::Budget::new(announced_bytes(client, org, keys).await?, max_size);
     let response = client.fetch(&url).await?;
     let length = response.content_length();
+    if length.is_some_and(|length| length > budget.archive_limit()) {
+        return Err(budget.exceeded("the archive"));
+    }
+    let mut received: u64 = 0;
     let bar = args.show_progress(length).then(|| progress_bar(length, "downloading"));
     let temp = tempfile::Builder::new()
         .prefix(".stowage-download-")
@@ -351,6 +454,13 @@ async fn download_zip(
         url: url.clone(),
         cause: source,
     })? {
+        received = received.saturating_add(chunk.len() as u64);
+        if received > budget.archive_limit() {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            return Err(budget.exceeded("the archive"));
+        }
         file.write_all(&chunk).await?;
         if let Some(bar) = &bar {
             bar.inc(chunk.len() as u64);
@@ -360,7 +470,7 @@ async fn download_zip(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(temp)
+    Ok((temp, budget))
 }
 
 async fn get_into(
@@ -369,12 +479,13 @@ async fn get_into(
     org: &str,
     keys: &[String],
     destination: &Path,
+    max_size: Option<u64>,
 ) -> Result<Vec<String>, ClientError> {
     std::fs::create_dir_all(destination)?;
-    let archive = download_zip(args, client, org, keys, destination).await?;
+    let (archive, budget) = download_zip(args, client, org, keys, destination, max_size).await?;
     let destination = destination.to_owned();
     let path = archive.path().to_owned();
-    let names = tokio::task::spawn_blocking(move || extract::extract_zip(&path, &destination))
+    let names = tokio::task::spawn_blocking(move || extract::extract_zip(&path, &destination, &budget))
         .await
         .map_err(|e| ClientError::Usage(e.to_string()))??;
     drop(archive);
@@ -386,16 +497,17 @@ async fn get_to_stdout(
     client: &ApiClient,
     org: &str,
     keys: &[String],
+    max_size: Option<u64>,
 ) -> Result<(), ClientError> {
     let [key] = keys else {
         return Err(ClientError::Usage("--stdout takes exactly one key".into()));
     };
-    let archive = download_zip(args, client, org, keys, &std::env::temp_dir()).await?;
+    let (archive, budget) = download_zip(args, client, org, keys, &std::env::temp_dir(), max_size).await?;
     let path = archive.path().to_owned();
     let key = key.clone();
     tokio::task::spawn_blocking(move || {
         let mut stdout = std::io::stdout().lock();
-        extract::copy_single_entry(&path, &key, &mut stdout)?;
+        extract::copy_single_entry(&path, &key, &mut stdout, &budget)?;
         stdout.flush()?;
         Ok::<_, ClientError>(())
     })
@@ -443,4 +555,25 @@ async fn list(client: &ApiClient, org: &str, path: &str, json: bool) -> Result<S
         first.used_human.unwrap_or_else(|| human_size(first.used.unwrap_or(0)))
     ));
     Ok(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_the_first_line_of_standard_input() {
+        let mut input = std::io::Cursor::new(b"  s3cret-token \nsecond line\n".to_vec());
+        assert_eq!(token_from_stdin(&mut input).unwrap(), "s3cret-token");
+        let refused = token_from_stdin(&mut std::io::Cursor::new(b"\n".to_vec())).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("--api-token-stdin: standard input held no token;"),
+            "{refused}"
+        );
+        assert_eq!(parse_max_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_max_size("500 MB"), Ok(500_000_000));
+        assert!(parse_max_size("big").is_err_and(|e| e.contains("is not a size")));
+    }
 }

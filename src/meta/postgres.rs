@@ -784,8 +784,143 @@ async fn list_tx(
     })
 }
 
+/// Times a job is expanded again when its files changed before it was recorded; after that it
+/// is expanded under the organization's lock.
+const JOB_ATTEMPTS: usize = 3;
+
+/// A key that is a file names that file; any other key names everything under it as a folder.
+/// UNION (not UNION ALL) collapses duplicates. Parameters: job id, org, keys, folder lows, highs.
+const COVERED: &str = "SELECT $1::text AS job_id, o.key, o.blob_id, o.size, o.modified FROM objects o \
+     WHERE o.org_id = $2 AND o.key = ANY($3::text[]) \
+     UNION \
+     SELECT $1::text, o.key, o.blob_id, o.size, o.modified \
+     FROM unnest($3::text[], $4::text[], $5::text[]) AS r(key, low, high) \
+     JOIN objects o ON o.org_id = $2 AND o.key >= r.low AND o.key < r.high \
+     WHERE NOT EXISTS (SELECT 1 FROM objects f WHERE f.org_id = $2 AND f.key = r.key)";
+
+/// The entries of a job as expanded: keys, blob ids, sizes, modification times.
+#[derive(Debug, Default)]
+struct JobRows {
+    keys: Vec<String>,
+    blobs: Vec<String>,
+    sizes: Vec<i64>,
+    modified: Vec<i64>,
+}
+
+/// The organization's live jobs already at the limit: the refusal, else `None`.
+async fn live_jobs_full<C: GenericClient>(
+    c: &C,
+    org: &OrgId,
+    now: Millis,
+    limits: JobLimits,
+) -> MetaResult<Option<JobOutcome>> {
+    let live: i64 = query_one(
+        c,
+        "SELECT COUNT(*) FROM jobs WHERE expires > $1 AND org_id = $2",
+        &[&now, &org.as_str()],
+    )
+    .await?
+    .try_get(0)?;
+    Ok(
+        (to_u64(live) >= limits.max_live_jobs).then_some(JobOutcome::TooManyJobs {
+            limit: limits.max_live_jobs,
+        }),
+    )
+}
+
+/// The files `keys` name in the transaction's snapshot, or the refusal (too many jobs, too many
+/// files, none). Reads at most one more file than the limit.
+async fn expand_job(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    keys: &[Key],
+    now: Millis,
+    limits: JobLimits,
+) -> MetaResult<Result<JobRows, JobOutcome>> {
+    if let Some(full) = live_jobs_full(tx, org, now, limits).await? {
+        return Ok(Err(full));
+    }
+    let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
+    let ranges: Vec<(String, String)> = keys.iter().map(|k| k.as_folder().descendant_range()).collect();
+    let lows: Vec<&str> = ranges.iter().map(|(low, _)| low.as_str()).collect();
+    let highs: Vec<&str> = ranges.iter().map(|(_, high)| high.as_str()).collect();
+    let probe = i64::try_from(limits.max_files.saturating_add(1)).unwrap_or(i64::MAX);
+    let found = query(
+        tx,
+        &format!("SELECT key, blob_id, size, modified FROM ({COVERED}) AS covered LIMIT $6"),
+        &[&"", &org.as_str(), &names, &lows, &highs, &probe],
+    )
+    .await?;
+    if u64::try_from(found.len()).unwrap_or(u64::MAX) > limits.max_files {
+        return Ok(Err(JobOutcome::TooManyFiles {
+            limit: limits.max_files,
+        }));
+    }
+    if found.is_empty() {
+        return Ok(Err(JobOutcome::NothingFound));
+    }
+    let mut rows = JobRows::default();
+    for row in found {
+        rows.keys.push(row.try_get(0)?);
+        rows.blobs.push(row.try_get(1)?);
+        rows.sizes.push(row.try_get(2)?);
+        rows.modified.push(row.try_get(3)?);
+    }
+    Ok(Ok(rows))
+}
+
+/// Records a job with `rows` as its entries, under the organization's lock (writers, which move
+/// replaced blobs to `garbage`, stay out until the commit), only if every entry still names the
+/// current body of its key: `None` when one changed (the caller rolls back and expands again).
+async fn record_job(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    rows: &JobRows,
+    now: Millis,
+    expires: Millis,
+    limits: JobLimits,
+) -> MetaResult<Option<JobOutcome>> {
+    lock_org(tx, org).await?;
+    if let Some(full) = live_jobs_full(tx, org, now, limits).await? {
+        return Ok(Some(full));
+    }
+    let id = JobId::generate();
+    let inserted = execute(
+        tx,
+        "INSERT INTO job_entries (job_id, key, blob_id, size, modified) \
+         SELECT $1, e.key, e.blob_id, e.size, e.modified \
+         FROM unnest($3::text[], $4::text[], $5::bigint[], $6::bigint[]) AS e(key, blob_id, size, modified) \
+         JOIN objects o ON o.org_id = $2 AND o.key = e.key AND o.blob_id = e.blob_id",
+        &[
+            &id.as_str(),
+            &org.as_str(),
+            &rows.keys,
+            &rows.blobs,
+            &rows.sizes,
+            &rows.modified,
+        ],
+    )
+    .await?;
+    if usize::try_from(inserted).ok() != Some(rows.keys.len()) {
+        return Ok(None);
+    }
+    execute(
+        tx,
+        "INSERT INTO jobs (id, org_id, created, expires) VALUES ($1, $2, $3, $4)",
+        &[&id.as_str(), &org.as_str(), &now, &expires],
+    )
+    .await?;
+    Ok(Some(JobOutcome::Created(Job {
+        id,
+        org: org.clone(),
+        created: now,
+        expires,
+    })))
+}
+
 /// Records a job pinned to the current blobs of the named files and of everything under the
-/// named folders. The organization lock keeps writers (which move replaced blobs to `garbage`)
+/// named folders, expanding them under the organization's lock (the fallback when bodies keep
+/// changing under [`expand_job`] and [`record_job`]). The organization lock keeps writers (which move replaced blobs to `garbage`)
 /// out until the job's entries are committed, so collection never takes a blob the job names.
 async fn create_job_tx(
     tx: &Transaction<'_>,
@@ -796,33 +931,16 @@ async fn create_job_tx(
     limits: JobLimits,
 ) -> MetaResult<JobOutcome> {
     lock_org(tx, org).await?;
-    let live: i64 = query_one(
-        tx,
-        "SELECT COUNT(*) FROM jobs WHERE expires > $1 AND org_id = $2",
-        &[&now, &org.as_str()],
-    )
-    .await?
-    .try_get(0)?;
-    if to_u64(live) >= limits.max_live_jobs {
-        return Ok(JobOutcome::TooManyJobs {
-            limit: limits.max_live_jobs,
-        });
+    if let Some(full) = live_jobs_full(tx, org, now, limits).await? {
+        return Ok(full);
     }
     let id = JobId::generate();
     let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
     let ranges: Vec<(String, String)> = keys.iter().map(|k| k.as_folder().descendant_range()).collect();
     let lows: Vec<&str> = ranges.iter().map(|(low, _)| low.as_str()).collect();
     let highs: Vec<&str> = ranges.iter().map(|(_, high)| high.as_str()).collect();
-    // A key that is a file names that file; any other key names everything under it as a folder.
-    // UNION (not UNION ALL) collapses duplicates. The files are counted first, reading at most
-    // one more than the limit, so a refused job records nothing.
-    const COVERED: &str = "SELECT $1::text AS job_id, o.key, o.blob_id, o.size, o.modified FROM objects o \
-         WHERE o.org_id = $2 AND o.key = ANY($3::text[]) \
-         UNION \
-         SELECT $1::text, o.key, o.blob_id, o.size, o.modified \
-         FROM unnest($3::text[], $4::text[], $5::text[]) AS r(key, low, high) \
-         JOIN objects o ON o.org_id = $2 AND o.key >= r.low AND o.key < r.high \
-         WHERE NOT EXISTS (SELECT 1 FROM objects f WHERE f.org_id = $2 AND f.key = r.key)";
+    // The files are counted first, reading at most one more than the limit, so a refused job
+    // records nothing.
     let probe = i64::try_from(limits.max_files.saturating_add(1)).unwrap_or(i64::MAX);
     let covered: i64 = query_one(
         tx,
@@ -1180,6 +1298,34 @@ impl Jobs for PostgresMeta {
         limits: JobLimits,
     ) -> MetaResult<JobOutcome> {
         let mut client = self.client().await?;
+        // The keys are expanded in a read-only snapshot that locks nothing; only recording the
+        // entries takes the organization's lock, for one insert checked against the current
+        // bodies (no folder scan under the lock).
+        for _ in 0..JOB_ATTEMPTS {
+            let rows = {
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await?;
+                let planned = expand_job(&tx, org, keys, now, limits).await?;
+                tx.commit().await?;
+                match planned {
+                    Ok(rows) => rows,
+                    Err(refused) => return Ok(refused),
+                }
+            };
+            let tx = client.transaction().await?;
+            match record_job(&tx, org, &rows, now, expires, limits).await? {
+                Some(outcome) => {
+                    tx.commit().await?;
+                    return Ok(outcome);
+                }
+                // A body changed since the snapshot: nothing was recorded; expand again.
+                None => tx.rollback().await?,
+            }
+        }
         let tx = client.transaction().await?;
         let job = create_job_tx(&tx, org, keys, now, expires, limits).await?;
         tx.commit().await?;

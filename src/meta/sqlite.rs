@@ -24,6 +24,11 @@ use super::*;
 const MAX_BATCH: usize = 128;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
+/// Job entries recorded per write: what another organization's write may wait behind.
+const JOB_SLICE: usize = 128;
+/// Times a job is expanded again when its files changed before it was recorded; after that it
+/// is expanded inside the writer.
+const JOB_ATTEMPTS: usize = 3;
 /// Compiled statements kept per connection (more than the store has distinct hot statements).
 const STATEMENT_CACHE: usize = 64;
 
@@ -785,25 +790,32 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
     })
 }
 
-fn create_job_tx(
-    conn: &Connection,
-    org: &OrgId,
-    keys: &[Key],
-    now: Millis,
-    expires: Millis,
-    limits: JobLimits,
-) -> MetaResult<JobOutcome> {
+/// One entry of a job as recorded: key, blob id, size, modification time.
+type JobRow = (String, String, i64, i64);
+
+/// The organization's live jobs already at the limit: the refusal, else `None`.
+fn live_jobs_full(conn: &Connection, org: &OrgId, now: Millis, limits: JobLimits) -> MetaResult<Option<JobOutcome>> {
     let live: i64 = cached_row(
         conn,
         "SELECT COUNT(*) FROM jobs WHERE expires > ?1 AND org_id = ?2",
         params![now, org.as_str()],
         |row| row.get(0),
     )?;
-    if to_u64(live) >= limits.max_live_jobs {
-        return Ok(JobOutcome::TooManyJobs {
+    Ok(
+        (to_u64(live) >= limits.max_live_jobs).then_some(JobOutcome::TooManyJobs {
             limit: limits.max_live_jobs,
-        });
-    }
+        }),
+    )
+}
+
+/// The files `keys` name, as `conn`'s snapshot holds them (each key a file, else a folder of
+/// everything under it), sorted by key; or the refusal when there are too many or none.
+fn expand_job(
+    conn: &Connection,
+    org: &OrgId,
+    keys: &[Key],
+    limits: JobLimits,
+) -> MetaResult<Result<Vec<JobRow>, JobOutcome>> {
     let mut entries: std::collections::BTreeMap<String, (String, i64, i64)> = std::collections::BTreeMap::new();
     let mut stmt = conn.prepare_cached(
         "SELECT key, blob_id, size, modified FROM objects WHERE org_id = ?1 AND key >= ?2 AND key < ?3",
@@ -832,23 +844,59 @@ fn create_job_tx(
             }
         }
         if entries.len() as u64 > limits.max_files {
-            return Ok(JobOutcome::TooManyFiles {
+            return Ok(Err(JobOutcome::TooManyFiles {
                 limit: limits.max_files,
-            });
+            }));
         }
     }
     if entries.is_empty() {
-        return Ok(JobOutcome::NothingFound);
+        return Ok(Err(JobOutcome::NothingFound));
     }
-    let id = JobId::generate();
-    conn.execute(
-        "INSERT INTO jobs (id, org_id, created, expires) VALUES (?1, ?2, ?3, ?4)",
-        params![id.as_str(), org.as_str(), now, expires],
-    )?;
+    Ok(Ok(entries
+        .into_iter()
+        .map(|(key, (blob, size, modified))| (key, blob, size, modified))
+        .collect()))
+}
+
+/// Records `rows` as entries of job `id` if every one still names the current body of its key;
+/// else records nothing and answers `false`. Inside the writer this is exact: a body that is
+/// current now moves to `garbage` only by a later write, when the entry already pins it.
+fn insert_job_entries(conn: &Connection, id: &JobId, org: &OrgId, rows: &[JobRow]) -> MetaResult<bool> {
+    let mut current = conn.prepare_cached("SELECT 1 FROM objects WHERE org_id = ?1 AND key = ?2 AND blob_id = ?3")?;
+    for (key, blob, _, _) in rows {
+        if !current.exists(params![org.as_str(), key, blob])? {
+            return Ok(false);
+        }
+    }
     let mut insert = conn
         .prepare_cached("INSERT INTO job_entries (job_id, key, blob_id, size, modified) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-    for (key, (blob, size, modified)) in &entries {
+    for (key, blob, size, modified) in rows {
         insert.execute(params![id.as_str(), key, blob, size, modified])?;
+    }
+    Ok(true)
+}
+
+/// Records a job in one write, expanding its keys inside it (the fallback when bodies keep
+/// changing under a job recorded in slices).
+fn create_job_tx(
+    conn: &Connection,
+    org: &OrgId,
+    keys: &[Key],
+    now: Millis,
+    expires: Millis,
+    limits: JobLimits,
+) -> MetaResult<JobOutcome> {
+    if let Some(full) = live_jobs_full(conn, org, now, limits)? {
+        return Ok(full);
+    }
+    let rows = match expand_job(conn, org, keys, limits)? {
+        Ok(rows) => rows,
+        Err(refused) => return Ok(refused),
+    };
+    let id = JobId::generate();
+    insert_job_row(conn, &id, org, now, expires)?;
+    if !insert_job_entries(conn, &id, org, &rows)? {
+        return Err(MetaError::failed("a job's files changed inside one transaction"));
     }
     Ok(JobOutcome::Created(Job {
         id,
@@ -856,6 +904,21 @@ fn create_job_tx(
         created: now,
         expires,
     }))
+}
+
+fn insert_job_row(conn: &Connection, id: &JobId, org: &OrgId, now: Millis, expires: Millis) -> MetaResult<()> {
+    conn.execute(
+        "INSERT INTO jobs (id, org_id, created, expires) VALUES (?1, ?2, ?3, ?4)",
+        params![id.as_str(), org.as_str(), now, expires],
+    )?;
+    Ok(())
+}
+
+/// Removes a job being recorded whose files changed meanwhile.
+fn drop_job(conn: &Connection, id: &JobId) -> MetaResult<()> {
+    conn.execute("DELETE FROM job_entries WHERE job_id = ?1", params![id.as_str()])?;
+    conn.execute("DELETE FROM jobs WHERE id = ?1", params![id.as_str()])?;
+    Ok(())
 }
 
 /// Folder rows as an organization's object rows imply them.
@@ -1190,6 +1253,67 @@ impl Jobs for SqliteMeta {
         expires: Millis,
         limits: JobLimits,
     ) -> MetaResult<JobOutcome> {
+        // The keys are expanded on a read connection (one snapshot), never inside the writer,
+        // and the entries are recorded in slices of JOB_SLICE, each checking that its bodies are
+        // still current: other organizations' writes wait for one slice, not for a folder scan.
+        for _ in 0..JOB_ATTEMPTS {
+            let (read_org, read_keys) = (org.clone(), keys.to_vec());
+            let planned = self
+                .read(move |conn| {
+                    if let Some(full) = live_jobs_full(conn, &read_org, now, limits)? {
+                        return Ok(Err(full));
+                    }
+                    expand_job(conn, &read_org, &read_keys, limits)
+                })
+                .await?;
+            let rows = match planned {
+                Ok(rows) => Arc::new(rows),
+                Err(refused) => return Ok(refused),
+            };
+            let id = JobId::generate();
+            let mut recorded = true;
+            for (i, start) in (0..rows.len()).step_by(JOB_SLICE).enumerate() {
+                let (job, org, rows) = (id.clone(), org.clone(), rows.clone());
+                let slice = start..(start + JOB_SLICE).min(rows.len());
+                let step = self
+                    .write(move |conn| {
+                        if i == 0 {
+                            // Checked again where it is exact: concurrent jobs of one organization.
+                            if let Some(full) = live_jobs_full(conn, &org, now, limits)? {
+                                return Ok(Err(full));
+                            }
+                            insert_job_row(conn, &job, &org, now, expires)?;
+                        }
+                        let inserted = insert_job_entries(conn, &job, &org, &rows[slice])?;
+                        if !inserted {
+                            drop_job(conn, &job)?;
+                        }
+                        Ok(Ok(inserted))
+                    })
+                    .await;
+                match step {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        recorded = false;
+                        break;
+                    }
+                    Ok(Err(full)) => return Ok(full),
+                    Err(e) => {
+                        // Leave no half-recorded job behind (best effort: it expires anyway).
+                        let _ = self.write(move |conn| drop_job(conn, &id)).await;
+                        return Err(e);
+                    }
+                }
+            }
+            if recorded {
+                return Ok(JobOutcome::Created(Job {
+                    id,
+                    org: org.clone(),
+                    created: now,
+                    expires,
+                }));
+            }
+        }
         let (org, keys) = (org.clone(), keys.to_vec());
         self.write(move |conn| create_job_tx(conn, &org, &keys, now, expires, limits))
             .await
@@ -1456,5 +1580,70 @@ mod tests {
             .map(|row| row.expect("index name"))
             .collect();
         assert_eq!(names, ["folders_listing", "objects_listing"]);
+    }
+
+    /// A job expanded on a snapshot is recorded only while every body it names is still current:
+    /// after an overwrite, the old body is in `garbage` and no longer protected by anything, so the
+    /// entries are refused (and the caller expands again) rather than pinning a collected blob.
+    #[test]
+    fn job_entries_are_recorded_only_while_their_bodies_are_current() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("meta.sqlite3");
+        let meta = SqliteMeta::open(&path).expect("open");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let object = |name: &str| NewObject {
+            key: Key::parse(name).expect("key"),
+            size: 1,
+            md5: String::new(),
+            mime: "text/plain".into(),
+            preview: None,
+            blob: BlobId::generate(),
+            now: 1,
+            created: None,
+        };
+        let quota = Quota {
+            max_bytes: 1000,
+            max_files: 1000,
+        };
+        let org = runtime.block_on(meta.create_org("t", None, None, 1)).expect("org");
+        for name in ["d/a", "d/b"] {
+            runtime
+                .block_on(meta.put_object(&org, object(name), quota))
+                .expect("put");
+        }
+        let conn = open_connection(&path).expect("connect");
+        let keys = [Key::parse("d").expect("key")];
+        let rows = expand_job(&conn, &org, &keys, JobLimits::NONE)
+            .expect("expand")
+            .expect("two files");
+        assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["d/a", "d/b"]);
+        let id = JobId::generate();
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        assert!(insert_job_entries(&conn, &id, &org, &rows).expect("record"));
+        conn.execute_batch("ROLLBACK").expect("rollback");
+        runtime
+            .block_on(meta.put_object(&org, object("d/b"), quota))
+            .expect("overwrite");
+        conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        assert!(
+            !insert_job_entries(&conn, &id, &org, &rows).expect("record"),
+            "d/b changed"
+        );
+        let recorded: i64 = conn
+            .query_row("SELECT COUNT(*) FROM job_entries", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(recorded, 0, "nothing recorded");
+        conn.execute_batch("ROLLBACK").expect("rollback");
+        // Through the store, the job names the new body.
+        let job = runtime
+            .block_on(meta.create_job(&org, &keys, 1, 1000, JobLimits::NONE))
+            .expect("job")
+            .job()
+            .expect("created");
+        let entries = runtime.block_on(meta.job_entries(&job.id)).expect("entries");
+        assert_ne!(entries[1].blob.as_str(), rows[1].1, "the current body of d/b");
     }
 }
