@@ -191,6 +191,45 @@ async fn uploads_in_flight_are_capped_per_user() {
     assert_eq!(client.properties("slow-1").await["size"], 1000);
 }
 
+/// Item 1: an organization holds at most `max_jobs_per_org` unexpired download jobs. One more
+/// expires the oldest early (its link answers 410 and its `jobId` "expired"), so a reader that
+/// keeps asking for files is never refused, and what one organization's jobs hold stays bounded.
+#[tokio::test]
+async fn one_job_more_than_allowed_expires_the_oldest_instead_of_refusing() {
+    let server = TestServer::start_with(Options::new().env("STOWAGE_MAX_JOBS_PER_ORG", 3));
+    let client = server.client();
+    client.set("a.txt", HELLO).await;
+    let mut jobs = Vec::new();
+    for _ in 0..10 {
+        let (job, url) = client.download_url(serde_json::json!(["a.txt"])).await;
+        assert_eq!(unzip(&fetch_zip(&url).await)["a.txt"], HELLO);
+        jobs.push((job, url));
+    }
+    for (_, url) in &jobs[7..] {
+        assert_eq!(
+            unzip(&fetch_zip(url).await)["a.txt"],
+            HELLO,
+            "the three newest still work"
+        );
+    }
+    for (job, url) in &jobs[..7] {
+        let response = http_client().get(url).send().await.expect("GET");
+        assert_eq!(response.status().as_u16(), 410, "an older job's link");
+        let body: serde_json::Value = response.json().await.expect("a JSON refusal");
+        assert_eq!(body["errors"][0], "This download link has expired", "{body}");
+        assert_eq!(
+            client.fails("object/get", serde_json::json!({"jobId": job})).await,
+            [format!("Download job {job} has expired; create a new one")]
+        );
+    }
+    // another organization's jobs are its own
+    let other = server.new_tenant("other", &[]);
+    other.set("b.txt", HELLO).await;
+    let (_, url) = other.download_url(serde_json::json!(["b.txt"])).await;
+    assert_eq!(unzip(&fetch_zip(&url).await)["b.txt"], HELLO);
+    assert_eq!(unzip(&fetch_zip(&jobs[9].1).await)["a.txt"], HELLO);
+}
+
 /// Item 1: a read-only member asks for `["big"] * 50000` (3,000 files under `big/`) and ten
 /// requests like it, over and over; meanwhile another organization's 1-byte uploads keep their
 /// p99 far below v0.1.0's stall (one such request held every write for 49.5 s; see the bound

@@ -281,7 +281,7 @@ pub struct Snapshot {
 pub struct JobLimits {
     /// Most files one job may cover.
     pub max_files: u64,
-    /// Most unexpired jobs one organization may hold.
+    /// Most unexpired jobs one organization may hold: recording one more expires the oldest.
     pub max_live_jobs: u64,
 }
 
@@ -301,10 +301,6 @@ pub enum JobOutcome {
     NothingFound,
     /// The keys cover more than `max_files` files; nothing was recorded.
     TooManyFiles {
-        limit: u64,
-    },
-    /// The organization already holds `max_live_jobs` unexpired jobs; nothing was recorded.
-    TooManyJobs {
         limit: u64,
     },
 }

@@ -807,25 +807,27 @@ struct JobRows {
     modified: Vec<i64>,
 }
 
-/// The organization's live jobs already at the limit: the refusal, else `None`.
-async fn live_jobs_full<C: GenericClient>(
-    c: &C,
-    org: &OrgId,
-    now: Millis,
-    limits: JobLimits,
-) -> MetaResult<Option<JobOutcome>> {
+/// Makes room for one more job of `org` (under the organization's lock): when it already holds
+/// `max_live_jobs` unexpired jobs, the oldest expire now (their links answer "expired").
+async fn make_room_for_job<C: GenericClient>(c: &C, org: &OrgId, now: Millis, limits: JobLimits) -> MetaResult<()> {
     let live: i64 = query_one(
         c,
-        "SELECT COUNT(*) FROM jobs WHERE expires > $1 AND org_id = $2",
-        &[&now, &org.as_str()],
+        "SELECT COUNT(*) FROM jobs WHERE org_id = $1 AND expires > $2",
+        &[&org.as_str(), &now],
     )
     .await?
     .try_get(0)?;
-    Ok(
-        (to_u64(live) >= limits.max_live_jobs).then_some(JobOutcome::TooManyJobs {
-            limit: limits.max_live_jobs,
-        }),
-    )
+    let expire = jobs_to_expire(to_u64(live), limits.max_live_jobs);
+    if expire > 0 {
+        execute(
+            c,
+            "UPDATE jobs SET expires = $2 WHERE id IN \
+             (SELECT id FROM jobs WHERE org_id = $1 AND expires > $2 ORDER BY expires, created LIMIT $3)",
+            &[&org.as_str(), &now, &expire],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The files `keys` name in the transaction's snapshot, or the refusal (too many jobs, too many
@@ -834,12 +836,8 @@ async fn expand_job(
     tx: &Transaction<'_>,
     org: &OrgId,
     keys: &[Key],
-    now: Millis,
     limits: JobLimits,
 ) -> MetaResult<Result<JobRows, JobOutcome>> {
-    if let Some(full) = live_jobs_full(tx, org, now, limits).await? {
-        return Ok(Err(full));
-    }
     let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
     let ranges: Vec<(String, String)> = keys.iter().map(|k| k.as_folder().descendant_range()).collect();
     let lows: Vec<&str> = ranges.iter().map(|(low, _)| low.as_str()).collect();
@@ -881,9 +879,6 @@ async fn record_job(
     limits: JobLimits,
 ) -> MetaResult<Option<JobOutcome>> {
     lock_org(tx, org).await?;
-    if let Some(full) = live_jobs_full(tx, org, now, limits).await? {
-        return Ok(Some(full));
-    }
     let id = JobId::generate();
     let inserted = execute(
         tx,
@@ -904,6 +899,7 @@ async fn record_job(
     if usize::try_from(inserted).ok() != Some(rows.keys.len()) {
         return Ok(None);
     }
+    make_room_for_job(tx, org, now, limits).await?;
     execute(
         tx,
         "INSERT INTO jobs (id, org_id, created, expires) VALUES ($1, $2, $3, $4)",
@@ -931,9 +927,6 @@ async fn create_job_tx(
     limits: JobLimits,
 ) -> MetaResult<JobOutcome> {
     lock_org(tx, org).await?;
-    if let Some(full) = live_jobs_full(tx, org, now, limits).await? {
-        return Ok(full);
-    }
     let id = JobId::generate();
     let names: Vec<&str> = keys.iter().map(Key::as_str).collect();
     let ranges: Vec<(String, String)> = keys.iter().map(|k| k.as_folder().descendant_range()).collect();
@@ -963,6 +956,7 @@ async fn create_job_tx(
         &[&id.as_str(), &org.as_str(), &names, &lows, &highs],
     )
     .await?;
+    make_room_for_job(tx, org, now, limits).await?;
     execute(
         tx,
         "INSERT INTO jobs (id, org_id, created, expires) VALUES ($1, $2, $3, $4)",
@@ -1309,7 +1303,7 @@ impl Jobs for PostgresMeta {
                     .read_only(true)
                     .start()
                     .await?;
-                let planned = expand_job(&tx, org, keys, now, limits).await?;
+                let planned = expand_job(&tx, org, keys, limits).await?;
                 tx.commit().await?;
                 match planned {
                     Ok(rows) => rows,

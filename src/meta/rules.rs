@@ -281,6 +281,15 @@ impl PagePlan {
     }
 }
 
+// --- download jobs ------------------------------------------------------------------------------
+
+/// How many of an organization's `live` unexpired jobs expire early (the oldest first) so that,
+/// with the job about to be recorded, it holds at most `max_live` (at least one: the new job).
+/// A reader that keeps asking for files never runs out of jobs; the oldest links stop instead.
+pub(crate) fn jobs_to_expire(live: u64, max_live: u64) -> i64 {
+    to_i64(live.saturating_add(1).saturating_sub(max_live.max(1)))
+}
+
 // --- checking (fsck) ----------------------------------------------------------------------------
 
 /// The figures a folder row keeps.
@@ -371,6 +380,18 @@ pub(crate) fn compare_folders(org: &OrgId, implied: &FolderRows, stored: &Folder
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_oldest_jobs_expire_to_make_room_for_a_new_one() {
+        assert_eq!(jobs_to_expire(0, 500), 0);
+        assert_eq!(jobs_to_expire(498, 500), 0);
+        assert_eq!(jobs_to_expire(499, 500), 0, "the new job is the 500th");
+        assert_eq!(jobs_to_expire(500, 500), 1);
+        assert_eq!(jobs_to_expire(900, 500), 401, "a lower limit than before trims at once");
+        assert_eq!(jobs_to_expire(3, 0), 3, "a limit of 0 still leaves the new job");
+        assert_eq!(jobs_to_expire(u64::MAX, 1), i64::MAX, "saturates");
+    }
+
     use super::*;
     use crate::ids::BlobId;
 

@@ -16,16 +16,34 @@ pub const STORE: &str = "metadata store";
 pub const V1_TABLE: &str = "orgs";
 
 /// The SQLite steps.
-pub const SQLITE: &[Step] = &[Step {
-    description: "the tables of stowage 0.1.0",
-    sql: SQLITE_V1,
-}];
+pub const SQLITE: &[Step] = &[
+    Step {
+        description: "the tables of stowage 0.1.0",
+        sql: SQLITE_V1,
+    },
+    Step {
+        description: JOBS_BY_ORG_DESCRIPTION,
+        sql: JOBS_BY_ORG,
+    },
+];
 
 /// The PostgreSQL steps.
-pub const POSTGRES: &[Step] = &[Step {
-    description: "the tables of stowage 0.1.0",
-    sql: POSTGRES_V1,
-}];
+pub const POSTGRES: &[Step] = &[
+    Step {
+        description: "the tables of stowage 0.1.0",
+        sql: POSTGRES_V1,
+    },
+    Step {
+        description: JOBS_BY_ORG_DESCRIPTION,
+        sql: JOBS_BY_ORG,
+    },
+];
+
+const JOBS_BY_ORG_DESCRIPTION: &str = "an index of each organization's download jobs by expiry";
+/// Version 2: the live jobs of one organization are counted (and the oldest expired early) at
+/// every job creation; without this index that count read every live job of every organization.
+/// The same text serves both dialects.
+const JOBS_BY_ORG: &str = "CREATE INDEX jobs_by_org_expiry ON jobs (org_id, expires);";
 
 /// The schema of stowage 0.1.0. It creates only what is missing (and drops two indexes that the
 /// `*_listing` ones replaced before the release), so it also takes a store that has these tables

@@ -793,19 +793,24 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
 /// One entry of a job as recorded: key, blob id, size, modification time.
 type JobRow = (String, String, i64, i64);
 
-/// The organization's live jobs already at the limit: the refusal, else `None`.
-fn live_jobs_full(conn: &Connection, org: &OrgId, now: Millis, limits: JobLimits) -> MetaResult<Option<JobOutcome>> {
+/// Makes room for one more job of `org`: when it already holds `max_live_jobs` unexpired jobs,
+/// the oldest expire now (their links answer "expired"; collection forgets them as usual).
+fn make_room_for_job(conn: &Connection, org: &OrgId, now: Millis, limits: JobLimits) -> MetaResult<()> {
     let live: i64 = cached_row(
         conn,
-        "SELECT COUNT(*) FROM jobs WHERE expires > ?1 AND org_id = ?2",
-        params![now, org.as_str()],
+        "SELECT COUNT(*) FROM jobs WHERE org_id = ?1 AND expires > ?2",
+        params![org.as_str(), now],
         |row| row.get(0),
     )?;
-    Ok(
-        (to_u64(live) >= limits.max_live_jobs).then_some(JobOutcome::TooManyJobs {
-            limit: limits.max_live_jobs,
-        }),
-    )
+    let expire = jobs_to_expire(to_u64(live), limits.max_live_jobs);
+    if expire > 0 {
+        conn.prepare_cached(
+            "UPDATE jobs SET expires = ?2 WHERE id IN \
+             (SELECT id FROM jobs WHERE org_id = ?1 AND expires > ?2 ORDER BY expires, created LIMIT ?3)",
+        )?
+        .execute(params![org.as_str(), now, expire])?;
+    }
+    Ok(())
 }
 
 /// The files `keys` name, as `conn`'s snapshot holds them (each key a file, else a folder of
@@ -886,14 +891,12 @@ fn create_job_tx(
     expires: Millis,
     limits: JobLimits,
 ) -> MetaResult<JobOutcome> {
-    if let Some(full) = live_jobs_full(conn, org, now, limits)? {
-        return Ok(full);
-    }
     let rows = match expand_job(conn, org, keys, limits)? {
         Ok(rows) => rows,
         Err(refused) => return Ok(refused),
     };
     let id = JobId::generate();
+    make_room_for_job(conn, org, now, limits)?;
     insert_job_row(conn, &id, org, now, expires)?;
     if !insert_job_entries(conn, &id, org, &rows)? {
         return Err(MetaError::failed("a job's files changed inside one transaction"));
@@ -1259,12 +1262,7 @@ impl Jobs for SqliteMeta {
         for _ in 0..JOB_ATTEMPTS {
             let (read_org, read_keys) = (org.clone(), keys.to_vec());
             let planned = self
-                .read(move |conn| {
-                    if let Some(full) = live_jobs_full(conn, &read_org, now, limits)? {
-                        return Ok(Err(full));
-                    }
-                    expand_job(conn, &read_org, &read_keys, limits)
-                })
+                .read(move |conn| expand_job(conn, &read_org, &read_keys, limits))
                 .await?;
             let rows = match planned {
                 Ok(rows) => Arc::new(rows),
@@ -1278,26 +1276,23 @@ impl Jobs for SqliteMeta {
                 let step = self
                     .write(move |conn| {
                         if i == 0 {
-                            // Checked again where it is exact: concurrent jobs of one organization.
-                            if let Some(full) = live_jobs_full(conn, &org, now, limits)? {
-                                return Ok(Err(full));
-                            }
+                            // In the writer, where the count is exact.
+                            make_room_for_job(conn, &org, now, limits)?;
                             insert_job_row(conn, &job, &org, now, expires)?;
                         }
                         let inserted = insert_job_entries(conn, &job, &org, &rows[slice])?;
                         if !inserted {
                             drop_job(conn, &job)?;
                         }
-                        Ok(Ok(inserted))
+                        Ok(inserted)
                     })
                     .await;
                 match step {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
+                    Ok(true) => {}
+                    Ok(false) => {
                         recorded = false;
                         break;
                     }
-                    Ok(Err(full)) => return Ok(full),
                     Err(e) => {
                         // Leave no half-recorded job behind (best effort: it expires anyway).
                         let _ = self.write(move |conn| drop_job(conn, &id)).await;

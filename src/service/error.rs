@@ -79,10 +79,6 @@ pub enum ServiceError {
         "This download would cover more than {limit} files; ask for fewer keys or smaller folders, or ask the operator to raise max_files_per_job"
     )]
     JobTooLarge { limit: u64 },
-    #[error(
-        "This organization already has {limit} download jobs that have not expired; use one of them or wait for them to expire"
-    )]
-    TooManyJobs { limit: u64 },
     #[error("Download job not found: {0}")]
     JobNotFound(String),
     #[error("Download job {0} has expired; create a new one")]

@@ -428,7 +428,6 @@ impl Service {
             JobOutcome::Created(job) => job,
             JobOutcome::NothingFound => return Err(ServiceError::NothingFound),
             JobOutcome::TooManyFiles { limit } => return Err(ServiceError::JobTooLarge { limit }),
-            JobOutcome::TooManyJobs { limit } => return Err(ServiceError::TooManyJobs { limit }),
         };
         metrics::counter!("stowage_download_jobs_total").increment(1);
         Ok(DownloadTicket {
@@ -502,7 +501,9 @@ impl Service {
             .job(&job_id)
             .await
             .map_err(|e| DownloadError::Unavailable(e.into()))?;
-        let Some(job) = job else {
+        // A job that expired early (its organization made `max_jobs_per_org` newer ones) is gone
+        // although its link has time left.
+        let Some(job) = job.filter(|job| job.expires > now) else {
             return Err(DownloadError::Expired);
         };
         self.link_creator_may_read(user, &job.org).await?;
