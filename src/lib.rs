@@ -32,6 +32,7 @@ pub mod bench;
 pub mod blob;
 pub mod client;
 pub mod config;
+pub(crate) mod conn;
 pub(crate) mod content;
 pub mod crypto;
 pub mod fsck;

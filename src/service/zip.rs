@@ -11,6 +11,7 @@ use futures::io::AsyncWriteExt;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::io::ReaderStream;
 
+use super::inflight::Slot;
 use crate::blob::{BlobStore, BlobStream};
 use crate::meta::JobEntry;
 
@@ -68,9 +69,10 @@ async fn write_zip(
     Ok(())
 }
 
-/// The archive of `entries` as a byte stream. A failure part-way ends the stream with an error,
-/// so the client sees a broken transfer rather than a silently truncated archive.
-pub(crate) fn stream_zip(blobs: Arc<dyn BlobStore>, entries: Vec<JobEntry>) -> BlobStream {
+/// The archive of `entries` as a byte stream, holding `slot` until it ends or is dropped. A
+/// failure part-way ends the stream with an error, so the client sees a broken transfer rather
+/// than a silently truncated archive.
+pub(crate) fn stream_zip(blobs: Arc<dyn BlobStore>, entries: Vec<JobEntry>, slot: Slot) -> BlobStream {
     let chunk = response_chunk(&entries);
     let (sink, source) = tokio::io::duplex(PIPE_BYTES);
     let task = tokio::spawn(write_zip(blobs, entries, sink));
@@ -88,7 +90,10 @@ pub(crate) fn stream_zip(blobs: Arc<dyn BlobStore>, entries: Vec<JobEntry>) -> B
     let counted = ReaderStream::with_capacity(source, chunk).inspect_ok(|chunk| {
         metrics::counter!("stowage_download_bytes_out_total").increment(chunk.len() as u64);
     });
-    Box::pin(counted.chain(outcome))
+    Box::pin(counted.chain(outcome).map(move |item| {
+        let _held = &slot;
+        item
+    }))
 }
 
 #[cfg(test)]
