@@ -150,7 +150,7 @@ impl Default for Config {
             max_jobs_per_org: 500,
             idle_timeout_secs: 60,
             max_connections: 4096,
-            max_downloads: 128,
+            max_downloads: 64,
         }
     }
 }
