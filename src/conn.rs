@@ -63,6 +63,7 @@ fn raise_fd_limit() -> Option<u64> {
             }
         }
     }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every platform
     Some(limit.rlim_cur as u64)
 }
 
@@ -654,6 +655,36 @@ mod tests {
         let started = Instant::now();
         assert_eq!(watch(std::future::pending::<()>(), activity, IDLE, STALL).await, None);
         assert_eq!(started.elapsed(), IDLE, "idle counts from the end of the last request");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_answer_not_asked_for_data_ends_the_connection_after_the_stall_timeout() {
+        let (activity, _server, _client) = watched();
+        activity.http2.store(true, Ordering::Relaxed);
+        let _request = activity.begin();
+        let answer = Arc::new(AnswerProgress {
+            last: AtomicU64::new(0),
+            waiting: AtomicBool::new(true),
+            done: AtomicBool::new(false),
+        });
+        activity.register(&answer);
+        // The answer itself is slow (the connection waits for it): never a stall.
+        tokio::time::sleep(STALL * 3).await;
+        assert!(
+            activity
+                .verdict(IDLE.as_millis() as u64, STALL.as_millis() as u64)
+                .is_ok()
+        );
+        // The connection stops asking (the peer keeps the stream's window closed).
+        answer.waiting.store(false, Ordering::Relaxed);
+        answer.last.store(activity.now(), Ordering::Relaxed);
+        let started = Instant::now();
+        assert!(
+            watch(std::future::pending::<()>(), activity, IDLE, STALL)
+                .await
+                .is_none()
+        );
+        assert_eq!(started.elapsed(), STALL);
     }
 
     #[tokio::test(start_paused = true)]

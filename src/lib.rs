@@ -13,7 +13,8 @@
 //!   directory with a small-body table beside them ([`blob::local`], [`blob::small`]), and any
 //!   S3-compatible bucket ([`blob::s3`]).
 //!
-//! Beside them: [`server`] opens a data directory and runs `stowage serve`; [`admin`] is
+//! Beside them: [`server`] opens a data directory and runs `stowage serve`, whose connections
+//! `conn` bounds (a cap, idle and stall timeouts); [`admin`] is
 //! `stowage admin`; [`client`] is `stowage login` and `stowage object`, a client of the API;
 //! [`fsck`] checks metadata against blobs; [`migrate`] copies a store from one configuration to
 //! another; [`bench`] is a load generator; [`config`] reads the configuration; [`key`] turns
