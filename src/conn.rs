@@ -412,21 +412,26 @@ where
     }
 
     fn call(&mut self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
-        let activity = &self.activity;
+        let activity = self.activity.clone();
         let guard = activity.begin();
-        let progress = (request.version() == hyper::Version::HTTP_2).then(|| {
+        let http2 = request.version() == hyper::Version::HTTP_2;
+        if http2 {
             activity.http2.store(true, Ordering::Relaxed);
-            let progress = Arc::new(AnswerProgress {
-                last: AtomicU64::new(activity.now()),
-                waiting: AtomicBool::new(false),
-                done: AtomicBool::new(false),
-            });
-            activity.register(&progress);
-            progress
-        });
+        }
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
+            // Watched from the moment the answer exists: a handler that takes long (an upload
+            // streaming in, a slow store) is not a stalled answer.
+            let progress = http2.then(|| {
+                let progress = Arc::new(AnswerProgress {
+                    last: AtomicU64::new(activity.now()),
+                    waiting: AtomicBool::new(false),
+                    done: AtomicBool::new(false),
+                });
+                activity.register(&progress);
+                progress
+            });
             Ok(response.map(|body| {
                 Body::new(Answer {
                     body,

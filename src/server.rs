@@ -420,8 +420,11 @@ fn remind_credentials(config: &Config) {
 /// Accepts connections on `listener` and serves `router` on them until `shutdown` completes,
 /// then stops accepting and gives requests in flight `limits.shutdown_grace` to finish.
 ///
-/// Per connection: TCP_NODELAY; HTTP/1 request heads must arrive within the header timeout and
-/// fit in 64 KiB; request bodies fail after a pause longer than the body idle timeout. Each
+/// At most `limits.max_connections` connections are open at once (see `conn.rs`). Per
+/// connection: TCP_NODELAY; HTTP/1 request heads must arrive within the header timeout and
+/// fit in 64 KiB; request bodies fail after a pause longer than the body idle timeout; the
+/// connection ends when idle for the idle timeout, or when the peer takes no answer byte for the
+/// body idle timeout. Each
 /// request carries the client's address (`ConnectInfo`) and the address it reached
 /// (`LocalAddr`), and has runs of `/` in its path collapsed.
 pub async fn run(

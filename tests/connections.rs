@@ -558,3 +558,82 @@ async fn out_of_file_descriptors_the_log_is_rate_limited_and_idle_connections_ma
         "{lines} \"accept failed\" lines in {waited:?}:\n{log}"
     );
 }
+
+/// Item 3 over HTTP/2: a client whose HTTP/2 library keeps reading frames but never opens a
+/// download stream's flow-control window again (so no write ever waits at the socket) has its
+/// connection ended after `body_idle_timeout_secs`, freeing the download; while on the same
+/// terms an upload sent slowly, in pieces, over longer than both timeouts is stored.
+#[tokio::test]
+async fn http2_a_closed_stream_window_ends_the_connection_and_a_slow_upload_is_kept() {
+    let server = TestServer::start_with(
+        Options::new()
+            .env("STOWAGE_IDLE_TIMEOUT_SECS", 1)
+            .env("STOWAGE_BODY_IDLE_TIMEOUT_SECS", 3)
+            .env("STOWAGE_MAX_DOWNLOADS", 1),
+    );
+    let client = server.client();
+    client.set("h2-big.bin", &noise(16 * MIB, 6)).await;
+    let (_, url) = client.download_url(json!(["h2-big.bin"])).await;
+    let tcp = TcpStream::connect(&server.addr).await.expect("connect");
+    let (mut h2, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+
+    // A slow upload over HTTP/2: four pieces 1.5 s apart.
+    let data = noise(MIB, 5);
+    let body = multipart_body(&[
+        ("organizationId", None, client.org.as_bytes()),
+        ("key", None, b"h2-slow.bin"),
+        ("objectData", Some("d"), &data),
+    ]);
+    let mut request = axum::http::Request::post(format!("http://{}/api/v2/object/set", server.addr))
+        .header("content-type", format!("multipart/form-data; boundary={RAW_BOUNDARY}"));
+    for (name, value) in client.headers().iter() {
+        request = request.header(name.as_str(), value.as_bytes());
+    }
+    let (answer, mut send) = h2
+        .send_request(request.body(()).expect("request"), false)
+        .expect("send the request");
+    let started = Instant::now();
+    let pieces: Vec<Vec<u8>> = body.chunks(body.len().div_ceil(4)).map(<[u8]>::to_vec).collect();
+    let count = pieces.len();
+    for (i, piece) in pieces.into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        send.reserve_capacity(piece.len());
+        send.send_data(piece.into(), i + 1 == count).expect("send a piece");
+    }
+    let answer = answer.await.expect("an answer to the slow upload");
+    assert_eq!(answer.status().as_u16(), 200);
+    let mut reply = answer.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = reply.data().await {
+        let chunk = chunk.expect("the answer's body");
+        let _ = reply.flow_control().release_capacity(chunk.len());
+        text.extend_from_slice(&chunk);
+    }
+    assert!(started.elapsed() >= Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(String::from_utf8_lossy(&text), r#"{"success":true,"errors":[]}"#);
+
+    // A download on the same connection (sent at once, within the 1 s idle timeout) that the
+    // client never reads.
+    let request = axum::http::Request::get(url.clone()).body(()).expect("request");
+    let (answer, _) = h2.send_request(request, true).expect("send the GET");
+    let answer = answer.await.expect("the download's head");
+    assert_eq!(answer.status().as_u16(), 200);
+    let _unread = answer.into_body();
+    let stalled = Instant::now();
+    assert_eq!(get_status(&url).await, 503, "the stalled download holds the only slot");
+    let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
+    let after = stalled.elapsed();
+    assert!(
+        ended.is_ok(),
+        "the connection was still open 30 s after its download stalled"
+    );
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(15)).contains(&after),
+        "ended after {after:?} with a 3 s stall timeout"
+    );
+    let stalled_answers = metric(&server, "stowage_connections_timed_out_total", "answer_stalled").await;
+    assert!(stalled_answers >= 1.0, "{stalled_answers}");
+    assert_eq!(get_status(&url).await, 200, "the download slot was freed");
+    assert_eq!(client.properties("h2-slow.bin").await["md5"], md5_hex(&data));
+}
