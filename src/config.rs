@@ -99,6 +99,15 @@ pub struct Config {
     /// does not expose the metrics; when set, the API's own address answers 404 for `/metrics`.
     /// Off by default: `/metrics` is served beside the API.
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// A connection with no request in flight and no byte read or written for this long is
+    /// closed (idle keep-alive, an HTTP/2 connection that sends nothing), in seconds.
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; more are answered 503 (or closed) at once. Never more than the
+    /// open-file limit allows (the server raises its soft limit to the hard one at start).
+    pub max_connections: usize,
+    /// Downloads (`/download/...` answers) sent at once over the whole server; more get 503 with
+    /// `Retry-After`.
+    pub max_downloads: usize,
 }
 
 impl Default for Config {
@@ -144,6 +153,9 @@ impl Default for Config {
             max_files_per_job: 10_000,
             max_jobs_per_org: 500,
             metrics_listen: None,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
+            max_downloads: 64,
         }
     }
 }
@@ -309,6 +321,11 @@ impl Config {
             return Err(ConfigError(
                 "max_uploads_per_user, max_keys_per_request, max_files_per_job and max_jobs_per_org must each be at least 1"
                     .into(),
+            ));
+        }
+        if self.max_connections == 0 || self.max_downloads == 0 {
+            return Err(ConfigError(
+                "max_connections and max_downloads must each be at least 1".into(),
             ));
         }
         if self.list_page_size == 0 {

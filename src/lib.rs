@@ -13,7 +13,8 @@
 //!   directory with a small-body table beside them ([`blob::local`], [`blob::small`]), and any
 //!   S3-compatible bucket ([`blob::s3`]).
 //!
-//! Beside them: [`server`] opens a data directory and runs `stowage serve`; [`admin`] is
+//! Beside them: [`server`] opens a data directory and runs `stowage serve`, whose connections
+//! `conn` bounds (a cap, idle and stall timeouts); [`admin`] is
 //! `stowage admin`; [`client`] is `stowage login` and `stowage object`, a client of the API;
 //! [`fsck`] checks metadata against blobs; [`migrate`] copies a store from one configuration to
 //! another; [`bench`] is a load generator; [`config`] reads the configuration; [`key`] turns
@@ -32,6 +33,7 @@ pub mod bench;
 pub mod blob;
 pub mod client;
 pub mod config;
+pub(crate) mod conn;
 pub(crate) mod content;
 pub mod crypto;
 pub mod fsck;

@@ -248,6 +248,10 @@ pub struct ConnectionLimits {
     pub shutdown_grace: Duration,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: crate::net::TrustedProxies,
+    /// A connection with no request in flight and no byte moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once; more are turned away.
+    pub max_connections: usize,
 }
 
 impl ConnectionLimits {
@@ -257,6 +261,8 @@ impl ConnectionLimits {
             body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs.max(1)),
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             trusted_proxies: crate::net::TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default(),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+            max_connections: config.max_connections,
         }
     }
 }
@@ -282,6 +288,7 @@ impl Limits {
                 max_files: config.max_files_per_job,
                 max_live_jobs: config.max_jobs_per_org,
             },
+            max_downloads: config.max_downloads,
         }
     }
 }
@@ -360,7 +367,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let _ = std::io::stdout().flush();
     tracing::info!(%local, "listening");
 
-    let limits = ConnectionLimits::from_config(&config);
+    let mut limits = ConnectionLimits::from_config(&config);
+    limits.max_connections = crate::conn::connection_budget(limits.max_connections);
     let result = match metrics_listener {
         None => run_with_tls(listener, app(state), limits, tls, shutdown_signal()).await,
         Some((metrics_listener, _)) => {
@@ -454,8 +462,11 @@ fn remind_credentials(config: &Config) {
 /// Accepts connections on `listener` and serves `router` on them until `shutdown` completes,
 /// then stops accepting and gives requests in flight `limits.shutdown_grace` to finish.
 ///
-/// Per connection: TCP_NODELAY; HTTP/1 request heads must arrive within the header timeout and
-/// fit in 64 KiB; request bodies fail after a pause longer than the body idle timeout. Each
+/// At most `limits.max_connections` connections are open at once (see `conn.rs`). Per
+/// connection: TCP_NODELAY; HTTP/1 request heads must arrive within the header timeout and
+/// fit in 64 KiB; request bodies fail after a pause longer than the body idle timeout; the
+/// connection ends when idle for the idle timeout, or when the peer takes no answer byte for the
+/// body idle timeout. Each
 /// request carries the client's address (`ConnectInfo`) and the address it reached
 /// (`LocalAddr`), and has runs of `/` in its path collapsed.
 pub async fn run(
@@ -494,18 +505,22 @@ pub async fn run_with_tls(
         .max_header_list_size(MAX_HEAD_BYTES as u32);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut gate = crate::conn::Gate::new(limits.max_connections);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
+                    gate.accept_failed(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
+        };
+        let Some((stream, slot)) = gate.admit(stream, tls.is_none()) else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let body_timeout = limits.body_idle_timeout;
@@ -529,7 +544,9 @@ pub async fn run_with_tls(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte = limits.header_read_timeout;
+        let (idle, stall) = (limits.idle_timeout, limits.body_idle_timeout);
         tokio::spawn(async move {
+            let _slot = slot;
             // A connection that never sends a byte: hyper's header timeout only starts once the
             // first request begins, so bound the wait for it here.
             let mut first = [0u8; 1];
@@ -539,6 +556,8 @@ pub async fn run_with_tls(
             ) {
                 return;
             }
+            let activity = crate::conn::Activity::new();
+            let stream = crate::conn::Io::new(stream, activity.clone());
             let stream: Box<dyn Io> = match tls {
                 None => Box::new(stream),
                 Some(tls) => match tokio::time::timeout(first_byte, tls.acceptor().accept(stream)).await {
@@ -553,9 +572,10 @@ pub async fn run_with_tls(
                     }
                 },
             };
-            let connection =
-                builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
+            let service = TowerToHyperService::new(crate::conn::track_requests(service, activity.clone()));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let served = crate::conn::watch(watcher.watch(connection.into_owned()), activity, idle, stall);
+            if let Some(Err(e)) = served.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });

@@ -192,6 +192,8 @@ impl InProcess {
             body_idle_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(2),
             trusted_proxies: Default::default(),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         };
         let server = tokio::spawn(async move {
             run(listener, router, limits, async {

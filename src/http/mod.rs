@@ -84,7 +84,8 @@ impl IntoResponse for ApiError {
             ApiError::Service(ServiceError::TooLarge { .. }) | ApiError::Body(BodyError::TooLarge(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::Service(ServiceError::Unavailable(_)) | ApiError::Download(DownloadError::Unavailable(_)) => {
+            ApiError::Service(ServiceError::Unavailable(_))
+            | ApiError::Download(DownloadError::Unavailable(_) | DownloadError::Busy { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Service(_) | ApiError::Field(_) => StatusCode::OK,
@@ -94,7 +95,8 @@ impl IntoResponse for ApiError {
             ApiError::Download(DownloadError::Revoked) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         };
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE && !matches!(self, ApiError::Download(DownloadError::Busy { .. }))
+        {
             // The client reads the fixed sentence; the log (inside the request's span, with its
             // id) keeps every cause under it.
             tracing::error!(error = %CauseChain(&self), "storage failure");
@@ -102,6 +104,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::Service(ServiceError::RateLimited { retry_after }) => Some(*retry_after),
             ApiError::Service(ServiceError::TooManyUploads { .. }) => Some(1),
+            ApiError::Download(DownloadError::Busy { .. }) => Some(2),
             _ => None,
         };
         let mut response = json_response(status, &Outcome::failed(self.to_string()));

@@ -32,6 +32,9 @@ const LATE_ORGANIZATION_BUFFER: usize = 1024 * 1024;
 /// After refusing an oversized upload, how much more of the body is read (and dropped) so that
 /// the client receives the 413 instead of a reset connection.
 const DRAIN_AFTER_REFUSAL: u64 = 64 * 1024 * 1024;
+/// ... and for how long at most: a body trickled slowly is not read for ever. The answer then
+/// goes out and the connection closes with the rest of the body unread.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 const SET_SHAPE: &str = "send multipart/form-data with the parts organizationId, key and objectData (a file)";
 
@@ -357,16 +360,20 @@ pub(super) async fn refuse_unread(headers: &HeaderMap, body: Body, error: ApiErr
     drain_body(body, error).await
 }
 
-/// Reads and drops an unread body, up to a bound, then hands back the error to answer with.
+/// Reads and drops an unread body, up to a bound in bytes and in time, then hands back the error
+/// to answer with.
 pub(super) async fn drain_body(body: Body, error: ApiError) -> ApiError {
     let mut stream = body.into_data_stream();
-    let mut seen = 0u64;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len() as u64;
-        if seen > DRAIN_AFTER_REFUSAL {
-            break;
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_AFTER_REFUSAL {
+                break;
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     error
 }
 

@@ -3,6 +3,7 @@
 //! or download that ends any way (success, refusal, a client that goes away) frees its slot.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::ids::UserId;
@@ -58,6 +59,48 @@ impl Drop for UserSlot {
     }
 }
 
+/// At most `limit` slots over the whole server.
+pub(super) struct Slots {
+    limit: usize,
+    held: Arc<AtomicUsize>,
+}
+
+/// One of [`Slots`]; given back when dropped.
+pub(crate) struct Slot {
+    held: Arc<AtomicUsize>,
+}
+
+impl Slots {
+    pub(super) fn new(limit: usize) -> Slots {
+        Slots {
+            limit,
+            held: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A slot, or `None` when all `limit` are held.
+    pub(super) fn try_acquire(&self) -> Option<Slot> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.limit).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| Slot {
+                held: self.held.clone(),
+            })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +115,15 @@ mod tests {
         assert!(slots.try_acquire(bob).is_some(), "another user has slots of their own");
         drop(first);
         assert!(slots.try_acquire(alice).is_some(), "a dropped slot is given back");
+    }
+
+    #[test]
+    fn server_slots_are_capped_and_given_back() {
+        let slots = Slots::new(2);
+        let first = slots.try_acquire().expect("first");
+        let _second = slots.try_acquire().expect("second");
+        assert!(slots.try_acquire().is_none(), "a third is refused");
+        drop(first);
+        assert!(slots.try_acquire().is_some(), "a dropped slot is given back");
     }
 }

@@ -56,6 +56,8 @@ pub struct Limits {
     pub max_keys_per_request: usize,
     /// Files one download job may cover, and unexpired jobs one organization may hold.
     pub jobs: JobLimits,
+    /// Downloads sent at once over the whole server.
+    pub max_downloads: usize,
 }
 
 /// An authenticated caller.
@@ -114,12 +116,14 @@ pub struct Service {
     uploads: inflight::PerUser,
     /// Blobs of uploads whose metadata commit had an unknown outcome, until the collector settles them.
     unsettled: unsettled::Unsettled,
+    downloads: inflight::Slots,
 }
 
 impl Service {
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, limits: Limits, server_key: ServerKey) -> Service {
         let failures = ratelimit::FailureLimiter::new(limits.auth_failure_limit, limits.auth_failure_window);
         let uploads = inflight::PerUser::new(limits.max_uploads_per_user);
+        let downloads = inflight::Slots::new(limits.max_downloads);
         Service {
             meta,
             blobs,
@@ -129,6 +133,7 @@ impl Service {
             failures,
             uploads,
             unsettled: unsettled::Unsettled::default(),
+            downloads,
         }
     }
 
@@ -474,7 +479,9 @@ impl Service {
         )
     }
 
-    /// Opens the zip of a signed download URL.
+    /// Opens the zip of a signed download URL. The stream holds one of the `max_downloads` slots
+    /// until it ends or is dropped; with none free, the link is refused as busy (after its
+    /// signature is checked, before any store is asked).
     pub(crate) async fn open_download(
         &self,
         job_raw: &str,
@@ -496,6 +503,12 @@ impl Service {
         if expires_ms > now.saturating_add(self.limits.download_ttl_secs.saturating_add(300).saturating_mul(1000)) {
             return Err(DownloadError::NotFound);
         }
+        let Some(slot) = self.downloads.try_acquire() else {
+            metrics::counter!("stowage_downloads_refused_total").increment(1);
+            return Err(DownloadError::Busy {
+                limit: self.downloads.limit(),
+            });
+        };
         let job = self
             .meta
             .job(&job_id)
@@ -512,7 +525,7 @@ impl Service {
             .job_entries(&job_id)
             .await
             .map_err(|e| DownloadError::Unavailable(e.into()))?;
-        Ok((job_id, zip::stream_zip(self.blobs.clone(), entries)))
+        Ok((job_id, zip::stream_zip(self.blobs.clone(), entries, slot)))
     }
 
     // --- background work -----------------------------------------------------------------------
@@ -664,6 +677,10 @@ pub(crate) enum DownloadError {
     Revoked,
     #[error(transparent)]
     Unavailable(#[from] StorageFailure),
+    #[error(
+        "The server is already sending {limit} downloads, as many as it sends at once (max_downloads); try again in a few seconds"
+    )]
+    Busy { limit: usize },
 }
 
 /// The keys without those under another key of the set: a key names a file or everything under
