@@ -807,6 +807,25 @@ struct JobRows {
     modified: Vec<i64>,
 }
 
+/// Records the job row itself, after making room for it among the organization's live jobs.
+async fn insert_job_row(
+    tx: &Transaction<'_>,
+    id: &JobId,
+    org: &OrgId,
+    now: Millis,
+    expires: Millis,
+    limits: JobLimits,
+) -> MetaResult<()> {
+    make_room_for_job(tx, org, now, limits).await?;
+    execute(
+        tx,
+        "INSERT INTO jobs (id, org_id, created, expires) VALUES ($1, $2, $3, $4)",
+        &[&id.as_str(), &org.as_str(), &now, &expires],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Makes room for one more job of `org` (under the organization's lock): when it already holds
 /// `max_live_jobs` unexpired jobs, the oldest expire now (their links answer "expired").
 async fn make_room_for_job<C: GenericClient>(c: &C, org: &OrgId, now: Millis, limits: JobLimits) -> MetaResult<()> {
@@ -899,13 +918,7 @@ async fn record_job(
     if usize::try_from(inserted).ok() != Some(rows.keys.len()) {
         return Ok(None);
     }
-    make_room_for_job(tx, org, now, limits).await?;
-    execute(
-        tx,
-        "INSERT INTO jobs (id, org_id, created, expires) VALUES ($1, $2, $3, $4)",
-        &[&id.as_str(), &org.as_str(), &now, &expires],
-    )
-    .await?;
+    insert_job_row(tx, &id, org, now, expires, limits).await?;
     Ok(Some(JobOutcome::Created(Job {
         id,
         org: org.clone(),
@@ -956,13 +969,7 @@ async fn create_job_tx(
         &[&id.as_str(), &org.as_str(), &names, &lows, &highs],
     )
     .await?;
-    make_room_for_job(tx, org, now, limits).await?;
-    execute(
-        tx,
-        "INSERT INTO jobs (id, org_id, created, expires) VALUES ($1, $2, $3, $4)",
-        &[&id.as_str(), &org.as_str(), &now, &expires],
-    )
-    .await?;
+    insert_job_row(tx, &id, org, now, expires, limits).await?;
     Ok(JobOutcome::Created(Job {
         id,
         org: org.clone(),
