@@ -863,6 +863,45 @@ fn expand_job(
         .collect()))
 }
 
+/// A job whose keys all name files (the common case: a get of one file) is looked up and recorded
+/// in one write, where it is exact, as long as it names at most this many keys; other jobs are
+/// expanded on a snapshot first.
+const FILES_JOB_KEYS: usize = 16;
+
+/// Records a job over `keys` in one write when every key names a file (point lookups only, no
+/// folder scan); `None`, with nothing written, when one is a folder or missing.
+fn record_files_job(
+    conn: &Connection,
+    org: &OrgId,
+    keys: &[Key],
+    now: Millis,
+    expires: Millis,
+    limits: JobLimits,
+) -> MetaResult<Option<JobOutcome>> {
+    let mut rows: Vec<JobRow> = Vec::with_capacity(keys.len());
+    for key in keys {
+        let file: Option<(String, i64, i64)> = cached_row(
+            conn,
+            "SELECT blob_id, size, modified FROM objects WHERE org_id = ?1 AND key = ?2",
+            params![org.as_str(), key.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+        let Some((blob, size, modified)) = file else {
+            return Ok(None);
+        };
+        rows.push((key.as_str().to_owned(), blob, size, modified));
+    }
+    rows.sort();
+    rows.dedup_by(|a, b| a.0 == b.0);
+    if rows.len() as u64 > limits.max_files {
+        return Ok(Some(JobOutcome::TooManyFiles {
+            limit: limits.max_files,
+        }));
+    }
+    record_job_now(conn, org, &rows, now, expires, limits).map(Some)
+}
+
 /// Records `rows` as entries of job `id` if every one still names the current body of its key;
 /// else records nothing and answers `false`. Inside the writer this is exact: a body that is
 /// current now moves to `garbage` only by a later write, when the entry already pins it.
@@ -895,10 +934,22 @@ fn create_job_tx(
         Ok(rows) => rows,
         Err(refused) => return Ok(refused),
     };
+    record_job_now(conn, org, &rows, now, expires, limits)
+}
+
+/// Records a job with `rows` (read in this same write transaction) as its entries.
+fn record_job_now(
+    conn: &Connection,
+    org: &OrgId,
+    rows: &[JobRow],
+    now: Millis,
+    expires: Millis,
+    limits: JobLimits,
+) -> MetaResult<JobOutcome> {
     let id = JobId::generate();
     make_room_for_job(conn, org, now, limits)?;
     insert_job_row(conn, &id, org, now, expires)?;
-    if !insert_job_entries(conn, &id, org, &rows)? {
+    if !insert_job_entries(conn, &id, org, rows)? {
         return Err(MetaError::failed("a job's files changed inside one transaction"));
     }
     Ok(JobOutcome::Created(Job {
@@ -1256,7 +1307,16 @@ impl Jobs for SqliteMeta {
         expires: Millis,
         limits: JobLimits,
     ) -> MetaResult<JobOutcome> {
-        // The keys are expanded on a read connection (one snapshot), never inside the writer,
+        if keys.len() <= FILES_JOB_KEYS {
+            let (files_org, files_keys) = (org.clone(), keys.to_vec());
+            let recorded = self
+                .write(move |conn| record_files_job(conn, &files_org, &files_keys, now, expires, limits))
+                .await?;
+            if let Some(outcome) = recorded {
+                return Ok(outcome);
+            }
+        }
+        // Other keys are expanded on a read connection (one snapshot), never inside the writer,
         // and the entries are recorded in slices of JOB_SLICE, each checking that its bodies are
         // still current: other organizations' writes wait for one slice, not for a folder scan.
         for _ in 0..JOB_ATTEMPTS {
