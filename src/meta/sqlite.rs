@@ -813,6 +813,17 @@ fn make_room_for_job(conn: &Connection, org: &OrgId, now: Millis, limits: JobLim
     Ok(())
 }
 
+/// The blob, size and modification time of file `key`, or `None` when no file has that key.
+fn job_file(conn: &Connection, org: &OrgId, key: &Key) -> MetaResult<Option<(String, i64, i64)>> {
+    Ok(cached_row(
+        conn,
+        "SELECT blob_id, size, modified FROM objects WHERE org_id = ?1 AND key = ?2",
+        params![org.as_str(), key.as_str()],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .optional()?)
+}
+
 /// The files `keys` name, as `conn`'s snapshot holds them (each key a file, else a folder of
 /// everything under it), sorted by key; or the refusal when there are too many or none.
 fn expand_job(
@@ -826,13 +837,7 @@ fn expand_job(
         "SELECT key, blob_id, size, modified FROM objects WHERE org_id = ?1 AND key >= ?2 AND key < ?3",
     )?;
     for key in keys {
-        let file: Option<(String, i64, i64)> = cached_row(
-            conn,
-            "SELECT blob_id, size, modified FROM objects WHERE org_id = ?1 AND key = ?2",
-            params![org.as_str(), key.as_str()],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
+        let file = job_file(conn, org, key)?;
         if let Some(file) = file {
             entries.insert(key.as_str().to_owned(), file);
         } else {
@@ -880,13 +885,7 @@ fn record_files_job(
 ) -> MetaResult<Option<JobOutcome>> {
     let mut rows: Vec<JobRow> = Vec::with_capacity(keys.len());
     for key in keys {
-        let file: Option<(String, i64, i64)> = cached_row(
-            conn,
-            "SELECT blob_id, size, modified FROM objects WHERE org_id = ?1 AND key = ?2",
-            params![org.as_str(), key.as_str()],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
+        let file = job_file(conn, org, key)?;
         let Some((blob, size, modified)) = file else {
             return Ok(None);
         };
