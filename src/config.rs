@@ -93,7 +93,8 @@ pub struct Config {
     pub max_keys_per_request: usize,
     /// Files one download job may cover.
     pub max_files_per_job: u64,
-    /// Download jobs that have not expired one organization may hold.
+    /// Download jobs that have not expired one organization may hold; recording one more expires
+    /// its oldest early.
     pub max_jobs_per_org: u64,
     /// A separate address for `GET /metrics` (e.g. `127.0.0.1:9612`), so that exposing the API
     /// does not expose the metrics; when set, the API's own address answers 404 for `/metrics`.
