@@ -650,10 +650,13 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         // ...but no collection pass sees it while the hold lasts.
-        assert_eq!(meta.collectable_blobs(i64::MAX / 2, 100).await.ok(), Some(vec![]));
+        assert_eq!(
+            meta.collectable_blobs(i64::MAX / 2, i64::MAX, 100).await.ok(),
+            Some(vec![])
+        );
         drop(hold);
         assert_eq!(
-            meta.collectable_blobs(i64::MAX / 2, 100).await.ok(),
+            meta.collectable_blobs(i64::MAX / 2, i64::MAX, 100).await.ok(),
             Some(vec![old_blob])
         );
     }

@@ -63,6 +63,10 @@ pub struct Config {
     pub(crate) timestamp_max_future_secs: i64,
     /// Lifetime of a download URL (and of its job), in seconds.
     pub(crate) download_url_ttl_secs: i64,
+    /// Seconds after a download URL expires that the bodies it names are still kept (a download
+    /// started just before the expiry can finish; servers' clocks may differ). A replaced or
+    /// deleted body is therefore stored for up to `download_url_ttl_secs` plus this longer.
+    pub(crate) download_grace_secs: i64,
     /// Entries per `/object/list` page.
     pub(crate) list_page_size: u64,
     /// Bodies up to this size are kept in a table beside the blob files rather than in a file
@@ -138,6 +142,7 @@ impl Default for Config {
             timestamp_max_age_secs: 7200,
             timestamp_max_future_secs: 300,
             download_url_ttl_secs: 3600,
+            download_grace_secs: 600,
             list_page_size: 1000,
             small_body_threshold: crate::blob::small::DEFAULT_THRESHOLD as u64,
             gc_interval_secs: 30,
@@ -335,6 +340,11 @@ impl Config {
         if self.download_url_ttl_secs <= 0 || self.download_url_ttl_secs > 366 * 24 * 3600 {
             return Err(ConfigError(
                 "download_url_ttl_secs must be between 1 second and a year".into(),
+            ));
+        }
+        if self.download_grace_secs < 0 || self.download_grace_secs > 7 * 24 * 3600 {
+            return Err(ConfigError(
+                "download_grace_secs must be between 0 and a week (604800 seconds)".into(),
             ));
         }
         if self.timestamp_max_age_secs < 0 || self.timestamp_max_future_secs < 0 {

@@ -279,6 +279,7 @@ impl Limits {
             timestamp_max_age: config.timestamp_max_age_secs,
             timestamp_max_future: config.timestamp_max_future_secs,
             download_ttl_secs: config.download_url_ttl_secs,
+            download_grace_secs: config.download_grace_secs,
             list_page_size: config.list_page_size,
             auth_failure_limit: config.auth_failure_limit,
             auth_failure_window: Duration::from_secs(config.auth_failure_window_secs),

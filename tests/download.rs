@@ -335,9 +335,96 @@ async fn a_job_holds_the_content_of_its_creation_time() {
     assert!(now.contains_key("snap/d"));
 }
 
+/// A get of one file records no job (its id carries the file), so collection keeps a replaced
+/// body as long as such a link may name it: the link still serves the body it was made for.
+#[tokio::test]
+async fn a_single_file_link_keeps_its_body_while_it_is_valid() {
+    let server = TestServer::start_with(Options::new().env("STOWAGE_GC_INTERVAL_SECS", 1));
+    let client = server.client();
+    client.set("one/model.bin", b"the version the link was made for").await;
+    let (job, url) = client.download_url(json!(["one/model.bin"])).await;
+    assert!(job.starts_with('L'), "a single-file job carries its file: {job}");
+    client.set("one/model.bin", b"a newer version").await;
+    client.set("one/other.txt", b"x").await;
+    client.delete("one/other.txt").await;
+    // several collection passes
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(server.blob_files(), 3, "the replaced and the deleted bodies are kept");
+    assert_eq!(
+        unzip(&fetch_zip(&url).await),
+        entries(&[("one/model.bin", b"the version the link was made for")])
+    );
+    // polling the job hands out a working link to the same body
+    let polled = client.wait_for_url(&job).await;
+    assert_eq!(
+        unzip(&fetch_zip(&polled).await)["one/model.bin"],
+        b"the version the link was made for"
+    );
+    // a new get sees the new body
+    assert_eq!(
+        client.download(json!(["one/model.bin"])).await["one/model.bin"],
+        b"a newer version"
+    );
+}
+
+/// Once every link that may name a replaced body has expired (plus the grace), it is collected,
+/// and the old link answers 410.
+#[tokio::test]
+async fn a_single_file_links_body_goes_after_the_link_expires() {
+    let server = TestServer::start_with(
+        Options::new()
+            .env("STOWAGE_GC_INTERVAL_SECS", 1)
+            .env("STOWAGE_DOWNLOAD_URL_TTL_SECS", 2)
+            .env("STOWAGE_DOWNLOAD_GRACE_SECS", 0),
+    );
+    let client = server.client();
+    client.set("k", b"old").await;
+    let (_, url) = client.download_url(json!(["k"])).await;
+    client.set("k", b"new").await;
+    assert_eq!(unzip(&fetch_zip(&url).await)["k"], b"old");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.blob_files() != 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(server.blob_files(), 1, "the replaced body is collected");
+    let response = http_client().get(&url).send().await.expect("GET");
+    assert_eq!(response.status().as_u16(), 410, "the expired link");
+}
+
+/// A single-file job's id is sealed: a changed one, or another organization's, names nothing.
+#[tokio::test]
+async fn a_single_file_job_id_cannot_be_forged_or_borrowed() {
+    let server = TestServer::start();
+    let client = server.client();
+    client.set("secret.txt", b"mine").await;
+    let (job, url) = client.download_url(json!(["secret.txt"])).await;
+    // one character of the payload changed
+    let mut forged: Vec<char> = job.chars().collect();
+    forged[5] = if forged[5] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
+    assert_eq!(
+        client.fails("object/get", json!({"jobId": forged})).await,
+        [format!("Download job not found: {forged}")]
+    );
+    let response = http_client().get(url.replace(&job, &forged)).send().await.expect("GET");
+    assert_eq!(response.status().as_u16(), 404, "a forged link");
+    // another organization cannot poll it
+    let other = server.new_tenant("other", &[]);
+    assert_eq!(
+        other.fails("object/get", json!({"jobId": job})).await,
+        [format!("Download job not found: {job}")]
+    );
+}
+
 #[tokio::test]
 async fn replaced_and_deleted_bodies_are_collected() {
-    let server = TestServer::start_with(Options::new().env("STOWAGE_GC_INTERVAL_SECS", 1));
+    // Replaced bodies are kept while a link may name them: links live a second here, no grace.
+    let server = TestServer::start_with(
+        Options::new()
+            .env("STOWAGE_GC_INTERVAL_SECS", 1)
+            .env("STOWAGE_DOWNLOAD_URL_TTL_SECS", 1)
+            .env("STOWAGE_DOWNLOAD_GRACE_SECS", 0),
+    );
     let client = server.client();
     for i in 0..4 {
         client.set("gc/overwritten", format!("version {i}").as_bytes()).await;

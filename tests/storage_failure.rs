@@ -178,7 +178,11 @@ impl InProcess {
             .expect("a user id");
         meta.set_member(&org, user, Permissions::ALL).await.unwrap();
 
-        let service = Arc::new(Service::new(meta, blobs, Limits::from_config(&Config::default()), key));
+        // Links live a second and bodies are kept no longer, so a deleted body is collectable a
+        // second after its delete.
+        let mut limits = Limits::from_config(&Config::default());
+        (limits.download_ttl_secs, limits.download_grace_secs) = (1, 0);
+        let service = Arc::new(Service::new(meta, blobs, limits, key));
         let router = app(AppState {
             service: service.clone(),
             public_url: None,
@@ -396,6 +400,7 @@ async fn a_full_disk_refuses_sets_with_503_and_keeps_everything_else() {
         client.set("scratch", b"x").await;
         server.switch.set(mode, budget);
         client.delete("scratch").await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         server.service.collect_garbage().await.expect("collection");
         assert_eq!(server.stored_bodies(), 2, "{case}");
     }

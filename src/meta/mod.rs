@@ -377,6 +377,10 @@ pub trait Identities: Send + Sync + 'static {
 
     async fn membership(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Membership>>;
 
+    /// A user's standing in one organization in one query: whether the user is disabled and, when
+    /// a member, its permissions; `None` when there is no such user.
+    async fn standing(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Standing>>;
+
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>>;
 }
 
@@ -394,6 +398,14 @@ pub trait Objects: Send + Sync + 'static {
     async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage>;
 
     async fn usage(&self, org: &OrgId) -> MetaResult<Usage>;
+}
+
+/// What [`Identities::standing`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub(crate) disabled: bool,
+    /// `None` when the user is not a member of the organization.
+    pub(crate) permissions: Option<Permissions>,
 }
 
 /// Download jobs: the blobs a zip download is pinned to.
@@ -423,8 +435,9 @@ pub trait Maintenance: Send + Sync + 'static {
     /// Answers when the store can serve a query (for `/readyz`).
     async fn ping(&self) -> MetaResult<()>;
 
-    /// Blobs no object names and no unexpired job pins, at most `limit`.
-    async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>>;
+    /// Blobs no object names, released (replaced or deleted) before `released_before`, that no
+    /// job unexpired at `now` pins; at most `limit`.
+    async fn collectable_blobs(&self, now: Millis, released_before: Millis, limit: usize) -> MetaResult<Vec<BlobId>>;
 
     /// Forgets collected blobs.
     async fn forget_blobs(&self, blobs: &[BlobId]) -> MetaResult<()>;

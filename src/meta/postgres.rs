@@ -1211,6 +1211,34 @@ impl Identities for PostgresMeta {
         row.map(|row| membership_from_row(org, &row)).transpose()
     }
 
+    async fn standing(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Standing>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT u.disabled, m.can_read, m.can_write, m.can_delete, m.is_admin FROM users u \
+             LEFT JOIN members m ON m.user_id = u.id AND m.org_id = $1 WHERE u.id = $2",
+            &[&org.as_str(), &user.0],
+        )
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let flags: [Option<bool>; 4] = [col(&row, 1)?, col(&row, 2)?, col(&row, 3)?, col(&row, 4)?];
+        let permissions = match flags {
+            [Some(read), Some(write), Some(delete), Some(admin)] => Some(Permissions {
+                read,
+                write,
+                delete,
+                admin,
+            }),
+            _ => None,
+        };
+        Ok(Some(Standing {
+            disabled: col(&row, 0)?,
+            permissions,
+        }))
+    }
+
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>> {
         let client = self.client().await?;
         let rows = query(
@@ -1385,7 +1413,7 @@ impl Maintenance for PostgresMeta {
         Ok(())
     }
 
-    async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
+    async fn collectable_blobs(&self, now: Millis, released_before: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // Taken before the query's snapshot: a backup holding collection off has either waited
@@ -1400,9 +1428,9 @@ impl Maintenance for PostgresMeta {
         }
         let rows = query(
             &tx,
-            "SELECT g.blob_id FROM garbage g WHERE NOT EXISTS (SELECT 1 FROM job_entries e JOIN jobs j ON j.id = e.job_id \
-             WHERE e.blob_id = g.blob_id AND j.expires > $1) LIMIT $2",
-            &[&now, &count_to_i64(limit)],
+            "SELECT g.blob_id FROM garbage g WHERE g.since < $3 AND NOT EXISTS (SELECT 1 FROM job_entries e \
+             JOIN jobs j ON j.id = e.job_id WHERE e.blob_id = g.blob_id AND j.expires > $1) LIMIT $2",
+            &[&now, &count_to_i64(limit), &released_before],
         )
         .await?;
         tx.commit().await?;

@@ -1232,6 +1232,38 @@ impl Identities for SqliteMeta {
         .await
     }
 
+    async fn standing(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Standing>> {
+        let org = org.clone();
+        self.read(move |conn| {
+            Ok(cached_row(
+                conn,
+                "SELECT u.disabled, m.can_read, m.can_write, m.can_delete, m.is_admin FROM users u \
+                 LEFT JOIN members m ON m.user_id = u.id AND m.org_id = ?1 WHERE u.id = ?2",
+                params![org.as_str(), user.0],
+                |row| {
+                    let flag = |i: usize| -> rusqlite::Result<Option<bool>> {
+                        Ok(row.get::<_, Option<i64>>(i)?.map(|v| v != 0))
+                    };
+                    let permissions = match (flag(1)?, flag(2)?, flag(3)?, flag(4)?) {
+                        (Some(read), Some(write), Some(delete), Some(admin)) => Some(Permissions {
+                            read,
+                            write,
+                            delete,
+                            admin,
+                        }),
+                        _ => None,
+                    };
+                    Ok(Standing {
+                        disabled: row.get::<_, i64>(0)? != 0,
+                        permissions,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>> {
         let org = org.clone();
         self.read(move |conn| {
@@ -1434,7 +1466,7 @@ impl Maintenance for SqliteMeta {
             .await
     }
 
-    async fn collectable_blobs(&self, now: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
+    async fn collectable_blobs(&self, now: Millis, released_before: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
         let hold = hold_path(&self.path);
         self.read(move |conn| {
             // The shared lock is taken before the query's snapshot, so a backup that holds
@@ -1443,10 +1475,12 @@ impl Maintenance for SqliteMeta {
                 return Ok(Vec::new());
             };
             let mut stmt = conn.prepare_cached(
-                "SELECT g.blob_id FROM garbage g WHERE NOT EXISTS (SELECT 1 FROM job_entries e JOIN jobs j ON j.id = e.job_id \
-                 WHERE e.blob_id = g.blob_id AND j.expires > ?1) LIMIT ?2",
+                "SELECT g.blob_id FROM garbage g WHERE g.since < ?3 AND NOT EXISTS (SELECT 1 FROM job_entries e \
+                 JOIN jobs j ON j.id = e.job_id WHERE e.blob_id = g.blob_id AND j.expires > ?1) LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now, count_to_i64(limit)], |row| row.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![now, count_to_i64(limit), released_before], |row| {
+                row.get::<_, String>(0)
+            })?;
             let mut out = Vec::new();
             for row in rows {
                 out.extend(BlobId::parse(&row?));

@@ -465,8 +465,8 @@ async fn conflicts_quota_and_listing(fixture: &Fixture) {
     assert_consistent(meta, &org).await;
     assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 0, files: 1 });
     // Four blobs were freed: the first x, the first y, a/b and the second x.
-    assert_eq!(meta.collectable_blobs(100, 10).await.unwrap().len(), 4);
-    assert_eq!(meta.collectable_blobs(100, 2).await.unwrap().len(), 2);
+    assert_eq!(meta.collectable_blobs(100, i64::MAX, 10).await.unwrap().len(), 4);
+    assert_eq!(meta.collectable_blobs(100, i64::MAX, 2).await.unwrap().len(), 2);
 }
 
 /// Sorting, prefix ranges and names behave as byte order in both engines.
@@ -494,6 +494,82 @@ async fn byte_order_and_prefix_ranges(fixture: &Fixture) {
         KeyKind::File(_)
     ));
     assert_consistent(meta, &org).await;
+}
+
+/// A replaced or deleted body is collectable only once released before the cutoff asked for
+/// (single-file links name bodies without recording a job).
+async fn released_bodies_wait_for_the_cutoff(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    meta.put_object(&org, object("x", 1, 2), QUOTA).await.unwrap();
+    meta.put_object(&org, object("x", 2, 3), QUOTA).await.unwrap();
+    meta.delete(&org, &key("x")).await.unwrap();
+    let released = chrono::Utc::now().timestamp_millis();
+    let hour = 3_600_000;
+    assert!(
+        meta.collectable_blobs(i64::MAX, released - hour, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "released within the last hour: kept"
+    );
+    assert_eq!(
+        meta.collectable_blobs(i64::MAX, released + hour, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// `standing` reads a user's flag and membership in one query.
+async fn standing_reads_user_and_membership(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let other = meta.create_org("u", None, None, 1).await.unwrap();
+    let seal = |_| {
+        Some(SealedToken {
+            nonce: vec![0; 12],
+            ciphertext: vec![1; 16],
+        })
+    };
+    let user = meta.create_user("reader", 1, Box::new(seal)).await.unwrap().unwrap();
+    let reads = Permissions {
+        read: true,
+        write: false,
+        delete: false,
+        admin: false,
+    };
+    assert!(meta.set_member(&org, user, reads).await.unwrap());
+    let standing = meta.standing(&org, user).await.unwrap();
+    assert_eq!(
+        standing,
+        Some(Standing {
+            disabled: false,
+            permissions: Some(reads)
+        })
+    );
+    assert_eq!(
+        meta.standing(&other, user).await.unwrap(),
+        Some(Standing {
+            disabled: false,
+            permissions: None
+        }),
+        "not a member of the other organization"
+    );
+    assert!(meta.set_user_disabled(user, true).await.unwrap());
+    assert_eq!(
+        meta.standing(&org, user).await.unwrap(),
+        Some(Standing {
+            disabled: true,
+            permissions: Some(reads)
+        })
+    );
+    assert_eq!(
+        meta.standing(&org, UserId(user.0 + 1000)).await.unwrap(),
+        None,
+        "no such user"
+    );
 }
 
 async fn jobs_pin_blobs_until_they_expire(fixture: &Fixture) {
@@ -527,17 +603,17 @@ async fn jobs_pin_blobs_until_they_expire(fixture: &Fixture) {
     assert_eq!(meta.job_entries(&job.id).await.unwrap(), entries);
     meta.delete(&org, &key("d")).await.unwrap();
     assert_eq!(
-        meta.collectable_blobs(500, 10).await.unwrap(),
+        meta.collectable_blobs(500, i64::MAX, 10).await.unwrap(),
         [newer_blob],
         "the job pins the others"
     );
-    let mut collectable = meta.collectable_blobs(1000, 10).await.unwrap();
+    let mut collectable = meta.collectable_blobs(1000, i64::MAX, 10).await.unwrap();
     collectable.sort();
     assert_eq!(collectable.len(), 3, "the job expired");
     // Collected blobs are forgotten; forgetting twice (two servers collecting) is harmless.
     meta.forget_blobs(&collectable).await.unwrap();
     meta.forget_blobs(&collectable).await.unwrap();
-    assert!(meta.collectable_blobs(1000, 10).await.unwrap().is_empty());
+    assert!(meta.collectable_blobs(1000, i64::MAX, 10).await.unwrap().is_empty());
     assert_eq!(meta.delete_expired_jobs(1000).await.unwrap(), 0);
     assert_eq!(meta.delete_expired_jobs(1001).await.unwrap(), 1);
     assert_eq!(meta.delete_expired_jobs(1001).await.unwrap(), 0);
@@ -966,7 +1042,7 @@ async fn two_servers_overwrite_one_key(fixture: &Fixture) {
             files: 1
         }
     );
-    let mut collectable = servers[1].collectable_blobs(0, 100).await.unwrap();
+    let mut collectable = servers[1].collectable_blobs(0, i64::MAX, 100).await.unwrap();
     collectable.sort();
     written.retain(|b| *b != current.blob);
     assert_eq!(collectable, written);
@@ -999,7 +1075,7 @@ async fn jobs_race_overwrites_and_collection(fixture: &Fixture) {
             tokio::spawn(async move {
                 let mut collected = Vec::new();
                 while !done.load(Ordering::Relaxed) {
-                    let blobs = meta.collectable_blobs(2, 1000).await.unwrap();
+                    let blobs = meta.collectable_blobs(2, i64::MAX, 1000).await.unwrap();
                     meta.forget_blobs(&blobs).await.unwrap();
                     meta.delete_expired_jobs(0).await.unwrap();
                     collected.extend(blobs);
@@ -1051,7 +1127,7 @@ async fn jobs_race_overwrites_and_collection(fixture: &Fixture) {
     let wrongly: Vec<_> = collected.intersection(&pinned).collect();
     assert!(wrongly.is_empty(), "collected while pinned: {wrongly:?}");
     // Whatever is pinned and no longer current still awaits collection.
-    for blob in servers[0].collectable_blobs(i64::MAX, 1000).await.unwrap() {
+    for blob in servers[0].collectable_blobs(i64::MAX, i64::MAX, 1000).await.unwrap() {
         assert!(!collected.contains(&blob), "forgotten blobs do not come back");
     }
     assert_consistent(&*servers[0], &org).await;
@@ -1129,6 +1205,8 @@ backend_suite!(
         conflicts_quota_and_listing,
         byte_order_and_prefix_ranges,
         jobs_pin_blobs_until_they_expire,
+        released_bodies_wait_for_the_cutoff,
+        standing_reads_user_and_membership,
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
@@ -1146,6 +1224,8 @@ backend_suite!(
         conflicts_quota_and_listing,
         byte_order_and_prefix_ranges,
         jobs_pin_blobs_until_they_expire,
+        released_bodies_wait_for_the_cutoff,
+        standing_reads_user_and_membership,
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
         organizations_users_and_members,

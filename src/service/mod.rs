@@ -5,6 +5,7 @@
 
 pub mod error;
 mod inflight;
+mod link;
 mod ratelimit;
 mod unsettled;
 mod zip;
@@ -25,9 +26,9 @@ use crate::meta::{
     PutRefusal, Quota, Usage,
 };
 
-/// How long after its expiry a job still pins its blobs, so a download that started just before
-/// the expiry can finish.
-const JOB_GRACE_MS: i64 = 10 * 60 * 1000;
+/// How much later than this server's clock another server of the deployment may date a download
+/// link's expiry (their clocks may differ by this much).
+const LINK_CLOCK_SKEW_SECS: i64 = 300;
 
 /// A blob written this long ago and still named by no metadata is an orphan, not an upload whose
 /// commit is about to happen.
@@ -45,7 +46,11 @@ pub struct Limits {
     pub(crate) max_object_size: u64,
     pub(crate) timestamp_max_age: i64,
     pub(crate) timestamp_max_future: i64,
-    pub(crate) download_ttl_secs: i64,
+    /// Lifetime of a download link, in seconds.
+    pub download_ttl_secs: i64,
+    /// How long after a download link expires the bodies it names are still kept, so that a
+    /// download that started just before the expiry can finish (and servers' clocks may differ).
+    pub download_grace_secs: i64,
     pub(crate) list_page_size: u64,
     /// Failed authentications allowed per client address and per user id in a window (0: off).
     pub auth_failure_limit: u32,
@@ -78,7 +83,8 @@ pub(crate) struct Listing {
 /// A download job as clients see it: its id and, once ready, its URL.
 #[derive(Debug, Clone)]
 pub(crate) struct DownloadTicket {
-    pub(crate) job: JobId,
+    /// A stored job's id, or a single-file job's self-contained id (`link.rs`).
+    pub(crate) job: String,
     pub(crate) url: Option<String>,
 }
 
@@ -425,6 +431,11 @@ impl Service {
         }
         let now = now_ms();
         let expires = now.saturating_add(self.limits.download_ttl_secs.saturating_mul(1000));
+        if let [key] = keys.as_slice() {
+            if let Some(ticket) = self.single_file_link(principal, &org, key, expires, base_url).await? {
+                return Ok(ticket);
+            }
+        }
         let job = match self
             .meta
             .create_job(&org, &keys, now, expires, self.limits.jobs)
@@ -436,9 +447,47 @@ impl Service {
         };
         metrics::counter!("stowage_download_jobs_total").increment(1);
         Ok(DownloadTicket {
-            url: Some(self.download_url(base_url, &job.id, job.expires, principal.user)),
-            job: job.id,
+            url: Some(self.download_url(base_url, job.id.as_str(), job.expires, principal.user)),
+            job: job.id.to_string(),
         })
+    }
+
+    /// A job over the one key `key`, recorded nowhere, when it names a file: the ticket's id
+    /// carries the file (`link.rs`). `None` when the key is a folder, or too long for an id; a
+    /// missing key is not found here as everywhere.
+    async fn single_file_link(
+        &self,
+        principal: &Principal,
+        org: &OrgId,
+        key: &Key,
+        expires: Millis,
+        base_url: &str,
+    ) -> ServiceResult<Option<DownloadTicket>> {
+        if key.as_str().len() > link::MAX_KEY_BYTES {
+            return Ok(None);
+        }
+        let object = match self.meta.key_kind(org, key).await? {
+            KeyKind::File(object) => object,
+            KeyKind::Folder => return Ok(None),
+            KeyKind::Missing => return Err(ServiceError::NothingFound),
+        };
+        let expires = expires / 1000;
+        let job = link::LinkJob {
+            org: org.clone(),
+            entry: crate::meta::JobEntry {
+                key: object.key,
+                blob: object.blob,
+                size: object.size,
+                modified: object.modified,
+            },
+            expires,
+        }
+        .encode(&self.signer);
+        metrics::counter!("stowage_download_jobs_total").increment(1);
+        Ok(Some(DownloadTicket {
+            url: Some(self.download_url(base_url, &job, expires.saturating_mul(1000), principal.user)),
+            job,
+        }))
     }
 
     /// Answers a poll of a job; the job must belong to the organization named.
@@ -450,25 +499,34 @@ impl Service {
         base_url: &str,
     ) -> ServiceResult<DownloadTicket> {
         let org = self.authorize(principal, org_raw, Access::Read).await?;
-        let job_id = JobId::parse(job_raw.trim()).ok_or_else(|| ServiceError::JobNotFound(job_raw.to_owned()))?;
-        let job = match self.meta.job(&job_id).await? {
-            Some(job) if job.org == org => job,
-            _ => return Err(ServiceError::JobNotFound(job_raw.to_owned())),
+        let raw = job_raw.trim();
+        let not_found = || ServiceError::JobNotFound(job_raw.to_owned());
+        let (id, expires) = if link::LinkJob::is_link(raw) {
+            match link::LinkJob::decode(raw, &self.signer) {
+                Some(job) if job.org == org => (raw.to_owned(), job.expires.saturating_mul(1000)),
+                _ => return Err(not_found()),
+            }
+        } else {
+            let job_id = JobId::parse(raw).ok_or_else(not_found)?;
+            match self.meta.job(&job_id).await? {
+                Some(job) if job.org == org => (job.id.to_string(), job.expires),
+                _ => return Err(not_found()),
+            }
         };
-        if job.expires <= now_ms() {
+        if expires <= now_ms() {
             return Err(ServiceError::JobExpired(job_raw.to_owned()));
         }
         Ok(DownloadTicket {
-            url: Some(self.download_url(base_url, &job.id, job.expires, principal.user)),
-            job: job.id,
+            url: Some(self.download_url(base_url, &id, expires, principal.user)),
+            job: id,
         })
     }
 
     /// A signed link to a job's zip. It names the user it was made for (signed with the rest), so
     /// that it stops working when that user is disabled or loses read on the organization.
-    fn download_url(&self, base_url: &str, job: &JobId, expires_ms: Millis, user: UserId) -> String {
+    fn download_url(&self, base_url: &str, job: &str, expires_ms: Millis, user: UserId) -> String {
         let expires = expires_ms / 1000;
-        let signature = self.signer.sign(&signed_link(job.as_str(), &user.to_string()), expires);
+        let signature = self.signer.sign(&signed_link(job, &user.to_string()), expires);
         format!(
             "{}/api/v2/download/{}?expires={}&user={}&signature={}",
             base_url.trim_end_matches('/'),
@@ -479,36 +537,40 @@ impl Service {
         )
     }
 
-    /// Opens the zip of a signed download URL. The stream holds one of the `max_downloads` slots
-    /// until it ends or is dropped; with none free, the link is refused as busy (after its
-    /// signature is checked, before any store is asked).
+    /// Opens the zip of a signed download URL; answers a name for the archive (the job's id, or
+    /// a short one for a single-file job) and its bytes. The stream holds one of the
+    /// `max_downloads` slots until it ends or is dropped; with none free, the link is refused as
+    /// busy (after its signature is checked, before any store is asked).
     pub(crate) async fn open_download(
         &self,
         job_raw: &str,
         expires: &str,
         user_raw: &str,
         signature: &str,
-    ) -> Result<(JobId, BlobStream), DownloadError> {
+    ) -> Result<(String, BlobStream), DownloadError> {
         let expires: i64 = expires.parse().map_err(|_| DownloadError::NotFound)?;
         if !self.signer.verify(&signed_link(job_raw, user_raw), expires, signature) {
             return Err(DownloadError::NotFound);
         }
         let user = UserId::parse(user_raw).ok_or(DownloadError::NotFound)?;
-        let job_id = JobId::parse(job_raw).ok_or(DownloadError::NotFound)?;
         let (expires_ms, now) = (expires.saturating_mul(1000), now_ms());
         if expires_ms <= now {
             return Err(DownloadError::Expired);
         }
         // No link this server makes lives longer than the configured lifetime (plus clock skew).
-        if expires_ms > now.saturating_add(self.limits.download_ttl_secs.saturating_add(300).saturating_mul(1000)) {
+        let longest = self.limits.download_ttl_secs.saturating_add(LINK_CLOCK_SKEW_SECS);
+        if expires_ms > now.saturating_add(longest.saturating_mul(1000)) {
             return Err(DownloadError::NotFound);
         }
-        let Some(slot) = self.downloads.try_acquire() else {
-            metrics::counter!("stowage_downloads_refused_total").increment(1);
-            return Err(DownloadError::Busy {
-                limit: self.downloads.limit(),
-            });
-        };
+        if link::LinkJob::is_link(job_raw) {
+            let job = link::LinkJob::decode(job_raw, &self.signer).ok_or(DownloadError::NotFound)?;
+            let slot = self.download_slot()?;
+            self.link_creator_may_read(user, &job.org).await?;
+            let name = link::LinkJob::short_name(job_raw).to_owned();
+            return Ok((name, zip::stream_zip(self.blobs.clone(), vec![job.entry], slot)));
+        }
+        let job_id = JobId::parse(job_raw).ok_or(DownloadError::NotFound)?;
+        let slot = self.download_slot()?;
         let job = self
             .meta
             .job(&job_id)
@@ -525,20 +587,39 @@ impl Service {
             .job_entries(&job_id)
             .await
             .map_err(|e| DownloadError::Unavailable(e.into()))?;
-        Ok((job_id, zip::stream_zip(self.blobs.clone(), entries, slot)))
+        Ok((job_id.to_string(), zip::stream_zip(self.blobs.clone(), entries, slot)))
+    }
+
+    /// One of the `max_downloads` slots, or the link is refused as busy.
+    fn download_slot(&self) -> Result<inflight::Slot, DownloadError> {
+        self.downloads.try_acquire().ok_or_else(|| {
+            metrics::counter!("stowage_downloads_refused_total").increment(1);
+            DownloadError::Busy {
+                limit: self.downloads.limit(),
+            }
+        })
     }
 
     // --- background work -----------------------------------------------------------------------
 
     /// One pass of collection: deletes blobs nothing names any more and forgets expired jobs.
+    /// A replaced or deleted body is kept as long as a single-file link made before it was
+    /// replaced may still name it (the link lifetime plus the grace), since those links are
+    /// recorded nowhere; a stored job pins its bodies until the grace after its expiry.
     /// A blob that cannot be deleted is logged and retried on the next pass; the others go on.
     pub async fn collect_garbage(&self) -> ServiceResult<usize> {
-        let cutoff = now_ms() - JOB_GRACE_MS;
+        let now = now_ms();
+        let grace = self.limits.download_grace_secs.saturating_mul(1000);
+        let cutoff = now.saturating_sub(grace);
+        let released_before = cutoff.saturating_sub(self.limits.download_ttl_secs.saturating_mul(1000));
         self.meta.delete_expired_jobs(cutoff).await?;
         let mut collected = 0;
         let mut failed = std::collections::HashSet::new();
         loop {
-            let candidates = self.meta.collectable_blobs(cutoff, 500 + failed.len()).await?;
+            let candidates = self
+                .meta
+                .collectable_blobs(cutoff, released_before, 500 + failed.len())
+                .await?;
             let batch: Vec<BlobId> = candidates
                 .into_iter()
                 .filter(|b| !failed.contains(b))
@@ -643,24 +724,13 @@ impl Service {
     /// A link works only while the user it was made for is enabled and may read the
     /// organization (checked at every download, so a disabled or removed user's links stop).
     async fn link_creator_may_read(&self, user: UserId, org: &OrgId) -> Result<(), DownloadError> {
-        let unavailable = |e: crate::meta::MetaError| DownloadError::Unavailable(e.into());
-        let enabled = self
+        let standing = self
             .meta
-            .user(user)
+            .standing(org, user)
             .await
-            .map_err(unavailable)?
-            .is_some_and(|u| !u.disabled);
-        let reads = self
-            .meta
-            .membership(org, user)
-            .await
-            .map_err(unavailable)?
-            .is_some_and(|m| m.permissions.read);
-        if enabled && reads {
-            Ok(())
-        } else {
-            Err(DownloadError::Revoked)
-        }
+            .map_err(|e| DownloadError::Unavailable(e.into()))?;
+        let reads = standing.is_some_and(|s| !s.disabled && s.permissions.is_some_and(|p| p.read));
+        if reads { Ok(()) } else { Err(DownloadError::Revoked) }
     }
 }
 
