@@ -66,6 +66,22 @@ async fn a_job_made_on_one_server_is_polled_and_downloaded_through_the_other() {
     }
 }
 
+/// A single-file job is recorded nowhere: its id carries the file, sealed with the deployment's
+/// key, so the other server polls and serves it too, even after the file was replaced.
+#[tokio::test]
+async fn a_single_file_link_made_on_one_server_works_on_the_other() {
+    let Some((a, b)) = pair() else { return };
+    let (via_a, via_b) = (a.client(), client_of(&a, &b));
+    via_a.set("one/model.bin", b"made on A").await;
+    let (job, url_from_a) = via_a.download_url(json!(["one/model.bin"])).await;
+    via_b.set("one/model.bin", b"replaced through B").await;
+    let moved = url_from_a.replace(&a.addr, &b.addr);
+    assert_eq!(unzip(&fetch_zip(&moved).await)["one/model.bin"], b"made on A");
+    let url_from_b = via_b.wait_for_url(&job).await;
+    assert!(url_from_b.contains(&b.addr), "{url_from_b}");
+    assert_eq!(unzip(&fetch_zip(&url_from_b).await)["one/model.bin"], b"made on A");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_through_both_servers_never_overshoot_one_quota() {
     let Some((a, b)) = pair() else { return };
