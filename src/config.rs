@@ -109,6 +109,10 @@ pub struct Config {
     /// Downloads (`/download/...` answers) sent at once over the whole server; more get 503 with
     /// `Retry-After`.
     pub max_downloads: usize,
+    /// A web console session ends after this long without a request, in seconds.
+    pub(crate) console_idle_timeout_secs: u64,
+    /// A web console session ends this long after sign-in however active it is, in seconds.
+    pub(crate) console_session_max_secs: u64,
 }
 
 impl Default for Config {
@@ -157,6 +161,8 @@ impl Default for Config {
             idle_timeout_secs: 60,
             max_connections: 4096,
             max_downloads: 64,
+            console_idle_timeout_secs: 30 * 60,
+            console_session_max_secs: 12 * 3600,
         }
     }
 }

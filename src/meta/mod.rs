@@ -1,6 +1,6 @@
 //! The metadata store: organizations, users, memberships, objects, folders, usage counters,
-//! download jobs and the list of blobs awaiting collection. Its traits are split by concern
-//! ([`Identities`], [`Objects`], [`Jobs`], [`Maintenance`]; [`MetaStore`] is all four, which the
+//! download jobs, web console sessions and the list of blobs awaiting collection. Its traits are split by concern
+//! ([`Identities`], [`Objects`], [`Jobs`], [`Maintenance`], [`Sessions`]; [`MetaStore`] is all five, which the
 //! service layer holds); `rules` holds the decisions both backends share; `sqlite` is the embedded
 //! implementation, `postgres` the one for several servers sharing one database.
 //!
@@ -394,6 +394,42 @@ pub trait Objects: Send + Sync + 'static {
     async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage>;
 
     async fn usage(&self, org: &OrgId) -> MetaResult<Usage>;
+
+    /// The bytes and files under a folder (the root: the organization's usage); `None` when no
+    /// such folder exists.
+    async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>>;
+}
+
+/// A web console session as stored: see `service::session` for what each field decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// SHA-256 (hex) of the secret in the session cookie.
+    pub(crate) id_hash: String,
+    pub(crate) user: UserId,
+    /// The token every state-changing console request must carry.
+    pub(crate) csrf: String,
+    /// A tag of the user's sealed API token when the session began.
+    pub(crate) token_tag: String,
+    pub(crate) created: Millis,
+    pub(crate) last_seen: Millis,
+}
+
+/// The web console's sign-in sessions, shared by every server on the store.
+#[async_trait]
+pub trait Sessions: Send + Sync + 'static {
+    async fn create_session(&self, session: &ConsoleSession) -> MetaResult<()>;
+
+    async fn session(&self, id_hash: &str) -> MetaResult<Option<ConsoleSession>>;
+
+    /// Records that the session was used at `now`.
+    async fn touch_session(&self, id_hash: &str, now: Millis) -> MetaResult<()>;
+
+    /// Ends a session; false when there was none.
+    async fn delete_session(&self, id_hash: &str) -> MetaResult<bool>;
+
+    /// Deletes the sessions last used before `idle_before` or created before `created_before`;
+    /// returns how many.
+    async fn delete_stale_sessions(&self, idle_before: Millis, created_before: Millis) -> MetaResult<u64>;
 }
 
 /// Download jobs: the blobs a zip download is pinned to.
@@ -453,6 +489,6 @@ pub trait Maintenance: Send + Sync + 'static {
 
 /// The whole metadata store, for what needs every part (the server bundles one for the service);
 /// callers that need less take the narrower trait.
-pub trait MetaStore: Identities + Objects + Jobs + Maintenance {}
+pub trait MetaStore: Identities + Objects + Jobs + Maintenance + Sessions {}
 
-impl<T: Identities + Objects + Jobs + Maintenance> MetaStore for T {}
+impl<T: Identities + Objects + Jobs + Maintenance + Sessions> MetaStore for T {}

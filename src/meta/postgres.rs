@@ -1271,20 +1271,85 @@ impl Objects for PostgresMeta {
     }
 
     async fn usage(&self, org: &OrgId) -> MetaResult<Usage> {
+        Ok(self.folder_usage(org, &FolderPath::root()).await?.unwrap_or_default())
+    }
+
+    async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>> {
         let client = self.client().await?;
         let row = query_opt(
             &client,
-            "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = ''",
-            &[&org.as_str()],
+            "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = $2",
+            &[&org.as_str(), &folder.as_str()],
         )
         .await?;
-        Ok(match row {
-            Some(row) => Usage {
+        row.map(|row| {
+            Ok(Usage {
                 bytes: to_u64(col(&row, 0)?),
                 files: to_u64(col(&row, 1)?),
-            },
-            None => Usage::default(),
+            })
         })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl Sessions for PostgresMeta {
+    async fn create_session(&self, s: &ConsoleSession) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "INSERT INTO console_sessions (id_hash, user_id, csrf, token_tag, created, last_seen) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&s.id_hash, &s.user.0, &s.csrf, &s.token_tag, &s.created, &s.last_seen],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str) -> MetaResult<Option<ConsoleSession>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT id_hash, user_id, csrf, token_tag, created, last_seen FROM console_sessions WHERE id_hash = $1",
+            &[&id_hash],
+        )
+        .await?;
+        row.map(|row| {
+            Ok(ConsoleSession {
+                id_hash: col(&row, 0)?,
+                user: UserId(col(&row, 1)?),
+                csrf: col(&row, 2)?,
+                token_tag: col(&row, 3)?,
+                created: col(&row, 4)?,
+                last_seen: col(&row, 5)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_session(&self, id_hash: &str, now: Millis) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "UPDATE console_sessions SET last_seen = GREATEST(last_seen, $2) WHERE id_hash = $1",
+            &[&id_hash, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> MetaResult<bool> {
+        let client = self.client().await?;
+        Ok(execute(&client, "DELETE FROM console_sessions WHERE id_hash = $1", &[&id_hash]).await? > 0)
+    }
+
+    async fn delete_stale_sessions(&self, idle_before: Millis, created_before: Millis) -> MetaResult<u64> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "DELETE FROM console_sessions WHERE last_seen < $1 OR created < $2",
+            &[&idle_before, &created_before],
+        )
+        .await
     }
 }
 

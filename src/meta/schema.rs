@@ -25,6 +25,10 @@ pub const SQLITE: &[Step] = &[
         description: JOBS_BY_ORG_DESCRIPTION,
         sql: JOBS_BY_ORG,
     },
+    Step {
+        description: CONSOLE_SESSIONS_DESCRIPTION,
+        sql: CONSOLE_SESSIONS_SQLITE,
+    },
 ];
 
 /// The PostgreSQL steps.
@@ -37,6 +41,10 @@ pub const POSTGRES: &[Step] = &[
         description: JOBS_BY_ORG_DESCRIPTION,
         sql: JOBS_BY_ORG,
     },
+    Step {
+        description: CONSOLE_SESSIONS_DESCRIPTION,
+        sql: CONSOLE_SESSIONS_POSTGRES,
+    },
 ];
 
 const JOBS_BY_ORG_DESCRIPTION: &str = "an index of each organization's download jobs by expiry";
@@ -45,6 +53,36 @@ const JOBS_BY_ORG_DESCRIPTION: &str = "an index of each organization's download 
 /// The same text serves both dialects. `IF NOT EXISTS`: an unmarked store that already has
 /// newer tables (made by hand, or a test) reads as version 1 and runs this step too.
 const JOBS_BY_ORG: &str = "CREATE INDEX IF NOT EXISTS jobs_by_org_expiry ON jobs (org_id, expires);";
+
+const CONSOLE_SESSIONS_DESCRIPTION: &str = "the web console's sign-in sessions";
+/// The web console's server-side sessions (`service/session.rs`): the row is keyed by the SHA-256
+/// of the cookie's secret (the secret itself is never stored), names its user, carries the
+/// session's CSRF token and a tag of the user's sealed API token at sign-in (a rotated token ends
+/// the session), and its creation and last-use times (absolute and idle expiry).
+const CONSOLE_SESSIONS_SQLITE: &str = r#"
+CREATE TABLE IF NOT EXISTS console_sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    csrf TEXT NOT NULL,
+    token_tag TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS console_sessions_by_last_seen ON console_sessions (last_seen);
+"#;
+
+/// [`CONSOLE_SESSIONS_SQLITE`] for PostgreSQL.
+const CONSOLE_SESSIONS_POSTGRES: &str = r#"
+CREATE TABLE IF NOT EXISTS console_sessions (
+    id_hash TEXT COLLATE "C" PRIMARY KEY,
+    user_id BIGINT NOT NULL,
+    csrf TEXT NOT NULL,
+    token_tag TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_sessions_by_last_seen ON console_sessions (last_seen);
+"#;
 
 /// The schema of stowage 0.1.0. It creates only what is missing (and drops two indexes that the
 /// `*_listing` ones replaced before the release), so it also takes a store that has these tables

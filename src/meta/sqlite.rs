@@ -476,10 +476,15 @@ fn file_exists(conn: &Connection, org: &OrgId, key: &str) -> MetaResult<bool> {
 }
 
 fn root_usage(conn: &Connection, org: &OrgId) -> MetaResult<Option<Usage>> {
+    folder_usage_of(conn, org, "")
+}
+
+/// The figures of the folder at `path` (`""`: the root).
+fn folder_usage_of(conn: &Connection, org: &OrgId, path: &str) -> MetaResult<Option<Usage>> {
     Ok(cached_row(
         conn,
-        "SELECT bytes, files FROM folders WHERE org_id = ?1 AND path = ''",
-        params![org.as_str()],
+        "SELECT bytes, files FROM folders WHERE org_id = ?1 AND path = ?2",
+        params![org.as_str(), path],
         |row| {
             Ok(Usage {
                 bytes: to_u64(row.get(0)?),
@@ -1293,6 +1298,81 @@ impl Objects for SqliteMeta {
         let org = org.clone();
         self.read(move |conn| Ok(root_usage(conn, &org)?.unwrap_or_default()))
             .await
+    }
+
+    async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>> {
+        let (org, folder) = (org.clone(), folder.clone());
+        self.read(move |conn| folder_usage_of(conn, &org, folder.as_str()))
+            .await
+    }
+}
+
+#[async_trait]
+impl Sessions for SqliteMeta {
+    async fn create_session(&self, session: &ConsoleSession) -> MetaResult<()> {
+        let s = session.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO console_sessions (id_hash, user_id, csrf, token_tag, created, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![s.id_hash, s.user.0, s.csrf, s.token_tag, s.created, s.last_seen])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str) -> MetaResult<Option<ConsoleSession>> {
+        let id_hash = id_hash.to_owned();
+        self.read(move |conn| {
+            Ok(cached_row(
+                conn,
+                "SELECT id_hash, user_id, csrf, token_tag, created, last_seen FROM console_sessions WHERE id_hash = ?1",
+                params![id_hash],
+                |row| {
+                    Ok(ConsoleSession {
+                        id_hash: row.get(0)?,
+                        user: UserId(row.get(1)?),
+                        csrf: row.get(2)?,
+                        token_tag: row.get(3)?,
+                        created: row.get(4)?,
+                        last_seen: row.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id_hash: &str, now: Millis) -> MetaResult<()> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE console_sessions SET last_seen = MAX(last_seen, ?2) WHERE id_hash = ?1")?
+                .execute(params![id_hash, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> MetaResult<bool> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM console_sessions WHERE id_hash = ?1")?
+                .execute(params![id_hash])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn delete_stale_sessions(&self, idle_before: Millis, created_before: Millis) -> MetaResult<u64> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM console_sessions WHERE last_seen < ?1 OR created < ?2")?
+                .execute(params![idle_before, created_before])?;
+            Ok(n as u64)
+        })
+        .await
     }
 }
 

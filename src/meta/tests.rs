@@ -1084,6 +1084,50 @@ async fn servers_start_together(fixture: &Fixture) {
     ));
 }
 
+async fn console_sessions_and_folder_usage(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let session = ConsoleSession {
+        id_hash: "ab".repeat(32),
+        user: UserId(7),
+        csrf: "csrf-token".into(),
+        token_tag: "tag".into(),
+        created: 1_000,
+        last_seen: 1_000,
+    };
+    meta.create_session(&session).await.unwrap();
+    assert_eq!(meta.session(&session.id_hash).await.unwrap(), Some(session.clone()));
+    assert_eq!(meta.session("unknown").await.unwrap(), None);
+    meta.touch_session(&session.id_hash, 5_000).await.unwrap();
+    // An older touch (another server's clock) never moves last use backwards.
+    meta.touch_session(&session.id_hash, 4_000).await.unwrap();
+    assert_eq!(meta.session(&session.id_hash).await.unwrap().unwrap().last_seen, 5_000);
+    let other = ConsoleSession {
+        id_hash: "cd".repeat(32),
+        last_seen: 9_000,
+        created: 9_000,
+        ..session.clone()
+    };
+    meta.create_session(&other).await.unwrap();
+    // Idle since before 6,000: the first goes, the second stays.
+    assert_eq!(meta.delete_stale_sessions(6_000, 0).await.unwrap(), 1);
+    assert_eq!(meta.session(&session.id_hash).await.unwrap(), None);
+    // Created before 10,000: the second goes too.
+    assert_eq!(meta.delete_stale_sessions(0, 10_000).await.unwrap(), 1);
+    meta.create_session(&session).await.unwrap();
+    assert!(meta.delete_session(&session.id_hash).await.unwrap());
+    assert!(!meta.delete_session(&session.id_hash).await.unwrap());
+
+    let org = meta.create_org("figures", None, None, 1).await.unwrap();
+    for (k, size) in [("a/b/one", 10), ("a/b/two", 20), ("a/three", 5), ("top", 1)] {
+        assert!(stored(&meta.put_object(&org, object(k, size, 2), QUOTA).await.unwrap()));
+    }
+    let figures = |files, bytes| Some(Usage { bytes, files });
+    assert_eq!(meta.folder_usage(&org, &FolderPath::parse("a/b").unwrap()).await.unwrap(), figures(2, 30));
+    assert_eq!(meta.folder_usage(&org, &FolderPath::parse("a").unwrap()).await.unwrap(), figures(3, 35));
+    assert_eq!(meta.folder_usage(&org, &FolderPath::root()).await.unwrap(), figures(4, 36));
+    assert_eq!(meta.folder_usage(&org, &FolderPath::parse("nope").unwrap()).await.unwrap(), None);
+}
+
 // --- one module of tests per backend ---
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -1135,6 +1179,7 @@ backend_suite!(
         fsck_walks_objects_and_repairs_folders,
         jobs_race_overwrites_and_collection,
         first_identities_are_created_once,
+        console_sessions_and_folder_usage,
     ],
     blocking [folder_rows_match_objects]
 );
@@ -1155,6 +1200,7 @@ backend_suite!(
         two_servers_overwrite_one_key,
         servers_start_together,
         first_identities_are_created_once,
+        console_sessions_and_folder_usage,
     ],
     blocking [folder_rows_match_objects, behaves_like_sqlite]
 );

@@ -26,6 +26,8 @@ pub enum AuthError {
         "Timestamp '{timestamp}' is too far in the future: it must be at most {max_future} seconds after the server's time"
     )]
     FutureTimestamp { timestamp: String, max_future: i64 },
+    #[error("The API token is not the one of user {0}")]
+    WrongToken(String),
     #[error("Hash doesn't match. UID: {user} Hash: {hash} Timestamp: '{timestamp}'")]
     HashMismatch {
         user: String,
@@ -40,6 +42,8 @@ pub enum Access {
     Read,
     Write,
     Delete,
+    /// Manage the organization's members.
+    Admin,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,7 @@ pub enum ServiceError {
         Access::Read => "read from",
         Access::Write => "write to",
         Access::Delete => "delete objects from",
+        Access::Admin => "manage the members of",
     })]
     PermissionDenied(Access),
     #[error(transparent)]
@@ -91,6 +96,14 @@ pub enum ServiceError {
         "Too many uploads in flight: this user already has {limit} uploads running; wait for one to finish and try again"
     )]
     TooManyUploads { limit: u32 },
+    #[error("The upload broke off before the whole file arrived; try again")]
+    UploadBroken,
+    #[error("There is no user with id '{0}'")]
+    UserNotFound(String),
+    #[error("User {0} is not a member of this organization")]
+    NotAMember(String),
+    #[error("This change would leave the organization without an admin; make another member an admin first")]
+    LastAdmin,
     #[error(transparent)]
     Unavailable(#[from] StorageFailure),
 }

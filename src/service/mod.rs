@@ -3,6 +3,7 @@
 //! this is the one place that decides what a request means. Storage sits behind the
 //! [`MetaStore`] and [`BlobStore`] traits.
 
+mod console;
 pub mod error;
 mod inflight;
 mod ratelimit;
@@ -13,6 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use console::{ConsoleUser, OrgView};
 pub use error::{Access, AuthError, ServiceError, ServiceResult, StorageFailure};
 
 use crate::blob::{BlobStore, BlobStream, BlobWriter};
@@ -58,6 +60,9 @@ pub struct Limits {
     pub jobs: JobLimits,
     /// Downloads sent at once over the whole server.
     pub max_downloads: usize,
+    /// A console session ends after this long without a request, and this long after sign-in.
+    pub(crate) console_idle_ms: i64,
+    pub(crate) console_max_ms: i64,
 }
 
 /// An authenticated caller.
@@ -161,10 +166,17 @@ impl Service {
         client: IpAddr,
     ) -> ServiceResult<Principal> {
         let outcome = self.check_credentials(authorization, timestamp).await;
+        let claimed = authorization
+            .and_then(parse_basic)
+            .and_then(|(user, _)| UserId::parse(&user));
+        self.count_failure(outcome, client, claimed)
+    }
+
+    /// Counts a failed authentication against the client address and the claimed user id, and
+    /// turns it into a 429 once either is over its limit (the API's and the console's sign-in
+    /// share the counts).
+    fn count_failure<T>(&self, outcome: ServiceResult<T>, client: IpAddr, claimed: Option<UserId>) -> ServiceResult<T> {
         if matches!(outcome, Err(ServiceError::Unauthorized(_))) {
-            let claimed = authorization
-                .and_then(parse_basic)
-                .and_then(|(user, _)| UserId::parse(&user));
             self.failures.record_failure(client, claimed);
             let blocked = self.failures.address_blocked(client);
             if let Some(retry_after) = blocked.or_else(|| self.failures.user_blocked(claimed)) {
@@ -234,6 +246,7 @@ impl Service {
             Access::Read => p.read,
             Access::Write => p.write,
             Access::Delete => p.delete,
+            Access::Admin => p.admin,
         };
         if !allowed {
             return Err(ServiceError::PermissionDenied(access));
@@ -530,11 +543,13 @@ impl Service {
 
     // --- background work -----------------------------------------------------------------------
 
-    /// One pass of collection: deletes blobs nothing names any more and forgets expired jobs.
+    /// One pass of collection: deletes blobs nothing names any more and forgets expired jobs and
+    /// console sessions.
     /// A blob that cannot be deleted is logged and retried on the next pass; the others go on.
     pub async fn collect_garbage(&self) -> ServiceResult<usize> {
         let cutoff = now_ms() - JOB_GRACE_MS;
         self.meta.delete_expired_jobs(cutoff).await?;
+        self.forget_stale_sessions().await?;
         let mut collected = 0;
         let mut failed = std::collections::HashSet::new();
         loop {
