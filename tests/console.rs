@@ -146,7 +146,13 @@ impl Browser {
         browser
     }
 
-    async fn upload(&mut self, org: &str, key: &str, data: Vec<u8>, csrf: Option<&str>) -> (StatusCode, serde_json::Value) {
+    async fn upload(
+        &mut self,
+        org: &str,
+        key: &str,
+        data: Vec<u8>,
+        csrf: Option<&str>,
+    ) -> (StatusCode, serde_json::Value) {
         let mut request = self
             .http
             .put(format!("{}/console/o/{org}/upload?key={}", self.root, urlencode(key)))
@@ -186,7 +192,11 @@ async fn sign_in_sets_a_strict_session_cookie_and_every_page_carries_the_securit
     let c = server.credentials();
     let mut browser = Browser::new(&server);
     let form = browser.get("/console/sign-in").await;
-    assert!(form.body.contains(">User ID<") && form.body.contains(">API token<"), "{}", form.body);
+    assert!(
+        form.body.contains(">User ID<") && form.body.contains(">API token<"),
+        "{}",
+        form.body
+    );
     assert!(form.body.contains(">Sign in</button>"));
     let answer = browser.try_sign_in(&c.user_id, &c.api_token, "/console/").await;
     assert_eq!(answer.status, 303);
@@ -204,7 +214,10 @@ async fn sign_in_sets_a_strict_session_cookie_and_every_page_carries_the_securit
     let home = browser.get("/console/").await;
     assert_eq!(home.status, 200);
     let csp = home.headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(home.headers["x-frame-options"], "DENY");
     assert_eq!(home.headers["x-content-type-options"], "nosniff");
@@ -234,7 +247,13 @@ async fn behind_a_trusted_https_proxy_the_cookie_is_secure() {
         .send()
         .await
         .unwrap();
-    let pre = form.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let pre = form.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     assert!(form.headers()["set-cookie"].to_str().unwrap().contains("; Secure"));
     let csrf = csrf_of(&form.text().await.unwrap());
     let host = server.addr.clone();
@@ -263,15 +282,24 @@ async fn a_wrong_token_is_refused_in_words_and_counts_against_the_same_limit_as_
     let server = TestServer::start_with(Options::new().env("STOWAGE_AUTH_FAILURE_LIMIT", 3));
     let c = server.credentials();
     let mut browser = Browser::new(&server);
-    for _ in 0..3 {
+    // As for the API: the failure that reaches the limit is answered 429.
+    for _ in 0..2 {
         let answer = browser.try_sign_in(&c.user_id, "not-the-token", "/console/").await;
         assert_eq!(answer.status, 401);
-        assert!(answer.body.contains("The user ID or the API token is not right"), "{}", answer.body);
+        assert!(
+            answer.body.contains("The user ID or the API token is not right"),
+            "{}",
+            answer.body
+        );
         assert!(!answer.set_cookies().iter().any(|c| c.starts_with("stowage_session=")));
     }
     let answer = browser.try_sign_in(&c.user_id, "not-the-token", "/console/").await;
     assert_eq!(answer.status, 429);
-    assert!(answer.body.contains("Too many failed authentications"), "{}", answer.body);
+    assert!(
+        answer.body.contains("Too many failed authentications"),
+        "{}",
+        answer.body
+    );
     // The API counts the same failures.
     let api = server.client_for(&c.user_id, "not-the-token", &c.organization_id);
     assert_eq!(api.authenticate().await.status, 429);
@@ -287,9 +315,16 @@ async fn an_expired_session_goes_to_sign_in_and_then_back_to_the_page_asked_for(
     let expired = browser.get(&asked).await;
     assert_eq!(expired.status, 303);
     let sign_in = expired.location().to_owned();
-    assert_eq!(sign_in, format!("/console/sign-in?next={}", urlencode(&asked).replace("%2F", "%2F")));
+    assert_eq!(
+        sign_in,
+        format!("/console/sign-in?next={}", urlencode(&asked).replace("%2F", "%2F"))
+    );
     let next = browser.get(&sign_in).await;
-    assert!(next.body.contains(&format!("name=\"next\" value=\"{asked}\"")), "{}", next.body);
+    assert!(
+        next.body.contains(&format!("name=\"next\" value=\"{asked}\"")),
+        "{}",
+        next.body
+    );
     let answer = browser.try_sign_in(&c.user_id, &c.api_token, &asked).await;
     assert_eq!(answer.status, 303);
     assert_eq!(answer.location(), asked);
@@ -321,15 +356,25 @@ async fn rotating_the_token_or_disabling_the_user_ends_sessions_at_once() {
     let mut browser = Browser::signed_in(&server, &user, &token).await;
     assert_eq!(browser.get(&org_page).await.status, 200);
     server.admin(&["user", "rotate-token", "--user", &user]);
-    assert_eq!(browser.get(&org_page).await.status, 303, "a rotated token ends the session");
+    assert_eq!(
+        browser.get(&org_page).await.status,
+        303,
+        "a rotated token ends the session"
+    );
 
     let (other, other_token) = server.new_user("disabled");
     server.add_member(&c.organization_id, &other, "read");
     let mut browser = Browser::signed_in(&server, &other, &other_token).await;
     server.admin(&["user", "disable", "--user", &other]);
-    assert_eq!(browser.get(&org_page).await.status, 303, "a disabled user's session ends");
+    assert_eq!(
+        browser.get(&org_page).await.status,
+        303,
+        "a disabled user's session ends"
+    );
     // ... and a disabled user cannot sign in again.
-    let again = Browser::new(&server).try_sign_in(&other, &other_token, "/console/").await;
+    let again = Browser::new(&server)
+        .try_sign_in(&other, &other_token, "/console/")
+        .await;
     assert_eq!(again.status, 401);
 }
 
@@ -359,16 +404,30 @@ async fn state_changes_without_the_csrf_token_or_the_own_origin_are_refused() {
     let delete = format!("/console/o/{}/delete", c.organization_id);
     let csrf = browser.csrf.clone();
 
-    let no_origin = browser.post_from(&delete, &[("csrf", &csrf), ("key", "keep")], None).await;
+    let no_origin = browser
+        .post_from(&delete, &[("csrf", &csrf), ("key", "keep")], None)
+        .await;
     assert_eq!(no_origin.status, 403);
-    assert!(no_origin.body.contains("Origin is missing or another site"), "{}", no_origin.body);
+    assert!(
+        no_origin.body.contains("Origin is missing or another site"),
+        "{}",
+        no_origin.body
+    );
     let foreign = browser
-        .post_from(&delete, &[("csrf", &csrf), ("key", "keep")], Some("http://evil.example"))
+        .post_from(
+            &delete,
+            &[("csrf", &csrf), ("key", "keep")],
+            Some("http://evil.example"),
+        )
         .await;
     assert_eq!(foreign.status, 403);
     let wrong_token = browser.post(&delete, &[("csrf", "0000"), ("key", "keep")]).await;
     assert_eq!(wrong_token.status, 403);
-    assert!(wrong_token.body.contains("CSRF token does not match"), "{}", wrong_token.body);
+    assert!(
+        wrong_token.body.contains("CSRF token does not match"),
+        "{}",
+        wrong_token.body
+    );
     let no_token = browser.post(&delete, &[("key", "keep")]).await;
     assert_eq!(no_token.status, 403);
     // The sign-in form needs its own token too.
@@ -377,7 +436,9 @@ async fn state_changes_without_the_csrf_token_or_the_own_origin_are_refused() {
         .await;
     assert_eq!(forged_sign_in.status, 403);
     // An upload without the header is refused the same way.
-    let (status, answer) = browser.upload(&c.organization_id, "keep/forged", b"x".to_vec(), None).await;
+    let (status, answer) = browser
+        .upload(&c.organization_id, "keep/forged", b"x".to_vec(), None)
+        .await;
     assert_eq!(status, 403);
     assert!(answer["error"].as_str().unwrap().contains("CSRF"), "{answer}");
     api.properties("keep/me.txt").await;
@@ -398,29 +459,50 @@ async fn folders_list_folders_first_escape_hostile_names_and_page() {
     for i in 0..23 {
         api.set(&format!("big/file-{i:02}"), b"12345").await;
     }
-    let page = browser.get(&format!("/console/o/{}/?path=big", c.organization_id)).await;
+    let page = browser
+        .get(&format!("/console/o/{}/?path=big", c.organization_id))
+        .await;
     assert_eq!(page.status, 200);
     assert!(!page.body.contains(hostile), "the hostile name reached the page raw");
-    assert!(page.body.contains("&#60;img src=x onerror=alert(1)&#62;.txt") || page.body.contains("&lt;img src=x onerror=alert(1)&gt;.txt"), "{}", page.body);
+    assert!(
+        page.body.contains("&#60;img src=x onerror=alert(1)&#62;.txt")
+            || page.body.contains("&lt;img src=x onerror=alert(1)&gt;.txt"),
+        "{}",
+        page.body
+    );
     // Folders first: the folder is the first row although it sorts last by name.
     let folder = page.body.find("zz-folder/").unwrap();
     let file = page.body.find("file-00").unwrap();
     assert!(folder < file);
     assert!(page.body.contains("page 1 of 3"), "{}", page.body);
     assert!(page.body.contains("Next page"));
-    let last = browser.get(&format!("/console/o/{}/?path=big&page=3", c.organization_id)).await;
+    let last = browser
+        .get(&format!("/console/o/{}/?path=big&page=3", c.organization_id))
+        .await;
     assert!(last.body.contains("page 3 of 3") && !last.body.contains("Next page"));
     assert!(last.body.contains("Previous page"));
     // Breadcrumbs and the usage bar with figures.
-    assert!(page.body.contains(&format!("href=\"/console/o/{}/\"", c.organization_id)));
+    assert!(
+        page.body
+            .contains(&format!("href=\"/console/o/{}/\"", c.organization_id))
+    );
     assert!(page.body.contains("Files: 25 of 10000"), "{}", page.body);
 
     let props = browser
-        .get(&format!("/console/o/{}/props?key={}", c.organization_id, urlencode(&format!("big/{hostile}"))))
+        .get(&format!(
+            "/console/o/{}/props?key={}",
+            c.organization_id,
+            urlencode(&format!("big/{hostile}"))
+        ))
         .await;
     assert_eq!(props.status, 200);
     assert!(!props.body.contains("<script>alert(2)</script>"));
-    assert!(props.body.contains("&#60;script&#62;alert(2)&#60;/script&#62;") || props.body.contains("&lt;script&gt;alert(2)&lt;/script&gt;"), "{}", props.body);
+    assert!(
+        props.body.contains("&#60;script&#62;alert(2)&#60;/script&#62;")
+            || props.body.contains("&lt;script&gt;alert(2)&lt;/script&gt;"),
+        "{}",
+        props.body
+    );
 }
 
 #[tokio::test]
@@ -429,7 +511,9 @@ async fn uploads_stream_in_and_downloads_come_back_byte_for_byte() {
     let (mut browser, c) = first_user(&server).await;
     let csrf = browser.csrf.clone();
     let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let (status, answer) = browser.upload(&c.organization_id, "up/new folder/data.bin", data.clone(), Some(&csrf)).await;
+    let (status, answer) = browser
+        .upload(&c.organization_id, "up/new folder/data.bin", data.clone(), Some(&csrf))
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["success"], true);
     let api = server.client();
@@ -439,7 +523,12 @@ async fn uploads_stream_in_and_downloads_come_back_byte_for_byte() {
 
     let file = browser
         .http
-        .get(format!("{}/console/o/{}/file?key={}", browser.root, c.organization_id, urlencode("up/new folder/data.bin")))
+        .get(format!(
+            "{}/console/o/{}/file?key={}",
+            browser.root,
+            c.organization_id,
+            urlencode("up/new folder/data.bin")
+        ))
         .header("cookie", browser.cookie_header())
         .send()
         .await
@@ -456,11 +545,18 @@ async fn uploads_stream_in_and_downloads_come_back_byte_for_byte() {
         .upload(&c.organization_id, "up/too-big", vec![0; 5 * 1024 * 1024], Some(&csrf))
         .await;
     assert_eq!(status, 413);
-    assert!(answer["error"].as_str().unwrap().contains("maximum object size"), "{answer}");
-    let (status, answer) = browser.upload(&c.organization_id, "up/", b"x".to_vec(), Some(&csrf)).await;
+    assert!(
+        answer["error"].as_str().unwrap().contains("maximum object size"),
+        "{answer}"
+    );
+    let (status, answer) = browser
+        .upload(&c.organization_id, "up/", b"x".to_vec(), Some(&csrf))
+        .await;
     assert_eq!(status, 400, "{answer}");
     assert!(!answer["error"].as_str().unwrap().is_empty());
-    let (_, answer) = browser.upload(&c.organization_id, "up/new folder", b"x".to_vec(), Some(&csrf)).await;
+    let (_, answer) = browser
+        .upload(&c.organization_id, "up/new folder", b"x".to_vec(), Some(&csrf))
+        .await;
     assert!(answer["error"].as_str().unwrap().contains("is a folder"), "{answer}");
 
     // A folder as a zip: the console makes a job and sends the browser to its signed link.
@@ -483,7 +579,10 @@ async fn quota_refusals_are_shown_in_words() {
     assert_eq!(status, 200);
     let (status, answer) = browser.upload(&org, "two", b"2".to_vec(), Some(&csrf)).await;
     assert_eq!(status, 400);
-    assert!(answer["error"].as_str().unwrap().to_lowercase().contains("quota"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().to_lowercase().contains("quota"),
+        "{answer}"
+    );
 }
 
 fn md5_hex(data: &[u8]) -> String {
@@ -498,14 +597,18 @@ async fn delete_asks_first_saying_how_many_files_and_bytes_go() {
     let api = server.client();
     api.set("old/a.txt", b"12345").await;
     api.set("old/deep/b.txt", b"1234567").await;
-    let ask = browser.get(&format!("/console/o/{}/delete?key=old", c.organization_id)).await;
+    let ask = browser
+        .get(&format!("/console/o/{}/delete?key=old", c.organization_id))
+        .await;
     assert_eq!(ask.status, 200);
     assert!(ask.body.contains("2 files, 12 B (12 bytes)"), "{}", ask.body);
-    let done = browser.act(&format!("/console/o/{}/delete", c.organization_id), &[("key", "old")]).await;
+    let done = browser
+        .act(&format!("/console/o/{}/delete", c.organization_id), &[("key", "old")])
+        .await;
     assert_eq!(done.status, 303);
     assert_eq!(done.location(), format!("/console/o/{}/", c.organization_id));
-    assert!(api.fails("object/list", json!({"path": "old"})).await.len() <= 1);
-    assert_eq!(api.ok("object/list", json!({"path": "/"})).await["objects"].as_array().map(Vec::len), Some(0));
+    assert_eq!(api.ok("object/list", json!({"path": "/"})).await["objects"], json!([]));
+    assert!(api.fails("object/properties", json!({"key": "old/deep/b.txt"})).await[0].contains("not found"));
 }
 
 #[tokio::test]
@@ -516,21 +619,43 @@ async fn a_read_only_member_is_offered_no_changes_and_forged_ones_are_refused() 
     let (user, token) = server.new_user("reader");
     server.add_member(&c.organization_id, &user, "read");
     let mut browser = Browser::signed_in(&server, &user, &token).await;
-    let folder = browser.get(&format!("/console/o/{}/?path=shared", c.organization_id)).await;
+    let folder = browser
+        .get(&format!("/console/o/{}/?path=shared", c.organization_id))
+        .await;
     assert_eq!(folder.status, 200);
     assert!(!folder.body.contains("Upload files"));
     assert!(!folder.body.contains(">delete<") && !folder.body.contains("Delete this folder"));
-    assert!(!folder.body.contains("Members"), "a non-admin is offered the members page");
+    assert!(
+        !folder.body.contains("Members"),
+        "a non-admin is offered the members page"
+    );
     let csrf = browser.csrf.clone();
-    let (status, answer) = browser.upload(&c.organization_id, "shared/forged", b"x".to_vec(), Some(&csrf)).await;
+    let (status, answer) = browser
+        .upload(&c.organization_id, "shared/forged", b"x".to_vec(), Some(&csrf))
+        .await;
     assert_eq!(status, 403);
-    assert!(answer["error"].as_str().unwrap().contains("does not have permission to write"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not have permission to write"),
+        "{answer}"
+    );
     let delete = browser
-        .act(&format!("/console/o/{}/delete", c.organization_id), &[("key", "shared")])
+        .act(
+            &format!("/console/o/{}/delete", c.organization_id),
+            &[("key", "shared")],
+        )
         .await;
     assert_eq!(delete.status, 403);
-    assert!(delete.body.contains("does not have permission to delete"), "{}", delete.body);
-    let ask = browser.get(&format!("/console/o/{}/delete?key=shared", c.organization_id)).await;
+    assert!(
+        delete.body.contains("does not have permission to delete"),
+        "{}",
+        delete.body
+    );
+    let ask = browser
+        .get(&format!("/console/o/{}/delete?key=shared", c.organization_id))
+        .await;
     assert_eq!(ask.status, 403);
     server.client().properties("shared/report.txt").await;
 }
@@ -552,10 +677,17 @@ async fn members_are_managed_by_org_admins_only() {
     let mut member = Browser::signed_in(&server, &plain, &plain_token).await;
     let page = member.get(&members).await;
     assert_eq!(page.status, 403);
-    assert!(page.body.contains("does not have permission to manage the members"), "{}", page.body);
+    assert!(
+        page.body.contains("does not have permission to manage the members"),
+        "{}",
+        page.body
+    );
     for (path, form) in [
         (&members, vec![("user", newcomer.as_str()), ("read", "on")]),
-        (&members, vec![("user", plain.as_str()), ("read", "on"), ("admin", "on")]),
+        (
+            &members,
+            vec![("user", plain.as_str()), ("read", "on"), ("admin", "on")],
+        ),
         (&remove, vec![("user", c.user_id.as_str())]),
     ] {
         let answer = member.act(path, &form).await;
@@ -639,7 +771,12 @@ async fn a_storage_failure_shows_a_sentence_and_a_retry() {
     let page = browser.get(&asked).await;
     assert_eq!(page.status, 503);
     assert!(page.body.contains("Storage unavailable"), "{}", page.body);
-    assert!(page.body.contains(&format!("href=\"{}\"", asked.replace('&', "&#38;"))) || page.body.contains(&format!("href=\"{asked}\"")), "{}", page.body);
+    assert!(
+        page.body.contains(&format!("href=\"{}\"", asked.replace('&', "&#38;")))
+            || page.body.contains(&format!("href=\"{asked}\"")),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("Try again"));
     assert!(!page.body.contains("No such file"), "backend text reached the page");
 }

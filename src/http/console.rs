@@ -84,7 +84,9 @@ async fn asset(Path(name): Path<String>) -> Response {
         _ => return page_error(StatusCode::NOT_FOUND, "Not found", "There is no such file.", None),
     };
     let mut response = body.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -114,14 +116,19 @@ fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     match page.render() {
         Ok(html) => {
             let mut response = (status, html).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             response
         }
         Err(e) => {
             tracing::error!(error = %e, "a console page could not be rendered");
-            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be shown; try again.").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be shown; try again.",
+            )
+                .into_response()
         }
     }
 }
@@ -150,7 +157,9 @@ fn page_error(status: StatusCode, heading: &str, sentence: &str, retry: Option<S
 /// Why a console request was not served.
 enum Refusal {
     /// No valid session: back to sign-in, then to `next`.
-    SignIn { next: String },
+    SignIn {
+        next: String,
+    },
     /// A state change without the right CSRF token or Origin.
     Forged(&'static str),
     Service(ServiceError),
@@ -220,9 +229,10 @@ impl Refusal {
 fn upload_answer(status: StatusCode, error: Option<String>) -> Response {
     let body = serde_json::json!({ "success": error.is_none(), "error": error });
     let mut response = (status, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     response
 }
 
@@ -260,8 +270,10 @@ fn over_https(request_extensions: &axum::http::Extensions) -> bool {
 
 fn session_cookie(name: &str, value: &str, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{name}={value}; Path=/console; HttpOnly; SameSite=Strict{secure}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("stowage_session=; Path=/console; Max-Age=0"))
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("stowage_session=; Path=/console; Max-Age=0"))
 }
 
 /// What a console handler knows about its request before the body.
@@ -327,7 +339,9 @@ impl Asked {
             },
             other => other,
         })?;
-        let sent = csrf.or_else(|| header_text(&self.headers, "x-csrf-token")).unwrap_or_default();
+        let sent = csrf
+            .or_else(|| header_text(&self.headers, "x-csrf-token"))
+            .unwrap_or_default();
         let matches: bool = subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), user.csrf.as_bytes()).into();
         if !matches {
             return Err(Refusal::Forged(
@@ -425,7 +439,8 @@ async fn sign_in(
     };
     let expected = cookie(&asked.headers, SIGN_IN_COOKIE).unwrap_or_default();
     let sent = form.csrf.as_deref().unwrap_or_default();
-    let csrf_ok: bool = !expected.is_empty() && subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()).into();
+    let csrf_ok: bool =
+        !expected.is_empty() && subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()).into();
     if !asked.origin_ok || !csrf_ok {
         return Refusal::Forged(
             "This sign-in did not come from this console's own sign-in page; open the sign-in page and try again.",
@@ -453,9 +468,13 @@ async fn sign_in(
             asked.https,
             StatusCode::UNAUTHORIZED,
         ),
-        Err(e @ ServiceError::RateLimited { .. }) => {
-            sign_in_form(&next, &user, Some(e.to_string()), asked.https, StatusCode::TOO_MANY_REQUESTS)
-        }
+        Err(e @ ServiceError::RateLimited { .. }) => sign_in_form(
+            &next,
+            &user,
+            Some(e.to_string()),
+            asked.https,
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
         Err(e) => Refusal::Service(e).page("/console/sign-in"),
     }
 }
@@ -1074,11 +1093,7 @@ async fn set_member(State(state): State<AppState>, Path(org): Path<String>, requ
             .service
             .set_member(&user.principal, &org, &member, permissions)
             .await?;
-        let message = format!(
-            "User {} now has: {}.",
-            member.trim(),
-            permissions.describe()
-        );
+        let message = format!("User {} now has: {}.", member.trim(), permissions.describe());
         members_view(&state, &user, &org, Some(message)).await
     }
     .await;
@@ -1178,7 +1193,10 @@ mod tests {
         );
         let hostile = disposition("a\"b\r\n;c<é>.txt");
         assert!(!hostile.contains('\r') && !hostile.contains('\n'));
-        assert!(hostile.starts_with("attachment; filename=\"a_b___c___.txt\""), "{hostile}");
+        assert!(
+            hostile.starts_with("attachment; filename=\"a_b___c___.txt\""),
+            "{hostile}"
+        );
         assert!(hostile.ends_with("a%22b%0D%0A%3Bc%3C%C3%A9%3E.txt"), "{hostile}");
         assert!(disposition("..").starts_with("attachment; filename=\"download\""));
     }
@@ -1186,7 +1204,12 @@ mod tests {
     #[test]
     fn only_console_pages_follow_sign_in() {
         assert_eq!(safe_next(Some("/console/o/x/?path=a")), "/console/o/x/?path=a");
-        for bad in ["https://evil.example/", "//evil.example/console/", "/api/v2/x", "/console/\\evil"] {
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/console/",
+            "/api/v2/x",
+            "/console/\\evil",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/console/", "{bad}");
         }
         assert_eq!(safe_next(None), "/console/");
@@ -1195,7 +1218,10 @@ mod tests {
     #[test]
     fn cookies_are_found_by_name() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; stowage_session=abc; b=2"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; stowage_session=abc; b=2"),
+        );
         assert_eq!(cookie(&headers, COOKIE), Some("abc"));
         assert_eq!(cookie(&headers, "c"), None);
     }

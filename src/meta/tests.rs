@@ -1122,10 +1122,26 @@ async fn console_sessions_and_folder_usage(fixture: &Fixture) {
         assert!(stored(&meta.put_object(&org, object(k, size, 2), QUOTA).await.unwrap()));
     }
     let figures = |files, bytes| Some(Usage { bytes, files });
-    assert_eq!(meta.folder_usage(&org, &FolderPath::parse("a/b").unwrap()).await.unwrap(), figures(2, 30));
-    assert_eq!(meta.folder_usage(&org, &FolderPath::parse("a").unwrap()).await.unwrap(), figures(3, 35));
-    assert_eq!(meta.folder_usage(&org, &FolderPath::root()).await.unwrap(), figures(4, 36));
-    assert_eq!(meta.folder_usage(&org, &FolderPath::parse("nope").unwrap()).await.unwrap(), None);
+    assert_eq!(
+        meta.folder_usage(&org, &FolderPath::parse("a/b").unwrap())
+            .await
+            .unwrap(),
+        figures(2, 30)
+    );
+    assert_eq!(
+        meta.folder_usage(&org, &FolderPath::parse("a").unwrap()).await.unwrap(),
+        figures(3, 35)
+    );
+    assert_eq!(
+        meta.folder_usage(&org, &FolderPath::root()).await.unwrap(),
+        figures(4, 36)
+    );
+    assert_eq!(
+        meta.folder_usage(&org, &FolderPath::parse("nope").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 // --- one module of tests per backend ---

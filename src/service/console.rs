@@ -176,7 +176,12 @@ impl Service {
                 });
             }
         }
-        out.sort_by(|a, b| a.org.name.cmp(&b.org.name).then(a.org.id.as_str().cmp(b.org.id.as_str())));
+        out.sort_by(|a, b| {
+            a.org
+                .name
+                .cmp(&b.org.name)
+                .then(a.org.id.as_str().cmp(b.org.id.as_str()))
+        });
         Ok(out)
     }
 
@@ -189,7 +194,11 @@ impl Service {
             .membership(&org_id, principal.user)
             .await?
             .ok_or(ServiceError::OrganizationNotFound)?;
-        let org = self.meta.org(&org_id).await?.ok_or(ServiceError::OrganizationNotFound)?;
+        let org = self
+            .meta
+            .org(&org_id)
+            .await?
+            .ok_or(ServiceError::OrganizationNotFound)?;
         let quota = self.quota_of(&org_id).await?;
         Ok(OrgView {
             org,
@@ -281,7 +290,12 @@ impl Service {
     }
 
     /// Removes a member (their console sessions lose the organization at once).
-    pub(crate) async fn remove_member(&self, principal: &Principal, org_raw: &str, user_raw: &str) -> ServiceResult<()> {
+    pub(crate) async fn remove_member(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        user_raw: &str,
+    ) -> ServiceResult<()> {
         let org = self.authorize(principal, org_raw, Access::Admin).await?;
         let user = UserId::parse(user_raw.trim()).ok_or_else(|| ServiceError::UserNotFound(user_raw.trim().into()))?;
         self.keep_an_admin(&org, user).await?;
