@@ -696,7 +696,10 @@ async fn folder_page(
             can_delete: p.delete,
             admin: p.admin,
             entries: listing.entries.iter().map(|e| entry_row(&org_id, &path, e)).collect(),
-            total_text: format!("{} entries on this page", listing.entries.len()),
+            total_text: match listing.entries.len() {
+                1 => "1 entry on this page".to_owned(),
+                n => format!("{n} entries on this page"),
+            },
             page_no: page,
             total_pages: listing.total_pages,
             prev: (page > 1).then(|| link(page - 1)),
