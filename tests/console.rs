@@ -777,3 +777,55 @@ async fn a_storage_failure_shows_a_sentence_and_a_retry() {
     assert!(page.body.contains("Try again"));
     assert!(!page.body.contains("No such file"), "backend text reached the page");
 }
+
+/// A console upload of 1 GiB streams through: the server's peak memory stays far below the
+/// body's size, and the stored md5 is the body's.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_one_gib_upload_streams_with_bounded_memory() {
+    use futures::StreamExt;
+    use md5::Digest;
+    const MIB: usize = 1024 * 1024;
+    const CHUNK: usize = MIB;
+    const SIZE: usize = 1024 * MIB;
+    if !embedded() {
+        eprintln!("note: the 1 GiB console upload runs on the embedded backend only (CI time)");
+        return;
+    }
+    let server = TestServer::start();
+    let (browser, c) = first_user(&server).await;
+    let baseline = server.peak_rss().expect("VmHWM");
+    let chunk: bytes::Bytes = (0..CHUNK).map(|i| (i % 253) as u8).collect::<Vec<_>>().into();
+    let body = {
+        let chunk = chunk.clone();
+        futures::stream::iter(0..SIZE / CHUNK).map(move |_| Ok::<_, std::io::Error>(chunk.clone()))
+    };
+    let response = browser
+        .http
+        .put(format!(
+            "{}/console/o/{}/upload?key=big%2Fone-gib.bin",
+            browser.root, c.organization_id
+        ))
+        .header("cookie", browser.cookie_header())
+        .header("origin", browser.root.clone())
+        .header("x-csrf-token", browser.csrf.clone())
+        .header("content-length", SIZE)
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let after = server.peak_rss().unwrap();
+    eprintln!("server peak memory: {baseline} bytes before, {after} bytes after a 1 GiB upload");
+    let mut expected = md5::Md5::new();
+    for _ in 0..SIZE / CHUNK {
+        expected.update(&chunk);
+    }
+    let props = server.client().properties("big/one-gib.bin").await;
+    assert_eq!(props["size"], SIZE as u64);
+    assert_eq!(props["md5"], hex::encode(expected.finalize()));
+    assert!(
+        after < baseline + 48 * MIB as u64,
+        "a 1 GiB console upload raised the server's peak memory from {baseline} to {after} bytes"
+    );
+}
