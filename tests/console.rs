@@ -472,6 +472,13 @@ async fn folders_list_folders_first_escape_hostile_names_and_page() {
     let file = page.body.find("file-00").unwrap();
     assert!(folder < file);
     assert!(page.body.contains("page 1 of 3"), "{}", page.body);
+    // Each file's md5 beside it (md5 of "12345").
+    assert!(
+        page.body
+            .contains("<td class=\"md5\">827ccb0eea8a706c4c34a16891f84e7b</td>"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("Next page"));
     let last = browser
         .get(&format!("/console/o/{}/?path=big&page=3", c.organization_id))

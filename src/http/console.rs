@@ -610,6 +610,7 @@ struct EntryRow {
     is_folder: bool,
     size: String,
     modified: String,
+    md5: String,
     mime: String,
     href: String,
     download: String,
@@ -644,7 +645,7 @@ struct FolderQuery {
     page: Option<String>,
 }
 
-fn entry_row(org: &str, path: &str, entry: &ListEntry) -> EntryRow {
+fn entry_row(org: &str, path: &str, entry: &ListEntry, md5: Option<&String>) -> EntryRow {
     let key = if path.is_empty() {
         entry.name.clone()
     } else {
@@ -656,6 +657,7 @@ fn entry_row(org: &str, path: &str, entry: &ListEntry) -> EntryRow {
         is_folder: entry.is_folder,
         size: human_size(entry.size),
         modified: when(entry.modified),
+        md5: md5.cloned().unwrap_or_default(),
         mime: if entry.is_folder {
             "folder".into()
         } else {
@@ -684,6 +686,10 @@ async fn folder_page(
         let path = q.path.unwrap_or_default().trim_matches('/').to_owned();
         let page: u64 = q.page.as_deref().and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
         let listing = state.service.list(&user.principal, &org, &path, page - 1).await?;
+        let md5s = state
+            .service
+            .page_md5s(&user.principal, &org, &path, &listing.entries)
+            .await?;
         let org_id = view.org.id.to_string();
         let link = |p: u64| format!("/console/o/{org_id}/?path={}&page={p}", encode(&path));
         let p = view.permissions;
@@ -695,7 +701,11 @@ async fn folder_page(
             can_write: p.write,
             can_delete: p.delete,
             admin: p.admin,
-            entries: listing.entries.iter().map(|e| entry_row(&org_id, &path, e)).collect(),
+            entries: listing
+                .entries
+                .iter()
+                .map(|e| entry_row(&org_id, &path, e, md5s.get(&e.name)))
+                .collect(),
             total_text: match listing.entries.len() {
                 1 => "1 entry on this page".to_owned(),
                 n => format!("{n} entries on this page"),

@@ -398,6 +398,17 @@ pub trait Objects: Send + Sync + 'static {
     /// The bytes and files under a folder (the root: the organization's usage); `None` when no
     /// such folder exists.
     async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>>;
+
+    /// The md5 of each file directly in `folder` whose name is between `first` and `last`
+    /// (inclusive, byte order): the files of one listing page, in one query over the listing
+    /// index (the web console shows them beside the listing).
+    async fn file_md5s(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        first: &str,
+        last: &str,
+    ) -> MetaResult<Vec<(String, String)>>;
 }
 
 /// A web console session as stored: see `service::session` for what each field decides.

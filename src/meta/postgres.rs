@@ -1290,6 +1290,23 @@ impl Objects for PostgresMeta {
         })
         .transpose()
     }
+
+    async fn file_md5s(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        first: &str,
+        last: &str,
+    ) -> MetaResult<Vec<(String, String)>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT name, md5 FROM objects WHERE org_id = $1 AND parent = $2 AND name >= $3 AND name <= $4 ORDER BY name",
+            &[&org.as_str(), &folder.as_str(), &first, &last],
+        )
+        .await?;
+        rows.iter().map(|row| Ok((col(row, 0)?, col(row, 1)?))).collect()
+    }
 }
 
 #[async_trait]

@@ -1305,6 +1305,26 @@ impl Objects for SqliteMeta {
         self.read(move |conn| folder_usage_of(conn, &org, folder.as_str()))
             .await
     }
+
+    async fn file_md5s(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        first: &str,
+        last: &str,
+    ) -> MetaResult<Vec<(String, String)>> {
+        let (org, folder, first, last) = (org.clone(), folder.clone(), first.to_owned(), last.to_owned());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, md5 FROM objects WHERE org_id = ?1 AND parent = ?2 AND name >= ?3 AND name <= ?4 ORDER BY name",
+            )?;
+            let rows = stmt.query_map(params![org.as_str(), folder.as_str(), first, last], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -1119,7 +1119,11 @@ async fn console_sessions_and_folder_usage(fixture: &Fixture) {
 
     let org = meta.create_org("figures", None, None, 1).await.unwrap();
     for (k, size) in [("a/b/one", 10), ("a/b/two", 20), ("a/three", 5), ("top", 1)] {
-        assert!(stored(&meta.put_object(&org, object(k, size, 2), QUOTA).await.unwrap()));
+        let new = NewObject {
+            md5: format!("md5-of-{k}"),
+            ..object(k, size, 2)
+        };
+        assert!(stored(&meta.put_object(&org, new, QUOTA).await.unwrap()));
     }
     let figures = |files, bytes| Some(Usage { bytes, files });
     assert_eq!(
@@ -1142,6 +1146,14 @@ async fn console_sessions_and_folder_usage(fixture: &Fixture) {
             .unwrap(),
         None
     );
+    let a = FolderPath::parse("a").unwrap();
+    let md5s = meta.file_md5s(&org, &a, "three", "three").await.unwrap();
+    assert_eq!(md5s, vec![("three".to_owned(), "md5-of-a/three".to_owned())]);
+    // Only files directly in the folder (not `a/b/*`), within the names given.
+    assert_eq!(meta.file_md5s(&org, &a, "a", "z").await.unwrap().len(), 1);
+    assert!(meta.file_md5s(&org, &a, "u", "z").await.unwrap().is_empty());
+    let root = meta.file_md5s(&org, &FolderPath::root(), "", "zzz").await.unwrap();
+    assert_eq!(root, vec![("top".to_owned(), "md5-of-top".to_owned())]);
 }
 
 // --- one module of tests per backend ---

@@ -19,7 +19,9 @@ use crate::blob::BlobStream;
 use crate::crypto::{SealedToken, generate_token, hash_matches, request_hash};
 use crate::ids::{OrgId, UserId, random_hex};
 use crate::key::{FolderPath, Key};
-use crate::meta::{ConsoleSession, KeyKind, Membership, ObjectMeta, Organization, Permissions, Quota, Usage, User};
+use crate::meta::{
+    ConsoleSession, KeyKind, ListEntry, Membership, ObjectMeta, Organization, Permissions, Quota, Usage, User,
+};
 
 /// A session's last use is written at most this often (each request of an active session would
 /// otherwise be a write).
@@ -224,6 +226,30 @@ impl Service {
         self.authorize(principal, org_raw, Access::Write).await?;
         Key::parse(key_raw)?;
         Ok(())
+    }
+
+    /// The md5 of each file of a listing page (files are listed by name, so the page's files are
+    /// the range from its first file to its last), read with the caller's read permission.
+    pub(crate) async fn page_md5s(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        path_raw: &str,
+        entries: &[ListEntry],
+    ) -> ServiceResult<std::collections::HashMap<String, String>> {
+        let mut files = entries.iter().filter(|e| !e.is_folder).map(|e| e.name.as_str());
+        let Some(first) = files.next() else {
+            return Ok(Default::default());
+        };
+        let last = files.last().unwrap_or(first);
+        let org = self.authorize(principal, org_raw, Access::Read).await?;
+        let folder = FolderPath::parse(path_raw)?;
+        Ok(self
+            .meta
+            .file_md5s(&org, &folder, first, last)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// What deleting `key_raw` would remove (a file, or a folder with everything under it), for
