@@ -10,8 +10,8 @@ use serde_json::json;
 
 use crate::config::{Config, parse_byte_count};
 use crate::crypto::{ServerKey, generate_token};
-use crate::ids::{OrgId, UserId};
-use crate::meta::{MetaError, MetaStore, Permissions};
+use crate::ids::{BucketAlias, OrgId, UserId};
+use crate::meta::{BucketRefusal, MetaError, MetaStore, Permissions};
 use crate::server::{SchemaState, SchemaVersions, ServeError, open_data_dir, schema_versions};
 use crate::service::now_ms;
 
@@ -58,9 +58,27 @@ pub enum OrgCommand {
         /// File-count quota; default: the server's default_max_files.
         #[arg(long)]
         max_files: Option<u64>,
+        /// The organization's S3 bucket name (its id works as a bucket name too): 3 to 63
+        /// lowercase letters, digits, dots and hyphens, unique.
+        #[arg(long)]
+        bucket: Option<String>,
     },
-    /// List organizations with usage and quotas.
+    /// List organizations with usage, quotas and bucket names.
     List,
+    /// Give an organization an S3 bucket name, replacing the one it had (or take it away with
+    /// --remove). Its id keeps working as a bucket name.
+    #[command(group(clap::ArgGroup::new("name").required(true).args(["bucket", "remove"])))]
+    SetBucket {
+        /// The organization's id (see `org list`).
+        #[arg(long)]
+        org: String,
+        /// The new bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, unique.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Take the organization's bucket name away.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Set or reset an organization's quotas (at least one of --max-bytes and --max-files).
     #[command(group(clap::ArgGroup::new("quota").required(true).multiple(true).args(["max_bytes", "max_files"])))]
     SetQuota {
@@ -83,9 +101,23 @@ pub enum UserCommand {
         /// The user's name, shown in listings.
         #[arg(long)]
         name: String,
+        /// Make the user a server administrator: it may create and delete buckets
+        /// (organizations) through the S3 API. The first user of a store always is one.
+        #[arg(long)]
+        server_admin: bool,
     },
     /// List users.
     List,
+    /// Change a user's server-administrator flag.
+    Set {
+        /// The user's id (a number; see `user list`).
+        #[arg(long)]
+        user: String,
+        /// true: the user may create and delete buckets (organizations) through the S3 API;
+        /// false: it may not.
+        #[arg(long, required = true, action = clap::ArgAction::Set)]
+        server_admin: Option<bool>,
+    },
     /// Replace a user's API token; the old one stops working at once.
     RotateToken {
         /// The user's id (a number; see `user list`).
@@ -164,6 +196,25 @@ fn org_id(raw: &str) -> Result<OrgId, AdminError> {
 
 fn user_id(raw: &str) -> Result<UserId, AdminError> {
     UserId::parse(raw).ok_or_else(|| AdminError::UnknownUser(raw.to_owned()))
+}
+
+/// The bucket name of `--bucket`, checked against S3's naming rules.
+fn bucket_alias(raw: &str) -> Result<BucketAlias, AdminError> {
+    BucketAlias::parse(raw.trim()).map_err(|e| AdminError::Invalid(format!("{e} (--bucket)")))
+}
+
+/// Why a bucket name could not be given, for a person.
+fn refusal_sentence(bucket: &str, refusal: BucketRefusal) -> String {
+    match refusal {
+        BucketRefusal::UnknownOrg => "the organization was not found".into(),
+        BucketRefusal::Taken(owner) => {
+            format!("the bucket name \"{bucket}\" is taken by organization {owner}: choose another name")
+        }
+    }
+}
+
+fn bucket_refusal(bucket: &BucketAlias, refusal: BucketRefusal) -> AdminError {
+    AdminError::Invalid(refusal_sentence(bucket.as_str(), refusal))
 }
 
 /// The permissions of `--permissions` (read, write, delete; at least one) and `--admin`.
@@ -334,8 +385,10 @@ impl Admin<'_> {
                 name,
                 max_bytes,
                 max_files,
-            } => self.create_org(&name, max_bytes, max_files).await,
+                bucket,
+            } => self.create_org(&name, max_bytes, max_files, bucket.as_deref()).await,
             OrgCommand::List => self.list_orgs().await,
+            OrgCommand::SetBucket { org, bucket, .. } => self.set_bucket(&org, bucket.as_deref()).await,
             OrgCommand::SetQuota {
                 org,
                 max_bytes,
@@ -346,8 +399,11 @@ impl Admin<'_> {
 
     async fn user(&self, command: UserCommand) -> Result<String, AdminError> {
         match command {
-            UserCommand::Create { name } => self.create_user(&name).await,
+            UserCommand::Create { name, server_admin } => self.create_user(&name, server_admin).await,
             UserCommand::List => self.list_users().await,
+            UserCommand::Set { user, server_admin } => {
+                self.set_server_admin(&user, server_admin.unwrap_or_default()).await
+            }
             UserCommand::RotateToken { user } => self.rotate_token(&user).await,
             UserCommand::Disable { user } => self.set_disabled(&user, true).await,
             UserCommand::Enable { user } => self.set_disabled(&user, false).await,
@@ -380,7 +436,9 @@ impl Admin<'_> {
         name: &str,
         max_bytes: Option<u64>,
         max_files: Option<u64>,
+        bucket: Option<&str>,
     ) -> Result<String, AdminError> {
+        let bucket = bucket.map(bucket_alias).transpose()?;
         let name = name.trim();
         if name.is_empty() {
             return Err(AdminError::Invalid(
@@ -393,11 +451,46 @@ impl Admin<'_> {
                 existing.id
             )));
         }
-        let id = self.meta.create_org(name, max_bytes, max_files, now_ms()).await?;
+        let id = match &bucket {
+            None => self.meta.create_org(name, max_bytes, max_files, now_ms()).await?,
+            Some(bucket) => {
+                let id = self
+                    .meta
+                    .create_bucket_org(name, bucket, None, now_ms())
+                    .await?
+                    .map_err(|refusal| bucket_refusal(bucket, refusal))?;
+                if max_bytes.is_some() || max_files.is_some() {
+                    self.meta.set_quota(&id, max_bytes, max_files).await?;
+                }
+                id
+            }
+        };
         Ok(if self.json {
-            json!({ "organizationId": id.as_str() }).to_string()
+            json!({ "organizationId": id.as_str(), "bucket": bucket.as_ref().map(BucketAlias::as_str) }).to_string()
+        } else if let Some(bucket) = &bucket {
+            format!("created organization {id} ({name}), bucket name {bucket}")
         } else {
             format!("created organization {id} ({name})")
+        })
+    }
+
+    async fn set_bucket(&self, org: &str, bucket: Option<&str>) -> Result<String, AdminError> {
+        let id = org_id(org)?;
+        let bucket = bucket.map(bucket_alias).transpose()?;
+        match self.meta.set_org_bucket(&id, bucket.as_ref()).await? {
+            Ok(()) => {}
+            Err(BucketRefusal::UnknownOrg) => return Err(AdminError::UnknownOrg(org.to_owned())),
+            Err(refusal) => {
+                let bucket = bucket.as_ref().map(BucketAlias::as_str).unwrap_or_default();
+                return Err(AdminError::Invalid(refusal_sentence(bucket, refusal)));
+            }
+        }
+        Ok(if self.json {
+            json!({ "organizationId": id.as_str(), "bucket": bucket.as_ref().map(BucketAlias::as_str) }).to_string()
+        } else if let Some(bucket) = &bucket {
+            format!("organization {id}: bucket name {bucket} (its id works as a bucket name too)")
+        } else {
+            format!("organization {id}: no bucket name (its id works as a bucket name)")
         })
     }
 
@@ -409,7 +502,7 @@ impl Admin<'_> {
                 .iter()
                 .map(|o| {
                     json!({
-                        "organizationId": o.id.as_str(), "name": o.name,
+                        "organizationId": o.id.as_str(), "name": o.name, "bucket": o.bucket,
                         "maxBytes": o.max_bytes.unwrap_or(default_bytes),
                         "maxFiles": o.max_files.unwrap_or(default_files),
                         "usedBytes": o.usage.bytes, "usedFiles": o.usage.files,
@@ -421,6 +514,7 @@ impl Admin<'_> {
         let mut table = Table::new(&[
             ("organization", false),
             ("name", false),
+            ("bucket", false),
             ("used", true),
             ("files", true),
             ("max bytes", true),
@@ -430,6 +524,7 @@ impl Admin<'_> {
             table.row(vec![
                 o.id.to_string(),
                 o.name.clone(),
+                o.bucket.clone().unwrap_or_else(|| "-".into()),
                 size_text(o.usage.bytes),
                 o.usage.files.to_string(),
                 limit_text(o.max_bytes, default_bytes, size_text),
@@ -474,7 +569,7 @@ impl Admin<'_> {
         })
     }
 
-    async fn create_user(&self, name: &str) -> Result<String, AdminError> {
+    async fn create_user(&self, name: &str, server_admin: bool) -> Result<String, AdminError> {
         let name = name.trim();
         if name.is_empty() {
             return Err(AdminError::Invalid("--name is empty: give the user a name".into()));
@@ -483,13 +578,35 @@ impl Admin<'_> {
         let (sealing_key, sealed) = (self.key.clone(), token.clone());
         let id = self
             .meta
-            .create_user(name, now_ms(), Box::new(move |id| sealing_key.seal(id, &sealed).ok()))
+            .create_user(
+                name,
+                server_admin,
+                now_ms(),
+                Box::new(move |id| sealing_key.seal(id, &sealed).ok()),
+            )
             .await?
             .ok_or_else(|| AdminError::Invalid("the user could not be created".into()))?;
+        // The first user of a store is a server administrator even without the flag.
+        let server_admin = self.meta.user(id).await?.is_some_and(|u| u.server_admin);
         Ok(if self.json {
-            json!({ "userId": id.0, "apiToken": token }).to_string()
+            json!({ "userId": id.0, "apiToken": token, "serverAdmin": server_admin }).to_string()
         } else {
-            format!("created user {id} ({name})\napi token (shown once): {token}")
+            let admin = if server_admin { ", server administrator" } else { "" };
+            format!("created user {id} ({name}{admin})\napi token (shown once): {token}")
+        })
+    }
+
+    async fn set_server_admin(&self, user: &str, server_admin: bool) -> Result<String, AdminError> {
+        let id = user_id(user)?;
+        if !self.meta.set_user_server_admin(id, server_admin).await? {
+            return Err(AdminError::UnknownUser(user.to_owned()));
+        }
+        Ok(if self.json {
+            json!({ "userId": id.0, "serverAdmin": server_admin }).to_string()
+        } else if server_admin {
+            format!("user {id} is a server administrator (may create and delete buckets through the S3 API)")
+        } else {
+            format!("user {id} is not a server administrator")
         })
     }
 
@@ -498,14 +615,20 @@ impl Admin<'_> {
         if self.json {
             let list: Vec<_> = users
                 .iter()
-                .map(|u| json!({ "userId": u.id.0, "name": u.name, "disabled": u.disabled }))
+                .map(|u| json!({ "userId": u.id.0, "name": u.name, "disabled": u.disabled, "serverAdmin": u.server_admin }))
                 .collect();
             return Ok(serde_json::Value::Array(list).to_string());
         }
-        let mut table = Table::new(&[("user", true), ("name", false), ("status", false)]);
+        let mut table = Table::new(&[
+            ("user", true),
+            ("name", false),
+            ("status", false),
+            ("server admin", false),
+        ]);
         for u in &users {
             let status = if u.disabled { "disabled" } else { "active" };
-            table.row(vec![u.id.to_string(), u.name.clone(), status.into()]);
+            let admin = if u.server_admin { "yes" } else { "no" };
+            table.row(vec![u.id.to_string(), u.name.clone(), status.into(), admin.into()]);
         }
         Ok(table.render())
     }

@@ -25,6 +25,10 @@ pub const SQLITE: &[Step] = &[
         description: JOBS_BY_ORG_DESCRIPTION,
         sql: JOBS_BY_ORG,
     },
+    Step {
+        description: ADMINS_AND_BUCKETS_DESCRIPTION,
+        sql: SQLITE_ADMINS_AND_BUCKETS,
+    },
 ];
 
 /// The PostgreSQL steps.
@@ -37,6 +41,10 @@ pub const POSTGRES: &[Step] = &[
         description: JOBS_BY_ORG_DESCRIPTION,
         sql: JOBS_BY_ORG,
     },
+    Step {
+        description: ADMINS_AND_BUCKETS_DESCRIPTION,
+        sql: POSTGRES_ADMINS_AND_BUCKETS,
+    },
 ];
 
 const JOBS_BY_ORG_DESCRIPTION: &str = "an index of each organization's download jobs by expiry";
@@ -45,6 +53,27 @@ const JOBS_BY_ORG_DESCRIPTION: &str = "an index of each organization's download 
 /// The same text serves both dialects. `IF NOT EXISTS`: an unmarked store that already has
 /// newer tables (made by hand, or a test) reads as version 1 and runs this step too.
 const JOBS_BY_ORG: &str = "CREATE INDEX IF NOT EXISTS jobs_by_org_expiry ON jobs (org_id, expires);";
+
+const ADMINS_AND_BUCKETS_DESCRIPTION: &str = "server administrators and organizations' bucket names";
+/// Version 3: users flagged server administrator (they may create and delete buckets, that is
+/// organizations, through the S3 API), and each organization's optional S3 bucket name (unique;
+/// the organization's id always works as its bucket name too). A store upgraded from 0.1.0 makes
+/// its first user (the lowest id, the one the first start created) a server administrator, as a
+/// new store does.
+const SQLITE_ADMINS_AND_BUCKETS: &str = r#"
+ALTER TABLE users ADD COLUMN server_admin INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET server_admin = 1 WHERE id = (SELECT MIN(id) FROM users);
+ALTER TABLE orgs ADD COLUMN bucket TEXT;
+CREATE UNIQUE INDEX orgs_by_bucket ON orgs (bucket);
+"#;
+
+/// Version 3, as [`SQLITE_ADMINS_AND_BUCKETS`].
+const POSTGRES_ADMINS_AND_BUCKETS: &str = r#"
+ALTER TABLE users ADD COLUMN IF NOT EXISTS server_admin BOOLEAN NOT NULL DEFAULT FALSE;
+UPDATE users SET server_admin = TRUE WHERE id = (SELECT MIN(id) FROM users);
+ALTER TABLE orgs ADD COLUMN IF NOT EXISTS bucket TEXT COLLATE "C";
+CREATE UNIQUE INDEX IF NOT EXISTS orgs_by_bucket ON orgs (bucket);
+"#;
 
 /// The schema of stowage 0.1.0. It creates only what is missing (and drops two indexes that the
 /// `*_listing` ones replaced before the release), so it also takes a store that has these tables
