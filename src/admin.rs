@@ -9,9 +9,9 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::config::{Config, parse_byte_count};
-use crate::crypto::{ServerKey, generate_token};
+use crate::crypto::{ServerKey, generate_s3_access_key, generate_s3_secret, generate_token};
 use crate::ids::{BucketAlias, OrgId, UserId};
-use crate::meta::{BucketRefusal, MetaError, MetaStore, Permissions};
+use crate::meta::{BucketRefusal, MetaError, MetaStore, Permissions, S3Key};
 use crate::server::{SchemaState, SchemaVersions, ServeError, open_data_dir, schema_versions};
 use crate::service::now_ms;
 
@@ -25,6 +25,8 @@ pub enum AdminError {
     UnknownOrg(String),
     #[error("user not found: {0}")]
     UnknownUser(String),
+    #[error("S3 key not found: {0} (see `stowage admin s3-key list`)")]
+    UnknownS3Key(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -40,6 +42,9 @@ pub enum AdminCommand {
     /// Who belongs to which organization, with which permissions.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// S3 access keys: credentials for the S3 API, apart from API tokens.
+    #[command(subcommand, name = "s3-key")]
+    S3Key(S3KeyCommand),
     /// Show the schema version of the metadata store and of the small-body store (without
     /// upgrading them: a server, `admin` or `fsck` upgrades a store when it opens it).
     Schema,
@@ -135,6 +140,34 @@ pub enum UserCommand {
         /// The user's id (a number; see `user list`).
         #[arg(long)]
         user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum S3KeyCommand {
+    /// Create an S3 access key for a user (the secret is shown once).
+    Create {
+        /// The user's id (a number; see `user list`); the key acts with the user's memberships.
+        #[arg(long)]
+        user: String,
+        /// Limit the key to this organization (bucket), whatever else the user belongs to.
+        #[arg(long)]
+        org: Option<String>,
+        /// Limit the key to reading, whatever the user's permissions.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List S3 access keys (never their secrets).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke an S3 access key; requests signed with it are refused at once.
+    Revoke {
+        /// The access key id (see `s3-key list`).
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -366,6 +399,7 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
         AdminCommand::Org(command) => admin.org(command).await,
         AdminCommand::User(command) => admin.user(command).await,
         AdminCommand::Member(command) => admin.member(command).await,
+        AdminCommand::S3Key(command) => admin.s3_key(command).await,
         AdminCommand::Schema => schema(config, json_output).await,
     }
 }
@@ -407,6 +441,14 @@ impl Admin<'_> {
             UserCommand::RotateToken { user } => self.rotate_token(&user).await,
             UserCommand::Disable { user } => self.set_disabled(&user, true).await,
             UserCommand::Enable { user } => self.set_disabled(&user, false).await,
+        }
+    }
+
+    async fn s3_key(&self, command: S3KeyCommand) -> Result<String, AdminError> {
+        match command {
+            S3KeyCommand::Create { user, org, read_only } => self.create_s3_key(&user, org.as_deref(), read_only).await,
+            S3KeyCommand::List { user } => self.list_s3_keys(user.as_deref()).await,
+            S3KeyCommand::Revoke { key } => self.revoke_s3_key(&key).await,
         }
     }
 
@@ -659,6 +701,116 @@ impl Admin<'_> {
             json!({ "userId": id.0, "disabled": disabled }).to_string()
         } else {
             format!("user {id} {}", if disabled { "disabled" } else { "enabled" })
+        })
+    }
+
+    async fn create_s3_key(&self, user: &str, org: Option<&str>, read_only: bool) -> Result<String, AdminError> {
+        let user_id = user_id(user)?;
+        if self.meta.user(user_id).await?.is_none() {
+            return Err(AdminError::UnknownUser(user.to_owned()));
+        }
+        let org = match org {
+            None => None,
+            Some(raw) => {
+                let id = org_id(raw)?;
+                if self.meta.org(&id).await?.is_none() {
+                    return Err(AdminError::UnknownOrg(raw.to_owned()));
+                }
+                if self.meta.membership(&id, user_id).await?.is_none() {
+                    return Err(AdminError::Invalid(format!(
+                        "user {user_id} is not a member of organization {id}, so a key limited to it could reach \
+                         nothing: add the membership first (stowage admin member add)"
+                    )));
+                }
+                Some(id)
+            }
+        };
+        let (access_key, secret) = (generate_s3_access_key(), generate_s3_secret());
+        let sealed = self
+            .key
+            .seal_s3_secret(&access_key, &secret)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let key = S3Key {
+            access_key: access_key.clone(),
+            user: user_id,
+            org: org.clone(),
+            read_only,
+            secret: sealed,
+            created: now_ms(),
+            revoked: None,
+            user_disabled: false,
+        };
+        if !self.meta.create_s3_key(&key).await? {
+            return Err(AdminError::UnknownUser(user.to_owned()));
+        }
+        let org_text = org.as_ref().map(OrgId::as_str);
+        Ok(if self.json {
+            json!({
+                "accessKeyId": access_key, "secretAccessKey": secret, "userId": user_id.0,
+                "organizationId": org_text, "readOnly": read_only,
+            })
+            .to_string()
+        } else {
+            format!(
+                "created S3 key for user {user_id} ({}, {})\naccess key id: {access_key}\nsecret access key (shown once): {secret}",
+                org_text.map_or_else(
+                    || "all its organizations".to_owned(),
+                    |o| format!("organization {o} only")
+                ),
+                if read_only { "read only" } else { "its permissions" },
+            )
+        })
+    }
+
+    async fn list_s3_keys(&self, user: Option<&str>) -> Result<String, AdminError> {
+        let user = user.map(user_id).transpose()?;
+        let keys = self.meta.list_s3_keys(user).await?;
+        let status = |k: &S3Key| match (k.revoked, k.user_disabled) {
+            (Some(_), _) => "revoked",
+            (None, true) => "user disabled",
+            (None, false) => "active",
+        };
+        if self.json {
+            let list: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    json!({
+                        "accessKeyId": k.access_key, "userId": k.user.0,
+                        "organizationId": k.org.as_ref().map(OrgId::as_str), "readOnly": k.read_only,
+                        "created": k.created, "revoked": k.revoked, "active": k.usable(), "status": status(k),
+                    })
+                })
+                .collect();
+            return Ok(serde_json::Value::Array(list).to_string());
+        }
+        let mut table = Table::new(&[
+            ("access key id", false),
+            ("user", true),
+            ("organization", false),
+            ("access", false),
+            ("status", false),
+        ]);
+        for k in &keys {
+            table.row(vec![
+                k.access_key.clone(),
+                k.user.to_string(),
+                k.org.as_ref().map_or_else(|| "all".to_owned(), OrgId::to_string),
+                if k.read_only { "read-only" } else { "permissions" }.into(),
+                status(k).into(),
+            ]);
+        }
+        Ok(table.render())
+    }
+
+    async fn revoke_s3_key(&self, key: &str) -> Result<String, AdminError> {
+        let key = key.trim();
+        if !self.meta.revoke_s3_key(key, now_ms()).await? {
+            return Err(AdminError::UnknownS3Key(key.to_owned()));
+        }
+        Ok(if self.json {
+            json!({ "accessKeyId": key, "revoked": true }).to_string()
+        } else {
+            format!("S3 key {key} revoked: requests signed with it are refused from now on")
         })
     }
 

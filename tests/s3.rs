@@ -1,6 +1,6 @@
 //! The S3 front door and what it stands on: server administrators and organizations' bucket
 //! names (`stowage admin user create|set --server-admin`, `org create --bucket`,
-//! `org set-bucket`).
+//! `org set-bucket`), and S3 access keys (`stowage admin s3-key create|list|revoke`).
 
 mod common;
 
@@ -132,4 +132,94 @@ fn organizations_get_unique_valid_bucket_names() {
 
     let table = server.admin_text(&["org", "list"]);
     assert!(table.lines().any(|l| l.contains("research-v2")), "{table}");
+}
+
+#[test]
+fn s3_keys_are_created_listed_and_revoked() {
+    let server = TestServer::start();
+    let org = server.new_org("research", &[]);
+    let (user, _) = server.new_user("alice");
+    server.add_member(&org, &user, "read,write");
+
+    let created = server.admin(&["s3-key", "create", "--user", &user]);
+    let key = created["accessKeyId"].as_str().expect("accessKeyId").to_owned();
+    let secret = created["secretAccessKey"].as_str().expect("secretAccessKey").to_owned();
+    assert!(key.len() == 20 && key.starts_with("STW"), "{created}");
+    assert_eq!(secret.len(), 40, "{created}");
+    assert_eq!(created["organizationId"], Value::Null);
+    assert_eq!(created["readOnly"], json!(false));
+    let scoped = server.admin(&["s3-key", "create", "--user", &user, "--org", &org, "--read-only"]);
+    let scoped_key = scoped["accessKeyId"].as_str().expect("accessKeyId").to_owned();
+    assert_eq!(
+        (&scoped["organizationId"], &scoped["readOnly"]),
+        (&json!(org), &json!(true))
+    );
+    assert_ne!(scoped_key, key);
+
+    // The secret is shown once and never listed; the data directory holds it sealed only.
+    let listed = server.admin(&["s3-key", "list", "--user", &user]);
+    let text = listed.to_string();
+    assert!(!text.contains(&secret), "{text}");
+    let statuses: Vec<(&str, &Value)> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|k| (k["accessKeyId"].as_str().unwrap_or_default(), &k["status"]))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{listed}");
+    assert!(statuses.iter().all(|(_, s)| **s == json!("active")), "{listed}");
+    for file in ["metadata.sqlite3", "metadata.sqlite3-wal"] {
+        let bytes = std::fs::read(server.data_dir().join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is stored sealed ({file})"
+        );
+    }
+
+    // Disabling the user shows its keys as disabled; revoking is at once and kept.
+    server.admin(&["user", "disable", "--user", &user]);
+    let listed = server.admin(&["s3-key", "list"]);
+    let status_of = |listed: &Value, id: &str| {
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|k| k["accessKeyId"] == json!(id))
+            .map(|k| (k["status"].clone(), k["active"].clone()))
+    };
+    assert_eq!(status_of(&listed, &key), Some((json!("user disabled"), json!(false))));
+    server.admin(&["user", "enable", "--user", &user]);
+    let revoked = server.admin(&["s3-key", "revoke", "--key", &key]);
+    assert_eq!(revoked, json!({ "accessKeyId": key, "revoked": true }));
+    let listed = server.admin(&["s3-key", "list"]);
+    assert_eq!(status_of(&listed, &key), Some((json!("revoked"), json!(false))));
+    assert_eq!(status_of(&listed, &scoped_key), Some((json!("active"), json!(true))));
+
+    // Refusals name what is wrong.
+    let error = server.admin_fails(&["s3-key", "revoke", "--key", "STWNOSUCHKEY"]);
+    assert_eq!(
+        error.trim_end(),
+        "stowage: S3 key not found: STWNOSUCHKEY (see `stowage admin s3-key list`)"
+    );
+    let error = server.admin_fails(&["s3-key", "create", "--user", "999"]);
+    assert_eq!(error.trim_end(), "stowage: user not found: 999");
+    let other = server.new_org("other", &[]);
+    let error = server.admin_fails(&["s3-key", "create", "--user", &user, "--org", &other]);
+    assert!(
+        error.contains(&format!("user {user} is not a member of organization {other}")),
+        "{error}"
+    );
+    let error = server.admin_fails(&["s3-key", "create", "--user", &user, "--org", &"0".repeat(32)]);
+    assert_eq!(
+        error.trim_end(),
+        format!("stowage: organization not found: {}", "0".repeat(32))
+    );
+
+    let table = server.admin_text(&["s3-key", "list"]);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["access", "key", "id", "user", "organization", "access", "status"]
+    );
+    assert!(table.contains("read-only") && table.contains("revoked"), "{table}");
 }

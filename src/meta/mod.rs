@@ -149,6 +149,29 @@ pub struct User {
     pub(crate) server_admin: bool,
 }
 
+/// An S3 access key: a user's credential for the S3 API, apart from its API token.
+#[derive(Debug, Clone)]
+pub struct S3Key {
+    pub(crate) access_key: String,
+    pub(crate) user: UserId,
+    /// The only organization the key reaches, whatever the user's memberships.
+    pub(crate) org: Option<OrgId>,
+    /// The key may only read, whatever the user's permissions.
+    pub(crate) read_only: bool,
+    pub(crate) secret: SealedToken,
+    pub(crate) created: Millis,
+    pub(crate) revoked: Option<Millis>,
+    /// Read with the key: whether its user is disabled (which disables its keys).
+    pub(crate) user_disabled: bool,
+}
+
+impl S3Key {
+    /// A key signs requests while it is not revoked and its user is not disabled.
+    pub(crate) fn usable(&self) -> bool {
+        self.revoked.is_none() && !self.user_disabled
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
     pub(crate) org: OrgId,
@@ -403,6 +426,19 @@ pub trait Identities: Send + Sync + 'static {
 
     /// Flags or unflags a user as server administrator; false when the user is unknown.
     async fn set_user_server_admin(&self, user: UserId, server_admin: bool) -> MetaResult<bool>;
+
+    /// Records a new S3 key (`revoked` and `user_disabled` are ignored); false when its user or
+    /// its organization is unknown.
+    async fn create_s3_key(&self, key: &S3Key) -> MetaResult<bool>;
+
+    /// The S3 key with this access key id, revoked or not.
+    async fn s3_key(&self, access_key: &str) -> MetaResult<Option<S3Key>>;
+
+    /// S3 keys, of one user or of all, by user then creation.
+    async fn list_s3_keys(&self, user: Option<UserId>) -> MetaResult<Vec<S3Key>>;
+
+    /// Revokes an S3 key (a revoked key keeps its first revocation time); false when unknown.
+    async fn revoke_s3_key(&self, access_key: &str, now: Millis) -> MetaResult<bool>;
 
     /// Adds or updates a membership; false when the organization or the user is unknown.
     async fn set_member(&self, org: &OrgId, user: UserId, permissions: Permissions) -> MetaResult<bool>;

@@ -399,6 +399,25 @@ fn user_from_row(row: &Row) -> MetaResult<User> {
     })
 }
 
+const S3_KEY_SELECT: &str = "SELECT k.access_key, k.user_id, k.org_id, k.read_only, k.secret_nonce, \
+     k.secret_sealed, k.created, k.revoked, u.disabled FROM s3_keys k JOIN users u ON u.id = k.user_id";
+
+fn s3_key_from_row(row: &Row) -> MetaResult<S3Key> {
+    Ok(S3Key {
+        access_key: col(row, 0)?,
+        user: UserId(col(row, 1)?),
+        org: col::<Option<String>>(row, 2)?.as_deref().and_then(OrgId::parse),
+        read_only: col(row, 3)?,
+        secret: SealedToken {
+            nonce: col(row, 4)?,
+            ciphertext: col(row, 5)?,
+        },
+        created: col(row, 6)?,
+        revoked: col(row, 7)?,
+        user_disabled: col(row, 8)?,
+    })
+}
+
 /// Takes the bucket-name lock for the transaction and returns the organization that has this
 /// bucket name, if any.
 async fn lock_bucket(tx: &Transaction<'_>, bucket: &BucketAlias) -> MetaResult<Option<OrgId>> {
@@ -1259,6 +1278,62 @@ impl Identities for PostgresMeta {
             &client,
             "UPDATE users SET disabled = $2 WHERE id = $1",
             &[&user.0, &disabled],
+        )
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn create_s3_key(&self, key: &S3Key) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let inserted = execute(
+            &client,
+            "INSERT INTO s3_keys (access_key, user_id, org_id, read_only, secret_nonce, secret_sealed, created) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2) \
+             AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM orgs WHERE id = $3))",
+            &[
+                &key.access_key,
+                &key.user.0,
+                &key.org.as_ref().map(OrgId::as_str),
+                &key.read_only,
+                &key.secret.nonce,
+                &key.secret.ciphertext,
+                &key.created,
+            ],
+        )
+        .await?;
+        Ok(inserted > 0)
+    }
+
+    async fn s3_key(&self, access_key: &str) -> MetaResult<Option<S3Key>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!("{S3_KEY_SELECT} WHERE k.access_key = $1"),
+            &[&access_key],
+        )
+        .await?;
+        row.as_ref().map(s3_key_from_row).transpose()
+    }
+
+    async fn list_s3_keys(&self, user: Option<UserId>) -> MetaResult<Vec<S3Key>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!(
+                "{S3_KEY_SELECT} WHERE $1::bigint IS NULL OR k.user_id = $1 ORDER BY k.user_id, k.created, k.access_key"
+            ),
+            &[&user.map(|u| u.0)],
+        )
+        .await?;
+        rows.iter().map(s3_key_from_row).collect()
+    }
+
+    async fn revoke_s3_key(&self, access_key: &str, now: Millis) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE s3_keys SET revoked = COALESCE(revoked, $2) WHERE access_key = $1",
+            &[&access_key, &now],
         )
         .await?;
         Ok(changed > 0)

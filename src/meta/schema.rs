@@ -29,6 +29,10 @@ pub const SQLITE: &[Step] = &[
         description: ADMINS_AND_BUCKETS_DESCRIPTION,
         sql: SQLITE_ADMINS_AND_BUCKETS,
     },
+    Step {
+        description: S3_KEYS_DESCRIPTION,
+        sql: SQLITE_S3_KEYS,
+    },
 ];
 
 /// The PostgreSQL steps.
@@ -44,6 +48,10 @@ pub const POSTGRES: &[Step] = &[
     Step {
         description: ADMINS_AND_BUCKETS_DESCRIPTION,
         sql: POSTGRES_ADMINS_AND_BUCKETS,
+    },
+    Step {
+        description: S3_KEYS_DESCRIPTION,
+        sql: POSTGRES_S3_KEYS,
     },
 ];
 
@@ -73,6 +81,39 @@ ALTER TABLE users ADD COLUMN IF NOT EXISTS server_admin BOOLEAN NOT NULL DEFAULT
 UPDATE users SET server_admin = TRUE WHERE id = (SELECT MIN(id) FROM users);
 ALTER TABLE orgs ADD COLUMN IF NOT EXISTS bucket TEXT COLLATE "C";
 CREATE UNIQUE INDEX IF NOT EXISTS orgs_by_bucket ON orgs (bucket);
+"#;
+
+const S3_KEYS_DESCRIPTION: &str = "S3 access keys";
+/// Version 4: S3 credentials, apart from API tokens. The secret is sealed with the server key
+/// (bound to its access key id), never hashed: SigV4 needs it back to check signatures. A key may
+/// be limited to one organization and to reading; `revoked` is when it was revoked.
+const SQLITE_S3_KEYS: &str = r#"
+CREATE TABLE s3_keys (
+    access_key TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    org_id TEXT REFERENCES orgs(id),
+    read_only INTEGER NOT NULL,
+    secret_nonce BLOB NOT NULL,
+    secret_sealed BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    revoked INTEGER
+) WITHOUT ROWID;
+CREATE INDEX s3_keys_by_user ON s3_keys (user_id);
+"#;
+
+/// Version 4, as [`SQLITE_S3_KEYS`].
+const POSTGRES_S3_KEYS: &str = r#"
+CREATE TABLE IF NOT EXISTS s3_keys (
+    access_key TEXT COLLATE "C" PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    org_id TEXT COLLATE "C" REFERENCES orgs(id),
+    read_only BOOLEAN NOT NULL,
+    secret_nonce BYTEA NOT NULL,
+    secret_sealed BYTEA NOT NULL,
+    created BIGINT NOT NULL,
+    revoked BIGINT
+);
+CREATE INDEX IF NOT EXISTS s3_keys_by_user ON s3_keys (user_id);
 "#;
 
 /// The schema of stowage 0.1.0. It creates only what is missing (and drops two indexes that the
@@ -386,6 +427,7 @@ mod tests {
                 "members",
                 "objects",
                 "orgs",
+                "s3_keys",
                 "users"
             ]
         );

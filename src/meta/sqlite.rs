@@ -415,6 +415,25 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 
 const USER_SELECT: &str = "SELECT id, name, token_nonce, token_sealed, disabled, created, server_admin FROM users";
 
+const S3_KEY_SELECT: &str = "SELECT k.access_key, k.user_id, k.org_id, k.read_only, k.secret_nonce, \
+     k.secret_sealed, k.created, k.revoked, u.disabled FROM s3_keys k JOIN users u ON u.id = k.user_id";
+
+fn s3_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<S3Key> {
+    Ok(S3Key {
+        access_key: row.get(0)?,
+        user: UserId(row.get(1)?),
+        org: row.get::<_, Option<String>>(2)?.as_deref().and_then(OrgId::parse),
+        read_only: row.get::<_, i64>(3)? != 0,
+        secret: SealedToken {
+            nonce: row.get(4)?,
+            ciphertext: row.get(5)?,
+        },
+        created: row.get(6)?,
+        revoked: row.get(7)?,
+        user_disabled: row.get::<_, i64>(8)? != 0,
+    })
+}
+
 /// The organization that has this bucket name, if any.
 fn bucket_owner(conn: &Connection, bucket: &BucketAlias) -> MetaResult<Option<OrgId>> {
     let id: Option<String> = cached_row(
@@ -1278,6 +1297,79 @@ impl Identities for SqliteMeta {
         .await
     }
 
+    async fn create_s3_key(&self, key: &S3Key) -> MetaResult<bool> {
+        let key = key.clone();
+        self.write(move |conn| {
+            let user_known = cached_row(conn, "SELECT 1 FROM users WHERE id = ?1", params![key.user.0], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+            let org_known = match &key.org {
+                None => true,
+                Some(org) => cached_row(conn, "SELECT 1 FROM orgs WHERE id = ?1", params![org.as_str()], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some(),
+            };
+            if !user_known || !org_known {
+                return Ok(false);
+            }
+            conn.execute(
+                "INSERT INTO s3_keys (access_key, user_id, org_id, read_only, secret_nonce, secret_sealed, created) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key.access_key,
+                    key.user.0,
+                    key.org.as_ref().map(OrgId::as_str),
+                    bool_int(key.read_only),
+                    key.secret.nonce,
+                    key.secret.ciphertext,
+                    key.created
+                ],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn s3_key(&self, access_key: &str) -> MetaResult<Option<S3Key>> {
+        let access_key = access_key.to_owned();
+        self.read(move |conn| {
+            Ok(cached_row(
+                conn,
+                &format!("{S3_KEY_SELECT} WHERE k.access_key = ?1"),
+                params![access_key],
+                s3_key_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_s3_keys(&self, user: Option<UserId>) -> MetaResult<Vec<S3Key>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "{S3_KEY_SELECT} WHERE ?1 IS NULL OR k.user_id = ?1 ORDER BY k.user_id, k.created, k.access_key"
+            ))?;
+            let rows = stmt.query_map(params![user.map(|u| u.0)], s3_key_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_s3_key(&self, access_key: &str, now: Millis) -> MetaResult<bool> {
+        let access_key = access_key.to_owned();
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "UPDATE s3_keys SET revoked = COALESCE(revoked, ?2) WHERE access_key = ?1",
+                params![access_key, now],
+            )? > 0)
+        })
+        .await
+    }
+
     async fn set_member(&self, org: &OrgId, user: UserId, p: Permissions) -> MetaResult<bool> {
         let org = org.clone();
         self.write(move |conn| {
@@ -1713,7 +1805,7 @@ mod tests {
              CREATE INDEX objects_by_parent ON objects (org_id, parent, name); \
              CREATE INDEX folders_by_parent ON folders (org_id, parent, name); \
              DROP INDEX orgs_by_bucket; ALTER TABLE orgs DROP COLUMN bucket; \
-             ALTER TABLE users DROP COLUMN server_admin;",
+             ALTER TABLE users DROP COLUMN server_admin; DROP TABLE s3_keys;",
         )
         .expect("make it look like an older database");
         conn.pragma_update(None, "user_version", 0)

@@ -853,6 +853,80 @@ async fn bucket_names(fixture: &Fixture) {
     assert_eq!(meta.org(&plain).await.unwrap().unwrap().bucket, None);
 }
 
+async fn s3_keys(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let sealed = |tag: u8| SealedToken {
+        nonce: vec![tag; 24],
+        ciphertext: vec![tag, 1, 2],
+    };
+    let user = meta
+        .create_user("u", false, 1, Box::new(move |_| Some(sealed(0))))
+        .await
+        .unwrap()
+        .unwrap();
+    let other = meta
+        .create_user("v", false, 1, Box::new(move |_| Some(sealed(0))))
+        .await
+        .unwrap()
+        .unwrap();
+    let org = meta.create_org("o", None, None, 1).await.unwrap();
+    let key = |id: &str, user: UserId, org: Option<OrgId>, created: Millis| S3Key {
+        access_key: id.into(),
+        user,
+        read_only: org.is_some(),
+        org,
+        secret: sealed(created as u8),
+        created,
+        revoked: None,
+        user_disabled: false,
+    };
+    assert!(meta.create_s3_key(&key("KEYA", user, None, 10)).await.unwrap());
+    assert!(
+        meta.create_s3_key(&key("KEYB", user, Some(org.clone()), 11))
+            .await
+            .unwrap()
+    );
+    assert!(meta.create_s3_key(&key("KEYC", other, None, 12)).await.unwrap());
+    // Unknown users and organizations get no key.
+    assert!(
+        !meta
+            .create_s3_key(&key("KEYD", UserId(other.0 + 100), None, 13))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !meta
+            .create_s3_key(&key("KEYE", user, Some(OrgId::generate()), 14))
+            .await
+            .unwrap()
+    );
+    assert!(meta.s3_key("KEYD").await.unwrap().is_none());
+
+    let b = meta.s3_key("KEYB").await.unwrap().unwrap();
+    assert_eq!(
+        (b.user, b.org.as_ref(), b.read_only, b.created),
+        (user, Some(&org), true, 11)
+    );
+    assert!(b.usable());
+    assert_eq!((b.secret.nonce, b.secret.ciphertext), (vec![11; 24], vec![11, 1, 2]));
+    let ids = |keys: Vec<S3Key>| keys.into_iter().map(|k| k.access_key).collect::<Vec<_>>();
+    assert_eq!(ids(meta.list_s3_keys(None).await.unwrap()), ["KEYA", "KEYB", "KEYC"]);
+    assert_eq!(ids(meta.list_s3_keys(Some(other)).await.unwrap()), ["KEYC"]);
+
+    // Revocation keeps its first time; disabling a user makes its keys unusable.
+    assert!(meta.revoke_s3_key("KEYA", 20).await.unwrap());
+    assert!(meta.revoke_s3_key("KEYA", 30).await.unwrap());
+    assert!(!meta.revoke_s3_key("NOPE", 30).await.unwrap());
+    let a = meta.s3_key("KEYA").await.unwrap().unwrap();
+    assert_eq!(a.revoked, Some(20));
+    assert!(!a.usable());
+    assert!(meta.set_user_disabled(other, true).await.unwrap());
+    let c = meta.s3_key("KEYC").await.unwrap().unwrap();
+    assert!(c.user_disabled && !c.usable());
+    assert!(meta.set_user_disabled(other, false).await.unwrap());
+    assert!(meta.s3_key("KEYC").await.unwrap().unwrap().usable());
+}
+
 async fn fsck_walks_objects_and_repairs_folders(fixture: &Fixture) {
     let meta = fixture.meta();
     let org = meta.create_org("t", None, None, 1).await.unwrap();
@@ -1236,6 +1310,7 @@ backend_suite!(
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
         bucket_names,
+        s3_keys,
         fsck_walks_objects_and_repairs_folders,
         jobs_race_overwrites_and_collection,
         first_identities_are_created_once,
@@ -1254,6 +1329,7 @@ backend_suite!(
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
         bucket_names,
+        s3_keys,
         fsck_walks_objects_and_repairs_folders,
         jobs_race_overwrites_and_collection,
         two_servers_never_overshoot,

@@ -26,6 +26,12 @@ pub enum AuthError {
         "Timestamp '{timestamp}' is too far in the future: it must be at most {max_future} seconds after the server's time"
     )]
     FutureTimestamp { timestamp: String, max_future: i64 },
+    /// One sentence for an unknown key, a revoked one and one whose user is disabled: a caller
+    /// learns nothing about which keys exist.
+    #[error(
+        "The S3 access key id '{0}' is not valid: it does not exist, was revoked, or its user is disabled; ask the operator for a key (stowage admin s3-key create)"
+    )]
+    InvalidAccessKey(String),
     #[error("Hash doesn't match. UID: {user} Hash: {hash} Timestamp: '{timestamp}'")]
     HashMismatch {
         user: String,
