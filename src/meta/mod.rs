@@ -17,7 +17,7 @@ mod tests;
 use async_trait::async_trait;
 
 use crate::crypto::SealedToken;
-use crate::ids::{BlobId, JobId, OrgId, UserId};
+use crate::ids::{BlobId, BucketAlias, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 
 pub use rules::{FolderDifference, FolderFigures, QuotaExceeded};
@@ -134,6 +134,8 @@ pub struct Organization {
     pub(crate) max_files: Option<u64>,
     pub(crate) usage: Usage,
     pub(crate) created: Millis,
+    /// The organization's S3 bucket name beside its id, if it has one.
+    pub(crate) bucket: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +145,31 @@ pub struct User {
     pub(crate) token: SealedToken,
     pub(crate) disabled: bool,
     pub(crate) created: Millis,
+    /// May create and delete buckets (organizations) through the S3 API.
+    pub(crate) server_admin: bool,
+}
+
+/// An S3 access key: a user's credential for the S3 API, apart from its API token.
+#[derive(Debug, Clone)]
+pub struct S3Key {
+    pub(crate) access_key: String,
+    pub(crate) user: UserId,
+    /// The only organization the key reaches, whatever the user's memberships.
+    pub(crate) org: Option<OrgId>,
+    /// The key may only read, whatever the user's permissions.
+    pub(crate) read_only: bool,
+    pub(crate) secret: SealedToken,
+    pub(crate) created: Millis,
+    pub(crate) revoked: Option<Millis>,
+    /// Read with the key: whether its user is disabled (which disables its keys).
+    pub(crate) user_disabled: bool,
+}
+
+impl S3Key {
+    /// A key signs requests while it is not revoked and its user is not disabled.
+    pub(crate) fn usable(&self) -> bool {
+        self.revoked.is_none() && !self.user_disabled
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +350,14 @@ pub enum KeyKind {
     Missing,
 }
 
+/// Why a bucket name was not given to an organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketRefusal {
+    UnknownOrg,
+    /// Another organization has that bucket name.
+    Taken(OrgId),
+}
+
 /// Organizations, users and memberships: what authentication, authorization and `stowage admin`
 /// use.
 #[async_trait]
@@ -342,15 +377,34 @@ pub trait Identities: Send + Sync + 'static {
     /// Sets the per-organization quota overrides; returns false when the organization is unknown.
     async fn set_quota(&self, org: &OrgId, max_bytes: Option<u64>, max_files: Option<u64>) -> MetaResult<bool>;
 
-    /// Creates a user; `seal` turns the new user's id into its sealed token.
+    /// Creates an organization with a bucket name, and when `admin` is given, that user as its
+    /// administrator member with every permission, in one transaction; refused (nothing created)
+    /// when another organization has the bucket name.
+    async fn create_bucket_org(
+        &self,
+        name: &str,
+        bucket: &BucketAlias,
+        admin: Option<UserId>,
+        now: Millis,
+    ) -> MetaResult<Result<OrgId, BucketRefusal>>;
+
+    /// Gives an organization a bucket name (`None` takes it away).
+    async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>>;
+
+    /// The organization whose bucket name this is.
+    async fn org_by_bucket(&self, bucket: &BucketAlias) -> MetaResult<Option<Organization>>;
+
+    /// Creates a user; `seal` turns the new user's id into its sealed token. The first user of a
+    /// store is always a server administrator; others when `server_admin` says so.
     async fn create_user(
         &self,
         name: &str,
+        server_admin: bool,
         now: Millis,
         seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
     ) -> MetaResult<Option<UserId>>;
 
-    /// Creates the first organization and the first user, an admin member of it with every
+    /// Creates the first organization and the first user (a server administrator), an admin member of it with every
     /// permission, in one transaction, and only when the store has no user yet (`None` then):
     /// several servers starting at once on one empty store create them once. `seal` turns the new
     /// user's id into its sealed token.
@@ -369,6 +423,22 @@ pub trait Identities: Send + Sync + 'static {
     async fn set_user_token(&self, user: UserId, token: SealedToken) -> MetaResult<bool>;
 
     async fn set_user_disabled(&self, user: UserId, disabled: bool) -> MetaResult<bool>;
+
+    /// Flags or unflags a user as server administrator; false when the user is unknown.
+    async fn set_user_server_admin(&self, user: UserId, server_admin: bool) -> MetaResult<bool>;
+
+    /// Records a new S3 key (`revoked` and `user_disabled` are ignored); false when its user or
+    /// its organization is unknown.
+    async fn create_s3_key(&self, key: &S3Key) -> MetaResult<bool>;
+
+    /// The S3 key with this access key id, revoked or not.
+    async fn s3_key(&self, access_key: &str) -> MetaResult<Option<S3Key>>;
+
+    /// S3 keys, of one user or of all, by user then creation.
+    async fn list_s3_keys(&self, user: Option<UserId>) -> MetaResult<Vec<S3Key>>;
+
+    /// Revokes an S3 key (a revoked key keeps its first revocation time); false when unknown.
+    async fn revoke_s3_key(&self, access_key: &str, now: Millis) -> MetaResult<bool>;
 
     /// Adds or updates a membership; false when the organization or the user is unknown.
     async fn set_member(&self, org: &OrgId, user: UserId, permissions: Permissions) -> MetaResult<bool>;

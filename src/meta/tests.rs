@@ -661,6 +661,7 @@ async fn organizations_users_and_members(fixture: &Fixture) {
             max_files: None,
             usage: Usage::default(),
             created: 100,
+            bucket: None,
         }
     );
     assert!(meta.org(&OrgId::generate()).await.unwrap().is_none());
@@ -683,15 +684,40 @@ async fn organizations_users_and_members(fixture: &Fixture) {
             })
         })
     };
-    let alice = meta.create_user("alice", 300, seal(1)).await.unwrap().unwrap();
-    let bob = meta.create_user("bob", 301, seal(2)).await.unwrap().unwrap();
+    let alice = meta.create_user("alice", false, 300, seal(1)).await.unwrap().unwrap();
+    let bob = meta.create_user("bob", false, 301, seal(2)).await.unwrap().unwrap();
+    let carol = meta.create_user("carol", true, 302, seal(3)).await.unwrap().unwrap();
     assert!(alice.0 > 0 && bob.0 > alice.0);
     // A token that cannot be sealed creates no user.
-    assert!(meta.create_user("nobody", 302, Box::new(|_| None)).await.is_err());
+    assert!(
+        meta.create_user("nobody", false, 302, Box::new(|_| None))
+            .await
+            .is_err()
+    );
+    // The first user of a store is a server administrator even unasked; later ones when asked.
+    let admins: Vec<bool> = meta
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.server_admin)
+        .collect();
+    assert_eq!(admins, [true, false, true]);
+    assert!(meta.set_user_server_admin(carol, false).await.unwrap());
+    assert!(meta.set_user_server_admin(bob, true).await.unwrap());
+    assert!(!meta.set_user_server_admin(UserId(alice.0 + 1000), true).await.unwrap());
+    let admins: Vec<bool> = meta
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.server_admin)
+        .collect();
+    assert_eq!(admins, [true, true, false]);
     let users = meta.list_users().await.unwrap();
     assert_eq!(
         users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
-        ["alice", "bob"]
+        ["alice", "bob", "carol"]
     );
     let user = meta.user(alice).await.unwrap().unwrap();
     assert_eq!((user.id, user.created, user.disabled), (alice, 300, false));
@@ -749,6 +775,156 @@ async fn organizations_users_and_members(fixture: &Fixture) {
     assert!(meta.remove_member(&first, bob).await.unwrap());
     assert!(!meta.remove_member(&first, bob).await.unwrap());
     assert_eq!(meta.members(&first).await.unwrap().len(), 1);
+}
+
+async fn bucket_names(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let alias = |raw: &str| BucketAlias::parse(raw).unwrap();
+    let plain = meta.create_org("plain", None, None, 1).await.unwrap();
+    let user = meta
+        .create_user(
+            "u",
+            false,
+            1,
+            Box::new(|_| {
+                Some(SealedToken {
+                    nonce: vec![0; 24],
+                    ciphertext: vec![1],
+                })
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let data = meta
+        .create_bucket_org("data", &alias("team-data"), Some(user), 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let org = meta.org(&data).await.unwrap().unwrap();
+    assert_eq!((org.name.as_str(), org.bucket.as_deref()), ("data", Some("team-data")));
+    assert_eq!(
+        meta.membership(&data, user).await.unwrap().map(|m| m.permissions),
+        Some(Permissions::ALL)
+    );
+    assert_eq!(
+        meta.org_by_bucket(&alias("team-data")).await.unwrap().map(|o| o.id),
+        Some(data.clone())
+    );
+    assert!(meta.org_by_bucket(&alias("nobody")).await.unwrap().is_none());
+    // A taken name creates nothing and is not given to another organization.
+    let orgs = meta.list_orgs().await.unwrap().len();
+    assert_eq!(
+        meta.create_bucket_org("again", &alias("team-data"), None, 3)
+            .await
+            .unwrap(),
+        Err(BucketRefusal::Taken(data.clone()))
+    );
+    assert_eq!(meta.list_orgs().await.unwrap().len(), orgs);
+    assert_eq!(
+        meta.set_org_bucket(&plain, Some(&alias("team-data"))).await.unwrap(),
+        Err(BucketRefusal::Taken(data.clone()))
+    );
+    assert_eq!(
+        meta.set_org_bucket(&data, Some(&alias("team-data"))).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        meta.set_org_bucket(&OrgId::generate(), Some(&alias("free")))
+            .await
+            .unwrap(),
+        Err(BucketRefusal::UnknownOrg)
+    );
+    // Renaming frees the old name; taking the name away leaves none.
+    assert_eq!(
+        meta.set_org_bucket(&data, Some(&alias("renamed"))).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        meta.set_org_bucket(&plain, Some(&alias("team-data"))).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        meta.org_by_bucket(&alias("team-data")).await.unwrap().map(|o| o.id),
+        Some(plain.clone())
+    );
+    assert_eq!(meta.set_org_bucket(&plain, None).await.unwrap(), Ok(()));
+    assert!(meta.org_by_bucket(&alias("team-data")).await.unwrap().is_none());
+    assert_eq!(meta.org(&plain).await.unwrap().unwrap().bucket, None);
+}
+
+async fn s3_keys(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let sealed = |tag: u8| SealedToken {
+        nonce: vec![tag; 24],
+        ciphertext: vec![tag, 1, 2],
+    };
+    let user = meta
+        .create_user("u", false, 1, Box::new(move |_| Some(sealed(0))))
+        .await
+        .unwrap()
+        .unwrap();
+    let other = meta
+        .create_user("v", false, 1, Box::new(move |_| Some(sealed(0))))
+        .await
+        .unwrap()
+        .unwrap();
+    let org = meta.create_org("o", None, None, 1).await.unwrap();
+    let key = |id: &str, user: UserId, org: Option<OrgId>, created: Millis| S3Key {
+        access_key: id.into(),
+        user,
+        read_only: org.is_some(),
+        org,
+        secret: sealed(created as u8),
+        created,
+        revoked: None,
+        user_disabled: false,
+    };
+    assert!(meta.create_s3_key(&key("KEYA", user, None, 10)).await.unwrap());
+    assert!(
+        meta.create_s3_key(&key("KEYB", user, Some(org.clone()), 11))
+            .await
+            .unwrap()
+    );
+    assert!(meta.create_s3_key(&key("KEYC", other, None, 12)).await.unwrap());
+    // Unknown users and organizations get no key.
+    assert!(
+        !meta
+            .create_s3_key(&key("KEYD", UserId(other.0 + 100), None, 13))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !meta
+            .create_s3_key(&key("KEYE", user, Some(OrgId::generate()), 14))
+            .await
+            .unwrap()
+    );
+    assert!(meta.s3_key("KEYD").await.unwrap().is_none());
+
+    let b = meta.s3_key("KEYB").await.unwrap().unwrap();
+    assert_eq!(
+        (b.user, b.org.as_ref(), b.read_only, b.created),
+        (user, Some(&org), true, 11)
+    );
+    assert!(b.usable());
+    assert_eq!((b.secret.nonce, b.secret.ciphertext), (vec![11; 24], vec![11, 1, 2]));
+    let ids = |keys: Vec<S3Key>| keys.into_iter().map(|k| k.access_key).collect::<Vec<_>>();
+    assert_eq!(ids(meta.list_s3_keys(None).await.unwrap()), ["KEYA", "KEYB", "KEYC"]);
+    assert_eq!(ids(meta.list_s3_keys(Some(other)).await.unwrap()), ["KEYC"]);
+
+    // Revocation keeps its first time; disabling a user makes its keys unusable.
+    assert!(meta.revoke_s3_key("KEYA", 20).await.unwrap());
+    assert!(meta.revoke_s3_key("KEYA", 30).await.unwrap());
+    assert!(!meta.revoke_s3_key("NOPE", 30).await.unwrap());
+    let a = meta.s3_key("KEYA").await.unwrap().unwrap();
+    assert_eq!(a.revoked, Some(20));
+    assert!(!a.usable());
+    assert!(meta.set_user_disabled(other, true).await.unwrap());
+    let c = meta.s3_key("KEYC").await.unwrap().unwrap();
+    assert!(c.user_disabled && !c.usable());
+    assert!(meta.set_user_disabled(other, false).await.unwrap());
+    assert!(meta.s3_key("KEYC").await.unwrap().unwrap().usable());
 }
 
 async fn fsck_walks_objects_and_repairs_folders(fixture: &Fixture) {
@@ -914,6 +1090,7 @@ async fn first_identities_are_created_once(fixture: &Fixture) {
             [1, 2, 3],
             "the token was sealed under the new id"
         );
+        assert!(users[0].server_admin, "the first user is a server administrator");
         let membership = handle.membership(&org, user).await.unwrap().expect("a member");
         assert_eq!(membership.permissions, Permissions::ALL);
         assert_eq!(handle.usage(&org).await.unwrap(), Usage { bytes: 0, files: 0 });
@@ -1204,6 +1381,8 @@ backend_suite!(
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
+        bucket_names,
+        s3_keys,
         fsck_walks_objects_and_repairs_folders,
         jobs_race_overwrites_and_collection,
         first_identities_are_created_once,
@@ -1222,6 +1401,8 @@ backend_suite!(
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
+        bucket_names,
+        s3_keys,
         fsck_walks_objects_and_repairs_folders,
         jobs_race_overwrites_and_collection,
         two_servers_never_overshoot,

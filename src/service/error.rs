@@ -28,6 +28,12 @@ pub enum AuthError {
     FutureTimestamp { timestamp: String, max_future: i64 },
     #[error("The API token is not the one of user {0}")]
     WrongToken(String),
+    /// One sentence for an unknown key, a revoked one and one whose user is disabled: a caller
+    /// learns nothing about which keys exist.
+    #[error(
+        "The S3 access key id '{0}' is not valid: it does not exist, was revoked, or its user is disabled; ask the operator for a key (stowage admin s3-key create)"
+    )]
+    InvalidAccessKey(String),
     #[error("Hash doesn't match. UID: {user} Hash: {hash} Timestamp: '{timestamp}'")]
     HashMismatch {
         user: String,
@@ -98,6 +104,14 @@ pub enum ServiceError {
     TooManyUploads { limit: u32 },
     #[error("The upload broke off before the whole file arrived; try again")]
     UploadBroken,
+    #[error("Only a server administrator can do this")]
+    NotServerAdmin,
+    #[error("An organization named \"{0}\" already exists; choose another name")]
+    DuplicateOrgName(String),
+    #[error("{0} is empty: fill it in")]
+    EmptyName(&'static str),
+    #[error("You cannot disable your own account here; ask another server administrator")]
+    DisableSelf,
     #[error("There is no user with id '{0}'")]
     UserNotFound(String),
     #[error("User {0} is not a member of this organization")]

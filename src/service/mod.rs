@@ -71,6 +71,32 @@ pub struct Principal {
     pub(crate) user: UserId,
 }
 
+/// Who an S3 access key speaks for: its user, the one organization it is limited to (if any),
+/// whether it may only read, and the secret that signs its requests.
+#[derive(Debug, Clone)]
+pub struct S3Identity {
+    pub(crate) principal: Principal,
+    pub(crate) org: Option<OrgId>,
+    pub(crate) read_only: bool,
+    pub secret: String,
+}
+
+impl S3Identity {
+    /// The key's user.
+    pub fn user(&self) -> UserId {
+        self.principal.user
+    }
+
+    /// The organization the key is limited to, if any.
+    pub fn org(&self) -> Option<&OrgId> {
+        self.org.as_ref()
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+}
+
 /// One page of a folder listing.
 #[derive(Debug, Clone)]
 pub(crate) struct Listing {
@@ -230,6 +256,28 @@ impl Service {
             .into());
         }
         Ok(Principal { user: user.id })
+    }
+
+    /// The identity behind an S3 access key and the secret its requests are signed with, looked
+    /// up at every request: a revoked key, or a key of a disabled user, is refused at once.
+    pub async fn s3_identity(&self, access_key: &str) -> ServiceResult<S3Identity> {
+        let key = match self.meta.s3_key(access_key).await? {
+            Some(key) if key.usable() => key,
+            _ => return Err(AuthError::InvalidAccessKey(access_key.to_owned()).into()),
+        };
+        let secret = self
+            .server_key
+            .unseal_s3_secret(&key.access_key, &key.secret)
+            .map_err(|e| {
+                let cause = format!("cannot read the secret of S3 key {}: {e}", key.access_key);
+                ServiceError::Unavailable(StorageFailure::Token(cause.into()))
+            })?;
+        Ok(S3Identity {
+            principal: Principal { user: key.user },
+            org: key.org,
+            read_only: key.read_only,
+            secret,
+        })
     }
 
     /// Resolves an organization id the caller may use for `access`. An unknown and a foreign
@@ -736,8 +784,70 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_basic;
+    use super::*;
+    use crate::blob::local::LocalBlobs;
+    use crate::config::Config;
+    use crate::meta::sqlite::SqliteMeta;
+    use crate::meta::{Identities, S3Key};
     use base64::Engine;
+
+    fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+        result.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An S3 key answers with its user, limits and secret while it is usable; revoking it, or
+    /// disabling its user, refuses it at the next request with one sentence for every case.
+    #[tokio::test]
+    async fn s3_keys_resolve_until_revoked_or_their_user_is_disabled() {
+        let dir = ok(tempfile::tempdir());
+        let meta = Arc::new(ok(SqliteMeta::open(&dir.path().join("metadata.sqlite3"))));
+        let blobs = Arc::new(ok(LocalBlobs::open(&dir.path().join("blobs"))));
+        let key = ok(ServerKey::load_or_create(&dir.path().join("server.key")));
+        let service = Service::new(
+            meta.clone(),
+            blobs,
+            Limits::from_config(&Config::default()),
+            key.clone(),
+        );
+        let sealing_key = key.clone();
+        let user = ok(meta
+            .create_user("u", false, 1, Box::new(move |id| sealing_key.seal(id, "t").ok()))
+            .await)
+        .unwrap_or_else(|| panic!("a user"));
+        let org = ok(meta.create_org("o", None, None, 1).await);
+        let record = S3Key {
+            access_key: "STWTESTKEY".into(),
+            user,
+            org: Some(org.clone()),
+            read_only: true,
+            secret: ok(key.seal_s3_secret("STWTESTKEY", "the-secret")),
+            created: 1,
+            revoked: None,
+            user_disabled: false,
+        };
+        assert!(ok(meta.create_s3_key(&record).await));
+        let identity = ok(service.s3_identity("STWTESTKEY").await);
+        assert_eq!(
+            (
+                identity.user(),
+                identity.org(),
+                identity.read_only(),
+                identity.secret.as_str()
+            ),
+            (user, Some(&org), true, "the-secret")
+        );
+        let refused = |result: ServiceResult<S3Identity>| match result {
+            Err(ServiceError::Unauthorized(AuthError::InvalidAccessKey(id))) => id,
+            other => panic!("expected an invalid access key, got {other:?}"),
+        };
+        assert_eq!(refused(service.s3_identity("STWNOSUCHKEY").await), "STWNOSUCHKEY");
+        assert!(ok(meta.set_user_disabled(user, true).await));
+        assert_eq!(refused(service.s3_identity("STWTESTKEY").await), "STWTESTKEY");
+        assert!(ok(meta.set_user_disabled(user, false).await));
+        ok(service.s3_identity("STWTESTKEY").await);
+        assert!(ok(meta.revoke_s3_key("STWTESTKEY", 2).await));
+        assert_eq!(refused(service.s3_identity("STWTESTKEY").await), "STWTESTKEY");
+    }
 
     #[test]
     fn basic_header() {
