@@ -836,3 +836,114 @@ async fn a_one_gib_upload_streams_with_bounded_memory() {
         "a 1 GiB console upload raised the server's peak memory from {baseline} to {after} bytes"
     );
 }
+
+#[tokio::test]
+async fn server_pages_are_for_server_administrators_only() {
+    let server = TestServer::start();
+    let c = server.credentials();
+    let (plain, plain_token) = server.new_user("plain");
+    server.admin(&[
+        "member",
+        "add",
+        "--org",
+        &c.organization_id,
+        "--user",
+        &plain,
+        "--permissions",
+        "read,write,delete",
+        "--admin",
+    ]);
+
+    // An organization admin who is not a server administrator: nothing, and forged requests fail.
+    let mut member = Browser::signed_in(&server, &plain, &plain_token).await;
+    let home = member.get("/console/").await;
+    assert!(
+        !home.body.contains("href=\"/console/server\""),
+        "the Server page is offered"
+    );
+    let page = member.get("/console/server").await;
+    assert_eq!(page.status, 403);
+    assert!(
+        page.body.contains("Only a server administrator can do this"),
+        "{}",
+        page.body
+    );
+    for (path, form) in [
+        ("/console/server/orgs", vec![("name", "sneaky")]),
+        ("/console/server/users", vec![("name", "sneaky")]),
+        (
+            "/console/server/quota",
+            vec![("org", c.organization_id.as_str()), ("max_files", "1")],
+        ),
+        ("/console/server/users/disable", vec![("user", c.user_id.as_str())]),
+    ] {
+        let answer = member.act(path, &form).await;
+        assert_eq!(answer.status, 403, "{path}: {}", answer.body);
+        assert!(
+            answer.body.contains("Only a server administrator"),
+            "{path}: {}",
+            answer.body
+        );
+    }
+    let listed = server.admin(&["org", "list"]);
+    assert!(!listed.to_string().contains("sneaky"), "{listed}");
+
+    // The first user is a server administrator.
+    let (mut admin, _) = first_user(&server).await;
+    let home = admin.get("/console/").await;
+    assert!(home.body.contains("href=\"/console/server\""));
+    let created = admin.act("/console/server/orgs", &[("name", "research")]).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert!(
+        created.body.contains("Created organization research"),
+        "{}",
+        created.body
+    );
+    let duplicate = admin.act("/console/server/orgs", &[("name", "research")]).await;
+    assert_eq!(duplicate.status, 400);
+    assert!(duplicate.body.contains("already exists"));
+    let org = created.body.split("Created organization research (").nth(1).unwrap()[..32].to_owned();
+    let quota = admin
+        .act(
+            "/console/server/quota",
+            &[("org", &org), ("max_bytes", "1 KiB"), ("max_files", "3")],
+        )
+        .await;
+    assert_eq!(quota.status, 200, "{}", quota.body);
+    let folder = admin.get(&format!("/console/o/{org}/")).await;
+    assert!(
+        folder.body.contains("of 1.02 KB") && folder.body.contains("Files: 0 of 3"),
+        "{}",
+        folder.body
+    );
+    let bad = admin
+        .act("/console/server/quota", &[("org", &org), ("max_bytes", "lots")])
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("is not a size"));
+
+    let made = admin.act("/console/server/users", &[("name", "newbie")]).await;
+    assert_eq!(made.status, 200);
+    let start = made.body.find("<code id=\"new-token\">").unwrap() + "<code id=\"new-token\">".len();
+    let token = made.body[start..].split('<').next().unwrap().to_owned();
+    let id = made
+        .body
+        .split("Created user ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let newbie = server.client_for(&id, &token, &org);
+    assert_eq!(newbie.authenticate().await.status, 200);
+    admin.act("/console/server/users/disable", &[("user", &id)]).await;
+    assert_eq!(newbie.authenticate().await.status, 401);
+    admin.act("/console/server/users/enable", &[("user", &id)]).await;
+    assert_eq!(newbie.authenticate().await.status, 200);
+    let own = admin
+        .act("/console/server/users/disable", &[("user", &c.user_id)])
+        .await;
+    assert_eq!(own.status, 400);
+    assert!(own.body.contains("cannot disable your own account"));
+}

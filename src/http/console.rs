@@ -47,6 +47,12 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/console/sign-out", post(sign_out))
         .route("/console/account", get(account_page))
         .route("/console/account/rotate", post(rotate_token))
+        .route("/console/server", get(server_page))
+        .route("/console/server/orgs", post(create_org))
+        .route("/console/server/quota", post(set_quota))
+        .route("/console/server/users", post(create_user))
+        .route("/console/server/users/disable", post(disable_user))
+        .route("/console/server/users/enable", post(enable_user))
         .route("/console/o/{org}", get(folder_redirect))
         .route("/console/o/{org}/", get(folder_page))
         .route("/console/o/{org}/props", get(properties_page))
@@ -100,6 +106,7 @@ struct Chrome {
     user_name: String,
     user_id: String,
     csrf: String,
+    server_admin: bool,
 }
 
 impl Chrome {
@@ -108,6 +115,7 @@ impl Chrome {
             user_name: user.name.clone(),
             user_id: user.id().to_string(),
             csrf: user.csrf.clone(),
+            server_admin: user.server_admin,
         })
     }
 }
@@ -162,6 +170,8 @@ enum Refusal {
     },
     /// A state change without the right CSRF token or Origin.
     Forged(&'static str),
+    /// A form value that cannot be used (the sentence says why).
+    Invalid(String),
     Service(ServiceError),
 }
 
@@ -175,7 +185,9 @@ impl From<ServiceError> for Refusal {
 fn status_of(e: &ServiceError) -> StatusCode {
     match e {
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        ServiceError::OrganizationNotFound | ServiceError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        ServiceError::OrganizationNotFound | ServiceError::PermissionDenied(_) | ServiceError::NotServerAdmin => {
+            StatusCode::FORBIDDEN
+        }
         ServiceError::ObjectNotFound(_) | ServiceError::UserNotFound(_) | ServiceError::NotAMember(_) => {
             StatusCode::NOT_FOUND
         }
@@ -200,6 +212,7 @@ impl Refusal {
                 response
             }
             Refusal::Forged(why) => page_error(StatusCode::FORBIDDEN, "Request refused", why, None),
+            Refusal::Invalid(why) => page_error(StatusCode::BAD_REQUEST, "That did not work", &why, None),
             Refusal::Service(e) => {
                 let status = status_of(&e);
                 if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -220,6 +233,7 @@ impl Refusal {
                 "your session has ended; sign in again and retry".to_owned(),
             ),
             Refusal::Forged(why) => (StatusCode::FORBIDDEN, why.to_owned()),
+            Refusal::Invalid(why) => (StatusCode::BAD_REQUEST, why),
             Refusal::Service(e) => (status_of(&e), e.to_string()),
         };
         upload_answer(status, Some(error))
@@ -1194,6 +1208,209 @@ async fn rotate_token(State(state): State<AppState>, request: Request) -> Respon
     }
 }
 
+// --- the whole server (server administrators) --------------------------------------------------
+
+struct ServerOrgRow {
+    id: String,
+    name: String,
+    used: String,
+    max_bytes: String,
+    max_files: String,
+}
+
+struct ServerUserRow {
+    id: String,
+    name: String,
+    disabled: bool,
+    server_admin: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/server.html")]
+struct ServerPage {
+    chrome: Option<Chrome>,
+    csrf: String,
+    orgs: Vec<ServerOrgRow>,
+    users: Vec<ServerUserRow>,
+    message: Option<String>,
+    new_token: Option<String>,
+}
+
+async fn server_view(
+    state: &AppState,
+    user: &ConsoleUser,
+    message: Option<String>,
+    new_token: Option<String>,
+) -> Result<ServerPage, Refusal> {
+    let orgs = state.service.all_orgs(&user.principal).await?;
+    let users = state.service.all_users(&user.principal).await?;
+    Ok(ServerPage {
+        chrome: Chrome::of(user),
+        csrf: user.csrf.clone(),
+        orgs: orgs
+            .into_iter()
+            .map(|(o, quota)| ServerOrgRow {
+                id: o.id.to_string(),
+                used: format!(
+                    "{} of {}, {} of {} files",
+                    human_size(o.usage.bytes),
+                    human_size(quota.max_bytes),
+                    o.usage.files,
+                    quota.max_files
+                ),
+                max_bytes: o.max_bytes.map(|b| b.to_string()).unwrap_or_default(),
+                max_files: o.max_files.map(|f| f.to_string()).unwrap_or_default(),
+                name: o.name,
+            })
+            .collect(),
+        users: users
+            .into_iter()
+            .map(|u| ServerUserRow {
+                id: u.id.to_string(),
+                name: u.name,
+                disabled: u.disabled,
+                server_admin: u.server_admin,
+            })
+            .collect(),
+        message,
+        new_token,
+    })
+}
+
+async fn server_page(State(state): State<AppState>, request: Request) -> Response {
+    let asked = Asked::of(&state, &request);
+    let result = async {
+        let user = asked.user(&state).await?;
+        server_view(&state, &user, None, None).await
+    }
+    .await;
+    match result {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(e) => e.page(&asked.uri),
+    }
+}
+
+#[derive(Deserialize)]
+struct NameForm {
+    csrf: Option<String>,
+    name: Option<String>,
+}
+
+async fn create_org(State(state): State<AppState>, request: Request) -> Response {
+    let asked = Asked::of(&state, &request);
+    let result = async {
+        let form: NameForm = form(request.into_body()).await?;
+        let user = asked.changing(&state, form.csrf.as_deref()).await?;
+        let name = form.name.unwrap_or_default();
+        let org = state.service.create_org(&user.principal, &name).await?;
+        let message = format!("Created organization {} ({org}); you are its admin.", name.trim());
+        server_view(&state, &user, Some(message), None).await
+    }
+    .await;
+    match result {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(e) => e.page(&asked.uri),
+    }
+}
+
+#[derive(Deserialize)]
+struct QuotaForm {
+    csrf: Option<String>,
+    org: Option<String>,
+    max_bytes: Option<String>,
+    max_files: Option<String>,
+}
+
+/// A quota field: empty is the server's default; bytes take sizes such as `50 GiB`.
+fn quota_field(raw: Option<&str>, bytes: bool) -> Result<Option<u64>, Refusal> {
+    let raw = raw.unwrap_or_default().trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let parsed = if bytes {
+        raw.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64())
+    } else {
+        raw.parse::<u64>().ok()
+    };
+    match parsed {
+        Some(value) => Ok(Some(value)),
+        None if bytes => Err(Refusal::Invalid(format!(
+            "'{raw}' is not a size: write a number of bytes or a size such as 500 MB or 50 GiB, or leave it empty for the default"
+        ))),
+        None => Err(Refusal::Invalid(format!(
+            "'{raw}' is not a number of files: write a whole number, or leave it empty for the default"
+        ))),
+    }
+}
+
+async fn set_quota(State(state): State<AppState>, request: Request) -> Response {
+    let asked = Asked::of(&state, &request);
+    let result = async {
+        let form: QuotaForm = form(request.into_body()).await?;
+        let user = asked.changing(&state, form.csrf.as_deref()).await?;
+        let max_bytes = quota_field(form.max_bytes.as_deref(), true)?;
+        let max_files = quota_field(form.max_files.as_deref(), false)?;
+        let org = form.org.unwrap_or_default();
+        state
+            .service
+            .set_org_quota(&user.principal, &org, max_bytes, max_files)
+            .await?;
+        let message = format!("Quota of organization {} saved.", org.trim());
+        server_view(&state, &user, Some(message), None).await
+    }
+    .await;
+    match result {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(e) => e.page(&asked.uri),
+    }
+}
+
+async fn create_user(State(state): State<AppState>, request: Request) -> Response {
+    let asked = Asked::of(&state, &request);
+    let result = async {
+        let form: NameForm = form(request.into_body()).await?;
+        let user = asked.changing(&state, form.csrf.as_deref()).await?;
+        let name = form.name.unwrap_or_default();
+        let (id, token) = state.service.create_user(&user.principal, &name).await?;
+        let message = format!("Created user {id} ({}).", name.trim());
+        server_view(&state, &user, Some(message), Some(token)).await
+    }
+    .await;
+    match result {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(e) => e.page(&asked.uri),
+    }
+}
+
+async fn disable_user(State(state): State<AppState>, request: Request) -> Response {
+    user_status(state, request, true).await
+}
+
+async fn enable_user(State(state): State<AppState>, request: Request) -> Response {
+    user_status(state, request, false).await
+}
+
+async fn user_status(state: AppState, request: Request, disabled: bool) -> Response {
+    let asked = Asked::of(&state, &request);
+    let result = async {
+        let form: UserForm = form(request.into_body()).await?;
+        let user = asked.changing(&state, form.csrf.as_deref()).await?;
+        let target = form.user.unwrap_or_default();
+        state
+            .service
+            .set_user_disabled(&user.principal, &target, disabled)
+            .await?;
+        let done = if disabled { "disabled" } else { "enabled" };
+        let message = format!("User {} {done}.", target.trim());
+        server_view(&state, &user, Some(message), None).await
+    }
+    .await;
+    match result {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(e) => e.page(&asked.uri),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1245,6 +1462,17 @@ mod tests {
         let names: Vec<_> = c.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["Org", "a", "b c"]);
         assert_eq!(c[2].href, "/console/o/o/?path=a%2Fb+c");
+    }
+
+    #[test]
+    fn quota_fields_take_sizes_or_nothing() {
+        assert_eq!(quota_field(Some(" "), true).ok(), Some(None));
+        assert_eq!(quota_field(Some("1 KiB"), true).ok(), Some(Some(1024)));
+        assert_eq!(quota_field(Some("500"), false).ok(), Some(Some(500)));
+        match quota_field(Some("lots"), false) {
+            Err(Refusal::Invalid(why)) => assert!(why.contains("not a number of files"), "{why}"),
+            _ => panic!("'lots' was taken as a number of files"),
+        }
     }
 
     #[test]

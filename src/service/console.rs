@@ -40,6 +40,8 @@ pub(crate) struct ConsoleUser {
     pub(crate) principal: Principal,
     pub(crate) name: String,
     pub(crate) csrf: String,
+    /// Whether the user is a server administrator (the server pages are offered).
+    pub(crate) server_admin: bool,
 }
 
 impl ConsoleUser {
@@ -144,6 +146,7 @@ impl Service {
             principal: Principal { user: user.id },
             name: user.name,
             csrf: session.csrf,
+            server_admin: user.server_admin,
         }))
     }
 
@@ -346,6 +349,101 @@ impl Service {
         if user_is_admin && !other_admin {
             return Err(ServiceError::LastAdmin);
         }
+        Ok(())
+    }
+
+    // --- the whole server (server administrators) ----------------------------------------------
+
+    /// Refuses a caller who is not an enabled server administrator.
+    async fn server_admin(&self, principal: &Principal) -> ServiceResult<()> {
+        match self.meta.user(principal.user).await? {
+            Some(user) if user.server_admin && !user.disabled => Ok(()),
+            _ => Err(ServiceError::NotServerAdmin),
+        }
+    }
+
+    /// Every organization with the quota that applies to it, by name.
+    pub(crate) async fn all_orgs(&self, principal: &Principal) -> ServiceResult<Vec<(Organization, Quota)>> {
+        self.server_admin(principal).await?;
+        let mut out = Vec::new();
+        for org in self.meta.list_orgs().await? {
+            let quota = self.quota_of(&org.id).await?;
+            out.push((org, quota));
+        }
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name).then(a.0.id.as_str().cmp(b.0.id.as_str())));
+        Ok(out)
+    }
+
+    /// Every user, by id.
+    pub(crate) async fn all_users(&self, principal: &Principal) -> ServiceResult<Vec<User>> {
+        self.server_admin(principal).await?;
+        Ok(self.meta.list_users().await?)
+    }
+
+    /// Creates an organization (names are unique) with the caller as its admin member.
+    pub(crate) async fn create_org(&self, principal: &Principal, name: &str) -> ServiceResult<OrgId> {
+        self.server_admin(principal).await?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(ServiceError::EmptyName("The organization's name"));
+        }
+        if self.meta.list_orgs().await?.iter().any(|o| o.name == name) {
+            return Err(ServiceError::DuplicateOrgName(name.to_owned()));
+        }
+        let org = self.meta.create_org(name, None, None, now_ms()).await?;
+        self.meta.set_member(&org, principal.user, Permissions::ALL).await?;
+        Ok(org)
+    }
+
+    /// Sets an organization's quotas; `None` is the server's default.
+    pub(crate) async fn set_org_quota(
+        &self,
+        principal: &Principal,
+        org_raw: &str,
+        max_bytes: Option<u64>,
+        max_files: Option<u64>,
+    ) -> ServiceResult<()> {
+        self.server_admin(principal).await?;
+        let org = OrgId::parse(org_raw.trim()).ok_or(ServiceError::OrganizationNotFound)?;
+        if !self.meta.set_quota(&org, max_bytes, max_files).await? {
+            return Err(ServiceError::OrganizationNotFound);
+        }
+        Ok(())
+    }
+
+    /// Creates a user (not a server administrator); returns the id and the API token, shown once.
+    pub(crate) async fn create_user(&self, principal: &Principal, name: &str) -> ServiceResult<(UserId, String)> {
+        self.server_admin(principal).await?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(ServiceError::EmptyName("The user's name"));
+        }
+        let token = generate_token();
+        let (key, sealed) = (self.server_key.clone(), token.clone());
+        let seal = Box::new(move |id| key.seal(id, &sealed).ok());
+        let id = self
+            .meta
+            .create_user(name, false, now_ms(), seal)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Unavailable(StorageFailure::Token("the new user's token could not be sealed".into()))
+            })?;
+        Ok((id, token))
+    }
+
+    /// Disables or enables a user (a disabled user's requests, links and sessions stop at once).
+    pub(crate) async fn set_user_disabled(
+        &self,
+        principal: &Principal,
+        user_raw: &str,
+        disabled: bool,
+    ) -> ServiceResult<()> {
+        self.server_admin(principal).await?;
+        let user = self.known_user(user_raw).await?;
+        if disabled && user == principal.user {
+            return Err(ServiceError::DisableSelf);
+        }
+        self.meta.set_user_disabled(user, disabled).await?;
         Ok(())
     }
 
