@@ -458,6 +458,7 @@ mod tests {
         assert_eq!(
             tables,
             [
+                "console_sessions",
                 "folders",
                 "garbage",
                 "job_entries",
