@@ -280,3 +280,24 @@ def test_members_page_and_a_removed_members_page_stops_working(browser, server):
     expect(member_page.get_by_role("alert")).to_contain_text("Organization not found or access denied")
     member_context.close()
     context.close()
+
+
+def test_reading_works_without_javascript_and_fits_a_phone(browser, server):
+    server.api("object/set", key="phone/a-rather-long-file-name-that-must-wrap-on-a-narrow-screen.txt", data=b"small text")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, java_script_enabled=False)
+    page = context.new_page()
+    page.goto(f"{server.root}/console/sign-in")
+    page.get_by_label("User ID").fill(server.user)
+    page.get_by_label("API token").fill(server.token)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(folder_url(server, "phone"))
+    expect(page.get_by_role("link", name=re.compile("a-rather-long-file-name"))).to_be_visible()
+    page.get_by_role("link", name=re.compile("a-rather-long-file-name")).click()
+    expect(page.locator("pre.preview")).to_have_text("small text")
+    # Nothing wider than the screen: no sideways scrolling of the page.
+    width = context.pages[0].evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, width
+    page.goto(folder_url(server, "phone"))
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, width
+    context.close()
