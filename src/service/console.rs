@@ -244,7 +244,7 @@ impl Service {
         let Some(first) = files.next() else {
             return Ok(Default::default());
         };
-        let last = files.last().unwrap_or(first);
+        let last = files.next_back().unwrap_or(first);
         let org = self.authorize(principal, org_raw, Access::Read).await?;
         let folder = FolderPath::parse(path_raw)?;
         Ok(self
