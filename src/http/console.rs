@@ -141,6 +141,15 @@ fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     }
 }
 
+/// A page, or the page of its refusal (`uri`: the address asked for, the retry link of a storage
+/// failure).
+fn answer<T: Template>(result: Result<T, Refusal>, uri: &str) -> Response {
+    match result {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(e) => e.page(uri),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/message.html")]
 struct MessagePage<'a> {
@@ -205,10 +214,7 @@ impl Refusal {
         match self {
             Refusal::SignIn { next } => {
                 let mut response = Redirect::to(&format!("/console/sign-in?next={}", encode(&next))).into_response();
-                response.headers_mut().insert(
-                    header::SET_COOKIE,
-                    HeaderValue::from_static("stowage_session=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict"),
-                );
+                forget_session(&mut response);
                 response
             }
             Refusal::Forged(why) => page_error(StatusCode::FORBIDDEN, "Request refused", why, None),
@@ -272,6 +278,14 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// Tells the browser to drop its session cookie.
+fn forget_session(response: &mut Response) {
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("stowage_session=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict"),
+    );
 }
 
 /// Marks a request that a trusted proxy says reached it over HTTPS (set by `prepare_request`).
@@ -512,10 +526,7 @@ async fn sign_out(State(state): State<AppState>, request: Request) -> Response {
     match result {
         Ok(()) | Err(Refusal::SignIn { .. }) => {
             let mut response = Redirect::to("/console/sign-in").into_response();
-            response.headers_mut().insert(
-                header::SET_COOKIE,
-                HeaderValue::from_static("stowage_session=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict"),
-            );
+            forget_session(&mut response);
             response
         }
         Err(e) => e.page(&asked.uri),
@@ -557,10 +568,7 @@ async fn orgs_page(State(state): State<AppState>, request: Request) -> Response 
         })
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 async fn folder_redirect(Path(org): Path<String>) -> Redirect {
@@ -735,10 +743,7 @@ async fn folder_page(
         })
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 #[derive(Template)]
@@ -797,10 +802,7 @@ async fn properties_page(
         })
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 /// A file name safe in a `Content-Disposition` header: the ASCII fallback keeps letters, digits
@@ -1007,10 +1009,7 @@ async fn delete_page(
         })
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 async fn delete(State(state): State<AppState>, Path(org): Path<String>, request: Request) -> Response {
@@ -1088,10 +1087,7 @@ async fn members_page(State(state): State<AppState>, Path(org): Path<String>, re
         members_view(&state, &user, &org, None).await
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 #[derive(Deserialize)]
@@ -1124,10 +1120,7 @@ async fn set_member(State(state): State<AppState>, Path(org): Path<String>, requ
         members_view(&state, &user, &org, Some(message)).await
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 #[derive(Deserialize)]
@@ -1147,10 +1140,7 @@ async fn remove_member(State(state): State<AppState>, Path(org): Path<String>, r
         members_view(&state, &user, &org, Some(message)).await
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 // --- account -----------------------------------------------------------------------------------
@@ -1198,10 +1188,7 @@ async fn rotate_token(State(state): State<AppState>, request: Request) -> Respon
                     new_token: Some(token),
                 },
             );
-            response.headers_mut().insert(
-                header::SET_COOKIE,
-                HeaderValue::from_static("stowage_session=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict"),
-            );
+            forget_session(&mut response);
             response
         }
         Err(e) => e.page(&asked.uri),
@@ -1284,10 +1271,7 @@ async fn server_page(State(state): State<AppState>, request: Request) -> Respons
         server_view(&state, &user, None, None).await
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 #[derive(Deserialize)]
@@ -1307,10 +1291,7 @@ async fn create_org(State(state): State<AppState>, request: Request) -> Response
         server_view(&state, &user, Some(message), None).await
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 #[derive(Deserialize)]
@@ -1359,10 +1340,7 @@ async fn set_quota(State(state): State<AppState>, request: Request) -> Response 
         server_view(&state, &user, Some(message), None).await
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 async fn create_user(State(state): State<AppState>, request: Request) -> Response {
@@ -1376,10 +1354,7 @@ async fn create_user(State(state): State<AppState>, request: Request) -> Respons
         server_view(&state, &user, Some(message), Some(token)).await
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 async fn disable_user(State(state): State<AppState>, request: Request) -> Response {
@@ -1405,10 +1380,7 @@ async fn user_status(state: AppState, request: Request, disabled: bool) -> Respo
         server_view(&state, &user, Some(message), None).await
     }
     .await;
-    match result {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => e.page(&asked.uri),
-    }
+    answer(result, &asked.uri)
 }
 
 #[cfg(test)]
