@@ -346,6 +346,11 @@ impl Config {
         if self.timestamp_max_age_secs < 0 || self.timestamp_max_future_secs < 0 {
             return Err(ConfigError("timestamp windows cannot be negative".into()));
         }
+        if self.console_idle_timeout_secs == 0 || self.console_session_max_secs == 0 {
+            return Err(ConfigError(
+                "console_idle_timeout_secs and console_session_max_secs must each be at least 1 second (a web console session could not last at all)".into(),
+            ));
+        }
         crate::net::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError)?;
         if self.blob_store == BlobStoreKind::S3 && self.s3_bucket.is_empty() {
             return Err(ConfigError(
@@ -628,6 +633,27 @@ mod tests {
         assert_eq!(parse_byte_count("5 GiB"), Ok(5 * 1024 * 1024 * 1024));
         assert_eq!(parse_byte_count("500 MB"), Ok(500_000_000));
         assert!(parse_byte_count("lots").is_err());
+    }
+
+    #[test]
+    fn console_sessions_must_be_able_to_last() {
+        assert!(Config::default().validate().is_ok());
+        for config in [
+            Config {
+                console_idle_timeout_secs: 0,
+                ..Config::default()
+            },
+            Config {
+                console_session_max_secs: 0,
+                ..Config::default()
+            },
+        ] {
+            let refusal = config.validate().expect_err("zero").0;
+            assert!(
+                refusal.contains("console_idle_timeout_secs and console_session_max_secs"),
+                "{refusal}"
+            );
+        }
     }
 
     #[test]

@@ -569,6 +569,10 @@ async fn uploads_stream_in_and_downloads_come_back_byte_for_byte() {
         .await;
     assert_eq!(zip.status, 303, "{}", zip.body);
     assert!(zip.location().contains("/api/v2/download/"), "{}", zip.location());
+    let archive = browser.http.get(zip.location()).send().await.unwrap();
+    assert_eq!(archive.status(), 200);
+    assert_eq!(archive.headers()["content-type"], "application/zip");
+    assert!(archive.bytes().await.unwrap().starts_with(b"PK"), "not a zip");
 }
 
 #[tokio::test]

@@ -1309,7 +1309,7 @@ fn quota_field(raw: Option<&str>, bytes: bool) -> Result<Option<u64>, Refusal> {
         return Ok(None);
     }
     let parsed = if bytes {
-        raw.parse::<bytesize::ByteSize>().ok().map(|b| b.as_u64())
+        crate::config::parse_byte_count(raw).ok()
     } else {
         raw.parse::<u64>().ok()
     };
