@@ -194,7 +194,7 @@ impl From<ServiceError> for Refusal {
 fn status_of(e: &ServiceError) -> StatusCode {
     match e {
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        ServiceError::OrganizationNotFound | ServiceError::PermissionDenied(_) | ServiceError::NotServerAdmin => {
+        ServiceError::OrganizationNotFound | ServiceError::PermissionDenied(_) | ServiceError::ServerAdminOnly => {
             StatusCode::FORBIDDEN
         }
         ServiceError::ObjectNotFound(_) | ServiceError::UserNotFound(_) | ServiceError::NotAMember(_) => {

@@ -358,7 +358,7 @@ impl Service {
     async fn server_admin(&self, principal: &Principal) -> ServiceResult<()> {
         match self.meta.user(principal.user).await? {
             Some(user) if user.server_admin && !user.disabled => Ok(()),
-            _ => Err(ServiceError::NotServerAdmin),
+            _ => Err(ServiceError::ServerAdminOnly),
         }
     }
 

@@ -105,7 +105,7 @@ pub enum ServiceError {
     #[error("The upload broke off before the whole file arrived; try again")]
     UploadBroken,
     #[error("Only a server administrator can do this")]
-    NotServerAdmin,
+    ServerAdminOnly,
     #[error("An organization named \"{0}\" already exists; choose another name")]
     DuplicateOrgName(String),
     #[error("{0} is empty: fill it in")]
