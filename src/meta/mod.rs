@@ -301,6 +301,21 @@ pub struct Snapshot {
     pub users: Vec<User>,
     pub members: Vec<Membership>,
     pub objects: Vec<(OrgId, ObjectMeta)>,
+    pub s3_keys: Vec<S3Key>,
+}
+
+/// Copies an S3 key from another store (`stowage migrate`, `stowage backup`): its id, sealed
+/// secret (both sides need the same server key), limits and times, its revocation included. A
+/// key the destination already holds is left as it is.
+pub(crate) async fn import_s3_key(to: &dyn Identities, key: &S3Key) -> MetaResult<()> {
+    if to.s3_key(&key.access_key).await?.is_some() {
+        return Ok(());
+    }
+    to.create_s3_key(key).await?;
+    if let Some(revoked) = key.revoked {
+        to.revoke_s3_key(&key.access_key, revoked).await?;
+    }
+    Ok(())
 }
 
 /// Bounds on one download job, enforced where the job is recorded.

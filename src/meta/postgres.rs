@@ -212,6 +212,10 @@ impl PostgresMeta {
                 out.members.push(membership_from_row(&org, row)?);
             }
         }
+        let sql = format!("{S3_KEY_SELECT} ORDER BY k.user_id, k.created, k.access_key");
+        for row in &query(&tx, &sql, &[]).await? {
+            out.s3_keys.push(s3_key_from_row(row)?);
+        }
         let sql = format!("SELECT {OBJECT_COLUMNS}, org_id FROM objects ORDER BY org_id, key");
         for row in &query(&tx, &sql, &[]).await? {
             if let Some(object) = object_from_row(row)?
