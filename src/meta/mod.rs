@@ -463,6 +463,9 @@ pub trait Identities: Send + Sync + 'static {
     async fn membership(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Membership>>;
 
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>>;
+
+    /// A user's memberships, by organization id.
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>>;
 }
 
 /// Objects, folders, listings and usage: the API's reads and writes of an organization's keys.

@@ -1382,6 +1382,23 @@ impl Identities for PostgresMeta {
         row.map(|row| membership_from_row(org, &row)).transpose()
     }
 
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!("SELECT {MEMBER_COLUMNS}, org_id FROM members WHERE user_id = $1 ORDER BY org_id"),
+            &[&user.0],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            if let Some(org) = OrgId::parse(&col::<String>(row, 5)?) {
+                out.push(membership_from_row(&org, row)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>> {
         let client = self.client().await?;
         let rows = query(

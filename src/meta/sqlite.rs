@@ -1415,6 +1415,22 @@ impl Identities for SqliteMeta {
         .await
     }
 
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT org_id, user_id, can_read, can_write, can_delete, is_admin FROM members WHERE user_id = ?1 ORDER BY org_id",
+            )?;
+            let rows = stmt.query_map(params![user.0], membership_from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (org, _, permissions) = row?;
+                out.extend(OrgId::parse(&org).map(|org| Membership { org, user, permissions }));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>> {
         let org = org.clone();
         self.read(move |conn| {

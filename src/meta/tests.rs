@@ -772,6 +772,18 @@ async fn organizations_users_and_members(fixture: &Fixture) {
         Some(write)
     );
     assert!(meta.membership(&second, bob).await.unwrap().is_none());
+    assert!(meta.set_member(&second, bob, read).await.unwrap());
+    let mut expected = vec![(first.clone(), write), (second.clone(), read)];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let of_bob: Vec<_> = meta
+        .user_memberships(bob)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.org, m.permissions))
+        .collect();
+    assert_eq!(of_bob, expected);
+    assert!(meta.remove_member(&second, bob).await.unwrap());
     assert!(meta.remove_member(&first, bob).await.unwrap());
     assert!(!meta.remove_member(&first, bob).await.unwrap());
     assert_eq!(meta.members(&first).await.unwrap().len(), 1);
