@@ -845,16 +845,23 @@ mod tests {
         result.unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A service over an embedded store in a temporary directory (kept alive by the first item).
+    fn embedded() -> (tempfile::TempDir, Arc<SqliteMeta>, ServerKey, Service) {
+        let dir = ok(tempfile::tempdir());
+        let meta = Arc::new(ok(SqliteMeta::open(&dir.path().join("metadata.sqlite3"))));
+        let blobs = Arc::new(ok(LocalBlobs::open(&dir.path().join("blobs"))));
+        let key = ok(ServerKey::load_or_create(&dir.path().join("server.key")));
+        let limits = Limits::from_config(&Config::default());
+        let service = Service::new(meta.clone(), blobs, limits, key.clone());
+        (dir, meta, key, service)
+    }
+
     /// Bucket names resolve to organizations only within what the key reaches; unknown, foreign
     /// and out-of-scope buckets look alike; read-only keys and permissions are enforced; only a
     /// server administrator's unrestricted key creates buckets.
     #[tokio::test]
     async fn s3_buckets_are_the_organizations_a_key_reaches() {
-        let dir = ok(tempfile::tempdir());
-        let meta = Arc::new(ok(SqliteMeta::open(&dir.path().join("metadata.sqlite3"))));
-        let blobs = Arc::new(ok(LocalBlobs::open(&dir.path().join("blobs"))));
-        let key = ok(ServerKey::load_or_create(&dir.path().join("server.key")));
-        let service = Service::new(meta.clone(), blobs, Limits::from_config(&Config::default()), key);
+        let (_dir, meta, _, service) = embedded();
         let new_user = |name: &'static str| {
             let meta = meta.clone();
             async move {
@@ -961,16 +968,7 @@ mod tests {
     /// disabling its user, refuses it at the next request with one sentence for every case.
     #[tokio::test]
     async fn s3_keys_resolve_until_revoked_or_their_user_is_disabled() {
-        let dir = ok(tempfile::tempdir());
-        let meta = Arc::new(ok(SqliteMeta::open(&dir.path().join("metadata.sqlite3"))));
-        let blobs = Arc::new(ok(LocalBlobs::open(&dir.path().join("blobs"))));
-        let key = ok(ServerKey::load_or_create(&dir.path().join("server.key")));
-        let service = Service::new(
-            meta.clone(),
-            blobs,
-            Limits::from_config(&Config::default()),
-            key.clone(),
-        );
+        let (_dir, meta, key, service) = embedded();
         let sealing_key = key.clone();
         let user = ok(meta
             .create_user("u", false, 1, Box::new(move |id| sealing_key.seal(id, "t").ok()))
