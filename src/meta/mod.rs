@@ -373,6 +373,16 @@ pub enum BucketRefusal {
     Taken(OrgId),
 }
 
+/// What deleting an organization did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgDeletion {
+    /// Deleted, with its memberships, its download jobs and the S3 keys limited to it.
+    Deleted,
+    /// It holds objects; nothing was changed.
+    NotEmpty,
+    Unknown,
+}
+
 /// Organizations, users and memberships: what authentication, authorization and `stowage admin`
 /// use.
 #[async_trait]
@@ -402,6 +412,11 @@ pub trait Identities: Send + Sync + 'static {
         admin: Option<UserId>,
         now: Millis,
     ) -> MetaResult<Result<OrgId, BucketRefusal>>;
+
+    /// Deletes an organization that holds no object (S3's DeleteBucket), atomically with the
+    /// check: a write racing with it either lands first (and the deletion is refused) or finds
+    /// the organization gone.
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion>;
 
     /// Gives an organization a bucket name (`None` takes it away).
     async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>>;

@@ -422,6 +422,16 @@ fn s3_key_from_row(row: &Row) -> MetaResult<S3Key> {
     })
 }
 
+/// What deleting an empty organization removes (as in the SQLite store).
+const ORG_DELETION: [&str; 6] = [
+    "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE org_id = $1)",
+    "DELETE FROM jobs WHERE org_id = $1",
+    "DELETE FROM s3_keys WHERE org_id = $1",
+    "DELETE FROM members WHERE org_id = $1",
+    "DELETE FROM folders WHERE org_id = $1",
+    "DELETE FROM orgs WHERE id = $1",
+];
+
 /// Takes the bucket-name lock for the transaction and returns the organization that has this
 /// bucket name, if any.
 async fn lock_bucket(tx: &Transaction<'_>, bucket: &BucketAlias) -> MetaResult<Option<OrgId>> {
@@ -1176,6 +1186,23 @@ impl Identities for PostgresMeta {
         }
         tx.commit().await?;
         Ok(Ok(org))
+    }
+
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The organization's lock: writes to it wait, and then find it gone.
+        let Some(usage) = lock_org(&tx, org).await? else {
+            return Ok(OrgDeletion::Unknown);
+        };
+        if usage.files > 0 {
+            return Ok(OrgDeletion::NotEmpty);
+        }
+        for sql in ORG_DELETION {
+            execute(&tx, sql, &[&org.as_str()]).await?;
+        }
+        tx.commit().await?;
+        Ok(OrgDeletion::Deleted)
     }
 
     async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>> {

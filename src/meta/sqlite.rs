@@ -434,6 +434,17 @@ fn s3_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<S3Key> {
     })
 }
 
+/// What deleting an empty organization removes (the freed bodies of its download jobs are in
+/// `garbage` already, since its objects are gone).
+const ORG_DELETION: [&str; 6] = [
+    "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE org_id = ?1)",
+    "DELETE FROM jobs WHERE org_id = ?1",
+    "DELETE FROM s3_keys WHERE org_id = ?1",
+    "DELETE FROM members WHERE org_id = ?1",
+    "DELETE FROM folders WHERE org_id = ?1",
+    "DELETE FROM orgs WHERE id = ?1",
+];
+
 /// The organization that has this bucket name, if any.
 fn bucket_owner(conn: &Connection, bucket: &BucketAlias) -> MetaResult<Option<OrgId>> {
     let id: Option<String> = cached_row(
@@ -1167,6 +1178,23 @@ impl Identities for SqliteMeta {
                 upsert_member(conn, &org, user, Permissions::ALL)?;
             }
             Ok(Ok(org))
+        })
+        .await
+    }
+
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion> {
+        let org = org.clone();
+        self.write(move |conn| {
+            let Some(usage) = root_usage(conn, &org)? else {
+                return Ok(OrgDeletion::Unknown);
+            };
+            if usage.files > 0 {
+                return Ok(OrgDeletion::NotEmpty);
+            }
+            for sql in ORG_DELETION {
+                conn.execute(sql, params![org.as_str()])?;
+            }
+            Ok(OrgDeletion::Deleted)
         })
         .await
     }

@@ -863,6 +863,43 @@ async fn bucket_names(fixture: &Fixture) {
     assert_eq!(meta.set_org_bucket(&plain, None).await.unwrap(), Ok(()));
     assert!(meta.org_by_bucket(&alias("team-data")).await.unwrap().is_none());
     assert_eq!(meta.org(&plain).await.unwrap().unwrap().bucket, None);
+
+    // Only an empty organization is deleted, with its members and the S3 keys limited to it;
+    // its bucket name is free again.
+    meta.put_object(&data, object("a/b", 3, 5), QUOTA).await.unwrap();
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::NotEmpty);
+    assert!(meta.org(&data).await.unwrap().is_some());
+    let limited = S3Key {
+        access_key: "LIMITED".into(),
+        user,
+        org: Some(data.clone()),
+        read_only: false,
+        secret: SealedToken {
+            nonce: vec![0; 24],
+            ciphertext: vec![1],
+        },
+        created: 1,
+        revoked: None,
+        user_disabled: false,
+    };
+    assert!(meta.create_s3_key(&limited).await.unwrap());
+    assert_eq!(
+        meta.delete(&data, &key("a")).await.unwrap(),
+        DeleteOutcome::Folder { files: 1, bytes: 3 }
+    );
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::Deleted);
+    assert!(meta.org(&data).await.unwrap().is_none());
+    assert!(meta.membership(&data, user).await.unwrap().is_none());
+    assert!(meta.s3_key("LIMITED").await.unwrap().is_none());
+    assert!(meta.org_by_bucket(&alias("renamed")).await.unwrap().is_none());
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::Unknown);
+    assert_eq!(
+        meta.create_bucket_org("again", &alias("renamed"), None, 4)
+            .await
+            .unwrap()
+            .map(|_| ()),
+        Ok(())
+    );
 }
 
 async fn s3_keys(fixture: &Fixture) {

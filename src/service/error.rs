@@ -78,11 +78,13 @@ pub enum ServiceError {
     #[error(
         "This S3 key is read-only or limited to one organization, so it cannot create or delete buckets; use a key without --org and --read-only"
     )]
-    KeyCannotCreateBuckets,
+    KeyCannotManageBuckets,
     #[error(transparent)]
     BadBucketName(#[from] BucketAliasError),
     #[error("The bucket name '{0}' is taken: choose another")]
     BucketTaken(String),
+    #[error("The bucket '{0}' is not empty: delete its objects first")]
+    BucketNotEmpty(String),
     #[error("Object not found: {0}")]
     ObjectNotFound(String),
     #[error("{0} is a folder")]

@@ -21,8 +21,8 @@ use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
 use crate::ids::{BlobId, BucketAlias, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 use crate::meta::{
-    DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, Organization,
-    Permissions, PutOutcome, PutRefusal, Quota, Usage,
+    DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, OrgDeletion,
+    Organization, Permissions, PutOutcome, PutRefusal, Quota, Usage,
 };
 
 /// How long after its expiry a job still pins its blobs, so a download that started just before
@@ -340,18 +340,37 @@ impl Service {
     /// user its administrator member with every permission. Only a server administrator's key
     /// that is neither read-only nor limited to one organization may.
     pub async fn s3_create_bucket(&self, identity: &S3Identity, bucket: &str) -> ServiceResult<OrgId> {
-        if identity.org.is_some() || identity.read_only {
-            return Err(ServiceError::KeyCannotCreateBuckets);
-        }
-        let user = self.meta.user(identity.user()).await?;
-        if !user.is_some_and(|u| u.server_admin) {
-            return Err(ServiceError::NotServerAdmin);
-        }
+        self.may_manage_buckets(identity).await?;
         let alias = BucketAlias::parse(bucket)?;
         self.meta
             .create_bucket_org(bucket, &alias, Some(identity.user()), now_ms())
             .await?
             .map_err(|_| ServiceError::BucketTaken(bucket.to_owned()))
+    }
+
+    /// Deletes a bucket (organization) that holds no object; only a server administrator's
+    /// unrestricted key that may delete in it may.
+    pub async fn s3_delete_bucket(&self, identity: &S3Identity, bucket: &str) -> ServiceResult<()> {
+        self.may_manage_buckets(identity).await?;
+        let org = self.s3_bucket(identity, bucket, Access::Delete).await?;
+        match self.meta.delete_empty_org(&org).await? {
+            OrgDeletion::Deleted => Ok(()),
+            OrgDeletion::NotEmpty => Err(ServiceError::BucketNotEmpty(bucket.to_owned())),
+            OrgDeletion::Unknown => Err(ServiceError::NoSuchBucket(bucket.to_owned())),
+        }
+    }
+
+    /// Creating and deleting buckets takes a server administrator's key that is neither
+    /// read-only nor limited to one organization.
+    async fn may_manage_buckets(&self, identity: &S3Identity) -> ServiceResult<()> {
+        if identity.org.is_some() || identity.read_only {
+            return Err(ServiceError::KeyCannotManageBuckets);
+        }
+        let user = self.meta.user(identity.user()).await?;
+        if !user.is_some_and(|u| u.server_admin) {
+            return Err(ServiceError::NotServerAdmin);
+        }
+        Ok(())
     }
 
     // --- objects -------------------------------------------------------------------------------
@@ -838,7 +857,7 @@ mod tests {
     use crate::blob::local::LocalBlobs;
     use crate::config::Config;
     use crate::meta::sqlite::SqliteMeta;
-    use crate::meta::{Identities, S3Key};
+    use crate::meta::{Identities, Objects, S3Key};
     use base64::Engine;
 
     fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
@@ -945,7 +964,7 @@ mod tests {
         let root_limited = identity(root, Some(research.clone()), false);
         assert_eq!(
             error(service.s3_create_bucket(&root_limited, "new-bucket").await),
-            ServiceError::KeyCannotCreateBuckets.to_string()
+            ServiceError::KeyCannotManageBuckets.to_string()
         );
         let admin = identity(root, None, false);
         let created = ok(service.s3_create_bucket(&admin, "new-bucket").await);
@@ -962,6 +981,42 @@ mod tests {
             "The bucket name 'research-data' is taken: choose another"
         );
         assert!(error(service.s3_create_bucket(&admin, "Bad_Name").await).contains("lowercase letters"));
+
+        // Deleting: only an empty bucket, only by a server administrator who may delete in it.
+        let object = NewObject {
+            key: ok(Key::parse("x")),
+            size: 1,
+            md5: String::new(),
+            mime: "text/plain".into(),
+            preview: None,
+            blob: BlobId::generate(),
+            now: 1,
+            created: None,
+        };
+        let quota = Quota {
+            max_bytes: 10,
+            max_files: 10,
+        };
+        ok(meta.put_object(&created, object, quota).await);
+        let done = |result: ServiceResult<()>| result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            done(service.s3_delete_bucket(&full, "new-bucket").await),
+            ServiceError::NotServerAdmin.to_string()
+        );
+        assert_eq!(
+            done(service.s3_delete_bucket(&admin, "new-bucket").await),
+            "The bucket 'new-bucket' is not empty: delete its objects first"
+        );
+        assert_eq!(
+            done(service.s3_delete_bucket(&admin, "research-data").await),
+            "The bucket 'research-data' does not exist, or this key cannot reach it"
+        );
+        ok(meta.delete(&created, &ok(Key::parse("x"))).await);
+        ok(service.s3_delete_bucket(&admin, "new-bucket").await);
+        assert_eq!(
+            error(service.s3_bucket(&admin, "new-bucket", Access::Read).await),
+            "The bucket 'new-bucket' does not exist, or this key cannot reach it"
+        );
     }
 
     /// An S3 key answers with its user, limits and secret while it is usable; revoking it, or
