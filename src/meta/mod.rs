@@ -301,6 +301,21 @@ pub struct Snapshot {
     pub users: Vec<User>,
     pub members: Vec<Membership>,
     pub objects: Vec<(OrgId, ObjectMeta)>,
+    pub s3_keys: Vec<S3Key>,
+}
+
+/// Copies an S3 key from another store (`stowage migrate`, `stowage backup`): its id, sealed
+/// secret (both sides need the same server key), limits and times, its revocation included. A
+/// key the destination already holds is left as it is.
+pub(crate) async fn import_s3_key(to: &dyn Identities, key: &S3Key) -> MetaResult<()> {
+    if to.s3_key(&key.access_key).await?.is_some() {
+        return Ok(());
+    }
+    to.create_s3_key(key).await?;
+    if let Some(revoked) = key.revoked {
+        to.revoke_s3_key(&key.access_key, revoked).await?;
+    }
+    Ok(())
 }
 
 /// Bounds on one download job, enforced where the job is recorded.
@@ -358,6 +373,16 @@ pub enum BucketRefusal {
     Taken(OrgId),
 }
 
+/// What deleting an organization did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgDeletion {
+    /// Deleted, with its memberships, its download jobs and the S3 keys limited to it.
+    Deleted,
+    /// It holds objects; nothing was changed.
+    NotEmpty,
+    Unknown,
+}
+
 /// Organizations, users and memberships: what authentication, authorization and `stowage admin`
 /// use.
 #[async_trait]
@@ -387,6 +412,11 @@ pub trait Identities: Send + Sync + 'static {
         admin: Option<UserId>,
         now: Millis,
     ) -> MetaResult<Result<OrgId, BucketRefusal>>;
+
+    /// Deletes an organization that holds no object (S3's DeleteBucket), atomically with the
+    /// check: a write racing with it either lands first (and the deletion is refused) or finds
+    /// the organization gone.
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion>;
 
     /// Gives an organization a bucket name (`None` takes it away).
     async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>>;
@@ -448,6 +478,9 @@ pub trait Identities: Send + Sync + 'static {
     async fn membership(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Membership>>;
 
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>>;
+
+    /// A user's memberships, by organization id.
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>>;
 }
 
 /// Objects, folders, listings and usage: the API's reads and writes of an organization's keys.

@@ -212,6 +212,10 @@ impl PostgresMeta {
                 out.members.push(membership_from_row(&org, row)?);
             }
         }
+        let sql = format!("{S3_KEY_SELECT} ORDER BY k.user_id, k.created, k.access_key");
+        for row in &query(&tx, &sql, &[]).await? {
+            out.s3_keys.push(s3_key_from_row(row)?);
+        }
         let sql = format!("SELECT {OBJECT_COLUMNS}, org_id FROM objects ORDER BY org_id, key");
         for row in &query(&tx, &sql, &[]).await? {
             if let Some(object) = object_from_row(row)?
@@ -417,6 +421,16 @@ fn s3_key_from_row(row: &Row) -> MetaResult<S3Key> {
         user_disabled: col(row, 8)?,
     })
 }
+
+/// What deleting an empty organization removes (as in the SQLite store).
+const ORG_DELETION: [&str; 6] = [
+    "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE org_id = $1)",
+    "DELETE FROM jobs WHERE org_id = $1",
+    "DELETE FROM s3_keys WHERE org_id = $1",
+    "DELETE FROM members WHERE org_id = $1",
+    "DELETE FROM folders WHERE org_id = $1",
+    "DELETE FROM orgs WHERE id = $1",
+];
 
 /// Takes the bucket-name lock for the transaction and returns the organization that has this
 /// bucket name, if any.
@@ -1174,6 +1188,23 @@ impl Identities for PostgresMeta {
         Ok(Ok(org))
     }
 
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The organization's lock: writes to it wait, and then find it gone.
+        let Some(usage) = lock_org(&tx, org).await? else {
+            return Ok(OrgDeletion::Unknown);
+        };
+        if usage.files > 0 {
+            return Ok(OrgDeletion::NotEmpty);
+        }
+        for sql in ORG_DELETION {
+            execute(&tx, sql, &[&org.as_str()]).await?;
+        }
+        tx.commit().await?;
+        Ok(OrgDeletion::Deleted)
+    }
+
     async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -1376,6 +1407,23 @@ impl Identities for PostgresMeta {
         )
         .await?;
         row.map(|row| membership_from_row(org, &row)).transpose()
+    }
+
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!("SELECT {MEMBER_COLUMNS}, org_id FROM members WHERE user_id = $1 ORDER BY org_id"),
+            &[&user.0],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            if let Some(org) = OrgId::parse(&col::<String>(row, 5)?) {
+                out.push(membership_from_row(&org, row)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>> {

@@ -434,6 +434,17 @@ fn s3_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<S3Key> {
     })
 }
 
+/// What deleting an empty organization removes (the freed bodies of its download jobs are in
+/// `garbage` already, since its objects are gone).
+const ORG_DELETION: [&str; 6] = [
+    "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE org_id = ?1)",
+    "DELETE FROM jobs WHERE org_id = ?1",
+    "DELETE FROM s3_keys WHERE org_id = ?1",
+    "DELETE FROM members WHERE org_id = ?1",
+    "DELETE FROM folders WHERE org_id = ?1",
+    "DELETE FROM orgs WHERE id = ?1",
+];
+
 /// The organization that has this bucket name, if any.
 fn bucket_owner(conn: &Connection, bucket: &BucketAlias) -> MetaResult<Option<OrgId>> {
     let id: Option<String> = cached_row(
@@ -1176,6 +1187,23 @@ impl Identities for SqliteMeta {
         .await
     }
 
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion> {
+        let org = org.clone();
+        self.write(move |conn| {
+            let Some(usage) = root_usage(conn, &org)? else {
+                return Ok(OrgDeletion::Unknown);
+            };
+            if usage.files > 0 {
+                return Ok(OrgDeletion::NotEmpty);
+            }
+            for sql in ORG_DELETION {
+                conn.execute(sql, params![org.as_str()])?;
+            }
+            Ok(OrgDeletion::Deleted)
+        })
+        .await
+    }
+
     async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>> {
         let (org, bucket) = (org.clone(), bucket.cloned());
         self.write(move |conn| {
@@ -1416,6 +1444,22 @@ impl Identities for SqliteMeta {
                 )
                 .optional()?;
             Ok(raw.map(|(_, _, permissions)| Membership { org: org.clone(), user, permissions }))
+        })
+        .await
+    }
+
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT org_id, user_id, can_read, can_write, can_delete, is_admin FROM members WHERE user_id = ?1 ORDER BY org_id",
+            )?;
+            let rows = stmt.query_map(params![user.0], membership_from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (org, _, permissions) = row?;
+                out.extend(OrgId::parse(&org).map(|org| Membership { org, user, permissions }));
+            }
+            Ok(out)
         })
         .await
     }

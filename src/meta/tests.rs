@@ -772,6 +772,18 @@ async fn organizations_users_and_members(fixture: &Fixture) {
         Some(write)
     );
     assert!(meta.membership(&second, bob).await.unwrap().is_none());
+    assert!(meta.set_member(&second, bob, read).await.unwrap());
+    let mut expected = vec![(first.clone(), write), (second.clone(), read)];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let of_bob: Vec<_> = meta
+        .user_memberships(bob)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.org, m.permissions))
+        .collect();
+    assert_eq!(of_bob, expected);
+    assert!(meta.remove_member(&second, bob).await.unwrap());
     assert!(meta.remove_member(&first, bob).await.unwrap());
     assert!(!meta.remove_member(&first, bob).await.unwrap());
     assert_eq!(meta.members(&first).await.unwrap().len(), 1);
@@ -851,6 +863,43 @@ async fn bucket_names(fixture: &Fixture) {
     assert_eq!(meta.set_org_bucket(&plain, None).await.unwrap(), Ok(()));
     assert!(meta.org_by_bucket(&alias("team-data")).await.unwrap().is_none());
     assert_eq!(meta.org(&plain).await.unwrap().unwrap().bucket, None);
+
+    // Only an empty organization is deleted, with its members and the S3 keys limited to it;
+    // its bucket name is free again.
+    meta.put_object(&data, object("a/b", 3, 5), QUOTA).await.unwrap();
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::NotEmpty);
+    assert!(meta.org(&data).await.unwrap().is_some());
+    let limited = S3Key {
+        access_key: "LIMITED".into(),
+        user,
+        org: Some(data.clone()),
+        read_only: false,
+        secret: SealedToken {
+            nonce: vec![0; 24],
+            ciphertext: vec![1],
+        },
+        created: 1,
+        revoked: None,
+        user_disabled: false,
+    };
+    assert!(meta.create_s3_key(&limited).await.unwrap());
+    assert_eq!(
+        meta.delete(&data, &key("a")).await.unwrap(),
+        DeleteOutcome::Folder { files: 1, bytes: 3 }
+    );
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::Deleted);
+    assert!(meta.org(&data).await.unwrap().is_none());
+    assert!(meta.membership(&data, user).await.unwrap().is_none());
+    assert!(meta.s3_key("LIMITED").await.unwrap().is_none());
+    assert!(meta.org_by_bucket(&alias("renamed")).await.unwrap().is_none());
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::Unknown);
+    assert_eq!(
+        meta.create_bucket_org("again", &alias("renamed"), None, 4)
+            .await
+            .unwrap()
+            .map(|_| ()),
+        Ok(())
+    );
 }
 
 async fn s3_keys(fixture: &Fixture) {

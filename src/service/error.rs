@@ -2,6 +2,7 @@
 //! HTTP layer maps each kind to its status (most are ordinary failures: HTTP 200, `success: false`).
 
 use crate::blob::{BlobError, BoxError};
+use crate::ids::BucketAliasError;
 use crate::key::KeyError;
 use crate::meta::{MetaError, QuotaExceeded};
 
@@ -67,6 +68,29 @@ pub enum ServiceError {
     PermissionDenied(Access),
     #[error(transparent)]
     BadKey(#[from] KeyError),
+    #[error("The bucket '{0}' does not exist, or this key cannot reach it")]
+    NoSuchBucket(String),
+    #[error("This S3 key is read-only: it cannot {}", match .0 {
+        Access::Read => "read",
+        Access::Write => "write",
+        Access::Delete => "delete",
+        Access::Admin => "manage members",
+    })]
+    KeyReadOnly(Access),
+    #[error(
+        "Only server administrators may create or delete buckets; ask the operator (stowage admin user set --server-admin true)"
+    )]
+    NotServerAdmin,
+    #[error(
+        "This S3 key is read-only or limited to one organization, so it cannot create or delete buckets; use a key without --org and --read-only"
+    )]
+    KeyCannotManageBuckets,
+    #[error(transparent)]
+    BadBucketName(#[from] BucketAliasError),
+    #[error("The bucket name '{0}' is taken: choose another")]
+    BucketTaken(String),
+    #[error("The bucket '{0}' is not empty: delete its objects first")]
+    BucketNotEmpty(String),
     #[error("Object not found: {0}")]
     ObjectNotFound(String),
     #[error("{0} is a folder")]

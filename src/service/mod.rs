@@ -20,11 +20,11 @@ pub use error::{Access, AuthError, ServiceError, ServiceResult, StorageFailure};
 use crate::blob::{BlobStore, BlobStream, BlobWriter};
 use crate::content::{ContentDigest, mime_for};
 use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
-use crate::ids::{BlobId, JobId, OrgId, UserId};
+use crate::ids::{BlobId, BucketAlias, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 use crate::meta::{
-    DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome,
-    PutRefusal, Quota, Usage,
+    DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, OrgDeletion,
+    Organization, Permissions, PutOutcome, PutRefusal, Quota, Usage,
 };
 
 /// How long after its expiry a job still pins its blobs, so a download that started just before
@@ -63,6 +63,16 @@ pub struct Limits {
     /// A console session ends after this long without a request, and this long after sign-in.
     pub(crate) console_idle_ms: i64,
     pub(crate) console_max_ms: i64,
+}
+
+/// Whether permissions allow one kind of access.
+fn permits(p: Permissions, access: Access) -> bool {
+    match access {
+        Access::Read => p.read,
+        Access::Write => p.write,
+        Access::Delete => p.delete,
+        Access::Admin => p.admin,
+    }
 }
 
 /// An authenticated caller.
@@ -289,17 +299,91 @@ impl Service {
             .membership(&org, principal.user)
             .await?
             .ok_or(ServiceError::OrganizationNotFound)?;
-        let p = membership.permissions;
-        let allowed = match access {
-            Access::Read => p.read,
-            Access::Write => p.write,
-            Access::Delete => p.delete,
-            Access::Admin => p.admin,
-        };
-        if !allowed {
+        if !permits(membership.permissions, access) {
             return Err(ServiceError::PermissionDenied(access));
         }
         Ok(org)
+    }
+
+    // --- S3 buckets ------------------------------------------------------------------------------
+
+    /// Resolves a bucket name (an organization id, or an organization's bucket name) that an S3
+    /// key may use for `access`. An unknown bucket, a foreign one and one outside the key's
+    /// organization give the same error; a read-only key may only read.
+    pub async fn s3_bucket(&self, identity: &S3Identity, bucket: &str, access: Access) -> ServiceResult<OrgId> {
+        let not_found = || ServiceError::NoSuchBucket(bucket.to_owned());
+        let org = match OrgId::parse(bucket) {
+            Some(org) => org,
+            None => match BucketAlias::parse(bucket) {
+                Ok(alias) => self.meta.org_by_bucket(&alias).await?.ok_or_else(not_found)?.id,
+                Err(_) => return Err(not_found()),
+            },
+        };
+        if identity.org.as_ref().is_some_and(|limit| *limit != org) {
+            return Err(not_found());
+        }
+        let membership = self
+            .meta
+            .membership(&org, identity.user())
+            .await?
+            .ok_or_else(not_found)?;
+        if identity.read_only && access != Access::Read {
+            return Err(ServiceError::KeyReadOnly(access));
+        }
+        if !permits(membership.permissions, access) {
+            return Err(ServiceError::PermissionDenied(access));
+        }
+        Ok(org)
+    }
+
+    /// The buckets (organizations) an S3 key reaches: its user's memberships, narrowed to the
+    /// key's organization when it has one.
+    pub async fn s3_buckets(&self, identity: &S3Identity) -> ServiceResult<Vec<Organization>> {
+        let mut out = Vec::new();
+        for membership in self.meta.user_memberships(identity.user()).await? {
+            if identity.org.as_ref().is_some_and(|limit| *limit != membership.org) {
+                continue;
+            }
+            out.extend(self.meta.org(&membership.org).await?);
+        }
+        Ok(out)
+    }
+
+    /// Creates a bucket: a new organization with that bucket name (and as its name), the key's
+    /// user its administrator member with every permission. Only a server administrator's key
+    /// that is neither read-only nor limited to one organization may.
+    pub async fn s3_create_bucket(&self, identity: &S3Identity, bucket: &str) -> ServiceResult<OrgId> {
+        self.may_manage_buckets(identity).await?;
+        let alias = BucketAlias::parse(bucket)?;
+        self.meta
+            .create_bucket_org(bucket, &alias, Some(identity.user()), now_ms())
+            .await?
+            .map_err(|_| ServiceError::BucketTaken(bucket.to_owned()))
+    }
+
+    /// Deletes a bucket (organization) that holds no object; only a server administrator's
+    /// unrestricted key that may delete in it may.
+    pub async fn s3_delete_bucket(&self, identity: &S3Identity, bucket: &str) -> ServiceResult<()> {
+        self.may_manage_buckets(identity).await?;
+        let org = self.s3_bucket(identity, bucket, Access::Delete).await?;
+        match self.meta.delete_empty_org(&org).await? {
+            OrgDeletion::Deleted => Ok(()),
+            OrgDeletion::NotEmpty => Err(ServiceError::BucketNotEmpty(bucket.to_owned())),
+            OrgDeletion::Unknown => Err(ServiceError::NoSuchBucket(bucket.to_owned())),
+        }
+    }
+
+    /// Creating and deleting buckets takes a server administrator's key that is neither
+    /// read-only nor limited to one organization.
+    async fn may_manage_buckets(&self, identity: &S3Identity) -> ServiceResult<()> {
+        if identity.org.is_some() || identity.read_only {
+            return Err(ServiceError::KeyCannotManageBuckets);
+        }
+        let user = self.meta.user(identity.user()).await?;
+        if !user.is_some_and(|u| u.server_admin) {
+            return Err(ServiceError::NotServerAdmin);
+        }
+        Ok(())
     }
 
     // --- objects -------------------------------------------------------------------------------
@@ -788,27 +872,173 @@ mod tests {
     use crate::blob::local::LocalBlobs;
     use crate::config::Config;
     use crate::meta::sqlite::SqliteMeta;
-    use crate::meta::{Identities, S3Key};
+    use crate::meta::{Identities, Objects, S3Key};
     use base64::Engine;
 
     fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
         result.unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// An S3 key answers with its user, limits and secret while it is usable; revoking it, or
-    /// disabling its user, refuses it at the next request with one sentence for every case.
-    #[tokio::test]
-    async fn s3_keys_resolve_until_revoked_or_their_user_is_disabled() {
+    /// A service over an embedded store in a temporary directory (kept alive by the first item).
+    fn embedded() -> (tempfile::TempDir, Arc<SqliteMeta>, ServerKey, Service) {
         let dir = ok(tempfile::tempdir());
         let meta = Arc::new(ok(SqliteMeta::open(&dir.path().join("metadata.sqlite3"))));
         let blobs = Arc::new(ok(LocalBlobs::open(&dir.path().join("blobs"))));
         let key = ok(ServerKey::load_or_create(&dir.path().join("server.key")));
-        let service = Service::new(
-            meta.clone(),
-            blobs,
-            Limits::from_config(&Config::default()),
-            key.clone(),
+        let limits = Limits::from_config(&Config::default());
+        let service = Service::new(meta.clone(), blobs, limits, key.clone());
+        (dir, meta, key, service)
+    }
+
+    /// Bucket names resolve to organizations only within what the key reaches; unknown, foreign
+    /// and out-of-scope buckets look alike; read-only keys and permissions are enforced; only a
+    /// server administrator's unrestricted key creates buckets.
+    #[tokio::test]
+    async fn s3_buckets_are_the_organizations_a_key_reaches() {
+        let (_dir, meta, _, service) = embedded();
+        let new_user = |name: &'static str| {
+            let meta = meta.clone();
+            async move {
+                let seal = Box::new(|_| {
+                    Some(crate::crypto::SealedToken {
+                        nonce: vec![0; 24],
+                        ciphertext: vec![1],
+                    })
+                });
+                ok(meta.create_user(name, false, 1, seal).await).unwrap_or_else(|| panic!("a user"))
+            }
+        };
+        let (root, user) = (new_user("root").await, new_user("u").await);
+        let alias = |raw: &str| ok(BucketAlias::parse(raw));
+        let research = ok(meta
+            .create_bucket_org("research", &alias("research-data"), None, 1)
+            .await);
+        let research = research.unwrap_or_else(|refusal| panic!("{refusal:?}"));
+        let other = ok(meta.create_org("other", None, None, 1).await);
+        let foreign = ok(meta.create_org("foreign", None, None, 1).await);
+        let rw = ok(Permissions::parse("read,write"));
+        assert!(ok(meta.set_member(&research, user, rw).await));
+        assert!(ok(meta.set_member(&other, user, ok(Permissions::parse("read"))).await));
+        let identity = |user: UserId, org: Option<OrgId>, read_only: bool| S3Identity {
+            principal: Principal { user },
+            org,
+            read_only,
+            secret: String::new(),
+        };
+        let full = identity(user, None, false);
+        let limited = identity(user, Some(research.clone()), true);
+
+        assert_eq!(
+            ok(service.s3_bucket(&full, "research-data", Access::Write).await),
+            research
         );
+        assert_eq!(
+            ok(service.s3_bucket(&full, research.as_str(), Access::Read).await),
+            research
+        );
+        assert_eq!(
+            ok(service.s3_bucket(&limited, "research-data", Access::Read).await),
+            research
+        );
+        let error = |result: ServiceResult<OrgId>| result.err().map(|e| e.to_string()).unwrap_or_default();
+        for (key, bucket) in [
+            (&full, foreign.as_str()),
+            (&full, "no-such-bucket"),
+            (&full, "UPPER"),
+            (&limited, other.as_str()),
+        ] {
+            assert_eq!(
+                error(service.s3_bucket(key, bucket, Access::Read).await),
+                format!("The bucket '{bucket}' does not exist, or this key cannot reach it")
+            );
+        }
+        assert_eq!(
+            error(service.s3_bucket(&full, other.as_str(), Access::Write).await),
+            "The current user does not have permission to write to the organization Object Store."
+        );
+        assert_eq!(
+            error(service.s3_bucket(&limited, "research-data", Access::Delete).await),
+            "This S3 key is read-only: it cannot delete"
+        );
+
+        let ids = |orgs: Vec<Organization>| {
+            let mut ids: Vec<OrgId> = orgs.into_iter().map(|o| o.id).collect();
+            ids.sort();
+            ids
+        };
+        let mut both = vec![research.clone(), other.clone()];
+        both.sort();
+        assert_eq!(ids(ok(service.s3_buckets(&full).await)), both);
+        assert_eq!(ids(ok(service.s3_buckets(&limited).await)), vec![research.clone()]);
+
+        // The first user of the store (root) is a server administrator; `user` is not.
+        assert_eq!(
+            error(service.s3_create_bucket(&full, "new-bucket").await),
+            ServiceError::NotServerAdmin.to_string()
+        );
+        let root_limited = identity(root, Some(research.clone()), false);
+        assert_eq!(
+            error(service.s3_create_bucket(&root_limited, "new-bucket").await),
+            ServiceError::KeyCannotManageBuckets.to_string()
+        );
+        let admin = identity(root, None, false);
+        let created = ok(service.s3_create_bucket(&admin, "new-bucket").await);
+        assert_eq!(
+            ok(meta.membership(&created, root).await).map(|m| m.permissions),
+            Some(Permissions::ALL)
+        );
+        assert_eq!(
+            ok(service.s3_bucket(&admin, "new-bucket", Access::Delete).await),
+            created
+        );
+        assert_eq!(
+            error(service.s3_create_bucket(&admin, "research-data").await),
+            "The bucket name 'research-data' is taken: choose another"
+        );
+        assert!(error(service.s3_create_bucket(&admin, "Bad_Name").await).contains("lowercase letters"));
+
+        // Deleting: only an empty bucket, only by a server administrator who may delete in it.
+        let object = NewObject {
+            key: ok(Key::parse("x")),
+            size: 1,
+            md5: String::new(),
+            mime: "text/plain".into(),
+            preview: None,
+            blob: BlobId::generate(),
+            now: 1,
+            created: None,
+        };
+        let quota = Quota {
+            max_bytes: 10,
+            max_files: 10,
+        };
+        ok(meta.put_object(&created, object, quota).await);
+        let done = |result: ServiceResult<()>| result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            done(service.s3_delete_bucket(&full, "new-bucket").await),
+            ServiceError::NotServerAdmin.to_string()
+        );
+        assert_eq!(
+            done(service.s3_delete_bucket(&admin, "new-bucket").await),
+            "The bucket 'new-bucket' is not empty: delete its objects first"
+        );
+        assert_eq!(
+            done(service.s3_delete_bucket(&admin, "research-data").await),
+            "The bucket 'research-data' does not exist, or this key cannot reach it"
+        );
+        ok(meta.delete(&created, &ok(Key::parse("x"))).await);
+        ok(service.s3_delete_bucket(&admin, "new-bucket").await);
+        assert_eq!(
+            error(service.s3_bucket(&admin, "new-bucket", Access::Read).await),
+            "The bucket 'new-bucket' does not exist, or this key cannot reach it"
+        );
+    }
+
+    /// An S3 key answers with its user, limits and secret while it is usable; revoking it, or
+    /// disabling its user, refuses it at the next request with one sentence for every case.
+    #[tokio::test]
+    async fn s3_keys_resolve_until_revoked_or_their_user_is_disabled() {
+        let (_dir, meta, key, service) = embedded();
         let sealing_key = key.clone();
         let user = ok(meta
             .create_user("u", false, 1, Box::new(move |id| sealing_key.seal(id, "t").ok()))
