@@ -56,6 +56,9 @@ scripts/conformance.sh target/debug/stowage
 step "conformance suite (PostgreSQL + S3)"
 STOWAGE_TEST_BACKEND=postgres-s3 scripts/conformance.sh target/debug/stowage
 
+step "web console in a real headless Chromium (Debian's chromium + Playwright)"
+scripts/browser.sh target/debug/stowage
+
 step "crash harness: SIGKILL under concurrent load, restart, verify (20 rounds)"
 .venv/bin/python tests/crash/crash_harness.py --rounds 20 --clients 8 --bin target/debug/stowage
 

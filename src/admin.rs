@@ -9,9 +9,9 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::config::{Config, parse_byte_count};
-use crate::crypto::{ServerKey, generate_token};
-use crate::ids::{OrgId, UserId};
-use crate::meta::{MetaError, MetaStore, Permissions};
+use crate::crypto::{ServerKey, generate_s3_access_key, generate_s3_secret, generate_token};
+use crate::ids::{BucketAlias, OrgId, UserId};
+use crate::meta::{BucketRefusal, MetaError, MetaStore, Permissions, S3Key};
 use crate::server::{SchemaState, SchemaVersions, ServeError, open_data_dir, schema_versions};
 use crate::service::now_ms;
 
@@ -25,6 +25,8 @@ pub enum AdminError {
     UnknownOrg(String),
     #[error("user not found: {0}")]
     UnknownUser(String),
+    #[error("S3 key not found: {0} (see `stowage admin s3-key list`)")]
+    UnknownS3Key(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -40,6 +42,9 @@ pub enum AdminCommand {
     /// Who belongs to which organization, with which permissions.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// S3 access keys: credentials for the S3 API, apart from API tokens.
+    #[command(subcommand, name = "s3-key")]
+    S3Key(S3KeyCommand),
     /// Show the schema version of the metadata store and of the small-body store (without
     /// upgrading them: a server, `admin` or `fsck` upgrades a store when it opens it).
     Schema,
@@ -58,9 +63,27 @@ pub enum OrgCommand {
         /// File-count quota; default: the server's default_max_files.
         #[arg(long)]
         max_files: Option<u64>,
+        /// The organization's S3 bucket name (its id works as a bucket name too): 3 to 63
+        /// lowercase letters, digits, dots and hyphens, unique.
+        #[arg(long)]
+        bucket: Option<String>,
     },
-    /// List organizations with usage and quotas.
+    /// List organizations with usage, quotas and bucket names.
     List,
+    /// Give an organization an S3 bucket name, replacing the one it had (or take it away with
+    /// --remove). Its id keeps working as a bucket name.
+    #[command(group(clap::ArgGroup::new("name").required(true).args(["bucket", "remove"])))]
+    SetBucket {
+        /// The organization's id (see `org list`).
+        #[arg(long)]
+        org: String,
+        /// The new bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, unique.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Take the organization's bucket name away.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Set or reset an organization's quotas (at least one of --max-bytes and --max-files).
     #[command(group(clap::ArgGroup::new("quota").required(true).multiple(true).args(["max_bytes", "max_files"])))]
     SetQuota {
@@ -83,9 +106,23 @@ pub enum UserCommand {
         /// The user's name, shown in listings.
         #[arg(long)]
         name: String,
+        /// Make the user a server administrator: it may create and delete buckets
+        /// (organizations) through the S3 API. The first user of a store always is one.
+        #[arg(long)]
+        server_admin: bool,
     },
     /// List users.
     List,
+    /// Change a user's server-administrator flag.
+    Set {
+        /// The user's id (a number; see `user list`).
+        #[arg(long)]
+        user: String,
+        /// true: the user may create and delete buckets (organizations) through the S3 API;
+        /// false: it may not.
+        #[arg(long, required = true, action = clap::ArgAction::Set)]
+        server_admin: Option<bool>,
+    },
     /// Replace a user's API token; the old one stops working at once.
     RotateToken {
         /// The user's id (a number; see `user list`).
@@ -103,6 +140,34 @@ pub enum UserCommand {
         /// The user's id (a number; see `user list`).
         #[arg(long)]
         user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum S3KeyCommand {
+    /// Create an S3 access key for a user (the secret is shown once).
+    Create {
+        /// The user's id (a number; see `user list`); the key acts with the user's memberships.
+        #[arg(long)]
+        user: String,
+        /// Limit the key to this organization (bucket), whatever else the user belongs to.
+        #[arg(long)]
+        org: Option<String>,
+        /// Limit the key to reading, whatever the user's permissions.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List S3 access keys (never their secrets).
+    List {
+        /// Only this user's keys.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke an S3 access key; requests signed with it are refused at once.
+    Revoke {
+        /// The access key id (see `s3-key list`).
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -164,6 +229,25 @@ fn org_id(raw: &str) -> Result<OrgId, AdminError> {
 
 fn user_id(raw: &str) -> Result<UserId, AdminError> {
     UserId::parse(raw).ok_or_else(|| AdminError::UnknownUser(raw.to_owned()))
+}
+
+/// The bucket name of `--bucket`, checked against S3's naming rules.
+fn bucket_alias(raw: &str) -> Result<BucketAlias, AdminError> {
+    BucketAlias::parse(raw.trim()).map_err(|e| AdminError::Invalid(format!("{e} (--bucket)")))
+}
+
+/// Why a bucket name could not be given, for a person.
+fn refusal_sentence(bucket: &str, refusal: BucketRefusal) -> String {
+    match refusal {
+        BucketRefusal::UnknownOrg => "the organization was not found".into(),
+        BucketRefusal::Taken(owner) => {
+            format!("the bucket name \"{bucket}\" is taken by organization {owner}: choose another name")
+        }
+    }
+}
+
+fn bucket_refusal(bucket: &BucketAlias, refusal: BucketRefusal) -> AdminError {
+    AdminError::Invalid(refusal_sentence(bucket.as_str(), refusal))
 }
 
 /// The permissions of `--permissions` (read, write, delete; at least one) and `--admin`.
@@ -315,6 +399,7 @@ pub async fn run(config: &Config, command: AdminCommand, json_output: bool) -> R
         AdminCommand::Org(command) => admin.org(command).await,
         AdminCommand::User(command) => admin.user(command).await,
         AdminCommand::Member(command) => admin.member(command).await,
+        AdminCommand::S3Key(command) => admin.s3_key(command).await,
         AdminCommand::Schema => schema(config, json_output).await,
     }
 }
@@ -334,8 +419,10 @@ impl Admin<'_> {
                 name,
                 max_bytes,
                 max_files,
-            } => self.create_org(&name, max_bytes, max_files).await,
+                bucket,
+            } => self.create_org(&name, max_bytes, max_files, bucket.as_deref()).await,
             OrgCommand::List => self.list_orgs().await,
+            OrgCommand::SetBucket { org, bucket, .. } => self.set_bucket(&org, bucket.as_deref()).await,
             OrgCommand::SetQuota {
                 org,
                 max_bytes,
@@ -346,11 +433,22 @@ impl Admin<'_> {
 
     async fn user(&self, command: UserCommand) -> Result<String, AdminError> {
         match command {
-            UserCommand::Create { name } => self.create_user(&name).await,
+            UserCommand::Create { name, server_admin } => self.create_user(&name, server_admin).await,
             UserCommand::List => self.list_users().await,
+            UserCommand::Set { user, server_admin } => {
+                self.set_server_admin(&user, server_admin.unwrap_or_default()).await
+            }
             UserCommand::RotateToken { user } => self.rotate_token(&user).await,
             UserCommand::Disable { user } => self.set_disabled(&user, true).await,
             UserCommand::Enable { user } => self.set_disabled(&user, false).await,
+        }
+    }
+
+    async fn s3_key(&self, command: S3KeyCommand) -> Result<String, AdminError> {
+        match command {
+            S3KeyCommand::Create { user, org, read_only } => self.create_s3_key(&user, org.as_deref(), read_only).await,
+            S3KeyCommand::List { user } => self.list_s3_keys(user.as_deref()).await,
+            S3KeyCommand::Revoke { key } => self.revoke_s3_key(&key).await,
         }
     }
 
@@ -380,7 +478,9 @@ impl Admin<'_> {
         name: &str,
         max_bytes: Option<u64>,
         max_files: Option<u64>,
+        bucket: Option<&str>,
     ) -> Result<String, AdminError> {
+        let bucket = bucket.map(bucket_alias).transpose()?;
         let name = name.trim();
         if name.is_empty() {
             return Err(AdminError::Invalid(
@@ -393,11 +493,46 @@ impl Admin<'_> {
                 existing.id
             )));
         }
-        let id = self.meta.create_org(name, max_bytes, max_files, now_ms()).await?;
+        let id = match &bucket {
+            None => self.meta.create_org(name, max_bytes, max_files, now_ms()).await?,
+            Some(bucket) => {
+                let id = self
+                    .meta
+                    .create_bucket_org(name, bucket, None, now_ms())
+                    .await?
+                    .map_err(|refusal| bucket_refusal(bucket, refusal))?;
+                if max_bytes.is_some() || max_files.is_some() {
+                    self.meta.set_quota(&id, max_bytes, max_files).await?;
+                }
+                id
+            }
+        };
         Ok(if self.json {
-            json!({ "organizationId": id.as_str() }).to_string()
+            json!({ "organizationId": id.as_str(), "bucket": bucket.as_ref().map(BucketAlias::as_str) }).to_string()
+        } else if let Some(bucket) = &bucket {
+            format!("created organization {id} ({name}), bucket name {bucket}")
         } else {
             format!("created organization {id} ({name})")
+        })
+    }
+
+    async fn set_bucket(&self, org: &str, bucket: Option<&str>) -> Result<String, AdminError> {
+        let id = org_id(org)?;
+        let bucket = bucket.map(bucket_alias).transpose()?;
+        match self.meta.set_org_bucket(&id, bucket.as_ref()).await? {
+            Ok(()) => {}
+            Err(BucketRefusal::UnknownOrg) => return Err(AdminError::UnknownOrg(org.to_owned())),
+            Err(refusal) => {
+                let bucket = bucket.as_ref().map(BucketAlias::as_str).unwrap_or_default();
+                return Err(AdminError::Invalid(refusal_sentence(bucket, refusal)));
+            }
+        }
+        Ok(if self.json {
+            json!({ "organizationId": id.as_str(), "bucket": bucket.as_ref().map(BucketAlias::as_str) }).to_string()
+        } else if let Some(bucket) = &bucket {
+            format!("organization {id}: bucket name {bucket} (its id works as a bucket name too)")
+        } else {
+            format!("organization {id}: no bucket name (its id works as a bucket name)")
         })
     }
 
@@ -409,7 +544,7 @@ impl Admin<'_> {
                 .iter()
                 .map(|o| {
                     json!({
-                        "organizationId": o.id.as_str(), "name": o.name,
+                        "organizationId": o.id.as_str(), "name": o.name, "bucket": o.bucket,
                         "maxBytes": o.max_bytes.unwrap_or(default_bytes),
                         "maxFiles": o.max_files.unwrap_or(default_files),
                         "usedBytes": o.usage.bytes, "usedFiles": o.usage.files,
@@ -421,6 +556,7 @@ impl Admin<'_> {
         let mut table = Table::new(&[
             ("organization", false),
             ("name", false),
+            ("bucket", false),
             ("used", true),
             ("files", true),
             ("max bytes", true),
@@ -430,6 +566,7 @@ impl Admin<'_> {
             table.row(vec![
                 o.id.to_string(),
                 o.name.clone(),
+                o.bucket.clone().unwrap_or_else(|| "-".into()),
                 size_text(o.usage.bytes),
                 o.usage.files.to_string(),
                 limit_text(o.max_bytes, default_bytes, size_text),
@@ -474,7 +611,7 @@ impl Admin<'_> {
         })
     }
 
-    async fn create_user(&self, name: &str) -> Result<String, AdminError> {
+    async fn create_user(&self, name: &str, server_admin: bool) -> Result<String, AdminError> {
         let name = name.trim();
         if name.is_empty() {
             return Err(AdminError::Invalid("--name is empty: give the user a name".into()));
@@ -483,13 +620,35 @@ impl Admin<'_> {
         let (sealing_key, sealed) = (self.key.clone(), token.clone());
         let id = self
             .meta
-            .create_user(name, now_ms(), Box::new(move |id| sealing_key.seal(id, &sealed).ok()))
+            .create_user(
+                name,
+                server_admin,
+                now_ms(),
+                Box::new(move |id| sealing_key.seal(id, &sealed).ok()),
+            )
             .await?
             .ok_or_else(|| AdminError::Invalid("the user could not be created".into()))?;
+        // The first user of a store is a server administrator even without the flag.
+        let server_admin = self.meta.user(id).await?.is_some_and(|u| u.server_admin);
         Ok(if self.json {
-            json!({ "userId": id.0, "apiToken": token }).to_string()
+            json!({ "userId": id.0, "apiToken": token, "serverAdmin": server_admin }).to_string()
         } else {
-            format!("created user {id} ({name})\napi token (shown once): {token}")
+            let admin = if server_admin { ", server administrator" } else { "" };
+            format!("created user {id} ({name}{admin})\napi token (shown once): {token}")
+        })
+    }
+
+    async fn set_server_admin(&self, user: &str, server_admin: bool) -> Result<String, AdminError> {
+        let id = user_id(user)?;
+        if !self.meta.set_user_server_admin(id, server_admin).await? {
+            return Err(AdminError::UnknownUser(user.to_owned()));
+        }
+        Ok(if self.json {
+            json!({ "userId": id.0, "serverAdmin": server_admin }).to_string()
+        } else if server_admin {
+            format!("user {id} is a server administrator (may create and delete buckets through the S3 API)")
+        } else {
+            format!("user {id} is not a server administrator")
         })
     }
 
@@ -498,14 +657,20 @@ impl Admin<'_> {
         if self.json {
             let list: Vec<_> = users
                 .iter()
-                .map(|u| json!({ "userId": u.id.0, "name": u.name, "disabled": u.disabled }))
+                .map(|u| json!({ "userId": u.id.0, "name": u.name, "disabled": u.disabled, "serverAdmin": u.server_admin }))
                 .collect();
             return Ok(serde_json::Value::Array(list).to_string());
         }
-        let mut table = Table::new(&[("user", true), ("name", false), ("status", false)]);
+        let mut table = Table::new(&[
+            ("user", true),
+            ("name", false),
+            ("status", false),
+            ("server admin", false),
+        ]);
         for u in &users {
             let status = if u.disabled { "disabled" } else { "active" };
-            table.row(vec![u.id.to_string(), u.name.clone(), status.into()]);
+            let admin = if u.server_admin { "yes" } else { "no" };
+            table.row(vec![u.id.to_string(), u.name.clone(), status.into(), admin.into()]);
         }
         Ok(table.render())
     }
@@ -536,6 +701,116 @@ impl Admin<'_> {
             json!({ "userId": id.0, "disabled": disabled }).to_string()
         } else {
             format!("user {id} {}", if disabled { "disabled" } else { "enabled" })
+        })
+    }
+
+    async fn create_s3_key(&self, user: &str, org: Option<&str>, read_only: bool) -> Result<String, AdminError> {
+        let user_id = user_id(user)?;
+        if self.meta.user(user_id).await?.is_none() {
+            return Err(AdminError::UnknownUser(user.to_owned()));
+        }
+        let org = match org {
+            None => None,
+            Some(raw) => {
+                let id = org_id(raw)?;
+                if self.meta.org(&id).await?.is_none() {
+                    return Err(AdminError::UnknownOrg(raw.to_owned()));
+                }
+                if self.meta.membership(&id, user_id).await?.is_none() {
+                    return Err(AdminError::Invalid(format!(
+                        "user {user_id} is not a member of organization {id}, so a key limited to it could reach \
+                         nothing: add the membership first (stowage admin member add)"
+                    )));
+                }
+                Some(id)
+            }
+        };
+        let (access_key, secret) = (generate_s3_access_key(), generate_s3_secret());
+        let sealed = self
+            .key
+            .seal_s3_secret(&access_key, &secret)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let key = S3Key {
+            access_key: access_key.clone(),
+            user: user_id,
+            org: org.clone(),
+            read_only,
+            secret: sealed,
+            created: now_ms(),
+            revoked: None,
+            user_disabled: false,
+        };
+        if !self.meta.create_s3_key(&key).await? {
+            return Err(AdminError::UnknownUser(user.to_owned()));
+        }
+        let org_text = org.as_ref().map(OrgId::as_str);
+        Ok(if self.json {
+            json!({
+                "accessKeyId": access_key, "secretAccessKey": secret, "userId": user_id.0,
+                "organizationId": org_text, "readOnly": read_only,
+            })
+            .to_string()
+        } else {
+            format!(
+                "created S3 key for user {user_id} ({}, {})\naccess key id: {access_key}\nsecret access key (shown once): {secret}",
+                org_text.map_or_else(
+                    || "all its organizations".to_owned(),
+                    |o| format!("organization {o} only")
+                ),
+                if read_only { "read only" } else { "its permissions" },
+            )
+        })
+    }
+
+    async fn list_s3_keys(&self, user: Option<&str>) -> Result<String, AdminError> {
+        let user = user.map(user_id).transpose()?;
+        let keys = self.meta.list_s3_keys(user).await?;
+        let status = |k: &S3Key| match (k.revoked, k.user_disabled) {
+            (Some(_), _) => "revoked",
+            (None, true) => "user disabled",
+            (None, false) => "active",
+        };
+        if self.json {
+            let list: Vec<_> = keys
+                .iter()
+                .map(|k| {
+                    json!({
+                        "accessKeyId": k.access_key, "userId": k.user.0,
+                        "organizationId": k.org.as_ref().map(OrgId::as_str), "readOnly": k.read_only,
+                        "created": k.created, "revoked": k.revoked, "active": k.usable(), "status": status(k),
+                    })
+                })
+                .collect();
+            return Ok(serde_json::Value::Array(list).to_string());
+        }
+        let mut table = Table::new(&[
+            ("access key id", false),
+            ("user", true),
+            ("organization", false),
+            ("access", false),
+            ("status", false),
+        ]);
+        for k in &keys {
+            table.row(vec![
+                k.access_key.clone(),
+                k.user.to_string(),
+                k.org.as_ref().map_or_else(|| "all".to_owned(), OrgId::to_string),
+                if k.read_only { "read-only" } else { "permissions" }.into(),
+                status(k).into(),
+            ]);
+        }
+        Ok(table.render())
+    }
+
+    async fn revoke_s3_key(&self, key: &str) -> Result<String, AdminError> {
+        let key = key.trim();
+        if !self.meta.revoke_s3_key(key, now_ms()).await? {
+            return Err(AdminError::UnknownS3Key(key.to_owned()));
+        }
+        Ok(if self.json {
+            json!({ "accessKeyId": key, "revoked": true }).to_string()
+        } else {
+            format!("S3 key {key} revoked: requests signed with it are refused from now on")
         })
     }
 

@@ -508,6 +508,9 @@ async fn import_snapshot(copy: &SqliteMeta, snapshot: crate::meta::Snapshot) -> 
     for member in &snapshot.members {
         copy.set_member(&member.org, member.user, member.permissions).await?;
     }
+    for key in &snapshot.s3_keys {
+        crate::meta::import_s3_key(copy, key).await?;
+    }
     let unlimited = Quota {
         max_bytes: u64::MAX / 4,
         max_files: u64::MAX / 4,

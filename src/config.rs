@@ -113,6 +113,10 @@ pub struct Config {
     /// Downloads (`/download/...` answers) sent at once over the whole server; more get 503 with
     /// `Retry-After`.
     pub max_downloads: usize,
+    /// A web console session ends after this long without a request, in seconds.
+    pub(crate) console_idle_timeout_secs: u64,
+    /// A web console session ends this long after sign-in however active it is, in seconds.
+    pub(crate) console_session_max_secs: u64,
 }
 
 impl Default for Config {
@@ -162,6 +166,8 @@ impl Default for Config {
             idle_timeout_secs: 60,
             max_connections: 4096,
             max_downloads: 64,
+            console_idle_timeout_secs: 30 * 60,
+            console_session_max_secs: 12 * 3600,
         }
     }
 }
@@ -349,6 +355,11 @@ impl Config {
         }
         if self.timestamp_max_age_secs < 0 || self.timestamp_max_future_secs < 0 {
             return Err(ConfigError("timestamp windows cannot be negative".into()));
+        }
+        if self.console_idle_timeout_secs == 0 || self.console_session_max_secs == 0 {
+            return Err(ConfigError(
+                "console_idle_timeout_secs and console_session_max_secs must each be at least 1 second (a web console session could not last at all)".into(),
+            ));
         }
         crate::net::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError)?;
         if self.blob_store == BlobStoreKind::S3 && self.s3_bucket.is_empty() {
@@ -632,6 +643,27 @@ mod tests {
         assert_eq!(parse_byte_count("5 GiB"), Ok(5 * 1024 * 1024 * 1024));
         assert_eq!(parse_byte_count("500 MB"), Ok(500_000_000));
         assert!(parse_byte_count("lots").is_err());
+    }
+
+    #[test]
+    fn console_sessions_must_be_able_to_last() {
+        assert!(Config::default().validate().is_ok());
+        for config in [
+            Config {
+                console_idle_timeout_secs: 0,
+                ..Config::default()
+            },
+            Config {
+                console_session_max_secs: 0,
+                ..Config::default()
+            },
+        ] {
+            let refusal = config.validate().expect_err("zero").0;
+            assert!(
+                refusal.contains("console_idle_timeout_secs and console_session_max_secs"),
+                "{refusal}"
+            );
+        }
     }
 
     #[test]

@@ -81,16 +81,33 @@ impl ServerKey {
 
     /// Encrypts a token; the user id is bound in as associated data.
     pub fn seal(&self, user: UserId, token: &str) -> Result<SealedToken, CryptoError> {
+        self.seal_bound(&user.0.to_le_bytes(), token)
+    }
+
+    pub(crate) fn unseal(&self, user: UserId, sealed: &SealedToken) -> Result<String, CryptoError> {
+        self.unseal_bound(&user.0.to_le_bytes(), sealed)
+    }
+
+    /// Encrypts an S3 secret access key; its access key id is bound in as associated data (with
+    /// a prefix no user id's bytes have), so a sealed secret opens only under its own key id.
+    pub(crate) fn seal_s3_secret(&self, access_key: &str, secret: &str) -> Result<SealedToken, CryptoError> {
+        self.seal_bound(&s3_binding(access_key), secret)
+    }
+
+    pub(crate) fn unseal_s3_secret(&self, access_key: &str, sealed: &SealedToken) -> Result<String, CryptoError> {
+        self.unseal_bound(&s3_binding(access_key), sealed)
+    }
+
+    fn seal_bound(&self, aad: &[u8], token: &str) -> Result<SealedToken, CryptoError> {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = user.0.to_le_bytes();
         let ciphertext = self
             .cipher()
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: token.as_bytes(),
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::Seal)?;
@@ -100,18 +117,17 @@ impl ServerKey {
         })
     }
 
-    pub(crate) fn unseal(&self, user: UserId, sealed: &SealedToken) -> Result<String, CryptoError> {
+    fn unseal_bound(&self, aad: &[u8], sealed: &SealedToken) -> Result<String, CryptoError> {
         if sealed.nonce.len() != 24 {
             return Err(CryptoError::Unseal);
         }
-        let aad = user.0.to_le_bytes();
         let plain = self
             .cipher()
             .decrypt(
                 XNonce::from_slice(&sealed.nonce),
                 Payload {
                     msg: &sealed.ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::Unseal)?;
@@ -126,6 +142,31 @@ impl ServerKey {
             key: mac.finalize().into_bytes().to_vec(),
         }
     }
+}
+
+/// The associated data an S3 secret is sealed with.
+fn s3_binding(access_key: &str) -> Vec<u8> {
+    [b"s3 access key:".as_slice(), access_key.as_bytes()].concat()
+}
+
+/// A new S3 access key id: `STW` and 17 characters of A-Z and 2-7 (85 random bits), the
+/// 20-character shape of AWS's key ids, so that clients that check the shape accept it.
+pub(crate) fn generate_s3_access_key() -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bytes = [0u8; 17];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let tail: String = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(b % 32)]))
+        .collect();
+    format!("STW{tail}")
+}
+
+/// A new S3 secret access key: 240 random bits as 40 base64url characters (AWS's length).
+pub(crate) fn generate_s3_secret() -> String {
+    let mut bytes = [0u8; 30];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Writes a file that only its owner can read (mode 0600), durably.
@@ -194,6 +235,23 @@ mod tests {
         assert!(key.unseal(UserId(8), &sealed).is_err());
         let other = ServerKey::from_hex(&"22".repeat(32)).unwrap();
         assert!(other.unseal(UserId(7), &sealed).is_err());
+    }
+
+    #[test]
+    fn s3_secrets_open_only_under_their_key_id() {
+        let key = ServerKey::from_hex(&"11".repeat(32)).unwrap();
+        let (id, secret) = (generate_s3_access_key(), generate_s3_secret());
+        assert!(id.len() == 20 && id.starts_with("STW"), "{id}");
+        assert!(
+            id.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)),
+            "{id}"
+        );
+        assert_eq!(secret.len(), 40, "{secret}");
+        assert_ne!(generate_s3_access_key(), id);
+        let sealed = key.seal_s3_secret(&id, &secret).unwrap();
+        assert_eq!(key.unseal_s3_secret(&id, &sealed).unwrap(), secret);
+        assert!(key.unseal_s3_secret(&generate_s3_access_key(), &sealed).is_err());
+        assert!(key.unseal(UserId(1), &sealed).is_err());
     }
 
     #[test]

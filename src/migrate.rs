@@ -144,6 +144,9 @@ async fn copy_identities(
             report.memberships += 1;
         }
     }
+    for key in from.meta.list_s3_keys(None).await? {
+        crate::meta::import_s3_key(to.meta, &key).await?;
+    }
     Ok(orgs)
 }
 

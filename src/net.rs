@@ -59,6 +59,17 @@ impl TrustedProxies {
         })
     }
 
+    /// Whether a trusted proxy (the peer) says the client reached it over HTTPS
+    /// (`X-Forwarded-Proto: https`).
+    pub(crate) fn says_https(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {
+        self.contains(peer.ip())
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+    }
+
     /// The client a request comes from: behind a trusted proxy, the right-most address of
     /// `X-Forwarded-For` that is not itself a trusted proxy; otherwise the peer. Entries may carry
     /// a port (`203.0.113.7:5000`, `[2001:db8::1]:5000`); an entry that cannot be read before

@@ -290,8 +290,14 @@ impl Limits {
                 max_live_jobs: config.max_jobs_per_org,
             },
             max_downloads: config.max_downloads,
+            console_idle_ms: secs_to_ms(config.console_idle_timeout_secs),
+            console_max_ms: secs_to_ms(config.console_session_max_secs),
         }
     }
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
 }
 
 /// Largest request head (request line and headers) accepted, in bytes.

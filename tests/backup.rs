@@ -421,6 +421,28 @@ async fn a_restore_serves_the_old_credentials_and_content() {
     owner.set("w0/small.json", br#"{"a": 1}"#).await;
     owner.in_org(&other).set("w1/x", b"x").await;
     let before = owner.properties("w0/big.bin").await;
+    // S3 keys (a revoked one too), bucket names and server administrators are carried over.
+    store
+        .server
+        .admin(&["org", "set-bucket", "--org", &other, "--bucket", "second-bucket"]);
+    store
+        .server
+        .admin(&["user", "set", "--user", &reader_id, "--server-admin", "true"]);
+    store.server.admin(&[
+        "s3-key",
+        "create",
+        "--user",
+        &reader_id,
+        "--org",
+        &owner.org,
+        "--read-only",
+    ]);
+    let revoked = store.server.admin(&["s3-key", "create", "--user", &owner.user]);
+    store
+        .server
+        .admin(&["s3-key", "revoke", "--key", revoked["accessKeyId"].as_str().unwrap()]);
+    let keys_before = store.server.admin(&["s3-key", "list"]);
+    let users_before = store.server.admin(&["user", "list"]);
 
     let backups = tempfile::tempdir().unwrap();
     let target = backups.path().join("b");
@@ -481,5 +503,8 @@ async fn a_restore_serves_the_old_credentials_and_content() {
     let reader = restored.client_for(&reader_id, &reader_token, &owner.org);
     assert!(reader.set_raw("nope", b"x").await.errors()[0].contains("permission to write"));
     assert_eq!(restored.org_entry(&other)["maxBytes"], 5_000_000, "quotas are kept");
+    assert_eq!(restored.org_entry(&other)["bucket"], "second-bucket");
+    assert_eq!(restored.admin(&["s3-key", "list"]), keys_before);
+    assert_eq!(restored.admin(&["user", "list"]), users_before);
     drop(restored);
 }

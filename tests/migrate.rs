@@ -51,6 +51,20 @@ async fn an_embedded_store_moves_whole_and_serves_the_same_content() {
     owner.in_org(&other).set("elsewhere/x", b"x").await;
     let before = owner.properties("models/m1.json").await;
     let listing_before = owner.list(Some("models")).await;
+    // S3 keys (a revoked one too) and bucket names move with their stores.
+    source.admin(&["org", "set-bucket", "--org", &other, "--bucket", "second-bucket"]);
+    source.admin(&[
+        "s3-key",
+        "create",
+        "--user",
+        &reader_id,
+        "--org",
+        &owner.org,
+        "--read-only",
+    ]);
+    let revoked = source.admin(&["s3-key", "create", "--user", &owner.user]);
+    source.admin(&["s3-key", "revoke", "--key", revoked["accessKeyId"].as_str().unwrap()]);
+    let keys_before = source.admin(&["s3-key", "list"]);
     source.stop();
 
     // The destination: the source's server key, and the run's backend.
@@ -113,4 +127,6 @@ async fn an_embedded_store_moves_whole_and_serves_the_same_content() {
     let reader = dest.client_for(&reader_id, &reader_token, &owner.org);
     assert!(reader.set_raw("nope", b"x").await.errors()[0].contains("permission to write"));
     assert_eq!(dest.org_entry(&other)["maxBytes"], 5_000_000, "quotas are kept");
+    assert_eq!(dest.org_entry(&other)["bucket"], "second-bucket");
+    assert_eq!(dest.admin(&["s3-key", "list"]), keys_before);
 }

@@ -172,7 +172,12 @@ impl InProcess {
         let token = generate_token();
         let (sealing_key, sealed) = (key.clone(), token.clone());
         let user = meta
-            .create_user("writer", now, Box::new(move |id| sealing_key.seal(id, &sealed).ok()))
+            .create_user(
+                "writer",
+                false,
+                now,
+                Box::new(move |id| sealing_key.seal(id, &sealed).ok()),
+            )
             .await
             .unwrap()
             .expect("a user id");

@@ -213,6 +213,26 @@ async fn check_store(server: &TestServer, env: &[(String, String)], manifest: &V
         assert_eq!(entry["maxFiles"], max_files, "{entry}");
     }
 
+    // The store's first user (the one v0.1.0's first start created) became a server
+    // administrator; nobody else did; no organization has a bucket name yet.
+    let (ok, out, err) = stowage(server, env, &["admin", "--json", "user", "list"]);
+    assert!(ok, "{err}");
+    let users: Value = serde_json::from_str(&out).expect("user list JSON");
+    let lowest = manifest["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["userId"].as_i64())
+        .min()
+        .expect("a user");
+    for user in users.as_array().expect("list") {
+        assert_eq!(user["serverAdmin"], json!(user["userId"] == json!(lowest)), "{users}");
+    }
+    assert!(
+        listed.as_array().expect("list").iter().all(|o| o["bucket"].is_null()),
+        "{listed}"
+    );
+
     // Memberships keep their permissions: bob only reads the first organization.
     let first = manifest["organizations"][0]["organizationId"].as_str().expect("org id");
     let bob = user_client(server, manifest, "bob", first);

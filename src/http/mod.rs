@@ -2,6 +2,7 @@
 //! error → response mapping and panic catching. Handlers are thin: they decode, call the
 //! [`Service`], and encode with the wire types.
 
+mod console;
 pub(crate) mod fields;
 mod ops;
 mod upload;
@@ -169,6 +170,7 @@ fn api_routes() -> Router<AppState> {
         .route("/api/v2/download/{job}", get(download))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .merge(console::routes())
 }
 
 /// Fallbacks, request counting, panic catching and request ids around `routes`.
@@ -207,6 +209,9 @@ pub(crate) fn prepare_request(
 ) -> Request {
     let mut request = collapse_slashes(request);
     let client = proxies.client(peer, request.headers());
+    if proxies.says_https(peer, request.headers()) {
+        request.extensions_mut().insert(console::ProxiedHttps);
+    }
     request.extensions_mut().insert(ConnectInfo(client));
     request.extensions_mut().insert(LocalAddr(local));
     request.map(|body| Body::new(tower_http::timeout::TimeoutBody::new(body_idle_timeout, body)))

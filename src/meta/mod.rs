@@ -1,6 +1,6 @@
 //! The metadata store: organizations, users, memberships, objects, folders, usage counters,
-//! download jobs and the list of blobs awaiting collection. Its traits are split by concern
-//! ([`Identities`], [`Objects`], [`Jobs`], [`Maintenance`]; [`MetaStore`] is all four, which the
+//! download jobs, web console sessions and the list of blobs awaiting collection. Its traits are split by concern
+//! ([`Identities`], [`Objects`], [`Jobs`], [`Maintenance`], [`Sessions`]; [`MetaStore`] is all five, which the
 //! service layer holds); `rules` holds the decisions both backends share; `sqlite` is the embedded
 //! implementation, `postgres` the one for several servers sharing one database.
 //!
@@ -17,7 +17,7 @@ mod tests;
 use async_trait::async_trait;
 
 use crate::crypto::SealedToken;
-use crate::ids::{BlobId, JobId, OrgId, UserId};
+use crate::ids::{BlobId, BucketAlias, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 
 pub use rules::{FolderDifference, FolderFigures, QuotaExceeded};
@@ -134,6 +134,8 @@ pub struct Organization {
     pub(crate) max_files: Option<u64>,
     pub(crate) usage: Usage,
     pub(crate) created: Millis,
+    /// The organization's S3 bucket name beside its id, if it has one.
+    pub(crate) bucket: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +145,31 @@ pub struct User {
     pub(crate) token: SealedToken,
     pub(crate) disabled: bool,
     pub(crate) created: Millis,
+    /// May create and delete buckets (organizations) through the S3 API.
+    pub(crate) server_admin: bool,
+}
+
+/// An S3 access key: a user's credential for the S3 API, apart from its API token.
+#[derive(Debug, Clone)]
+pub struct S3Key {
+    pub(crate) access_key: String,
+    pub(crate) user: UserId,
+    /// The only organization the key reaches, whatever the user's memberships.
+    pub(crate) org: Option<OrgId>,
+    /// The key may only read, whatever the user's permissions.
+    pub(crate) read_only: bool,
+    pub(crate) secret: SealedToken,
+    pub(crate) created: Millis,
+    pub(crate) revoked: Option<Millis>,
+    /// Read with the key: whether its user is disabled (which disables its keys).
+    pub(crate) user_disabled: bool,
+}
+
+impl S3Key {
+    /// A key signs requests while it is not revoked and its user is not disabled.
+    pub(crate) fn usable(&self) -> bool {
+        self.revoked.is_none() && !self.user_disabled
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +301,21 @@ pub struct Snapshot {
     pub users: Vec<User>,
     pub members: Vec<Membership>,
     pub objects: Vec<(OrgId, ObjectMeta)>,
+    pub s3_keys: Vec<S3Key>,
+}
+
+/// Copies an S3 key from another store (`stowage migrate`, `stowage backup`): its id, sealed
+/// secret (both sides need the same server key), limits and times, its revocation included. A
+/// key the destination already holds is left as it is.
+pub(crate) async fn import_s3_key(to: &dyn Identities, key: &S3Key) -> MetaResult<()> {
+    if to.s3_key(&key.access_key).await?.is_some() {
+        return Ok(());
+    }
+    to.create_s3_key(key).await?;
+    if let Some(revoked) = key.revoked {
+        to.revoke_s3_key(&key.access_key, revoked).await?;
+    }
+    Ok(())
 }
 
 /// Bounds on one download job, enforced where the job is recorded.
@@ -323,6 +365,24 @@ pub enum KeyKind {
     Missing,
 }
 
+/// Why a bucket name was not given to an organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketRefusal {
+    UnknownOrg,
+    /// Another organization has that bucket name.
+    Taken(OrgId),
+}
+
+/// What deleting an organization did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgDeletion {
+    /// Deleted, with its memberships, its download jobs and the S3 keys limited to it.
+    Deleted,
+    /// It holds objects; nothing was changed.
+    NotEmpty,
+    Unknown,
+}
+
 /// Organizations, users and memberships: what authentication, authorization and `stowage admin`
 /// use.
 #[async_trait]
@@ -342,15 +402,39 @@ pub trait Identities: Send + Sync + 'static {
     /// Sets the per-organization quota overrides; returns false when the organization is unknown.
     async fn set_quota(&self, org: &OrgId, max_bytes: Option<u64>, max_files: Option<u64>) -> MetaResult<bool>;
 
-    /// Creates a user; `seal` turns the new user's id into its sealed token.
+    /// Creates an organization with a bucket name, and when `admin` is given, that user as its
+    /// administrator member with every permission, in one transaction; refused (nothing created)
+    /// when another organization has the bucket name.
+    async fn create_bucket_org(
+        &self,
+        name: &str,
+        bucket: &BucketAlias,
+        admin: Option<UserId>,
+        now: Millis,
+    ) -> MetaResult<Result<OrgId, BucketRefusal>>;
+
+    /// Deletes an organization that holds no object (S3's DeleteBucket), atomically with the
+    /// check: a write racing with it either lands first (and the deletion is refused) or finds
+    /// the organization gone.
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion>;
+
+    /// Gives an organization a bucket name (`None` takes it away).
+    async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>>;
+
+    /// The organization whose bucket name this is.
+    async fn org_by_bucket(&self, bucket: &BucketAlias) -> MetaResult<Option<Organization>>;
+
+    /// Creates a user; `seal` turns the new user's id into its sealed token. The first user of a
+    /// store is always a server administrator; others when `server_admin` says so.
     async fn create_user(
         &self,
         name: &str,
+        server_admin: bool,
         now: Millis,
         seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
     ) -> MetaResult<Option<UserId>>;
 
-    /// Creates the first organization and the first user, an admin member of it with every
+    /// Creates the first organization and the first user (a server administrator), an admin member of it with every
     /// permission, in one transaction, and only when the store has no user yet (`None` then):
     /// several servers starting at once on one empty store create them once. `seal` turns the new
     /// user's id into its sealed token.
@@ -370,6 +454,22 @@ pub trait Identities: Send + Sync + 'static {
 
     async fn set_user_disabled(&self, user: UserId, disabled: bool) -> MetaResult<bool>;
 
+    /// Flags or unflags a user as server administrator; false when the user is unknown.
+    async fn set_user_server_admin(&self, user: UserId, server_admin: bool) -> MetaResult<bool>;
+
+    /// Records a new S3 key (`revoked` and `user_disabled` are ignored); false when its user or
+    /// its organization is unknown.
+    async fn create_s3_key(&self, key: &S3Key) -> MetaResult<bool>;
+
+    /// The S3 key with this access key id, revoked or not.
+    async fn s3_key(&self, access_key: &str) -> MetaResult<Option<S3Key>>;
+
+    /// S3 keys, of one user or of all, by user then creation.
+    async fn list_s3_keys(&self, user: Option<UserId>) -> MetaResult<Vec<S3Key>>;
+
+    /// Revokes an S3 key (a revoked key keeps its first revocation time); false when unknown.
+    async fn revoke_s3_key(&self, access_key: &str, now: Millis) -> MetaResult<bool>;
+
     /// Adds or updates a membership; false when the organization or the user is unknown.
     async fn set_member(&self, org: &OrgId, user: UserId, permissions: Permissions) -> MetaResult<bool>;
 
@@ -382,6 +482,9 @@ pub trait Identities: Send + Sync + 'static {
     async fn standing(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Standing>>;
 
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>>;
+
+    /// A user's memberships, by organization id.
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>>;
 }
 
 /// Objects, folders, listings and usage: the API's reads and writes of an organization's keys.
@@ -398,6 +501,53 @@ pub trait Objects: Send + Sync + 'static {
     async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage>;
 
     async fn usage(&self, org: &OrgId) -> MetaResult<Usage>;
+
+    /// The bytes and files under a folder (the root: the organization's usage); `None` when no
+    /// such folder exists.
+    async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>>;
+
+    /// The md5 of each file directly in `folder` whose name is between `first` and `last`
+    /// (inclusive, byte order): the files of one listing page, in one query over the listing
+    /// index (the web console shows them beside the listing).
+    async fn file_md5s(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        first: &str,
+        last: &str,
+    ) -> MetaResult<Vec<(String, String)>>;
+}
+
+/// A web console session as stored: see `service::session` for what each field decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// SHA-256 (hex) of the secret in the session cookie.
+    pub(crate) id_hash: String,
+    pub(crate) user: UserId,
+    /// The token every state-changing console request must carry.
+    pub(crate) csrf: String,
+    /// A tag of the user's sealed API token when the session began.
+    pub(crate) token_tag: String,
+    pub(crate) created: Millis,
+    pub(crate) last_seen: Millis,
+}
+
+/// The web console's sign-in sessions, shared by every server on the store.
+#[async_trait]
+pub trait Sessions: Send + Sync + 'static {
+    async fn create_session(&self, session: &ConsoleSession) -> MetaResult<()>;
+
+    async fn session(&self, id_hash: &str) -> MetaResult<Option<ConsoleSession>>;
+
+    /// Records that the session was used at `now`.
+    async fn touch_session(&self, id_hash: &str, now: Millis) -> MetaResult<()>;
+
+    /// Ends a session; false when there was none.
+    async fn delete_session(&self, id_hash: &str) -> MetaResult<bool>;
+
+    /// Deletes the sessions last used before `idle_before` or created before `created_before`;
+    /// returns how many.
+    async fn delete_stale_sessions(&self, idle_before: Millis, created_before: Millis) -> MetaResult<u64>;
 }
 
 /// What [`Identities::standing`] reads.
@@ -466,6 +616,6 @@ pub trait Maintenance: Send + Sync + 'static {
 
 /// The whole metadata store, for what needs every part (the server bundles one for the service);
 /// callers that need less take the narrower trait.
-pub trait MetaStore: Identities + Objects + Jobs + Maintenance {}
+pub trait MetaStore: Identities + Objects + Jobs + Maintenance + Sessions {}
 
-impl<T: Identities + Objects + Jobs + Maintenance> MetaStore for T {}
+impl<T: Identities + Objects + Jobs + Maintenance + Sessions> MetaStore for T {}

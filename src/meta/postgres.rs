@@ -44,6 +44,8 @@ pub(crate) const DEFAULT_POOL_SIZE: usize = 16;
 const SCHEMA_LOCK: i64 = 0x7374_6f77_6167_6501;
 /// Advisory lock that serializes the creation of the first organization and user.
 const BOOTSTRAP_LOCK: i64 = 0x7374_6f77_6167_6503;
+/// Advisory lock that serializes giving organizations bucket names (check, then write).
+const BUCKET_LOCK: i64 = 0x7374_6f77_6167_6505;
 /// Advisory lock that serializes collection deletes across servers (no deadlocks between them).
 const COLLECTION_LOCK: i64 = 0x7374_6f77_6167_6502;
 /// Advisory lock that `stowage backup` holds (exclusively) while it copies the bodies its snapshot
@@ -210,6 +212,10 @@ impl PostgresMeta {
                 out.members.push(membership_from_row(&org, row)?);
             }
         }
+        let sql = format!("{S3_KEY_SELECT} ORDER BY k.user_id, k.created, k.access_key");
+        for row in &query(&tx, &sql, &[]).await? {
+            out.s3_keys.push(s3_key_from_row(row)?);
+        }
         let sql = format!("SELECT {OBJECT_COLUMNS}, org_id FROM objects ORDER BY org_id, key");
         for row in &query(&tx, &sql, &[]).await? {
             if let Some(object) = object_from_row(row)?
@@ -279,17 +285,19 @@ async fn insert_org<C: GenericClient>(
 }
 
 /// Inserts a user and seals its token under its new id (inside the caller's transaction).
+/// The first user of a store is a server administrator whatever `server_admin` says.
 async fn insert_user<C: GenericClient>(
     c: &C,
     name: &str,
+    server_admin: bool,
     now: Millis,
     seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
 ) -> MetaResult<UserId> {
     let row = query_one(
         c,
-        "INSERT INTO users (name, token_nonce, token_sealed, disabled, created) \
-         VALUES ($1, ''::bytea, ''::bytea, FALSE, $2) RETURNING id",
-        &[&name, &now],
+        "INSERT INTO users (name, token_nonce, token_sealed, disabled, created, server_admin) \
+         VALUES ($1, ''::bytea, ''::bytea, FALSE, $2, $3 OR NOT EXISTS (SELECT 1 FROM users)) RETURNING id",
+        &[&name, &now, &server_admin],
     )
     .await?;
     let id = UserId(col(&row, 0)?);
@@ -356,7 +364,7 @@ async fn snapshot(client: &mut deadpool_postgres::Client) -> MetaResult<Transact
 
 // --- rows ---
 
-const ORG_SELECT: &str = "SELECT o.id, o.name, o.max_bytes, o.max_files, o.created, f.bytes, f.files \
+const ORG_SELECT: &str = "SELECT o.id, o.name, o.max_bytes, o.max_files, o.created, f.bytes, f.files, o.bucket \
      FROM orgs o JOIN folders f ON f.org_id = o.id AND f.path = ''";
 
 /// An organization row joined with its root folder (usage); `None` for a malformed id.
@@ -375,10 +383,11 @@ fn org_from_row(row: &Row) -> MetaResult<Option<Organization>> {
             bytes: to_u64(col(row, 5)?),
             files: to_u64(col(row, 6)?),
         },
+        bucket: col(row, 7)?,
     }))
 }
 
-const USER_SELECT: &str = "SELECT id, name, token_nonce, token_sealed, disabled, created FROM users";
+const USER_SELECT: &str = "SELECT id, name, token_nonce, token_sealed, disabled, created, server_admin FROM users";
 
 fn user_from_row(row: &Row) -> MetaResult<User> {
     Ok(User {
@@ -390,6 +399,47 @@ fn user_from_row(row: &Row) -> MetaResult<User> {
         },
         disabled: col(row, 4)?,
         created: col(row, 5)?,
+        server_admin: col(row, 6)?,
+    })
+}
+
+const S3_KEY_SELECT: &str = "SELECT k.access_key, k.user_id, k.org_id, k.read_only, k.secret_nonce, \
+     k.secret_sealed, k.created, k.revoked, u.disabled FROM s3_keys k JOIN users u ON u.id = k.user_id";
+
+fn s3_key_from_row(row: &Row) -> MetaResult<S3Key> {
+    Ok(S3Key {
+        access_key: col(row, 0)?,
+        user: UserId(col(row, 1)?),
+        org: col::<Option<String>>(row, 2)?.as_deref().and_then(OrgId::parse),
+        read_only: col(row, 3)?,
+        secret: SealedToken {
+            nonce: col(row, 4)?,
+            ciphertext: col(row, 5)?,
+        },
+        created: col(row, 6)?,
+        revoked: col(row, 7)?,
+        user_disabled: col(row, 8)?,
+    })
+}
+
+/// What deleting an empty organization removes (as in the SQLite store).
+const ORG_DELETION: [&str; 6] = [
+    "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE org_id = $1)",
+    "DELETE FROM jobs WHERE org_id = $1",
+    "DELETE FROM s3_keys WHERE org_id = $1",
+    "DELETE FROM members WHERE org_id = $1",
+    "DELETE FROM folders WHERE org_id = $1",
+    "DELETE FROM orgs WHERE id = $1",
+];
+
+/// Takes the bucket-name lock for the transaction and returns the organization that has this
+/// bucket name, if any.
+async fn lock_bucket(tx: &Transaction<'_>, bucket: &BucketAlias) -> MetaResult<Option<OrgId>> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BUCKET_LOCK]).await?;
+    let row = query_opt(tx, "SELECT id FROM orgs WHERE bucket = $1", &[&bucket.as_str()]).await?;
+    Ok(match row {
+        Some(row) => OrgId::parse(&col::<String>(&row, 0)?),
+        None => None,
     })
 }
 
@@ -1112,16 +1162,97 @@ impl Identities for PostgresMeta {
         Ok(changed > 0)
     }
 
+    async fn create_bucket_org(
+        &self,
+        name: &str,
+        bucket: &BucketAlias,
+        admin: Option<UserId>,
+        now: Millis,
+    ) -> MetaResult<Result<OrgId, BucketRefusal>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(owner) = lock_bucket(&tx, bucket).await? {
+            return Ok(Err(BucketRefusal::Taken(owner)));
+        }
+        let org = insert_org(&tx, name, None, None, now).await?;
+        execute(
+            &tx,
+            "UPDATE orgs SET bucket = $2 WHERE id = $1",
+            &[&org.as_str(), &bucket.as_str()],
+        )
+        .await?;
+        if let Some(user) = admin {
+            upsert_member(&tx, &org, user, Permissions::ALL).await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(org))
+    }
+
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // The organization's lock: writes to it wait, and then find it gone.
+        let Some(usage) = lock_org(&tx, org).await? else {
+            return Ok(OrgDeletion::Unknown);
+        };
+        if usage.files > 0 {
+            return Ok(OrgDeletion::NotEmpty);
+        }
+        for sql in ORG_DELETION {
+            execute(&tx, sql, &[&org.as_str()]).await?;
+        }
+        tx.commit().await?;
+        Ok(OrgDeletion::Deleted)
+    }
+
+    async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(bucket) = bucket
+            && let Some(owner) = lock_bucket(&tx, bucket).await?
+            && owner != *org
+        {
+            return Ok(Err(BucketRefusal::Taken(owner)));
+        }
+        let changed = execute(
+            &tx,
+            "UPDATE orgs SET bucket = $2 WHERE id = $1",
+            &[&org.as_str(), &bucket.map(BucketAlias::as_str)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(if changed > 0 {
+            Ok(())
+        } else {
+            Err(BucketRefusal::UnknownOrg)
+        })
+    }
+
+    async fn org_by_bucket(&self, bucket: &BucketAlias) -> MetaResult<Option<Organization>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!("{ORG_SELECT} WHERE o.bucket = $1"),
+            &[&bucket.as_str()],
+        )
+        .await?;
+        Ok(match row {
+            Some(row) => org_from_row(&row)?,
+            None => None,
+        })
+    }
+
     async fn create_user(
         &self,
         name: &str,
+        server_admin: bool,
         now: Millis,
         seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
     ) -> MetaResult<Option<UserId>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // Dropping the transaction without committing rolls a half-made user back.
-        let id = insert_user(&tx, name, now, seal).await?;
+        let id = insert_user(&tx, name, server_admin, now, seal).await?;
         tx.commit().await?;
         Ok(Some(id))
     }
@@ -1143,7 +1274,7 @@ impl Identities for PostgresMeta {
             return Ok(None);
         }
         let org = insert_org(&tx, org_name, None, None, now).await?;
-        let user = insert_user(&tx, user_name, now, seal).await?;
+        let user = insert_user(&tx, user_name, true, now, seal).await?;
         upsert_member(&tx, &org, user, Permissions::ALL).await?;
         tx.commit().await?;
         Ok(Some((org, user)))
@@ -1178,6 +1309,73 @@ impl Identities for PostgresMeta {
             &client,
             "UPDATE users SET disabled = $2 WHERE id = $1",
             &[&user.0, &disabled],
+        )
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn create_s3_key(&self, key: &S3Key) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let inserted = execute(
+            &client,
+            "INSERT INTO s3_keys (access_key, user_id, org_id, read_only, secret_nonce, secret_sealed, created) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2) \
+             AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM orgs WHERE id = $3))",
+            &[
+                &key.access_key,
+                &key.user.0,
+                &key.org.as_ref().map(OrgId::as_str),
+                &key.read_only,
+                &key.secret.nonce,
+                &key.secret.ciphertext,
+                &key.created,
+            ],
+        )
+        .await?;
+        Ok(inserted > 0)
+    }
+
+    async fn s3_key(&self, access_key: &str) -> MetaResult<Option<S3Key>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!("{S3_KEY_SELECT} WHERE k.access_key = $1"),
+            &[&access_key],
+        )
+        .await?;
+        row.as_ref().map(s3_key_from_row).transpose()
+    }
+
+    async fn list_s3_keys(&self, user: Option<UserId>) -> MetaResult<Vec<S3Key>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!(
+                "{S3_KEY_SELECT} WHERE $1::bigint IS NULL OR k.user_id = $1 ORDER BY k.user_id, k.created, k.access_key"
+            ),
+            &[&user.map(|u| u.0)],
+        )
+        .await?;
+        rows.iter().map(s3_key_from_row).collect()
+    }
+
+    async fn revoke_s3_key(&self, access_key: &str, now: Millis) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE s3_keys SET revoked = COALESCE(revoked, $2) WHERE access_key = $1",
+            &[&access_key, &now],
+        )
+        .await?;
+        Ok(changed > 0)
+    }
+
+    async fn set_user_server_admin(&self, user: UserId, server_admin: bool) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let changed = execute(
+            &client,
+            "UPDATE users SET server_admin = $2 WHERE id = $1",
+            &[&user.0, &server_admin],
         )
         .await?;
         Ok(changed > 0)
@@ -1237,6 +1435,23 @@ impl Identities for PostgresMeta {
             disabled: col(&row, 0)?,
             permissions,
         }))
+    }
+
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!("SELECT {MEMBER_COLUMNS}, org_id FROM members WHERE user_id = $1 ORDER BY org_id"),
+            &[&user.0],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for row in &rows {
+            if let Some(org) = OrgId::parse(&col::<String>(row, 5)?) {
+                out.push(membership_from_row(&org, row)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>> {
@@ -1299,20 +1514,102 @@ impl Objects for PostgresMeta {
     }
 
     async fn usage(&self, org: &OrgId) -> MetaResult<Usage> {
+        Ok(self.folder_usage(org, &FolderPath::root()).await?.unwrap_or_default())
+    }
+
+    async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>> {
         let client = self.client().await?;
         let row = query_opt(
             &client,
-            "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = ''",
-            &[&org.as_str()],
+            "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = $2",
+            &[&org.as_str(), &folder.as_str()],
         )
         .await?;
-        Ok(match row {
-            Some(row) => Usage {
+        row.map(|row| {
+            Ok(Usage {
                 bytes: to_u64(col(&row, 0)?),
                 files: to_u64(col(&row, 1)?),
-            },
-            None => Usage::default(),
+            })
         })
+        .transpose()
+    }
+
+    async fn file_md5s(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        first: &str,
+        last: &str,
+    ) -> MetaResult<Vec<(String, String)>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT name, md5 FROM objects WHERE org_id = $1 AND parent = $2 AND name >= $3 AND name <= $4 ORDER BY name",
+            &[&org.as_str(), &folder.as_str(), &first, &last],
+        )
+        .await?;
+        rows.iter().map(|row| Ok((col(row, 0)?, col(row, 1)?))).collect()
+    }
+}
+
+#[async_trait]
+impl Sessions for PostgresMeta {
+    async fn create_session(&self, s: &ConsoleSession) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "INSERT INTO console_sessions (id_hash, user_id, csrf, token_tag, created, last_seen) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&s.id_hash, &s.user.0, &s.csrf, &s.token_tag, &s.created, &s.last_seen],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str) -> MetaResult<Option<ConsoleSession>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT id_hash, user_id, csrf, token_tag, created, last_seen FROM console_sessions WHERE id_hash = $1",
+            &[&id_hash],
+        )
+        .await?;
+        row.map(|row| {
+            Ok(ConsoleSession {
+                id_hash: col(&row, 0)?,
+                user: UserId(col(&row, 1)?),
+                csrf: col(&row, 2)?,
+                token_tag: col(&row, 3)?,
+                created: col(&row, 4)?,
+                last_seen: col(&row, 5)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_session(&self, id_hash: &str, now: Millis) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "UPDATE console_sessions SET last_seen = GREATEST(last_seen, $2) WHERE id_hash = $1",
+            &[&id_hash, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> MetaResult<bool> {
+        let client = self.client().await?;
+        Ok(execute(&client, "DELETE FROM console_sessions WHERE id_hash = $1", &[&id_hash]).await? > 0)
+    }
+
+    async fn delete_stale_sessions(&self, idle_before: Millis, created_before: Millis) -> MetaResult<u64> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "DELETE FROM console_sessions WHERE last_seen < $1 OR created < $2",
+            &[&idle_before, &created_before],
+        )
+        .await
     }
 }
 
@@ -1545,7 +1842,7 @@ impl Maintenance for PostgresMeta {
         let tx = client.transaction().await?;
         let inserted = execute(
             &tx,
-            "INSERT INTO orgs (id, name, max_bytes, max_files, created) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO orgs (id, name, max_bytes, max_files, created, bucket) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (id) DO NOTHING",
             &[
                 &org.id.as_str(),
@@ -1553,6 +1850,7 @@ impl Maintenance for PostgresMeta {
                 &org.max_bytes.map(to_i64),
                 &org.max_files.map(to_i64),
                 &org.created,
+                &org.bucket,
             ],
         )
         .await?;
@@ -1573,9 +1871,17 @@ impl Maintenance for PostgresMeta {
         let client = self.client().await?;
         execute(
             &client,
-            "INSERT INTO users (id, name, token_nonce, token_sealed, disabled, created) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (id) DO NOTHING",
-            &[&user.id.0, &user.name, &user.token.nonce, &user.token.ciphertext, &user.disabled, &user.created],
+            "INSERT INTO users (id, name, token_nonce, token_sealed, disabled, created, server_admin) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            &[
+                &user.id.0,
+                &user.name,
+                &user.token.nonce,
+                &user.token.ciphertext,
+                &user.disabled,
+                &user.created,
+                &user.server_admin,
+            ],
         )
         .await?;
         // Later users get ids after the imported ones.

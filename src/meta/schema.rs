@@ -25,6 +25,18 @@ pub const SQLITE: &[Step] = &[
         description: JOBS_BY_ORG_DESCRIPTION,
         sql: JOBS_BY_ORG,
     },
+    Step {
+        description: ADMINS_AND_BUCKETS_DESCRIPTION,
+        sql: SQLITE_ADMINS_AND_BUCKETS,
+    },
+    Step {
+        description: S3_KEYS_DESCRIPTION,
+        sql: SQLITE_S3_KEYS,
+    },
+    Step {
+        description: CONSOLE_SESSIONS_DESCRIPTION,
+        sql: CONSOLE_SESSIONS_SQLITE,
+    },
 ];
 
 /// The PostgreSQL steps.
@@ -37,6 +49,18 @@ pub const POSTGRES: &[Step] = &[
         description: JOBS_BY_ORG_DESCRIPTION,
         sql: JOBS_BY_ORG,
     },
+    Step {
+        description: ADMINS_AND_BUCKETS_DESCRIPTION,
+        sql: POSTGRES_ADMINS_AND_BUCKETS,
+    },
+    Step {
+        description: S3_KEYS_DESCRIPTION,
+        sql: POSTGRES_S3_KEYS,
+    },
+    Step {
+        description: CONSOLE_SESSIONS_DESCRIPTION,
+        sql: CONSOLE_SESSIONS_POSTGRES,
+    },
 ];
 
 const JOBS_BY_ORG_DESCRIPTION: &str = "an index of each organization's download jobs by expiry";
@@ -45,6 +69,90 @@ const JOBS_BY_ORG_DESCRIPTION: &str = "an index of each organization's download 
 /// The same text serves both dialects. `IF NOT EXISTS`: an unmarked store that already has
 /// newer tables (made by hand, or a test) reads as version 1 and runs this step too.
 const JOBS_BY_ORG: &str = "CREATE INDEX IF NOT EXISTS jobs_by_org_expiry ON jobs (org_id, expires);";
+
+const ADMINS_AND_BUCKETS_DESCRIPTION: &str = "server administrators and organizations' bucket names";
+/// Version 3: users flagged server administrator (they may create and delete buckets, that is
+/// organizations, through the S3 API), and each organization's optional S3 bucket name (unique;
+/// the organization's id always works as its bucket name too). A store upgraded from 0.1.0 makes
+/// its first user (the lowest id, the one the first start created) a server administrator, as a
+/// new store does.
+const SQLITE_ADMINS_AND_BUCKETS: &str = r#"
+ALTER TABLE users ADD COLUMN server_admin INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET server_admin = 1 WHERE id = (SELECT MIN(id) FROM users);
+ALTER TABLE orgs ADD COLUMN bucket TEXT;
+CREATE UNIQUE INDEX orgs_by_bucket ON orgs (bucket);
+"#;
+
+/// Version 3, as [`SQLITE_ADMINS_AND_BUCKETS`].
+const POSTGRES_ADMINS_AND_BUCKETS: &str = r#"
+ALTER TABLE users ADD COLUMN IF NOT EXISTS server_admin BOOLEAN NOT NULL DEFAULT FALSE;
+UPDATE users SET server_admin = TRUE WHERE id = (SELECT MIN(id) FROM users);
+ALTER TABLE orgs ADD COLUMN IF NOT EXISTS bucket TEXT COLLATE "C";
+CREATE UNIQUE INDEX IF NOT EXISTS orgs_by_bucket ON orgs (bucket);
+"#;
+
+const S3_KEYS_DESCRIPTION: &str = "S3 access keys";
+/// Version 4: S3 credentials, apart from API tokens. The secret is sealed with the server key
+/// (bound to its access key id), never hashed: SigV4 needs it back to check signatures. A key may
+/// be limited to one organization and to reading; `revoked` is when it was revoked.
+const SQLITE_S3_KEYS: &str = r#"
+CREATE TABLE s3_keys (
+    access_key TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    org_id TEXT REFERENCES orgs(id),
+    read_only INTEGER NOT NULL,
+    secret_nonce BLOB NOT NULL,
+    secret_sealed BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    revoked INTEGER
+) WITHOUT ROWID;
+CREATE INDEX s3_keys_by_user ON s3_keys (user_id);
+"#;
+
+/// Version 4, as [`SQLITE_S3_KEYS`].
+const POSTGRES_S3_KEYS: &str = r#"
+CREATE TABLE IF NOT EXISTS s3_keys (
+    access_key TEXT COLLATE "C" PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users(id),
+    org_id TEXT COLLATE "C" REFERENCES orgs(id),
+    read_only BOOLEAN NOT NULL,
+    secret_nonce BYTEA NOT NULL,
+    secret_sealed BYTEA NOT NULL,
+    created BIGINT NOT NULL,
+    revoked BIGINT
+);
+CREATE INDEX IF NOT EXISTS s3_keys_by_user ON s3_keys (user_id);
+"#;
+
+const CONSOLE_SESSIONS_DESCRIPTION: &str = "the web console's sign-in sessions";
+/// Version 5: the web console's server-side sessions (`service/console.rs`): the row is keyed by the SHA-256
+/// of the cookie's secret (the secret itself is never stored), names its user, carries the
+/// session's CSRF token and a tag of the user's sealed API token at sign-in (a rotated token ends
+/// the session), and its creation and last-use times (absolute and idle expiry).
+const CONSOLE_SESSIONS_SQLITE: &str = r#"
+CREATE TABLE IF NOT EXISTS console_sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL,
+    csrf TEXT NOT NULL,
+    token_tag TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS console_sessions_by_last_seen ON console_sessions (last_seen);
+"#;
+
+/// [`CONSOLE_SESSIONS_SQLITE`] for PostgreSQL.
+const CONSOLE_SESSIONS_POSTGRES: &str = r#"
+CREATE TABLE IF NOT EXISTS console_sessions (
+    id_hash TEXT COLLATE "C" PRIMARY KEY,
+    user_id BIGINT NOT NULL,
+    csrf TEXT NOT NULL,
+    token_tag TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_sessions_by_last_seen ON console_sessions (last_seen);
+"#;
 
 /// The schema of stowage 0.1.0. It creates only what is missing (and drops two indexes that the
 /// `*_listing` ones replaced before the release), so it also takes a store that has these tables
@@ -350,6 +458,7 @@ mod tests {
         assert_eq!(
             tables,
             [
+                "console_sessions",
                 "folders",
                 "garbage",
                 "job_entries",
@@ -357,6 +466,7 @@ mod tests {
                 "members",
                 "objects",
                 "orgs",
+                "s3_keys",
                 "users"
             ]
         );

@@ -340,15 +340,18 @@ fn insert_org(
 }
 
 /// Inserts a user and seals its token under its new id.
+/// The first user of a store is a server administrator whatever `server_admin` says.
 fn insert_user(
     conn: &Connection,
     name: &str,
+    server_admin: bool,
     now: Millis,
     seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
 ) -> MetaResult<UserId> {
     conn.execute(
-        "INSERT INTO users (name, token_nonce, token_sealed, disabled, created) VALUES (?1, x'', x'', 0, ?2)",
-        params![name, now],
+        "INSERT INTO users (name, token_nonce, token_sealed, disabled, created, server_admin) \
+         VALUES (?1, x'', x'', 0, ?2, ?3 OR NOT EXISTS (SELECT 1 FROM users))",
+        params![name, now, server_admin],
     )?;
     let id = UserId(conn.last_insert_rowid());
     let Some(sealed) = seal(id) else {
@@ -389,10 +392,11 @@ fn org_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Organization
             bytes: to_u64(row.get(5).unwrap_or_default()),
             files: to_u64(row.get(6).unwrap_or_default()),
         },
+        bucket: row.get(7).unwrap_or_default(),
     }))
 }
 
-const ORG_SELECT: &str = "SELECT o.id, o.name, o.max_bytes, o.max_files, o.created, f.bytes, f.files \
+const ORG_SELECT: &str = "SELECT o.id, o.name, o.max_bytes, o.max_files, o.created, f.bytes, f.files, o.bucket \
      FROM orgs o JOIN folders f ON f.org_id = o.id AND f.path = ''";
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
@@ -405,10 +409,53 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         },
         disabled: row.get::<_, i64>(4)? != 0,
         created: row.get(5)?,
+        server_admin: row.get::<_, i64>(6)? != 0,
     })
 }
 
-const USER_SELECT: &str = "SELECT id, name, token_nonce, token_sealed, disabled, created FROM users";
+const USER_SELECT: &str = "SELECT id, name, token_nonce, token_sealed, disabled, created, server_admin FROM users";
+
+const S3_KEY_SELECT: &str = "SELECT k.access_key, k.user_id, k.org_id, k.read_only, k.secret_nonce, \
+     k.secret_sealed, k.created, k.revoked, u.disabled FROM s3_keys k JOIN users u ON u.id = k.user_id";
+
+fn s3_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<S3Key> {
+    Ok(S3Key {
+        access_key: row.get(0)?,
+        user: UserId(row.get(1)?),
+        org: row.get::<_, Option<String>>(2)?.as_deref().and_then(OrgId::parse),
+        read_only: row.get::<_, i64>(3)? != 0,
+        secret: SealedToken {
+            nonce: row.get(4)?,
+            ciphertext: row.get(5)?,
+        },
+        created: row.get(6)?,
+        revoked: row.get(7)?,
+        user_disabled: row.get::<_, i64>(8)? != 0,
+    })
+}
+
+/// What deleting an empty organization removes (the freed bodies of its download jobs are in
+/// `garbage` already, since its objects are gone).
+const ORG_DELETION: [&str; 6] = [
+    "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE org_id = ?1)",
+    "DELETE FROM jobs WHERE org_id = ?1",
+    "DELETE FROM s3_keys WHERE org_id = ?1",
+    "DELETE FROM members WHERE org_id = ?1",
+    "DELETE FROM folders WHERE org_id = ?1",
+    "DELETE FROM orgs WHERE id = ?1",
+];
+
+/// The organization that has this bucket name, if any.
+fn bucket_owner(conn: &Connection, bucket: &BucketAlias) -> MetaResult<Option<OrgId>> {
+    let id: Option<String> = cached_row(
+        conn,
+        "SELECT id FROM orgs WHERE bucket = ?1",
+        params![bucket.as_str()],
+        |row| row.get(0),
+    )
+    .optional()?;
+    Ok(id.as_deref().and_then(OrgId::parse))
+}
 
 fn membership_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, i64, Permissions)> {
     Ok((
@@ -476,10 +523,15 @@ fn file_exists(conn: &Connection, org: &OrgId, key: &str) -> MetaResult<bool> {
 }
 
 fn root_usage(conn: &Connection, org: &OrgId) -> MetaResult<Option<Usage>> {
+    folder_usage_of(conn, org, "")
+}
+
+/// The figures of the folder at `path` (`""`: the root).
+fn folder_usage_of(conn: &Connection, org: &OrgId, path: &str) -> MetaResult<Option<Usage>> {
     Ok(cached_row(
         conn,
-        "SELECT bytes, files FROM folders WHERE org_id = ?1 AND path = ''",
-        params![org.as_str()],
+        "SELECT bytes, files FROM folders WHERE org_id = ?1 AND path = ?2",
+        params![org.as_str(), path],
         |row| {
             Ok(Usage {
                 bytes: to_u64(row.get(0)?),
@@ -1109,14 +1161,95 @@ impl Identities for SqliteMeta {
         .await
     }
 
+    async fn create_bucket_org(
+        &self,
+        name: &str,
+        bucket: &BucketAlias,
+        admin: Option<UserId>,
+        now: Millis,
+    ) -> MetaResult<Result<OrgId, BucketRefusal>> {
+        let (name, bucket) = (name.to_owned(), bucket.clone());
+        // One write task: the check and the inserts run under the writer's transaction.
+        self.write(move |conn| {
+            if let Some(owner) = bucket_owner(conn, &bucket)? {
+                return Ok(Err(BucketRefusal::Taken(owner)));
+            }
+            let org = insert_org(conn, &name, None, None, now)?;
+            conn.execute(
+                "UPDATE orgs SET bucket = ?2 WHERE id = ?1",
+                params![org.as_str(), bucket.as_str()],
+            )?;
+            if let Some(user) = admin {
+                upsert_member(conn, &org, user, Permissions::ALL)?;
+            }
+            Ok(Ok(org))
+        })
+        .await
+    }
+
+    async fn delete_empty_org(&self, org: &OrgId) -> MetaResult<OrgDeletion> {
+        let org = org.clone();
+        self.write(move |conn| {
+            let Some(usage) = root_usage(conn, &org)? else {
+                return Ok(OrgDeletion::Unknown);
+            };
+            if usage.files > 0 {
+                return Ok(OrgDeletion::NotEmpty);
+            }
+            for sql in ORG_DELETION {
+                conn.execute(sql, params![org.as_str()])?;
+            }
+            Ok(OrgDeletion::Deleted)
+        })
+        .await
+    }
+
+    async fn set_org_bucket(&self, org: &OrgId, bucket: Option<&BucketAlias>) -> MetaResult<Result<(), BucketRefusal>> {
+        let (org, bucket) = (org.clone(), bucket.cloned());
+        self.write(move |conn| {
+            if let Some(bucket) = &bucket
+                && let Some(owner) = bucket_owner(conn, bucket)?
+                && owner != org
+            {
+                return Ok(Err(BucketRefusal::Taken(owner)));
+            }
+            let changed = conn.execute(
+                "UPDATE orgs SET bucket = ?2 WHERE id = ?1",
+                params![org.as_str(), bucket.as_ref().map(BucketAlias::as_str)],
+            )?;
+            Ok(if changed > 0 {
+                Ok(())
+            } else {
+                Err(BucketRefusal::UnknownOrg)
+            })
+        })
+        .await
+    }
+
+    async fn org_by_bucket(&self, bucket: &BucketAlias) -> MetaResult<Option<Organization>> {
+        let bucket = bucket.clone();
+        self.read(move |conn| {
+            Ok(cached_row(
+                conn,
+                &format!("{ORG_SELECT} WHERE o.bucket = ?1"),
+                params![bucket.as_str()],
+                org_from_row,
+            )
+            .optional()?
+            .flatten())
+        })
+        .await
+    }
+
     async fn create_user(
         &self,
         name: &str,
+        server_admin: bool,
         now: Millis,
         seal: Box<dyn FnOnce(UserId) -> Option<SealedToken> + Send>,
     ) -> MetaResult<Option<UserId>> {
         let name = name.to_owned();
-        self.write(move |conn| insert_user(conn, &name, now, seal).map(Some))
+        self.write(move |conn| insert_user(conn, &name, server_admin, now, seal).map(Some))
             .await
     }
 
@@ -1137,7 +1270,7 @@ impl Identities for SqliteMeta {
                 return Ok(None);
             }
             let org = insert_org(conn, &org_name, None, None, now)?;
-            let user = insert_user(conn, &user_name, now, seal)?;
+            let user = insert_user(conn, &user_name, true, now, seal)?;
             upsert_member(conn, &org, user, Permissions::ALL)?;
             Ok(Some((org, user)))
         })
@@ -1182,6 +1315,89 @@ impl Identities for SqliteMeta {
             Ok(conn.execute(
                 "UPDATE users SET disabled = ?2 WHERE id = ?1",
                 params![user.0, bool_int(disabled)],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn set_user_server_admin(&self, user: UserId, server_admin: bool) -> MetaResult<bool> {
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "UPDATE users SET server_admin = ?2 WHERE id = ?1",
+                params![user.0, bool_int(server_admin)],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn create_s3_key(&self, key: &S3Key) -> MetaResult<bool> {
+        let key = key.clone();
+        self.write(move |conn| {
+            let user_known = cached_row(conn, "SELECT 1 FROM users WHERE id = ?1", params![key.user.0], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some();
+            let org_known = match &key.org {
+                None => true,
+                Some(org) => cached_row(conn, "SELECT 1 FROM orgs WHERE id = ?1", params![org.as_str()], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some(),
+            };
+            if !user_known || !org_known {
+                return Ok(false);
+            }
+            conn.execute(
+                "INSERT INTO s3_keys (access_key, user_id, org_id, read_only, secret_nonce, secret_sealed, created) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key.access_key,
+                    key.user.0,
+                    key.org.as_ref().map(OrgId::as_str),
+                    bool_int(key.read_only),
+                    key.secret.nonce,
+                    key.secret.ciphertext,
+                    key.created
+                ],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn s3_key(&self, access_key: &str) -> MetaResult<Option<S3Key>> {
+        let access_key = access_key.to_owned();
+        self.read(move |conn| {
+            Ok(cached_row(
+                conn,
+                &format!("{S3_KEY_SELECT} WHERE k.access_key = ?1"),
+                params![access_key],
+                s3_key_from_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_s3_keys(&self, user: Option<UserId>) -> MetaResult<Vec<S3Key>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "{S3_KEY_SELECT} WHERE ?1 IS NULL OR k.user_id = ?1 ORDER BY k.user_id, k.created, k.access_key"
+            ))?;
+            let rows = stmt.query_map(params![user.map(|u| u.0)], s3_key_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_s3_key(&self, access_key: &str, now: Millis) -> MetaResult<bool> {
+        let access_key = access_key.to_owned();
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "UPDATE s3_keys SET revoked = COALESCE(revoked, ?2) WHERE access_key = ?1",
+                params![access_key, now],
             )? > 0)
         })
         .await
@@ -1264,6 +1480,22 @@ impl Identities for SqliteMeta {
         .await
     }
 
+    async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT org_id, user_id, can_read, can_write, can_delete, is_admin FROM members WHERE user_id = ?1 ORDER BY org_id",
+            )?;
+            let rows = stmt.query_map(params![user.0], membership_from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (org, _, permissions) = row?;
+                out.extend(OrgId::parse(&org).map(|org| Membership { org, user, permissions }));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn members(&self, org: &OrgId) -> MetaResult<Vec<Membership>> {
         let org = org.clone();
         self.read(move |conn| {
@@ -1325,6 +1557,101 @@ impl Objects for SqliteMeta {
         let org = org.clone();
         self.read(move |conn| Ok(root_usage(conn, &org)?.unwrap_or_default()))
             .await
+    }
+
+    async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>> {
+        let (org, folder) = (org.clone(), folder.clone());
+        self.read(move |conn| folder_usage_of(conn, &org, folder.as_str()))
+            .await
+    }
+
+    async fn file_md5s(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        first: &str,
+        last: &str,
+    ) -> MetaResult<Vec<(String, String)>> {
+        let (org, folder, first, last) = (org.clone(), folder.clone(), first.to_owned(), last.to_owned());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, md5 FROM objects WHERE org_id = ?1 AND parent = ?2 AND name >= ?3 AND name <= ?4 ORDER BY name",
+            )?;
+            let rows = stmt.query_map(params![org.as_str(), folder.as_str(), first, last], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Sessions for SqliteMeta {
+    async fn create_session(&self, session: &ConsoleSession) -> MetaResult<()> {
+        let s = session.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO console_sessions (id_hash, user_id, csrf, token_tag, created, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![s.id_hash, s.user.0, s.csrf, s.token_tag, s.created, s.last_seen])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str) -> MetaResult<Option<ConsoleSession>> {
+        let id_hash = id_hash.to_owned();
+        self.read(move |conn| {
+            Ok(cached_row(
+                conn,
+                "SELECT id_hash, user_id, csrf, token_tag, created, last_seen FROM console_sessions WHERE id_hash = ?1",
+                params![id_hash],
+                |row| {
+                    Ok(ConsoleSession {
+                        id_hash: row.get(0)?,
+                        user: UserId(row.get(1)?),
+                        csrf: row.get(2)?,
+                        token_tag: row.get(3)?,
+                        created: row.get(4)?,
+                        last_seen: row.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id_hash: &str, now: Millis) -> MetaResult<()> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE console_sessions SET last_seen = MAX(last_seen, ?2) WHERE id_hash = ?1")?
+                .execute(params![id_hash, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> MetaResult<bool> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM console_sessions WHERE id_hash = ?1")?
+                .execute(params![id_hash])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn delete_stale_sessions(&self, idle_before: Millis, created_before: Millis) -> MetaResult<u64> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM console_sessions WHERE last_seen < ?1 OR created < ?2")?
+                .execute(params![idle_before, created_before])?;
+            Ok(n as u64)
+        })
+        .await
     }
 }
 
@@ -1574,13 +1901,15 @@ impl Maintenance for SqliteMeta {
         let org = org.clone();
         self.write(move |conn| {
             let inserted = conn.execute(
-                "INSERT OR IGNORE INTO orgs (id, name, max_bytes, max_files, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO orgs (id, name, max_bytes, max_files, created, bucket) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     org.id.as_str(),
                     org.name,
                     org.max_bytes.map(to_i64),
                     org.max_files.map(to_i64),
-                    org.created
+                    org.created,
+                    org.bucket
                 ],
             )?;
             if inserted > 0 {
@@ -1599,15 +1928,16 @@ impl Maintenance for SqliteMeta {
         let user = user.clone();
         self.write(move |conn| {
             conn.execute(
-                "INSERT OR IGNORE INTO users (id, name, token_nonce, token_sealed, disabled, created) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO users (id, name, token_nonce, token_sealed, disabled, created, server_admin) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     user.id.0,
                     user.name,
                     user.token.nonce,
                     user.token.ciphertext,
                     bool_int(user.disabled),
-                    user.created
+                    user.created,
+                    bool_int(user.server_admin)
                 ],
             )?;
             Ok(())
@@ -1651,7 +1981,9 @@ mod tests {
         conn.execute_batch(
             "DROP INDEX objects_listing; DROP INDEX folders_listing; \
              CREATE INDEX objects_by_parent ON objects (org_id, parent, name); \
-             CREATE INDEX folders_by_parent ON folders (org_id, parent, name);",
+             CREATE INDEX folders_by_parent ON folders (org_id, parent, name); \
+             DROP INDEX orgs_by_bucket; ALTER TABLE orgs DROP COLUMN bucket; \
+             ALTER TABLE users DROP COLUMN server_admin; DROP TABLE s3_keys;",
         )
         .expect("make it look like an older database");
         conn.pragma_update(None, "user_version", 0)

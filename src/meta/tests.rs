@@ -533,7 +533,11 @@ async fn standing_reads_user_and_membership(fixture: &Fixture) {
             ciphertext: vec![1; 16],
         })
     };
-    let user = meta.create_user("reader", 1, Box::new(seal)).await.unwrap().unwrap();
+    let user = meta
+        .create_user("reader", false, 1, Box::new(seal))
+        .await
+        .unwrap()
+        .unwrap();
     let reads = Permissions {
         read: true,
         write: false,
@@ -737,6 +741,7 @@ async fn organizations_users_and_members(fixture: &Fixture) {
             max_files: None,
             usage: Usage::default(),
             created: 100,
+            bucket: None,
         }
     );
     assert!(meta.org(&OrgId::generate()).await.unwrap().is_none());
@@ -759,15 +764,40 @@ async fn organizations_users_and_members(fixture: &Fixture) {
             })
         })
     };
-    let alice = meta.create_user("alice", 300, seal(1)).await.unwrap().unwrap();
-    let bob = meta.create_user("bob", 301, seal(2)).await.unwrap().unwrap();
+    let alice = meta.create_user("alice", false, 300, seal(1)).await.unwrap().unwrap();
+    let bob = meta.create_user("bob", false, 301, seal(2)).await.unwrap().unwrap();
+    let carol = meta.create_user("carol", true, 302, seal(3)).await.unwrap().unwrap();
     assert!(alice.0 > 0 && bob.0 > alice.0);
     // A token that cannot be sealed creates no user.
-    assert!(meta.create_user("nobody", 302, Box::new(|_| None)).await.is_err());
+    assert!(
+        meta.create_user("nobody", false, 302, Box::new(|_| None))
+            .await
+            .is_err()
+    );
+    // The first user of a store is a server administrator even unasked; later ones when asked.
+    let admins: Vec<bool> = meta
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.server_admin)
+        .collect();
+    assert_eq!(admins, [true, false, true]);
+    assert!(meta.set_user_server_admin(carol, false).await.unwrap());
+    assert!(meta.set_user_server_admin(bob, true).await.unwrap());
+    assert!(!meta.set_user_server_admin(UserId(alice.0 + 1000), true).await.unwrap());
+    let admins: Vec<bool> = meta
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.server_admin)
+        .collect();
+    assert_eq!(admins, [true, true, false]);
     let users = meta.list_users().await.unwrap();
     assert_eq!(
         users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
-        ["alice", "bob"]
+        ["alice", "bob", "carol"]
     );
     let user = meta.user(alice).await.unwrap().unwrap();
     assert_eq!((user.id, user.created, user.disabled), (alice, 300, false));
@@ -822,9 +852,208 @@ async fn organizations_users_and_members(fixture: &Fixture) {
         Some(write)
     );
     assert!(meta.membership(&second, bob).await.unwrap().is_none());
+    assert!(meta.set_member(&second, bob, read).await.unwrap());
+    let mut expected = vec![(first.clone(), write), (second.clone(), read)];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let of_bob: Vec<_> = meta
+        .user_memberships(bob)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.org, m.permissions))
+        .collect();
+    assert_eq!(of_bob, expected);
+    assert!(meta.remove_member(&second, bob).await.unwrap());
     assert!(meta.remove_member(&first, bob).await.unwrap());
     assert!(!meta.remove_member(&first, bob).await.unwrap());
     assert_eq!(meta.members(&first).await.unwrap().len(), 1);
+}
+
+async fn bucket_names(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let alias = |raw: &str| BucketAlias::parse(raw).unwrap();
+    let plain = meta.create_org("plain", None, None, 1).await.unwrap();
+    let user = meta
+        .create_user(
+            "u",
+            false,
+            1,
+            Box::new(|_| {
+                Some(SealedToken {
+                    nonce: vec![0; 24],
+                    ciphertext: vec![1],
+                })
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let data = meta
+        .create_bucket_org("data", &alias("team-data"), Some(user), 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let org = meta.org(&data).await.unwrap().unwrap();
+    assert_eq!((org.name.as_str(), org.bucket.as_deref()), ("data", Some("team-data")));
+    assert_eq!(
+        meta.membership(&data, user).await.unwrap().map(|m| m.permissions),
+        Some(Permissions::ALL)
+    );
+    assert_eq!(
+        meta.org_by_bucket(&alias("team-data")).await.unwrap().map(|o| o.id),
+        Some(data.clone())
+    );
+    assert!(meta.org_by_bucket(&alias("nobody")).await.unwrap().is_none());
+    // A taken name creates nothing and is not given to another organization.
+    let orgs = meta.list_orgs().await.unwrap().len();
+    assert_eq!(
+        meta.create_bucket_org("again", &alias("team-data"), None, 3)
+            .await
+            .unwrap(),
+        Err(BucketRefusal::Taken(data.clone()))
+    );
+    assert_eq!(meta.list_orgs().await.unwrap().len(), orgs);
+    assert_eq!(
+        meta.set_org_bucket(&plain, Some(&alias("team-data"))).await.unwrap(),
+        Err(BucketRefusal::Taken(data.clone()))
+    );
+    assert_eq!(
+        meta.set_org_bucket(&data, Some(&alias("team-data"))).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        meta.set_org_bucket(&OrgId::generate(), Some(&alias("free")))
+            .await
+            .unwrap(),
+        Err(BucketRefusal::UnknownOrg)
+    );
+    // Renaming frees the old name; taking the name away leaves none.
+    assert_eq!(
+        meta.set_org_bucket(&data, Some(&alias("renamed"))).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        meta.set_org_bucket(&plain, Some(&alias("team-data"))).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        meta.org_by_bucket(&alias("team-data")).await.unwrap().map(|o| o.id),
+        Some(plain.clone())
+    );
+    assert_eq!(meta.set_org_bucket(&plain, None).await.unwrap(), Ok(()));
+    assert!(meta.org_by_bucket(&alias("team-data")).await.unwrap().is_none());
+    assert_eq!(meta.org(&plain).await.unwrap().unwrap().bucket, None);
+
+    // Only an empty organization is deleted, with its members and the S3 keys limited to it;
+    // its bucket name is free again.
+    meta.put_object(&data, object("a/b", 3, 5), QUOTA).await.unwrap();
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::NotEmpty);
+    assert!(meta.org(&data).await.unwrap().is_some());
+    let limited = S3Key {
+        access_key: "LIMITED".into(),
+        user,
+        org: Some(data.clone()),
+        read_only: false,
+        secret: SealedToken {
+            nonce: vec![0; 24],
+            ciphertext: vec![1],
+        },
+        created: 1,
+        revoked: None,
+        user_disabled: false,
+    };
+    assert!(meta.create_s3_key(&limited).await.unwrap());
+    assert_eq!(
+        meta.delete(&data, &key("a")).await.unwrap(),
+        DeleteOutcome::Folder { files: 1, bytes: 3 }
+    );
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::Deleted);
+    assert!(meta.org(&data).await.unwrap().is_none());
+    assert!(meta.membership(&data, user).await.unwrap().is_none());
+    assert!(meta.s3_key("LIMITED").await.unwrap().is_none());
+    assert!(meta.org_by_bucket(&alias("renamed")).await.unwrap().is_none());
+    assert_eq!(meta.delete_empty_org(&data).await.unwrap(), OrgDeletion::Unknown);
+    assert_eq!(
+        meta.create_bucket_org("again", &alias("renamed"), None, 4)
+            .await
+            .unwrap()
+            .map(|_| ()),
+        Ok(())
+    );
+}
+
+async fn s3_keys(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let sealed = |tag: u8| SealedToken {
+        nonce: vec![tag; 24],
+        ciphertext: vec![tag, 1, 2],
+    };
+    let user = meta
+        .create_user("u", false, 1, Box::new(move |_| Some(sealed(0))))
+        .await
+        .unwrap()
+        .unwrap();
+    let other = meta
+        .create_user("v", false, 1, Box::new(move |_| Some(sealed(0))))
+        .await
+        .unwrap()
+        .unwrap();
+    let org = meta.create_org("o", None, None, 1).await.unwrap();
+    let key = |id: &str, user: UserId, org: Option<OrgId>, created: Millis| S3Key {
+        access_key: id.into(),
+        user,
+        read_only: org.is_some(),
+        org,
+        secret: sealed(created as u8),
+        created,
+        revoked: None,
+        user_disabled: false,
+    };
+    assert!(meta.create_s3_key(&key("KEYA", user, None, 10)).await.unwrap());
+    assert!(
+        meta.create_s3_key(&key("KEYB", user, Some(org.clone()), 11))
+            .await
+            .unwrap()
+    );
+    assert!(meta.create_s3_key(&key("KEYC", other, None, 12)).await.unwrap());
+    // Unknown users and organizations get no key.
+    assert!(
+        !meta
+            .create_s3_key(&key("KEYD", UserId(other.0 + 100), None, 13))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !meta
+            .create_s3_key(&key("KEYE", user, Some(OrgId::generate()), 14))
+            .await
+            .unwrap()
+    );
+    assert!(meta.s3_key("KEYD").await.unwrap().is_none());
+
+    let b = meta.s3_key("KEYB").await.unwrap().unwrap();
+    assert_eq!(
+        (b.user, b.org.as_ref(), b.read_only, b.created),
+        (user, Some(&org), true, 11)
+    );
+    assert!(b.usable());
+    assert_eq!((b.secret.nonce, b.secret.ciphertext), (vec![11; 24], vec![11, 1, 2]));
+    let ids = |keys: Vec<S3Key>| keys.into_iter().map(|k| k.access_key).collect::<Vec<_>>();
+    assert_eq!(ids(meta.list_s3_keys(None).await.unwrap()), ["KEYA", "KEYB", "KEYC"]);
+    assert_eq!(ids(meta.list_s3_keys(Some(other)).await.unwrap()), ["KEYC"]);
+
+    // Revocation keeps its first time; disabling a user makes its keys unusable.
+    assert!(meta.revoke_s3_key("KEYA", 20).await.unwrap());
+    assert!(meta.revoke_s3_key("KEYA", 30).await.unwrap());
+    assert!(!meta.revoke_s3_key("NOPE", 30).await.unwrap());
+    let a = meta.s3_key("KEYA").await.unwrap().unwrap();
+    assert_eq!(a.revoked, Some(20));
+    assert!(!a.usable());
+    assert!(meta.set_user_disabled(other, true).await.unwrap());
+    let c = meta.s3_key("KEYC").await.unwrap().unwrap();
+    assert!(c.user_disabled && !c.usable());
+    assert!(meta.set_user_disabled(other, false).await.unwrap());
+    assert!(meta.s3_key("KEYC").await.unwrap().unwrap().usable());
 }
 
 async fn fsck_walks_objects_and_repairs_folders(fixture: &Fixture) {
@@ -990,6 +1219,7 @@ async fn first_identities_are_created_once(fixture: &Fixture) {
             [1, 2, 3],
             "the token was sealed under the new id"
         );
+        assert!(users[0].server_admin, "the first user is a server administrator");
         let membership = handle.membership(&org, user).await.unwrap().expect("a member");
         assert_eq!(membership.permissions, Permissions::ALL);
         assert_eq!(handle.usage(&org).await.unwrap(), Usage { bytes: 0, files: 0 });
@@ -1160,6 +1390,78 @@ async fn servers_start_together(fixture: &Fixture) {
     ));
 }
 
+async fn console_sessions_and_folder_usage(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let session = ConsoleSession {
+        id_hash: "ab".repeat(32),
+        user: UserId(7),
+        csrf: "csrf-token".into(),
+        token_tag: "tag".into(),
+        created: 1_000,
+        last_seen: 1_000,
+    };
+    meta.create_session(&session).await.unwrap();
+    assert_eq!(meta.session(&session.id_hash).await.unwrap(), Some(session.clone()));
+    assert_eq!(meta.session("unknown").await.unwrap(), None);
+    meta.touch_session(&session.id_hash, 5_000).await.unwrap();
+    // An older touch (another server's clock) never moves last use backwards.
+    meta.touch_session(&session.id_hash, 4_000).await.unwrap();
+    assert_eq!(meta.session(&session.id_hash).await.unwrap().unwrap().last_seen, 5_000);
+    let other = ConsoleSession {
+        id_hash: "cd".repeat(32),
+        last_seen: 9_000,
+        created: 9_000,
+        ..session.clone()
+    };
+    meta.create_session(&other).await.unwrap();
+    // Idle since before 6,000: the first goes, the second stays.
+    assert_eq!(meta.delete_stale_sessions(6_000, 0).await.unwrap(), 1);
+    assert_eq!(meta.session(&session.id_hash).await.unwrap(), None);
+    // Created before 10,000: the second goes too.
+    assert_eq!(meta.delete_stale_sessions(0, 10_000).await.unwrap(), 1);
+    meta.create_session(&session).await.unwrap();
+    assert!(meta.delete_session(&session.id_hash).await.unwrap());
+    assert!(!meta.delete_session(&session.id_hash).await.unwrap());
+
+    let org = meta.create_org("figures", None, None, 1).await.unwrap();
+    for (k, size) in [("a/b/one", 10), ("a/b/two", 20), ("a/three", 5), ("top", 1)] {
+        let new = NewObject {
+            md5: format!("md5-of-{k}"),
+            ..object(k, size, 2)
+        };
+        assert!(stored(&meta.put_object(&org, new, QUOTA).await.unwrap()));
+    }
+    let figures = |files, bytes| Some(Usage { bytes, files });
+    assert_eq!(
+        meta.folder_usage(&org, &FolderPath::parse("a/b").unwrap())
+            .await
+            .unwrap(),
+        figures(2, 30)
+    );
+    assert_eq!(
+        meta.folder_usage(&org, &FolderPath::parse("a").unwrap()).await.unwrap(),
+        figures(3, 35)
+    );
+    assert_eq!(
+        meta.folder_usage(&org, &FolderPath::root()).await.unwrap(),
+        figures(4, 36)
+    );
+    assert_eq!(
+        meta.folder_usage(&org, &FolderPath::parse("nope").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    let a = FolderPath::parse("a").unwrap();
+    let md5s = meta.file_md5s(&org, &a, "three", "three").await.unwrap();
+    assert_eq!(md5s, vec![("three".to_owned(), "md5-of-a/three".to_owned())]);
+    // Only files directly in the folder (not `a/b/*`), within the names given.
+    assert_eq!(meta.file_md5s(&org, &a, "a", "z").await.unwrap().len(), 1);
+    assert!(meta.file_md5s(&org, &a, "u", "z").await.unwrap().is_empty());
+    let root = meta.file_md5s(&org, &FolderPath::root(), "", "zzz").await.unwrap();
+    assert_eq!(root, vec![("top".to_owned(), "md5-of-top".to_owned())]);
+}
+
 // --- one module of tests per backend ---
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -1210,9 +1512,12 @@ backend_suite!(
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
+        bucket_names,
+        s3_keys,
         fsck_walks_objects_and_repairs_folders,
         jobs_race_overwrites_and_collection,
         first_identities_are_created_once,
+        console_sessions_and_folder_usage,
     ],
     blocking [folder_rows_match_objects]
 );
@@ -1229,12 +1534,15 @@ backend_suite!(
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
         organizations_users_and_members,
+        bucket_names,
+        s3_keys,
         fsck_walks_objects_and_repairs_folders,
         jobs_race_overwrites_and_collection,
         two_servers_never_overshoot,
         two_servers_overwrite_one_key,
         servers_start_together,
         first_identities_are_created_once,
+        console_sessions_and_folder_usage,
     ],
     blocking [folder_rows_match_objects, behaves_like_sqlite]
 );

@@ -2,6 +2,7 @@
 //! HTTP layer maps each kind to its status (most are ordinary failures: HTTP 200, `success: false`).
 
 use crate::blob::{BlobError, BoxError};
+use crate::ids::BucketAliasError;
 use crate::key::KeyError;
 use crate::meta::{MetaError, QuotaExceeded};
 
@@ -26,6 +27,14 @@ pub enum AuthError {
         "Timestamp '{timestamp}' is too far in the future: it must be at most {max_future} seconds after the server's time"
     )]
     FutureTimestamp { timestamp: String, max_future: i64 },
+    #[error("The API token is not the one of user {0}")]
+    WrongToken(String),
+    /// One sentence for an unknown key, a revoked one and one whose user is disabled: a caller
+    /// learns nothing about which keys exist.
+    #[error(
+        "The S3 access key id '{0}' is not valid: it does not exist, was revoked, or its user is disabled; ask the operator for a key (stowage admin s3-key create)"
+    )]
+    InvalidAccessKey(String),
     #[error("Hash doesn't match. UID: {user} Hash: {hash} Timestamp: '{timestamp}'")]
     HashMismatch {
         user: String,
@@ -40,6 +49,8 @@ pub enum Access {
     Read,
     Write,
     Delete,
+    /// Manage the organization's members.
+    Admin,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +63,34 @@ pub enum ServiceError {
         Access::Read => "read from",
         Access::Write => "write to",
         Access::Delete => "delete objects from",
+        Access::Admin => "manage the members of",
     })]
     PermissionDenied(Access),
     #[error(transparent)]
     BadKey(#[from] KeyError),
+    #[error("The bucket '{0}' does not exist, or this key cannot reach it")]
+    NoSuchBucket(String),
+    #[error("This S3 key is read-only: it cannot {}", match .0 {
+        Access::Read => "read",
+        Access::Write => "write",
+        Access::Delete => "delete",
+        Access::Admin => "manage members",
+    })]
+    KeyReadOnly(Access),
+    #[error(
+        "Only server administrators may create or delete buckets; ask the operator (stowage admin user set --server-admin true)"
+    )]
+    NotServerAdmin,
+    #[error(
+        "This S3 key is read-only or limited to one organization, so it cannot create or delete buckets; use a key without --org and --read-only"
+    )]
+    KeyCannotManageBuckets,
+    #[error(transparent)]
+    BadBucketName(#[from] BucketAliasError),
+    #[error("The bucket name '{0}' is taken: choose another")]
+    BucketTaken(String),
+    #[error("The bucket '{0}' is not empty: delete its objects first")]
+    BucketNotEmpty(String),
     #[error("Object not found: {0}")]
     ObjectNotFound(String),
     #[error("{0} is a folder")]
@@ -91,6 +126,22 @@ pub enum ServiceError {
         "Too many uploads in flight: this user already has {limit} uploads running; wait for one to finish and try again"
     )]
     TooManyUploads { limit: u32 },
+    #[error("The upload broke off before the whole file arrived; try again")]
+    UploadBroken,
+    #[error("Only a server administrator can do this")]
+    ServerAdminOnly,
+    #[error("An organization named \"{0}\" already exists; choose another name")]
+    DuplicateOrgName(String),
+    #[error("{0} is empty: fill it in")]
+    EmptyName(&'static str),
+    #[error("You cannot disable your own account here; ask another server administrator")]
+    DisableSelf,
+    #[error("There is no user with id '{0}'")]
+    UserNotFound(String),
+    #[error("User {0} is not a member of this organization")]
+    NotAMember(String),
+    #[error("This change would leave the organization without an admin; make another member an admin first")]
+    LastAdmin,
     #[error(transparent)]
     Unavailable(#[from] StorageFailure),
 }

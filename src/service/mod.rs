@@ -3,6 +3,7 @@
 //! this is the one place that decides what a request means. Storage sits behind the
 //! [`MetaStore`] and [`BlobStore`] traits.
 
+mod console;
 pub mod error;
 mod inflight;
 mod link;
@@ -14,16 +15,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use console::{ConsoleUser, OrgView};
 pub use error::{Access, AuthError, ServiceError, ServiceResult, StorageFailure};
 
 use crate::blob::{BlobStore, BlobStream, BlobWriter};
 use crate::content::{ContentDigest, mime_for};
 use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
-use crate::ids::{BlobId, JobId, OrgId, UserId};
+use crate::ids::{BlobId, BucketAlias, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 use crate::meta::{
-    DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, PutOutcome,
-    PutRefusal, Quota, Usage,
+    DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, OrgDeletion,
+    Organization, Permissions, PutOutcome, PutRefusal, Quota, Usage,
 };
 
 /// How much later than this server's clock another server of the deployment may date a download
@@ -63,12 +65,51 @@ pub struct Limits {
     pub jobs: JobLimits,
     /// Downloads sent at once over the whole server.
     pub max_downloads: usize,
+    /// A console session ends after this long without a request, and this long after sign-in.
+    pub(crate) console_idle_ms: i64,
+    pub(crate) console_max_ms: i64,
+}
+
+/// Whether permissions allow one kind of access.
+fn permits(p: Permissions, access: Access) -> bool {
+    match access {
+        Access::Read => p.read,
+        Access::Write => p.write,
+        Access::Delete => p.delete,
+        Access::Admin => p.admin,
+    }
 }
 
 /// An authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
     pub(crate) user: UserId,
+}
+
+/// Who an S3 access key speaks for: its user, the one organization it is limited to (if any),
+/// whether it may only read, and the secret that signs its requests.
+#[derive(Debug, Clone)]
+pub struct S3Identity {
+    pub(crate) principal: Principal,
+    pub(crate) org: Option<OrgId>,
+    pub(crate) read_only: bool,
+    pub secret: String,
+}
+
+impl S3Identity {
+    /// The key's user.
+    pub fn user(&self) -> UserId {
+        self.principal.user
+    }
+
+    /// The organization the key is limited to, if any.
+    pub fn org(&self) -> Option<&OrgId> {
+        self.org.as_ref()
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
 }
 
 /// One page of a folder listing.
@@ -167,10 +208,17 @@ impl Service {
         client: IpAddr,
     ) -> ServiceResult<Principal> {
         let outcome = self.check_credentials(authorization, timestamp).await;
+        let claimed = authorization
+            .and_then(parse_basic)
+            .and_then(|(user, _)| UserId::parse(&user));
+        self.count_failure(outcome, client, claimed)
+    }
+
+    /// Counts a failed authentication against the client address and the claimed user id, and
+    /// turns it into a 429 once either is over its limit (the API's and the console's sign-in
+    /// share the counts).
+    fn count_failure<T>(&self, outcome: ServiceResult<T>, client: IpAddr, claimed: Option<UserId>) -> ServiceResult<T> {
         if matches!(outcome, Err(ServiceError::Unauthorized(_))) {
-            let claimed = authorization
-                .and_then(parse_basic)
-                .and_then(|(user, _)| UserId::parse(&user));
             self.failures.record_failure(client, claimed);
             let blocked = self.failures.address_blocked(client);
             if let Some(retry_after) = blocked.or_else(|| self.failures.user_blocked(claimed)) {
@@ -226,6 +274,28 @@ impl Service {
         Ok(Principal { user: user.id })
     }
 
+    /// The identity behind an S3 access key and the secret its requests are signed with, looked
+    /// up at every request: a revoked key, or a key of a disabled user, is refused at once.
+    pub async fn s3_identity(&self, access_key: &str) -> ServiceResult<S3Identity> {
+        let key = match self.meta.s3_key(access_key).await? {
+            Some(key) if key.usable() => key,
+            _ => return Err(AuthError::InvalidAccessKey(access_key.to_owned()).into()),
+        };
+        let secret = self
+            .server_key
+            .unseal_s3_secret(&key.access_key, &key.secret)
+            .map_err(|e| {
+                let cause = format!("cannot read the secret of S3 key {}: {e}", key.access_key);
+                ServiceError::Unavailable(StorageFailure::Token(cause.into()))
+            })?;
+        Ok(S3Identity {
+            principal: Principal { user: key.user },
+            org: key.org,
+            read_only: key.read_only,
+            secret,
+        })
+    }
+
     /// Resolves an organization id the caller may use for `access`. An unknown and a foreign
     /// organization give the same error.
     pub(crate) async fn authorize(&self, principal: &Principal, org_raw: &str, access: Access) -> ServiceResult<OrgId> {
@@ -235,16 +305,91 @@ impl Service {
             .membership(&org, principal.user)
             .await?
             .ok_or(ServiceError::OrganizationNotFound)?;
-        let p = membership.permissions;
-        let allowed = match access {
-            Access::Read => p.read,
-            Access::Write => p.write,
-            Access::Delete => p.delete,
-        };
-        if !allowed {
+        if !permits(membership.permissions, access) {
             return Err(ServiceError::PermissionDenied(access));
         }
         Ok(org)
+    }
+
+    // --- S3 buckets ------------------------------------------------------------------------------
+
+    /// Resolves a bucket name (an organization id, or an organization's bucket name) that an S3
+    /// key may use for `access`. An unknown bucket, a foreign one and one outside the key's
+    /// organization give the same error; a read-only key may only read.
+    pub async fn s3_bucket(&self, identity: &S3Identity, bucket: &str, access: Access) -> ServiceResult<OrgId> {
+        let not_found = || ServiceError::NoSuchBucket(bucket.to_owned());
+        let org = match OrgId::parse(bucket) {
+            Some(org) => org,
+            None => match BucketAlias::parse(bucket) {
+                Ok(alias) => self.meta.org_by_bucket(&alias).await?.ok_or_else(not_found)?.id,
+                Err(_) => return Err(not_found()),
+            },
+        };
+        if identity.org.as_ref().is_some_and(|limit| *limit != org) {
+            return Err(not_found());
+        }
+        let membership = self
+            .meta
+            .membership(&org, identity.user())
+            .await?
+            .ok_or_else(not_found)?;
+        if identity.read_only && access != Access::Read {
+            return Err(ServiceError::KeyReadOnly(access));
+        }
+        if !permits(membership.permissions, access) {
+            return Err(ServiceError::PermissionDenied(access));
+        }
+        Ok(org)
+    }
+
+    /// The buckets (organizations) an S3 key reaches: its user's memberships, narrowed to the
+    /// key's organization when it has one.
+    pub async fn s3_buckets(&self, identity: &S3Identity) -> ServiceResult<Vec<Organization>> {
+        let mut out = Vec::new();
+        for membership in self.meta.user_memberships(identity.user()).await? {
+            if identity.org.as_ref().is_some_and(|limit| *limit != membership.org) {
+                continue;
+            }
+            out.extend(self.meta.org(&membership.org).await?);
+        }
+        Ok(out)
+    }
+
+    /// Creates a bucket: a new organization with that bucket name (and as its name), the key's
+    /// user its administrator member with every permission. Only a server administrator's key
+    /// that is neither read-only nor limited to one organization may.
+    pub async fn s3_create_bucket(&self, identity: &S3Identity, bucket: &str) -> ServiceResult<OrgId> {
+        self.may_manage_buckets(identity).await?;
+        let alias = BucketAlias::parse(bucket)?;
+        self.meta
+            .create_bucket_org(bucket, &alias, Some(identity.user()), now_ms())
+            .await?
+            .map_err(|_| ServiceError::BucketTaken(bucket.to_owned()))
+    }
+
+    /// Deletes a bucket (organization) that holds no object; only a server administrator's
+    /// unrestricted key that may delete in it may.
+    pub async fn s3_delete_bucket(&self, identity: &S3Identity, bucket: &str) -> ServiceResult<()> {
+        self.may_manage_buckets(identity).await?;
+        let org = self.s3_bucket(identity, bucket, Access::Delete).await?;
+        match self.meta.delete_empty_org(&org).await? {
+            OrgDeletion::Deleted => Ok(()),
+            OrgDeletion::NotEmpty => Err(ServiceError::BucketNotEmpty(bucket.to_owned())),
+            OrgDeletion::Unknown => Err(ServiceError::NoSuchBucket(bucket.to_owned())),
+        }
+    }
+
+    /// Creating and deleting buckets takes a server administrator's key that is neither
+    /// read-only nor limited to one organization.
+    async fn may_manage_buckets(&self, identity: &S3Identity) -> ServiceResult<()> {
+        if identity.org.is_some() || identity.read_only {
+            return Err(ServiceError::KeyCannotManageBuckets);
+        }
+        let user = self.meta.user(identity.user()).await?;
+        if !user.is_some_and(|u| u.server_admin) {
+            return Err(ServiceError::NotServerAdmin);
+        }
+        Ok(())
     }
 
     // --- objects -------------------------------------------------------------------------------
@@ -431,10 +576,10 @@ impl Service {
         }
         let now = now_ms();
         let expires = now.saturating_add(self.limits.download_ttl_secs.saturating_mul(1000));
-        if let [key] = keys.as_slice() {
-            if let Some(ticket) = self.single_file_link(principal, &org, key, expires, base_url).await? {
-                return Ok(ticket);
-            }
+        if let [key] = keys.as_slice()
+            && let Some(ticket) = self.single_file_link(principal, &org, key, expires, base_url).await?
+        {
+            return Ok(ticket);
         }
         let job = match self
             .meta
@@ -602,10 +747,10 @@ impl Service {
 
     // --- background work -----------------------------------------------------------------------
 
-    /// One pass of collection: deletes blobs nothing names any more and forgets expired jobs.
-    /// A replaced or deleted body is kept as long as a single-file link made before it was
-    /// replaced may still name it (the link lifetime plus the grace), since those links are
-    /// recorded nowhere; a stored job pins its bodies until the grace after its expiry.
+    /// One pass of collection: deletes blobs nothing names any more and forgets expired jobs and
+    /// console sessions. A replaced or deleted body is kept as long as a single-file link made
+    /// before it was replaced may still name it (the link lifetime plus the grace), since those
+    /// links are recorded nowhere; a stored job pins its bodies until the grace after its expiry.
     /// A blob that cannot be deleted is logged and retried on the next pass; the others go on.
     pub async fn collect_garbage(&self) -> ServiceResult<usize> {
         let now = now_ms();
@@ -613,6 +758,7 @@ impl Service {
         let cutoff = now.saturating_sub(grace);
         let released_before = cutoff.saturating_sub(self.limits.download_ttl_secs.saturating_mul(1000));
         self.meta.delete_expired_jobs(cutoff).await?;
+        self.forget_stale_sessions().await?;
         let mut collected = 0;
         let mut failed = std::collections::HashSet::new();
         loop {
@@ -791,8 +937,216 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_basic;
+    use super::*;
+    use crate::blob::local::LocalBlobs;
+    use crate::config::Config;
+    use crate::meta::sqlite::SqliteMeta;
+    use crate::meta::{Identities, Objects, S3Key};
     use base64::Engine;
+
+    fn ok<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+        result.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A service over an embedded store in a temporary directory (kept alive by the first item).
+    fn embedded() -> (tempfile::TempDir, Arc<SqliteMeta>, ServerKey, Service) {
+        let dir = ok(tempfile::tempdir());
+        let meta = Arc::new(ok(SqliteMeta::open(&dir.path().join("metadata.sqlite3"))));
+        let blobs = Arc::new(ok(LocalBlobs::open(&dir.path().join("blobs"))));
+        let key = ok(ServerKey::load_or_create(&dir.path().join("server.key")));
+        let limits = Limits::from_config(&Config::default());
+        let service = Service::new(meta.clone(), blobs, limits, key.clone());
+        (dir, meta, key, service)
+    }
+
+    /// Bucket names resolve to organizations only within what the key reaches; unknown, foreign
+    /// and out-of-scope buckets look alike; read-only keys and permissions are enforced; only a
+    /// server administrator's unrestricted key creates buckets.
+    #[tokio::test]
+    async fn s3_buckets_are_the_organizations_a_key_reaches() {
+        let (_dir, meta, _, service) = embedded();
+        let new_user = |name: &'static str| {
+            let meta = meta.clone();
+            async move {
+                let seal = Box::new(|_| {
+                    Some(crate::crypto::SealedToken {
+                        nonce: vec![0; 24],
+                        ciphertext: vec![1],
+                    })
+                });
+                ok(meta.create_user(name, false, 1, seal).await).unwrap_or_else(|| panic!("a user"))
+            }
+        };
+        let (root, user) = (new_user("root").await, new_user("u").await);
+        let alias = |raw: &str| ok(BucketAlias::parse(raw));
+        let research = ok(meta
+            .create_bucket_org("research", &alias("research-data"), None, 1)
+            .await);
+        let research = research.unwrap_or_else(|refusal| panic!("{refusal:?}"));
+        let other = ok(meta.create_org("other", None, None, 1).await);
+        let foreign = ok(meta.create_org("foreign", None, None, 1).await);
+        let rw = ok(Permissions::parse("read,write"));
+        assert!(ok(meta.set_member(&research, user, rw).await));
+        assert!(ok(meta.set_member(&other, user, ok(Permissions::parse("read"))).await));
+        let identity = |user: UserId, org: Option<OrgId>, read_only: bool| S3Identity {
+            principal: Principal { user },
+            org,
+            read_only,
+            secret: String::new(),
+        };
+        let full = identity(user, None, false);
+        let limited = identity(user, Some(research.clone()), true);
+
+        assert_eq!(
+            ok(service.s3_bucket(&full, "research-data", Access::Write).await),
+            research
+        );
+        assert_eq!(
+            ok(service.s3_bucket(&full, research.as_str(), Access::Read).await),
+            research
+        );
+        assert_eq!(
+            ok(service.s3_bucket(&limited, "research-data", Access::Read).await),
+            research
+        );
+        let error = |result: ServiceResult<OrgId>| result.err().map(|e| e.to_string()).unwrap_or_default();
+        for (key, bucket) in [
+            (&full, foreign.as_str()),
+            (&full, "no-such-bucket"),
+            (&full, "UPPER"),
+            (&limited, other.as_str()),
+        ] {
+            assert_eq!(
+                error(service.s3_bucket(key, bucket, Access::Read).await),
+                format!("The bucket '{bucket}' does not exist, or this key cannot reach it")
+            );
+        }
+        assert_eq!(
+            error(service.s3_bucket(&full, other.as_str(), Access::Write).await),
+            "The current user does not have permission to write to the organization Object Store."
+        );
+        assert_eq!(
+            error(service.s3_bucket(&limited, "research-data", Access::Delete).await),
+            "This S3 key is read-only: it cannot delete"
+        );
+
+        let ids = |orgs: Vec<Organization>| {
+            let mut ids: Vec<OrgId> = orgs.into_iter().map(|o| o.id).collect();
+            ids.sort();
+            ids
+        };
+        let mut both = vec![research.clone(), other.clone()];
+        both.sort();
+        assert_eq!(ids(ok(service.s3_buckets(&full).await)), both);
+        assert_eq!(ids(ok(service.s3_buckets(&limited).await)), vec![research.clone()]);
+
+        // The first user of the store (root) is a server administrator; `user` is not.
+        assert_eq!(
+            error(service.s3_create_bucket(&full, "new-bucket").await),
+            ServiceError::NotServerAdmin.to_string()
+        );
+        let root_limited = identity(root, Some(research.clone()), false);
+        assert_eq!(
+            error(service.s3_create_bucket(&root_limited, "new-bucket").await),
+            ServiceError::KeyCannotManageBuckets.to_string()
+        );
+        let admin = identity(root, None, false);
+        let created = ok(service.s3_create_bucket(&admin, "new-bucket").await);
+        assert_eq!(
+            ok(meta.membership(&created, root).await).map(|m| m.permissions),
+            Some(Permissions::ALL)
+        );
+        assert_eq!(
+            ok(service.s3_bucket(&admin, "new-bucket", Access::Delete).await),
+            created
+        );
+        assert_eq!(
+            error(service.s3_create_bucket(&admin, "research-data").await),
+            "The bucket name 'research-data' is taken: choose another"
+        );
+        assert!(error(service.s3_create_bucket(&admin, "Bad_Name").await).contains("lowercase letters"));
+
+        // Deleting: only an empty bucket, only by a server administrator who may delete in it.
+        let object = NewObject {
+            key: ok(Key::parse("x")),
+            size: 1,
+            md5: String::new(),
+            mime: "text/plain".into(),
+            preview: None,
+            blob: BlobId::generate(),
+            now: 1,
+            created: None,
+        };
+        let quota = Quota {
+            max_bytes: 10,
+            max_files: 10,
+        };
+        ok(meta.put_object(&created, object, quota).await);
+        let done = |result: ServiceResult<()>| result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            done(service.s3_delete_bucket(&full, "new-bucket").await),
+            ServiceError::NotServerAdmin.to_string()
+        );
+        assert_eq!(
+            done(service.s3_delete_bucket(&admin, "new-bucket").await),
+            "The bucket 'new-bucket' is not empty: delete its objects first"
+        );
+        assert_eq!(
+            done(service.s3_delete_bucket(&admin, "research-data").await),
+            "The bucket 'research-data' does not exist, or this key cannot reach it"
+        );
+        ok(meta.delete(&created, &ok(Key::parse("x"))).await);
+        ok(service.s3_delete_bucket(&admin, "new-bucket").await);
+        assert_eq!(
+            error(service.s3_bucket(&admin, "new-bucket", Access::Read).await),
+            "The bucket 'new-bucket' does not exist, or this key cannot reach it"
+        );
+    }
+
+    /// An S3 key answers with its user, limits and secret while it is usable; revoking it, or
+    /// disabling its user, refuses it at the next request with one sentence for every case.
+    #[tokio::test]
+    async fn s3_keys_resolve_until_revoked_or_their_user_is_disabled() {
+        let (_dir, meta, key, service) = embedded();
+        let sealing_key = key.clone();
+        let user = ok(meta
+            .create_user("u", false, 1, Box::new(move |id| sealing_key.seal(id, "t").ok()))
+            .await)
+        .unwrap_or_else(|| panic!("a user"));
+        let org = ok(meta.create_org("o", None, None, 1).await);
+        let record = S3Key {
+            access_key: "STWTESTKEY".into(),
+            user,
+            org: Some(org.clone()),
+            read_only: true,
+            secret: ok(key.seal_s3_secret("STWTESTKEY", "the-secret")),
+            created: 1,
+            revoked: None,
+            user_disabled: false,
+        };
+        assert!(ok(meta.create_s3_key(&record).await));
+        let identity = ok(service.s3_identity("STWTESTKEY").await);
+        assert_eq!(
+            (
+                identity.user(),
+                identity.org(),
+                identity.read_only(),
+                identity.secret.as_str()
+            ),
+            (user, Some(&org), true, "the-secret")
+        );
+        let refused = |result: ServiceResult<S3Identity>| match result {
+            Err(ServiceError::Unauthorized(AuthError::InvalidAccessKey(id))) => id,
+            other => panic!("expected an invalid access key, got {other:?}"),
+        };
+        assert_eq!(refused(service.s3_identity("STWNOSUCHKEY").await), "STWNOSUCHKEY");
+        assert!(ok(meta.set_user_disabled(user, true).await));
+        assert_eq!(refused(service.s3_identity("STWTESTKEY").await), "STWTESTKEY");
+        assert!(ok(meta.set_user_disabled(user, false).await));
+        ok(service.s3_identity("STWTESTKEY").await);
+        assert!(ok(meta.revoke_s3_key("STWTESTKEY", 2).await));
+        assert_eq!(refused(service.s3_identity("STWTESTKEY").await), "STWTESTKEY");
+    }
 
     #[test]
     fn basic_header() {
