@@ -820,8 +820,8 @@ w("")
 w(f"""- One `stowage bench` client process drives every system with {P['c']} keep-alive connections (one reqwest client per worker,
   TCP_NODELAY), requests back to back, on the same machine as the server. Latency is per operation, from the first byte sent to
   the last byte read, recorded in an HdrHistogram (3 significant figures). MB/s is object bytes (10^6) per second.
-- stowage: `set` = multipart `/object/set`; `properties` = `/object/properties`; `get` = `/object/get` with `keys: [key]` (a job,
-  which is one metadata write) and then a GET of the returned URL, read to the end (a zip of one stored entry): two round trips,
+- stowage: `set` = multipart `/object/set`; `properties` = `/object/properties`; `get` = `/object/get` with `keys: [key]` (a job
+  of one file, recorded nowhere: its id carries the file) and then a GET of the returned URL, read to the end (a zip of one stored entry): two round trips,
   as the lean CLI does it; `list` = `/object/list` of one page; every request signed with the auth recipe.
 - SeaweedFS: `weed mini` (master, volume, filer, S3 in one process, default settings, everything bound to 127.0.0.1,
   `-master.telemetry=false`), driven through its S3 API by the `object_store` crate: PUT, HEAD, GET, LIST (first 1000 keys

@@ -34,6 +34,8 @@ use tokio::time::Instant;
 const FD_RESERVE: u64 = 128;
 /// Longest a refused connection is kept while its 503 is written and its request read and dropped.
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
+/// How long a refused connection's answer waits for the request to begin.
+const REQUEST_WAIT: Duration = Duration::from_millis(500);
 /// Refusals answered at once; beyond, refused connections are closed without an answer.
 const MAX_REFUSING: usize = 32;
 /// At most one log line per this period for refused connections and for failed `accept` calls.
@@ -195,8 +197,11 @@ impl Gate {
 }
 
 /// Answers a connection turned away at the cap with a 503, then reads and drops what the client
-/// sent (so that closing does not reset the connection before the answer is read).
+/// sent (so that closing does not reset the connection before the answer is read). The answer
+/// waits (briefly) for the request's first bytes: an HTTP client such as hyper treats an answer
+/// that arrives before it has sent its request as a broken connection, not as a 503.
 async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
+    let _ = tokio::time::timeout(REQUEST_WAIT, stream.readable()).await;
     let body = format!(
         "{{\"success\":false,\"errors\":[\"The server has {limit} connections open, as many as it allows at once \
          (max_connections); try again in a few seconds\"]}}"

@@ -230,6 +230,21 @@ async fn sign_in_sets_a_strict_session_cookie_and_every_page_carries_the_securit
     assert!(!folder.body.contains(&c.api_token));
     let js = browser.get("/console/assets/console.js").await;
     assert_eq!(js.headers["content-type"], "text/javascript; charset=utf-8");
+    // An address the console does not have: a page saying so, not the API's JSON.
+    let unknown = browser.get("/console/no/such/page").await;
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        unknown.body.contains("There is no console page at this address"),
+        "{}",
+        unknown.body
+    );
+    assert!(unknown.headers.contains_key("content-security-policy"));
 }
 
 #[tokio::test]

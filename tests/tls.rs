@@ -326,3 +326,58 @@ fn the_conformance_suite_passes_over_https() {
     assert!(stdout.contains("against https://"), "{stdout}");
     eprintln!("{}", stdout.lines().last().unwrap_or_default());
 }
+
+/// Over HTTPS the console's cookies (the sign-in form's and the session's) carry `Secure`, so a
+/// browser never sends them over plain HTTP.
+#[tokio::test]
+async fn the_console_sets_secure_cookies_over_https() {
+    let pki = Pki::new();
+    pki.issue("console");
+    let server = TestServer::start_with(pki.options());
+    let c = server.credentials();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(&pki.ca_der).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let root = format!("https://localhost:{}", server.addr.rsplit(':').next().unwrap());
+    let form = https.get(format!("{root}/console/sign-in")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let cookies: Vec<String> = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(!cookies.is_empty(), "the sign-in form sets its CSRF cookie");
+    assert!(cookies.iter().all(|c| c.contains("; Secure")), "{cookies:?}");
+    let cookie_header: Vec<&str> = cookies.iter().map(|c| c.split(';').next().unwrap()).collect();
+    let html = form.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a csrf field") + marker.len();
+    let csrf = html[start..].split('"').next().unwrap();
+    let signed_in = https
+        .post(format!("{root}/console/sign-in"))
+        .header("cookie", cookie_header.join("; "))
+        .header("origin", &root)
+        .form(&[
+            ("csrf", csrf),
+            ("next", "/console/"),
+            ("user", &c.user_id),
+            ("token", &c.api_token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("stowage_session="))
+        .expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console", "Secure"] {
+        assert!(session.contains(attribute), "{session} lacks {attribute}");
+    }
+}

@@ -62,6 +62,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/console/o/{org}/delete", get(delete_page).post(delete))
         .route("/console/o/{org}/members", get(members_page).post(set_member))
         .route("/console/o/{org}/members/remove", post(remove_member))
+        .route("/console/{*rest}", axum::routing::any(unknown_page))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
@@ -168,6 +169,16 @@ fn page_error(status: StatusCode, heading: &str, sentence: &str, retry: Option<S
             sentence,
             retry,
         },
+    )
+}
+
+/// Any other address under /console: a page saying so, with the way back (never the API's JSON).
+async fn unknown_page() -> Response {
+    page_error(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no console page at this address. Start again from your organizations at /console/.",
+        None,
     )
 }
 
