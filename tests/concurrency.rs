@@ -41,13 +41,7 @@ async fn settle_blobs(server: &TestServer, expected: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn sixty_four_writers_on_one_key_leave_one_whole_body() {
-    // Replaced bodies are kept while a link may name them: links live a second here, no grace.
-    let server = TestServer::start_with(
-        Options::new()
-            .env("STOWAGE_GC_INTERVAL_SECS", 1)
-            .env("STOWAGE_DOWNLOAD_URL_TTL_SECS", 1)
-            .env("STOWAGE_DOWNLOAD_GRACE_SECS", 0),
-    );
+    let server = TestServer::start_with(Options::new().collecting_promptly());
     let client = server.client();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let bodies: Vec<Vec<u8>> = (0..64)
@@ -177,13 +171,7 @@ fn random_key(rng: &mut Rng) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn writers_and_deleters_on_a_folder_tree_keep_usage_exact() {
-    let server = TestServer::start_with(
-        Options::new()
-            .env("STOWAGE_GC_INTERVAL_SECS", 1)
-            .env("STOWAGE_DOWNLOAD_URL_TTL_SECS", 1)
-            .env("STOWAGE_DOWNLOAD_GRACE_SECS", 0)
-            .env("STOWAGE_LIST_PAGE_SIZE", 2),
-    );
+    let server = TestServer::start_with(Options::new().collecting_promptly().env("STOWAGE_LIST_PAGE_SIZE", 2));
     let client = server.client();
     client.set("outside/untouched", b"not in the tree").await;
     let mut tasks = Vec::new();

@@ -418,13 +418,7 @@ async fn a_single_file_job_id_cannot_be_forged_or_borrowed() {
 
 #[tokio::test]
 async fn replaced_and_deleted_bodies_are_collected() {
-    // Replaced bodies are kept while a link may name them: links live a second here, no grace.
-    let server = TestServer::start_with(
-        Options::new()
-            .env("STOWAGE_GC_INTERVAL_SECS", 1)
-            .env("STOWAGE_DOWNLOAD_URL_TTL_SECS", 1)
-            .env("STOWAGE_DOWNLOAD_GRACE_SECS", 0),
-    );
+    let server = TestServer::start_with(Options::new().collecting_promptly());
     let client = server.client();
     for i in 0..4 {
         client.set("gc/overwritten", format!("version {i}").as_bytes()).await;

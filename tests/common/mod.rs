@@ -96,6 +96,15 @@ impl Options {
         self
     }
 
+    /// Collection every second, and replaced or deleted bodies collectable a second after their
+    /// release: download links live a second, with no grace (a single-file link is recorded
+    /// nowhere, so collection otherwise keeps released bodies for the link lifetime).
+    pub fn collecting_promptly(self) -> Options {
+        self.env("STOWAGE_GC_INTERVAL_SECS", 1)
+            .env("STOWAGE_DOWNLOAD_URL_TTL_SECS", 1)
+            .env("STOWAGE_DOWNLOAD_GRACE_SECS", 0)
+    }
+
     pub fn arg(mut self, arg: impl ToString) -> Options {
         self.args.push(arg.to_string());
         self
