@@ -96,12 +96,13 @@ impl Options {
         self
     }
 
-    /// Collection every second, and replaced or deleted bodies collectable a second after their
-    /// release: download links live a second, with no grace (a single-file link is recorded
-    /// nowhere, so collection otherwise keeps released bodies for the link lifetime).
+    /// Collection every second, and replaced or deleted bodies collectable three seconds after
+    /// their release: download links live three seconds (long enough for a test to fetch one on a
+    /// busy machine), with no grace (a single-file link is recorded nowhere, so collection keeps
+    /// released bodies for the link lifetime).
     pub fn collecting_promptly(self) -> Options {
         self.env("STOWAGE_GC_INTERVAL_SECS", 1)
-            .env("STOWAGE_DOWNLOAD_URL_TTL_SECS", 1)
+            .env("STOWAGE_DOWNLOAD_URL_TTL_SECS", 3)
             .env("STOWAGE_DOWNLOAD_GRACE_SECS", 0)
     }
 
