@@ -17,10 +17,9 @@ use crate::meta::JobEntry;
 
 /// Bytes buffered between the zip writer and the response, at most. With a file chunk waiting to
 /// enter the pipe and a response chunk on each side of it, a download whose client does not read
-/// holds about 2 MiB (`max_downloads` bounds how many). A 256 KiB pipe held about 1 MiB but cost
-/// 1 GiB downloads about a tenth of their rate on a busy machine (interleaved A/B, four rounds:
-/// 1,159 vs 1,282 MB/s mean; v0.1.0, also 1 MiB: 1,313 MB/s), from more task switches per byte.
-const PIPE_BYTES: usize = 1024 * 1024;
+/// holds about 1 MiB (1 MiB pipes held about 2 MiB); 256 KiB kept a 1 GiB download at the same
+/// speed and CPU time as 1 MiB.
+const PIPE_BYTES: usize = 256 * 1024;
 /// The largest chunk handed to the response. Large chunks keep big downloads at disk speed
 /// (64 KiB chunks spent much of the CPU switching threads); small archives get a buffer of their
 /// own size, so many concurrent small downloads do not each hold a large one.
