@@ -527,6 +527,9 @@ async fn import_snapshot(copy: &SqliteMeta, snapshot: crate::meta::Snapshot) -> 
                 blob: object.blob.clone(),
                 now: object.modified,
                 created: Some(object.created),
+                etag: object.etag.clone(),
+                user_meta: object.user_meta.clone(),
+                if_absent: false,
             };
             match copy.put_object(&org, copy_of, unlimited).await? {
                 PutOutcome::Stored { .. } => Ok(()),
@@ -623,6 +626,9 @@ mod tests {
             blob: BlobId::generate(),
             now: 1,
             created: None,
+            etag: None,
+            user_meta: None,
+            if_absent: false,
         }
     }
 

@@ -198,6 +198,9 @@ async fn copy_object(from: &Side<'_>, to: &Side<'_>, org: &OrgId, object: &Objec
         blob: blob.clone(),
         now: object.modified,
         created: Some(object.created),
+        etag: object.etag.clone(),
+        user_meta: object.user_meta.clone(),
+        if_absent: false,
     };
     match to.meta.put_object(org, copy, unlimited).await? {
         PutOutcome::Stored { .. } => Ok(()),

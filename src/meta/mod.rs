@@ -202,6 +202,12 @@ pub struct ObjectMeta {
     pub(crate) created: Millis,
     pub(crate) modified: Millis,
     pub(crate) blob: BlobId,
+    /// The S3 ETag when it is not the quoted content md5 (a multipart object's
+    /// `"<md5 of the part md5s>-N"`), as the service gave it; `None`: the quoted `md5`.
+    pub(crate) etag: Option<String>,
+    /// The object's S3 user metadata (`x-amz-meta-*`) as the service gave it (a JSON object),
+    /// or `None`.
+    pub(crate) user_meta: Option<String>,
 }
 
 /// A stored object as `put_object` receives it.
@@ -217,6 +223,13 @@ pub struct NewObject {
     /// Set only by `stowage migrate`: the object's original creation time. `now` is then its
     /// original modification time, kept as is rather than stamped with the clock.
     pub(crate) created: Option<Millis>,
+    /// See [`ObjectMeta::etag`].
+    pub(crate) etag: Option<String>,
+    /// See [`ObjectMeta::user_meta`].
+    pub(crate) user_meta: Option<String>,
+    /// Store only when no file has the key yet (S3's `If-None-Match: *`); otherwise the put is
+    /// refused with [`PutRefusal::Exists`], decided inside the write's transaction.
+    pub(crate) if_absent: bool,
 }
 
 /// Why a write was refused; each is an ordinary failure.
@@ -228,6 +241,8 @@ pub enum PutRefusal {
     IsFolder,
     /// The write would take the organization over its quota.
     Quota(QuotaExceeded),
+    /// A file has the key and the put asked to store only when none has ([`NewObject::if_absent`]).
+    Exists,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +276,14 @@ pub struct ListPage {
     pub(crate) entries: Vec<ListEntry>,
     /// Direct children in all: folders plus files.
     pub(crate) total_entries: u64,
+}
+
+/// One entry of an S3 listing of a folder's direct children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Child {
+    File(ObjectMeta),
+    /// A folder (it holds at least one file); its S3 name is its name followed by `/`.
+    Folder(FolderPath),
 }
 
 /// One file inside a download job, pinned to the blob it had when the job was made.
@@ -516,6 +539,25 @@ pub trait Objects: Send + Sync + 'static {
         first: &str,
         last: &str,
     ) -> MetaResult<Vec<(String, String)>>;
+
+    /// Up to `limit` files of the organization whose key is >= `from` (or > `from` when
+    /// `!inclusive`), in byte order of the key (SQLite BINARY; PostgreSQL COLLATE "C"): one range
+    /// scan of the objects' primary key.
+    async fn files_from(&self, org: &OrgId, from: &str, inclusive: bool, limit: usize) -> MetaResult<Vec<ObjectMeta>>;
+
+    /// Up to `limit` direct children of `folder`, files and subfolders merged in the byte order of
+    /// their S3 names (a file's name; a folder's name followed by '/'), starting at names >= `from`
+    /// (> when `!inclusive`), where `from` is compared against those S3 names (relative to the
+    /// folder). Range scans of the listing indexes, reading O(`limit`) rows (see
+    /// [`rules::S3FolderOrder`]); one snapshot.
+    async fn children_from(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        from: &str,
+        inclusive: bool,
+        limit: usize,
+    ) -> MetaResult<Vec<Child>>;
 }
 
 /// A web console session as stored: see `service::session` for what each field decides.

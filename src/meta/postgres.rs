@@ -219,7 +219,7 @@ impl PostgresMeta {
         let sql = format!("SELECT {OBJECT_COLUMNS}, org_id FROM objects ORDER BY org_id, key");
         for row in &query(&tx, &sql, &[]).await? {
             if let Some(object) = object_from_row(row)?
-                && let Some(org) = OrgId::parse(&col::<String>(row, 8)?)
+                && let Some(org) = OrgId::parse(&col::<String>(row, 10)?)
             {
                 out.objects.push((org, object));
             }
@@ -458,7 +458,7 @@ fn membership_from_row(org: &OrgId, row: &Row) -> MetaResult<Membership> {
     })
 }
 
-const OBJECT_COLUMNS: &str = "key, size, md5, mime, preview, created, modified, blob_id";
+const OBJECT_COLUMNS: &str = "key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta";
 
 /// An object row (columns as in [`OBJECT_COLUMNS`]); `None` when a stored key or blob id is
 /// malformed, or when the columns are NULL (an outer join that found nothing).
@@ -478,6 +478,8 @@ fn object_from_row(row: &Row) -> MetaResult<Option<ObjectMeta>> {
         created: col(row, 5)?,
         modified: col(row, 6)?,
         blob,
+        etag: col(row, 8)?,
+        user_meta: col(row, 9)?,
     }))
 }
 
@@ -502,6 +504,9 @@ async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, qu
         Err(refusal) => return Ok(PutOutcome::Refused(refusal)),
     };
     let usage = locked.ok_or_else(|| MetaError::no_root_folder(org))?;
+    if let Some(refusal) = refuse_existing(object, checks.replaced.as_ref()) {
+        return Ok(PutOutcome::Refused(refusal));
+    }
     let delta = PutDelta::of(object.size, checks.replaced.as_ref());
     if let Err(over) = check_quota(usage, quota, delta) {
         return Ok(PutOutcome::Refused(PutRefusal::Quota(over)));
@@ -567,10 +572,11 @@ async fn upsert_object(
 ) -> MetaResult<()> {
     execute(
         tx,
-        "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+        "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id, \
+         etag, user_meta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (org_id, key) DO UPDATE SET size = EXCLUDED.size, md5 = EXCLUDED.md5, mime = EXCLUDED.mime, \
-         preview = EXCLUDED.preview, modified = EXCLUDED.modified, blob_id = EXCLUDED.blob_id",
+         preview = EXCLUDED.preview, modified = EXCLUDED.modified, blob_id = EXCLUDED.blob_id, \
+         etag = EXCLUDED.etag, user_meta = EXCLUDED.user_meta",
         &[
             &org.as_str(),
             &object.key.as_str(),
@@ -583,6 +589,8 @@ async fn upsert_object(
             &created,
             &now,
             &object.blob.as_str(),
+            &object.etag,
+            &object.user_meta,
         ],
     )
     .await?;
@@ -832,6 +840,92 @@ async fn list_tx(
         entries,
         total_entries: plan.total,
     })
+}
+
+/// A page of files from `from` on, in key order: a range of the primary key.
+const FILES_FROM_SQL: &str = "SELECT key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta \
+     FROM objects WHERE org_id = $1 AND key >= $2 ORDER BY key LIMIT $3";
+/// [`FILES_FROM_SQL`] after `from`.
+const FILES_AFTER_SQL: &str = "SELECT key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta \
+     FROM objects WHERE org_id = $1 AND key > $2 ORDER BY key LIMIT $3";
+/// A folder's files from a name on, in name order: a range of `objects_listing`.
+const CHILD_FILES_FROM_SQL: &str = "SELECT key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta \
+     FROM objects WHERE org_id = $1 AND parent = $2 AND name >= $3 ORDER BY name LIMIT $4";
+/// [`CHILD_FILES_FROM_SQL`] after the name.
+const CHILD_FILES_AFTER_SQL: &str = "SELECT key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta \
+     FROM objects WHERE org_id = $1 AND parent = $2 AND name > $3 ORDER BY name LIMIT $4";
+/// A folder's child folder names from a name on, in name order: a range of `folders_listing`.
+const CHILD_FOLDERS_FROM_SQL: &str =
+    "SELECT name FROM folders WHERE org_id = $1 AND parent = $2 AND name >= $3 ORDER BY name LIMIT $4";
+/// [`CHILD_FOLDERS_FROM_SQL`] after the name.
+const CHILD_FOLDERS_AFTER_SQL: &str =
+    "SELECT name FROM folders WHERE org_id = $1 AND parent = $2 AND name > $3 ORDER BY name LIMIT $4";
+/// Which of these child folder names exist, in name order.
+const CHILD_FOLDERS_NAMED_SQL: &str =
+    "SELECT name FROM folders WHERE org_id = $1 AND parent = $2 AND name = ANY($3::text[]) ORDER BY name";
+
+/// Object rows (a malformed one is left out).
+fn objects_of(rows: &[Row]) -> MetaResult<Vec<ObjectMeta>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.extend(object_from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// A folder's children in S3-name order (see `rules::S3FolderOrder`), in one snapshot.
+async fn children_from_tx(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    folder: &FolderPath,
+    from: &str,
+    inclusive: bool,
+    limit: usize,
+) -> MetaResult<Vec<Child>> {
+    let sql = if inclusive {
+        CHILD_FILES_FROM_SQL
+    } else {
+        CHILD_FILES_AFTER_SQL
+    };
+    let files = objects_of(&query(tx, sql, &[&org.as_str(), &folder.as_str(), &from, &count_to_i64(limit)]).await?)?;
+    let mut order = S3FolderOrder::default();
+    let prefixes = folder_prefixes_from(from, inclusive);
+    if !prefixes.is_empty() {
+        let rows = query(
+            tx,
+            CHILD_FOLDERS_NAMED_SQL,
+            &[&org.as_str(), &folder.as_str(), &prefixes],
+        )
+        .await?;
+        for row in &rows {
+            order.push(col(row, 0)?);
+        }
+    }
+    let batch = folder_batch(limit);
+    let (mut after, mut sql) = (from.to_owned(), CHILD_FOLDERS_FROM_SQL);
+    loop {
+        let rows = query(
+            tx,
+            sql,
+            &[&org.as_str(), &folder.as_str(), &after, &count_to_i64(batch)],
+        )
+        .await?;
+        for row in &rows {
+            let name: String = col(row, 0)?;
+            after.clone_from(&name);
+            order.push(name);
+        }
+        if rows.len() < batch || order.ready() >= limit {
+            break;
+        }
+        sql = CHILD_FOLDERS_AFTER_SQL;
+    }
+    let folders = order
+        .finish(limit)
+        .into_iter()
+        .filter_map(|name| child_folder(folder, &name))
+        .collect();
+    Ok(merge_children(files, folders, limit))
 }
 
 /// Times a job is expanded again when its files changed before it was recorded; after that it
@@ -1473,7 +1567,7 @@ impl Objects for PostgresMeta {
         // One statement, so one snapshot: the object (if any) and whether the key is a folder.
         let row = query_one(
             &client,
-            "SELECT o.key, o.size, o.md5, o.mime, o.preview, o.created, o.modified, o.blob_id, \
+            "SELECT o.key, o.size, o.md5, o.mime, o.preview, o.created, o.modified, o.blob_id, o.etag, o.user_meta, \
              EXISTS (SELECT 1 FROM folders f WHERE f.org_id = $1 AND f.path = $2) \
              FROM (SELECT 1) AS one LEFT JOIN objects o ON o.org_id = $1 AND o.key = $2",
             &[&org.as_str(), &key.as_str()],
@@ -1482,7 +1576,7 @@ impl Objects for PostgresMeta {
         if let Some(object) = object_from_row(&row)? {
             return Ok(KeyKind::File(Box::new(object)));
         }
-        if col::<bool>(&row, 8)? {
+        if col::<bool>(&row, 10)? {
             return Ok(KeyKind::Folder);
         }
         Ok(KeyKind::Missing)
@@ -1549,6 +1643,30 @@ impl Objects for PostgresMeta {
         )
         .await?;
         rows.iter().map(|row| Ok((col(row, 0)?, col(row, 1)?))).collect()
+    }
+
+    async fn files_from(&self, org: &OrgId, from: &str, inclusive: bool, limit: usize) -> MetaResult<Vec<ObjectMeta>> {
+        let client = self.client().await?;
+        let sql = if inclusive { FILES_FROM_SQL } else { FILES_AFTER_SQL };
+        objects_of(&query(&client, sql, &[&org.as_str(), &from, &count_to_i64(limit)]).await?)
+    }
+
+    async fn children_from(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        from: &str,
+        inclusive: bool,
+        limit: usize,
+    ) -> MetaResult<Vec<Child>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let children = children_from_tx(&tx, org, folder, from, inclusive, limit).await?;
+        tx.commit().await?;
+        Ok(children)
     }
 }
 
@@ -1812,7 +1930,7 @@ impl Maintenance for PostgresMeta {
         let mut out = Vec::new();
         for row in &rows {
             if let Some(object) = object_from_row(row)?
-                && let Some(org) = OrgId::parse(&col::<String>(row, 8)?)
+                && let Some(org) = OrgId::parse(&col::<String>(row, 10)?)
             {
                 out.push((org, object));
             }
@@ -1892,5 +2010,75 @@ impl Maintenance for PostgresMeta {
         )
         .await?;
         Ok(())
+    }
+}
+
+// The behaviour of this store is tested by the shared metadata suite in `meta/tests.rs`, run
+// against both backends; what is particular to PostgreSQL is tested here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::tests::{connect_plain, test_database};
+
+    /// `sql` with its `$n` parameters replaced by these literals (highest first, so `$1` does not
+    /// eat `$10`).
+    fn with_literals(sql: &str, literals: &[&str]) -> String {
+        let mut out = sql.to_owned();
+        for (i, literal) in literals.iter().enumerate().rev() {
+            out = out.replace(&format!("${}", i + 1), literal);
+        }
+        out
+    }
+
+    /// S3 listings read ranges of the primary key and of the listing indexes in their order: with
+    /// sequential scans and sorts priced out, the plans still need neither (an index serves the
+    /// range and the order).
+    #[tokio::test]
+    async fn s3_listings_read_index_ranges() {
+        let Some(database) = test_database().await else { return };
+        drop(PostgresMeta::connect(&database.url).await.expect("create"));
+        let client = connect_plain(&database.url).await;
+        client
+            .batch_execute("SET enable_seqscan = off; SET enable_sort = off; SET enable_bitmapscan = off;")
+            .await
+            .expect("settings");
+        let cases = [
+            (FILES_FROM_SQL, vec!["'o'", "'k'", "10"], "objects_pkey"),
+            (FILES_AFTER_SQL, vec!["'o'", "'k'", "10"], "objects_pkey"),
+            (CHILD_FILES_FROM_SQL, vec!["'o'", "'p'", "'n'", "10"], "objects_listing"),
+            (
+                CHILD_FILES_AFTER_SQL,
+                vec!["'o'", "'p'", "'n'", "10"],
+                "objects_listing",
+            ),
+            (
+                CHILD_FOLDERS_FROM_SQL,
+                vec!["'o'", "'p'", "'n'", "10"],
+                "folders_listing",
+            ),
+            (
+                CHILD_FOLDERS_AFTER_SQL,
+                vec!["'o'", "'p'", "'n'", "10"],
+                "folders_listing",
+            ),
+            (
+                CHILD_FOLDERS_NAMED_SQL,
+                vec!["'o'", "'p'", "ARRAY['a','b']"],
+                "folders_listing",
+            ),
+        ];
+        for (sql, literals, index) in cases {
+            let explain = format!("EXPLAIN (COSTS OFF) {}", with_literals(sql, &literals));
+            let plan: Vec<String> = client
+                .query(&explain, &[])
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains(&format!("Scan using {index} on")), "{sql}\n{plan}");
+            assert!(!plan.contains("Sort") && !plan.contains("Seq Scan"), "{sql}\n{plan}");
+        }
     }
 }

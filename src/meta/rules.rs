@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use crate::ids::OrgId;
 use crate::key::{FolderPath, Key};
 
-use super::{Millis, NewObject, Quota, Usage};
+use super::{Child, Millis, NewObject, ObjectMeta, PutRefusal, Quota, Usage};
 
 /// A stored figure as the code counts it: a negative value (a damaged row) counts as zero.
 pub(crate) fn to_u64(v: i64) -> u64 {
@@ -89,6 +89,13 @@ pub(crate) fn creation_time(object: &NewObject, replaced: Option<&Replaced>, now
         Some(old) => old.created,
         None => object.created.unwrap_or(now),
     }
+}
+
+/// A put that asked to store only when the key is free ([`NewObject::if_absent`]) is refused
+/// when a file has the key (decided where the write holds its lock, so two such puts racing for
+/// one key cannot both store).
+pub(crate) fn refuse_existing(object: &NewObject, replaced: Option<&Replaced>) -> Option<PutRefusal> {
+    (object.if_absent && replaced.is_some()).then_some(PutRefusal::Exists)
 }
 
 /// Why a put would take an organization over its quota; the sentence is what the client reads.
@@ -281,6 +288,126 @@ impl PagePlan {
     }
 }
 
+// --- S3 listings ---------------------------------------------------------------------------------
+//
+// S3 lists a folder's children in the byte order of their S3 names: a file's name, a folder's
+// name followed by '/'. Files read in name order from `objects_listing` are in that order
+// already. Folders are not: '/' (0x2F) sorts after a few bytes that names may hold ('-', '.',
+// ' ', '!'...), so folder "a" (S3 name "a/") comes after folder "a-b" ("a-b/") although "a" <
+// "a-b". The two orders differ only there: the names that sort between `n` and `n + "/"` are the
+// names that extend `n` with a byte below '/', and they come before `n` in S3 order.
+// [`S3FolderOrder`] turns folders read in name order from `folders_listing` into S3 order while
+// holding back at most one chain of such prefixes, so a page of `limit` folders reads at most
+// `limit` + (longest chain) + 1 rows.
+
+/// The byte order of a file named `file` against a folder named `folder` by their S3 names
+/// (`file` against `folder + "/"`), without building the latter.
+pub(crate) fn file_vs_folder(file: &str, folder: &str) -> std::cmp::Ordering {
+    file.as_bytes().iter().cmp(folder.as_bytes().iter().chain(b"/"))
+}
+
+/// The folder names below `from` in name order whose S3 names are still at or past it: the proper
+/// prefixes of `from` followed in it by a byte below '/' (and, when `inclusive`, `from` without
+/// its trailing '/'), shortest first. Every other folder at or past `from` has a name >= `from`;
+/// a listing reads these few names by key and the rest as one range from `from`.
+pub(crate) fn folder_prefixes_from(from: &str, inclusive: bool) -> Vec<&str> {
+    let bytes = from.as_bytes();
+    let mut out = Vec::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'/' {
+            // A name holds no '/': no longer prefix is a name.
+            if inclusive && i > 0 && i + 1 == bytes.len() {
+                out.push(&from[..i]);
+            }
+            break;
+        }
+        if b < b'/' && i > 0 {
+            // An ASCII byte: `i` is a character boundary.
+            out.push(&from[..i]);
+        }
+    }
+    out
+}
+
+/// Folder names read in name order, handed out in S3-name order (see the section's note): a name
+/// is held while the names read after it extend it with a byte below '/'.
+#[derive(Debug, Default)]
+pub(crate) struct S3FolderOrder {
+    /// Held names: each a prefix of the next, followed in it by a byte below '/'.
+    held: Vec<String>,
+    ordered: Vec<String>,
+}
+
+impl S3FolderOrder {
+    /// Takes the next folder name (names must come in increasing byte order).
+    pub(crate) fn push(&mut self, name: String) {
+        while let Some(top) = self.held.last() {
+            let extends = name.as_bytes().starts_with(top.as_bytes())
+                && name.as_bytes().get(top.len()).is_some_and(|&b| b < b'/');
+            if extends {
+                break;
+            }
+            self.ordered.extend(self.held.pop());
+        }
+        self.held.push(name);
+    }
+
+    /// How many names are known to come first, in order.
+    pub(crate) fn ready(&self) -> usize {
+        self.ordered.len()
+    }
+
+    /// The names in S3 order, the first `limit` of them: call once the names read so far are all
+    /// there are, or once [`S3FolderOrder::ready`] reached `limit` (held names come after every
+    /// name handed out, and after every name read later).
+    pub(crate) fn finish(mut self, limit: usize) -> Vec<String> {
+        while let Some(name) = self.held.pop() {
+            self.ordered.push(name);
+        }
+        self.ordered.truncate(limit);
+        self.ordered
+    }
+}
+
+/// Merges files (in name order) with folders (in S3 order) into the first `limit` children in
+/// S3-name order. Correct when each list holds the first `limit` of its kind (or all of them).
+pub(crate) fn merge_children(files: Vec<ObjectMeta>, folders: Vec<FolderPath>, limit: usize) -> Vec<Child> {
+    let mut out = Vec::with_capacity(limit.min(files.len() + folders.len()));
+    let mut files = files.into_iter().peekable();
+    let mut folders = folders.into_iter().peekable();
+    while out.len() < limit {
+        let take_file = match (files.peek(), folders.peek()) {
+            (Some(file), Some(folder)) => file_vs_folder(file.key.name(), folder.name()).is_lt(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_file {
+            files.next().map(Child::File)
+        } else {
+            folders.next().map(Child::Folder)
+        };
+        out.extend(next);
+    }
+    out
+}
+
+/// The folder named `name` directly in `folder` (`None` for a stored name that is not one).
+pub(crate) fn child_folder(folder: &FolderPath, name: &str) -> Option<FolderPath> {
+    let path = if folder.is_root() {
+        name.to_owned()
+    } else {
+        format!("{}/{name}", folder.as_str())
+    };
+    FolderPath::parse(&path).ok()
+}
+
+/// How many folder rows a listing reads per query while it orders them (a few more than the
+/// page, so that one query usually suffices: see [`S3FolderOrder`]).
+pub(crate) fn folder_batch(limit: usize) -> usize {
+    limit.saturating_add(8).min(1024)
+}
+
 // --- download jobs ------------------------------------------------------------------------------
 
 /// How many of an organization's `live` unexpired jobs expire early (the oldest first) so that,
@@ -421,7 +548,131 @@ mod tests {
             blob: BlobId::generate(),
             now,
             created,
+            etag: None,
+            user_meta: None,
+            if_absent: false,
         }
+    }
+
+    #[test]
+    fn a_put_if_absent_is_refused_only_over_an_existing_file() {
+        let mut object = new_object(None, 1);
+        assert_eq!(refuse_existing(&object, Some(&replaced(1))), None);
+        object.if_absent = true;
+        assert_eq!(refuse_existing(&object, None), None);
+        assert_eq!(refuse_existing(&object, Some(&replaced(1))), Some(PutRefusal::Exists));
+    }
+
+    /// The S3 order of folder names, the slow way.
+    fn s3_sorted(names: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = names.iter().map(|n| format!("{n}/")).collect();
+        out.sort();
+        out.into_iter().map(|n| n.trim_end_matches('/').to_owned()).collect()
+    }
+
+    fn reorder(names: &[&str], limit: usize) -> Vec<String> {
+        let mut sorted: Vec<&str> = names.to_vec();
+        sorted.sort();
+        let mut order = S3FolderOrder::default();
+        for name in sorted {
+            order.push(name.to_owned());
+        }
+        order.finish(limit)
+    }
+
+    #[test]
+    fn folders_come_in_the_order_of_their_s3_names() {
+        let names = [
+            "a", "a-b", "a-b-c", "a.b", "a0", "a b", "b", "a-", "é", "a-c", "ab", "a--",
+        ];
+        assert_eq!(reorder(&names, 100), s3_sorted(&names));
+        assert_eq!(reorder(&names, 3), s3_sorted(&names)[..3].to_vec());
+        assert_eq!(reorder(&["a", "a-b"], 100), ["a-b", "a"]);
+        assert_eq!(reorder(&["a", "a0"], 100), ["a", "a0"]);
+        assert!(reorder(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn folder_order_holds_back_only_a_chain_of_prefixes() {
+        let mut order = S3FolderOrder::default();
+        order.push("a".into());
+        order.push("a-1".into());
+        assert_eq!(order.ready(), 0, "both still wait: a-1-x may come");
+        order.push("a-2".into());
+        assert_eq!(order.ready(), 1, "a-1 is done");
+        order.push("b".into());
+        assert_eq!(order.ready(), 3, "a-2 and a are done");
+        assert_eq!(order.finish(10), ["a-1", "a-2", "a", "b"]);
+    }
+
+    #[test]
+    fn the_folders_below_from_that_still_count_are_its_prefixes_before_low_bytes() {
+        assert_eq!(folder_prefixes_from("a-b.c", true), ["a", "a-b"]);
+        assert_eq!(folder_prefixes_from("abc", true), Vec::<&str>::new());
+        assert_eq!(folder_prefixes_from("", true), Vec::<&str>::new());
+        assert_eq!(folder_prefixes_from("a/", true), ["a"]);
+        assert_eq!(folder_prefixes_from("a/", false), Vec::<&str>::new());
+        assert_eq!(folder_prefixes_from("a-b/x", true), ["a"], "nothing past a '/'");
+        assert_eq!(folder_prefixes_from("/a-", true), Vec::<&str>::new());
+        assert_eq!(folder_prefixes_from("é-x", true), ["é"]);
+        // Against the definition: every folder whose S3 name is at or past `from` is either
+        // named >= `from` or one of these prefixes.
+        let names = ["a", "a-", "a-b", "a-b-c", "a.b", "a0", "b", "a b", "é", "é-"];
+        for from in [
+            "", "a", "a-", "a-b", "a-b/", "a-b-", "a-c", "a/", "a/x", "a.", "a0", "b/", "é-", "z",
+        ] {
+            for inclusive in [true, false] {
+                let prefixes = folder_prefixes_from(from, inclusive);
+                for name in names {
+                    let s3 = format!("{name}/");
+                    let wanted = if inclusive {
+                        s3.as_str() >= from
+                    } else {
+                        s3.as_str() > from
+                    };
+                    let found = name >= from || prefixes.contains(&name);
+                    assert_eq!(found, wanted, "{name} from {from:?} inclusive {inclusive}");
+                }
+            }
+        }
+    }
+
+    fn meta_of(raw: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key(raw),
+            size: 0,
+            md5: String::new(),
+            mime: String::new(),
+            preview: None,
+            created: 0,
+            modified: 0,
+            blob: BlobId::generate(),
+            etag: None,
+            user_meta: None,
+        }
+    }
+
+    #[test]
+    fn files_and_folders_merge_by_s3_name() {
+        let files = ["a-b", "a0", "a1"].map(meta_of).to_vec();
+        let folders = ["a", "a.x", "b"].map(folder).to_vec();
+        let mut folders_s3 = folders.clone();
+        folders_s3.sort_by_key(|f| format!("{}/", f.name()));
+        let names = |children: &[Child]| -> Vec<String> {
+            children
+                .iter()
+                .map(|c| match c {
+                    Child::File(f) => f.key.name().to_owned(),
+                    Child::Folder(f) => format!("{}/", f.name()),
+                })
+                .collect()
+        };
+        let merged = merge_children(files.clone(), folders_s3.clone(), 100);
+        assert_eq!(names(&merged), ["a-b", "a.x/", "a/", "a0", "a1", "b/"]);
+        assert_eq!(names(&merge_children(files, folders_s3, 2)), ["a-b", "a.x/"]);
+        assert_eq!(file_vs_folder("a", "a"), std::cmp::Ordering::Less);
+        assert_eq!(file_vs_folder("a0", "a"), std::cmp::Ordering::Greater);
+        assert_eq!(file_vs_folder("a/", "a"), std::cmp::Ordering::Equal);
     }
 
     #[test]

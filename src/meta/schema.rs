@@ -37,6 +37,10 @@ pub const SQLITE: &[Step] = &[
         description: CONSOLE_SESSIONS_DESCRIPTION,
         sql: CONSOLE_SESSIONS_SQLITE,
     },
+    Step {
+        description: S3_OBJECT_FIELDS_DESCRIPTION,
+        sql: SQLITE_S3_OBJECT_FIELDS,
+    },
 ];
 
 /// The PostgreSQL steps.
@@ -60,6 +64,10 @@ pub const POSTGRES: &[Step] = &[
     Step {
         description: CONSOLE_SESSIONS_DESCRIPTION,
         sql: CONSOLE_SESSIONS_POSTGRES,
+    },
+    Step {
+        description: S3_OBJECT_FIELDS_DESCRIPTION,
+        sql: POSTGRES_S3_OBJECT_FIELDS,
     },
 ];
 
@@ -152,6 +160,22 @@ CREATE TABLE IF NOT EXISTS console_sessions (
     last_seen BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS console_sessions_by_last_seen ON console_sessions (last_seen);
+"#;
+
+const S3_OBJECT_FIELDS_DESCRIPTION: &str = "S3 object fields: ETag of multipart objects, user metadata";
+/// Version 6: what the S3 API keeps of an object beside its body. `etag` is NULL when the ETag is
+/// the quoted content md5 (every object but a multipart one, whose ETag is the md5 of its parts'
+/// md5s and their count); `user_meta` is NULL or a JSON object of the `x-amz-meta-*` pairs, as
+/// the service gave it. Existing objects keep NULL in both: their ETag is their md5.
+const SQLITE_S3_OBJECT_FIELDS: &str = r#"
+ALTER TABLE objects ADD COLUMN etag TEXT;
+ALTER TABLE objects ADD COLUMN user_meta TEXT;
+"#;
+
+/// Version 6, as [`SQLITE_S3_OBJECT_FIELDS`] (adding a column without a default rewrites nothing).
+const POSTGRES_S3_OBJECT_FIELDS: &str = r#"
+ALTER TABLE objects ADD COLUMN IF NOT EXISTS etag TEXT;
+ALTER TABLE objects ADD COLUMN IF NOT EXISTS user_meta TEXT;
 "#;
 
 /// The schema of stowage 0.1.0. It creates only what is missing (and drops two indexes that the

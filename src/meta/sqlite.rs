@@ -486,13 +486,18 @@ fn object_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ObjectMet
         created: row.get(5)?,
         modified: row.get(6)?,
         blob,
+        etag: row.get(8)?,
+        user_meta: row.get(9)?,
     }))
 }
+
+/// The columns [`object_from_row`] reads, in its order.
+const OBJECT_COLUMNS: &str = "key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta";
 
 fn load_object(conn: &Connection, org: &OrgId, key: &Key) -> MetaResult<Option<ObjectMeta>> {
     Ok(cached_row(
         conn,
-        "SELECT key, size, md5, mime, preview, created, modified, blob_id FROM objects WHERE org_id = ?1 AND key = ?2",
+        &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE org_id = ?1 AND key = ?2"),
         params![org.as_str(), key.as_str()],
         object_from_row,
     )
@@ -550,6 +555,9 @@ fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quot
     }
     let usage = root_usage(conn, org)?.ok_or_else(|| MetaError::no_root_folder(org))?;
     let replaced = replaced_object(conn, org, &object.key)?;
+    if let Some(refusal) = refuse_existing(object, replaced.as_ref()) {
+        return Ok(PutOutcome::Refused(refusal));
+    }
     let delta = PutDelta::of(object.size, replaced.as_ref());
     if let Err(over) = check_quota(usage, quota, delta) {
         return Ok(PutOutcome::Refused(PutRefusal::Quota(over)));
@@ -599,10 +607,11 @@ fn replaced_object(conn: &Connection, org: &OrgId, key: &Key) -> MetaResult<Opti
 /// Writes the object row, keeping `created` of a row it replaces.
 fn upsert_object(conn: &Connection, org: &OrgId, object: &NewObject, created: Millis) -> MetaResult<()> {
     conn.execute(
-        "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+        "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id, \
+         etag, user_meta) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
          ON CONFLICT (org_id, key) DO UPDATE SET size = excluded.size, md5 = excluded.md5, mime = excluded.mime, \
-         preview = excluded.preview, modified = excluded.modified, blob_id = excluded.blob_id",
+         preview = excluded.preview, modified = excluded.modified, blob_id = excluded.blob_id, \
+         etag = excluded.etag, user_meta = excluded.user_meta",
         params![
             org.as_str(),
             object.key.as_str(),
@@ -614,7 +623,9 @@ fn upsert_object(conn: &Connection, org: &OrgId, object: &NewObject, created: Mi
             object.preview,
             created,
             object.now,
-            object.blob.as_str()
+            object.blob.as_str(),
+            object.etag,
+            object.user_meta
         ],
     )?;
     Ok(())
@@ -840,6 +851,107 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
         entries,
         total_entries: plan.total,
     })
+}
+
+/// A page of files from `from` on, in key order; answered from the primary key alone.
+const FILES_FROM_SQL: &str = "SELECT key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta \
+     FROM objects WHERE org_id = ?1 AND key >= ?2 ORDER BY key LIMIT ?3";
+/// [`FILES_FROM_SQL`] after `from`.
+const FILES_AFTER_SQL: &str = "SELECT key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta \
+     FROM objects WHERE org_id = ?1 AND key > ?2 ORDER BY key LIMIT ?3";
+/// A folder's files from a name on, in name order: a range of `objects_listing`.
+const CHILD_FILES_FROM_SQL: &str = "SELECT key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta \
+     FROM objects WHERE org_id = ?1 AND parent = ?2 AND name >= ?3 ORDER BY name LIMIT ?4";
+/// [`CHILD_FILES_FROM_SQL`] after the name.
+const CHILD_FILES_AFTER_SQL: &str = "SELECT key, size, md5, mime, preview, created, modified, blob_id, etag, user_meta \
+     FROM objects WHERE org_id = ?1 AND parent = ?2 AND name > ?3 ORDER BY name LIMIT ?4";
+/// A folder's child folder names from a name on, in name order: a range of `folders_listing`.
+const CHILD_FOLDERS_FROM_SQL: &str =
+    "SELECT name FROM folders WHERE org_id = ?1 AND parent = ?2 AND name >= ?3 ORDER BY name LIMIT ?4";
+/// [`CHILD_FOLDERS_FROM_SQL`] after the name.
+const CHILD_FOLDERS_AFTER_SQL: &str =
+    "SELECT name FROM folders WHERE org_id = ?1 AND parent = ?2 AND name > ?3 ORDER BY name LIMIT ?4";
+
+/// Collects object rows (a malformed one is left out).
+fn objects_of(stmt: &mut rusqlite::CachedStatement<'_>, params: impl rusqlite::Params) -> MetaResult<Vec<ObjectMeta>> {
+    let rows = stmt.query_map(params, object_from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.extend(row?);
+    }
+    Ok(out)
+}
+
+fn files_from_tx(
+    conn: &Connection,
+    org: &OrgId,
+    from: &str,
+    inclusive: bool,
+    limit: usize,
+) -> MetaResult<Vec<ObjectMeta>> {
+    let sql = if inclusive { FILES_FROM_SQL } else { FILES_AFTER_SQL };
+    objects_of(
+        &mut conn.prepare_cached(sql)?,
+        params![org.as_str(), from, count_to_i64(limit)],
+    )
+}
+
+/// A folder's children in S3-name order (see `rules::S3FolderOrder`).
+fn children_from_tx(
+    conn: &Connection,
+    org: &OrgId,
+    folder: &FolderPath,
+    from: &str,
+    inclusive: bool,
+    limit: usize,
+) -> MetaResult<Vec<Child>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let sql = if inclusive {
+        CHILD_FILES_FROM_SQL
+    } else {
+        CHILD_FILES_AFTER_SQL
+    };
+    let files = objects_of(
+        &mut conn.prepare_cached(sql)?,
+        params![org.as_str(), folder.as_str(), from, count_to_i64(limit)],
+    )?;
+    let mut order = S3FolderOrder::default();
+    let mut exists = conn.prepare_cached("SELECT 1 FROM folders WHERE org_id = ?1 AND parent = ?2 AND name = ?3")?;
+    for name in folder_prefixes_from(from, inclusive) {
+        if exists.exists(params![org.as_str(), folder.as_str(), name])? {
+            order.push(name.to_owned());
+        }
+    }
+    let batch = folder_batch(limit);
+    let (mut after, mut sql) = (from.to_owned(), CHILD_FOLDERS_FROM_SQL);
+    loop {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let names = stmt
+            .query_map(
+                params![org.as_str(), folder.as_str(), after, count_to_i64(batch)],
+                |row| row.get::<_, String>(0),
+            )?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        let read = names.len();
+        if let Some(last) = names.last() {
+            after.clone_from(last);
+        }
+        for name in names {
+            order.push(name);
+        }
+        if read < batch || order.ready() >= limit {
+            break;
+        }
+        sql = CHILD_FOLDERS_AFTER_SQL;
+    }
+    let folders = order
+        .finish(limit)
+        .into_iter()
+        .filter_map(|name| child_folder(folder, &name))
+        .collect();
+    Ok(merge_children(files, folders, limit))
 }
 
 /// One entry of a job as recorded: key, blob id, size, modification time.
@@ -1584,6 +1696,25 @@ impl Objects for SqliteMeta {
         })
         .await
     }
+
+    async fn files_from(&self, org: &OrgId, from: &str, inclusive: bool, limit: usize) -> MetaResult<Vec<ObjectMeta>> {
+        let (org, from) = (org.clone(), from.to_owned());
+        self.read(move |conn| files_from_tx(conn, &org, &from, inclusive, limit))
+            .await
+    }
+
+    async fn children_from(
+        &self,
+        org: &OrgId,
+        folder: &FolderPath,
+        from: &str,
+        inclusive: bool,
+        limit: usize,
+    ) -> MetaResult<Vec<Child>> {
+        let (org, folder, from) = (org.clone(), folder.clone(), from.to_owned());
+        self.read(move |conn| children_from_tx(conn, &org, &folder, &from, inclusive, limit))
+            .await
+    }
 }
 
 #[async_trait]
@@ -1864,12 +1995,12 @@ impl Maintenance for SqliteMeta {
     async fn objects_after(&self, after: Option<(OrgId, Key)>, limit: usize) -> MetaResult<Vec<(OrgId, ObjectMeta)>> {
         self.read(move |conn| {
             let (org, key) = after.map(|(o, k)| (o.to_string(), k.to_string())).unwrap_or_default();
-            let mut stmt = conn.prepare_cached(
-                "SELECT key, size, md5, mime, preview, created, modified, blob_id, org_id FROM objects \
-                 WHERE (org_id, key) > (?1, ?2) ORDER BY org_id, key LIMIT ?3",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {OBJECT_COLUMNS}, org_id FROM objects \
+                 WHERE (org_id, key) > (?1, ?2) ORDER BY org_id, key LIMIT ?3"
+            ))?;
             let rows = stmt.query_map(params![org, key, count_to_i64(limit)], |row| {
-                Ok((row.get::<_, String>(8)?, object_from_row(row)?))
+                Ok((row.get::<_, String>(10)?, object_from_row(row)?))
             })?;
             let mut out = Vec::new();
             for row in rows {
@@ -1972,6 +2103,49 @@ mod tests {
         assert!(folders.contains("COVERING INDEX folders_listing"), "{folders}");
     }
 
+    /// The plan of `sql` with these parameters, its steps joined.
+    fn plan_with(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+        let rows = stmt
+            .query_map(params, |row| row.get::<_, String>(3))
+            .expect("plan rows");
+        rows.map(|row| row.expect("plan row")).collect::<Vec<_>>().join("; ")
+    }
+
+    /// S3 listings read ranges of the primary key and of the listing indexes, in their order (no
+    /// sort, no scan of the organization).
+    #[test]
+    fn s3_listings_read_index_ranges() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("meta.sqlite3");
+        drop(SqliteMeta::open(&path).expect("open"));
+        let conn = open_connection(&path).expect("connect");
+        for sql in [FILES_FROM_SQL, FILES_AFTER_SQL] {
+            let plan = plan_with(&conn, sql, params!["o", "k", 10]);
+            assert!(
+                plan.contains("SEARCH objects USING PRIMARY KEY (org_id=? AND key>"),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        for sql in [CHILD_FILES_FROM_SQL, CHILD_FILES_AFTER_SQL] {
+            let plan = plan_with(&conn, sql, params!["o", "p", "n", 10]);
+            assert!(
+                plan.contains("USING INDEX objects_listing (org_id=? AND parent=? AND name>"),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+        for sql in [CHILD_FOLDERS_FROM_SQL, CHILD_FOLDERS_AFTER_SQL] {
+            let plan = plan_with(&conn, sql, params!["o", "p", "n", 10]);
+            assert!(
+                plan.contains("USING COVERING INDEX folders_listing (org_id=? AND parent=? AND name>"),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
+
     #[test]
     fn an_older_database_gets_the_listing_indexes_when_opened() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1983,7 +2157,8 @@ mod tests {
              CREATE INDEX objects_by_parent ON objects (org_id, parent, name); \
              CREATE INDEX folders_by_parent ON folders (org_id, parent, name); \
              DROP INDEX orgs_by_bucket; ALTER TABLE orgs DROP COLUMN bucket; \
-             ALTER TABLE users DROP COLUMN server_admin; DROP TABLE s3_keys;",
+             ALTER TABLE users DROP COLUMN server_admin; DROP TABLE s3_keys; \
+             ALTER TABLE objects DROP COLUMN etag; ALTER TABLE objects DROP COLUMN user_meta;",
         )
         .expect("make it look like an older database");
         conn.pragma_update(None, "user_version", 0)
@@ -2023,6 +2198,9 @@ mod tests {
             blob: BlobId::generate(),
             now: 1,
             created: None,
+            etag: None,
+            user_meta: None,
+            if_absent: false,
         };
         let quota = Quota {
             max_bytes: 1000,

@@ -212,6 +212,9 @@ fn object(key: &str, size: u64, now: Millis) -> NewObject {
         blob: BlobId::generate(),
         now,
         created: None,
+        etag: None,
+        user_meta: None,
+        if_absent: false,
     }
 }
 
@@ -1462,6 +1465,267 @@ async fn console_sessions_and_folder_usage(fixture: &Fixture) {
     assert_eq!(root, vec![("top".to_owned(), "md5-of-top".to_owned())]);
 }
 
+/// The S3 fields of an object are stored, read back everywhere an object is read, and replaced
+/// (or cleared) by an overwrite.
+async fn s3_object_fields(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let mut new = object("d/multi", 12, 5);
+    new.etag = Some("\"0123456789abcdef0123456789abcdef-2\"".into());
+    new.user_meta = Some(r#"{"colour":"blue","é":"ü"}"#.into());
+    assert!(stored(&meta.put_object(&org, new.clone(), QUOTA).await.unwrap()));
+    let KeyKind::File(found) = meta.key_kind(&org, &key("d/multi")).await.unwrap() else {
+        panic!("a file")
+    };
+    assert_eq!((&found.etag, &found.user_meta), (&new.etag, &new.user_meta));
+    let walked = meta.objects_after(Some((org.clone(), key("d"))), 1).await.unwrap();
+    assert_eq!((&walked[0].1.etag, &walked[0].1.user_meta), (&new.etag, &new.user_meta));
+    let listed = meta.files_from(&org, "", true, 10).await.unwrap();
+    assert_eq!(listed, vec![*found.clone()]);
+    let Child::File(child) = &meta
+        .children_from(&org, &FolderPath::parse("d").unwrap(), "", true, 10)
+        .await
+        .unwrap()[0]
+    else {
+        panic!("a file")
+    };
+    assert_eq!(child, &*found);
+    // A plain overwrite (the QC API's) clears them.
+    assert!(stored(
+        &meta.put_object(&org, object("d/multi", 3, 6), QUOTA).await.unwrap()
+    ));
+    let KeyKind::File(plain) = meta.key_kind(&org, &key("d/multi")).await.unwrap() else {
+        panic!("a file")
+    };
+    assert_eq!((plain.etag, plain.user_meta), (None, None));
+}
+
+/// A put that asks to store only a new key is refused over an existing file, with nothing changed,
+/// and of two such puts racing for one key exactly one stores.
+async fn put_if_absent(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let first = object("k", 4, 5);
+    assert!(stored(&meta.put_object(&org, first.clone(), QUOTA).await.unwrap()));
+    let mut again = object("k", 9, 6);
+    again.if_absent = true;
+    assert_eq!(
+        meta.put_object(&org, again.clone(), QUOTA).await.unwrap(),
+        PutOutcome::Refused(PutRefusal::Exists)
+    );
+    let KeyKind::File(kept) = meta.key_kind(&org, &key("k")).await.unwrap() else {
+        panic!("a file")
+    };
+    assert_eq!((kept.size, kept.blob.clone()), (4, first.blob.clone()));
+    assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 4, files: 1 });
+    // The key's other refusals come first; a free key is stored.
+    meta.put_object(&org, object("f/x", 1, 7), QUOTA).await.unwrap();
+    let mut folder = object("f", 1, 8);
+    folder.if_absent = true;
+    assert_eq!(
+        meta.put_object(&org, folder, QUOTA).await.unwrap(),
+        PutOutcome::Refused(PutRefusal::IsFolder)
+    );
+    let mut fresh = object("new", 2, 9);
+    fresh.if_absent = true;
+    assert_eq!(
+        meta.put_object(&org, fresh, QUOTA).await.unwrap(),
+        PutOutcome::Stored { replaced: None }
+    );
+    // Racing: sixteen conditional puts of one key, from two servers where there are two.
+    let servers = fixture.two_servers().await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (meta, org) = (servers[i % 2].clone(), org.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut new = object("race/key", 1, 10);
+            new.if_absent = true;
+            meta.put_object(&org, new, QUOTA).await.unwrap()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    assert_eq!(outcomes.iter().filter(|o| stored(o)).count(), 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| stored(o) || *o == PutOutcome::Refused(PutRefusal::Exists))
+    );
+    assert_consistent(meta, &org).await;
+}
+
+/// The S3 name of a listed child (a folder's with its trailing '/').
+fn s3_name(child: &Child) -> String {
+    match child {
+        Child::File(file) => file.key.name().to_owned(),
+        Child::Folder(folder) => format!("{}/", folder.name()),
+    }
+}
+
+/// What `children_from` must answer, the slow way: the direct children of `folder` among `keys`
+/// by their S3 names, in byte order, from `from` on.
+fn expected_children(keys: &[&str], folder: &str, from: &str, inclusive: bool, limit: usize) -> Vec<String> {
+    let prefix = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
+    let mut names: Vec<String> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix(prefix.as_str()))
+        .map(|rest| match rest.find('/') {
+            Some(i) => rest[..=i].to_owned(),
+            None => rest.to_owned(),
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|n| {
+            if inclusive {
+                n.as_str() >= from
+            } else {
+                n.as_str() > from
+            }
+        })
+        .take(limit)
+        .collect()
+}
+
+/// S3 listings: every file from a key on in byte order, and a folder's children merged by their
+/// S3 names ('/' sorts after '-' and '.', before '0'), from any point, inside or between entries.
+async fn s3_listings_in_byte_order(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let other = meta.create_org("u", None, None, 1).await.unwrap();
+    let keys = [
+        "a-b", "a/x", "a/y", "a0", "a.b/c", "a-c/d", "a b", "B", "é", "éa/x", "ü/z", "z", "d/e/f", "a-/q", "a/x-1",
+        "a/x.d/f", "a/x0", "a-c-/k",
+    ];
+    for k in keys {
+        assert!(
+            stored(&meta.put_object(&org, object(k, 1, 5), QUOTA).await.unwrap()),
+            "{k}"
+        );
+    }
+    meta.put_object(&other, object("a-a", 1, 5), QUOTA).await.unwrap();
+    let mut sorted = keys.to_vec();
+    sorted.sort();
+    let names = |files: Vec<ObjectMeta>| files.into_iter().map(|f| f.key.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(meta.files_from(&org, "", true, 100).await.unwrap()), sorted);
+    assert_eq!(
+        names(meta.files_from(&org, "a/", true, 3).await.unwrap()),
+        ["a/x", "a/x-1", "a/x.d/f"]
+    );
+    assert_eq!(
+        names(meta.files_from(&org, "a/x", false, 2).await.unwrap()),
+        ["a/x-1", "a/x.d/f"]
+    );
+    assert_eq!(names(meta.files_from(&org, "a/x", true, 1).await.unwrap()), ["a/x"]);
+    assert_eq!(
+        names(meta.files_from(&org, "ü/z", false, 5).await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(meta.files_from(&org, "é", false, 5).await.unwrap()),
+        ["éa/x", "ü/z"]
+    );
+    assert!(meta.files_from(&org, "", true, 0).await.unwrap().is_empty());
+
+    let mut froms: Vec<String> = [
+        "", "a", "a/", "a-", "a-c", "a-c/", "a-c-", "a-c-/", "a.", "a0", "zz", "é", "éa/", "ü",
+    ]
+    .map(String::from)
+    .to_vec();
+    for folder in ["", "a"] {
+        froms.extend(expected_children(&keys, folder, "", true, 100));
+        for from in &froms {
+            for inclusive in [true, false] {
+                for limit in [1, 2, 3, 100] {
+                    let got = meta
+                        .children_from(&org, &FolderPath::parse(folder).unwrap(), from, inclusive, limit)
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        got.iter().map(s3_name).collect::<Vec<_>>(),
+                        expected_children(&keys, folder, from, inclusive, limit),
+                        "{folder:?} from {from:?} inclusive {inclusive} limit {limit}"
+                    );
+                }
+            }
+        }
+    }
+    let root = meta
+        .children_from(&org, &FolderPath::root(), "", true, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        root.iter().map(s3_name).collect::<Vec<_>>(),
+        [
+            "B", "a b", "a-/", "a-b", "a-c-/", "a-c/", "a.b/", "a/", "a0", "d/", "z", "é", "éa/", "ü/"
+        ]
+    );
+    assert!(matches!(&root[7], Child::Folder(f) if f.as_str() == "a"));
+    assert!(matches!(&root[5], Child::Folder(f) if f.as_str() == "a-c"));
+    assert!(matches!(&root[0], Child::File(f) if f.key.as_str() == "B" && f.size == 1));
+    let inside = meta
+        .children_from(&org, &FolderPath::parse("d").unwrap(), "", true, 10)
+        .await
+        .unwrap();
+    assert!(matches!(&inside[..], [Child::Folder(f)] if f.as_str() == "d/e"));
+    assert!(
+        meta.children_from(&org, &FolderPath::parse("nowhere").unwrap(), "", true, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        meta.children_from(&org, &FolderPath::root(), "", true, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A chain of folders each named after the previous one plus '-' is listed longest first, even
+/// when the chain is longer than one read of folder rows.
+async fn s3_listings_of_long_prefix_chains(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let mut keys = Vec::new();
+    for n in 0..20 {
+        keys.push(format!("c{}/x", "-".repeat(n)));
+    }
+    keys.push("c0".into());
+    keys.push("b".into());
+    for k in &keys {
+        assert!(stored(&meta.put_object(&org, object(k, 1, 5), QUOTA).await.unwrap()));
+    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    for (from, inclusive) in [
+        ("", true),
+        ("c-----", true),
+        ("c-----/", true),
+        ("c-----/", false),
+        ("c/", false),
+    ] {
+        for limit in [1, 5, 30] {
+            let got = meta
+                .children_from(&org, &FolderPath::root(), from, inclusive, limit)
+                .await
+                .unwrap();
+            assert_eq!(
+                got.iter().map(s3_name).collect::<Vec<_>>(),
+                expected_children(&keys, "", from, inclusive, limit),
+                "from {from:?} inclusive {inclusive} limit {limit}"
+            );
+        }
+    }
+}
+
 // --- one module of tests per backend ---
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -1518,6 +1782,10 @@ backend_suite!(
         jobs_race_overwrites_and_collection,
         first_identities_are_created_once,
         console_sessions_and_folder_usage,
+        s3_object_fields,
+        put_if_absent,
+        s3_listings_in_byte_order,
+        s3_listings_of_long_prefix_chains,
     ],
     blocking [folder_rows_match_objects]
 );
@@ -1543,6 +1811,10 @@ backend_suite!(
         servers_start_together,
         first_identities_are_created_once,
         console_sessions_and_folder_usage,
+        s3_object_fields,
+        put_if_absent,
+        s3_listings_in_byte_order,
+        s3_listings_of_long_prefix_chains,
     ],
     blocking [folder_rows_match_objects, behaves_like_sqlite]
 );

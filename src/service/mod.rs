@@ -447,6 +447,9 @@ impl Service {
             blob: blob.clone(),
             now: now_ms(),
             created: None,
+            etag: None,
+            user_meta: None,
+            if_absent: false,
         };
         let outcome = match self.meta.put_object(&org, object, quota).await {
             Ok(outcome) => outcome,
@@ -469,6 +472,11 @@ impl Service {
                     },
                     PutRefusal::IsFolder => ServiceError::KeyIsFolder(key.to_string()),
                     PutRefusal::Quota(exceeded) => ServiceError::Quota(exceeded),
+                    // Only a put that asks to store a new key (`if_absent`) is refused so; this
+                    // one did not ask.
+                    PutRefusal::Exists => ServiceError::from(crate::meta::MetaError::failed(
+                        "an unconditional put was refused because its key exists",
+                    )),
                 })
             }
         }
@@ -1076,6 +1084,9 @@ mod tests {
             blob: BlobId::generate(),
             now: 1,
             created: None,
+            etag: None,
+            user_meta: None,
+            if_absent: false,
         };
         let quota = Quota {
             max_bytes: 10,

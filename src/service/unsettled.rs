@@ -168,6 +168,9 @@ mod tests {
             blob: committed.clone(),
             now: 1,
             created: None,
+            etag: None,
+            user_meta: None,
+            if_absent: false,
         };
         let quota = Quota {
             max_bytes: 1000,
