@@ -259,7 +259,7 @@ start_stowage() {
     cd "$work"
     exec env -u STOWAGE_CONFIG STOWAGE_LOG=stowage=warn \
       STOWAGE_DEFAULT_MAX_FILES=100000000 STOWAGE_DEFAULT_MAX_BYTES="1 TiB" \
-      "$bin" serve --listen "127.0.0.1:$sport" --data-dir "$sdata"
+      "$bin" serve --listen "127.0.0.1:$sport" --s3-api-listen 127.0.0.1:0 --data-dir "$sdata"
   ) >> "$work/stowage.out" 2>> "$work/stowage.err" &
   spid=$!
   pids+=("$spid")
@@ -337,7 +337,7 @@ c = json.load(open(creds))
 env = {k: v for k, v in os.environ.items() if k != "STOWAGE_CONFIG"}
 env["STOWAGE_LOG"] = "stowage=warn"
 t0 = time.monotonic()
-p = subprocess.Popen([binary, "serve", "--listen", listen, "--data-dir", data], stdout=subprocess.PIPE,
+p = subprocess.Popen([binary, "serve", "--listen", listen, "--s3-api-listen", "127.0.0.1:0", "--data-dir", data], stdout=subprocess.PIPE,
                      stderr=subprocess.DEVNULL, text=True, env=env, cwd=os.path.dirname(data))
 listening = None
 for line in p.stdout:

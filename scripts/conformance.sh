@@ -65,7 +65,7 @@ case "$backend" in
     ;;
   *) echo "conformance: unknown STOWAGE_TEST_BACKEND $backend" >&2; exit 1 ;;
 esac
-"$bin" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$work/server.out" 2>"$work/server.err" &
+"$bin" serve --listen "127.0.0.1:$port" --s3-api-listen 127.0.0.1:0 --data-dir "$data" >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 for _ in $(seq 1 100); do
   grep -q "listening on" "$work/server.out" 2>/dev/null && break

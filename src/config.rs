@@ -14,6 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:5612";
 pub(crate) const DEFAULT_DATA_DIR: &str = "./stowage-data";
+/// The S3 API's default port, beside the QuantConnect API's 5612.
+pub(crate) const DEFAULT_S3_API_PORT: u16 = 5613;
 
 /// Everything `stowage serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,6 +119,16 @@ pub struct Config {
     pub(crate) console_idle_timeout_secs: u64,
     /// A web console session ends this long after sign-in however active it is, in seconds.
     pub(crate) console_session_max_secs: u64,
+    /// Address of the S3-compatible API (default `127.0.0.1:5613`), or `off`.
+    pub s3_api_listen: S3Listen,
+    /// The region the S3 API answers for and signatures name (default `us-east-1`).
+    pub(crate) s3_api_region: String,
+    /// Virtual-host-style S3 addressing: with `s3.example.com`, `BUCKET.s3.example.com` names a
+    /// bucket. Path style (`s3.example.com/BUCKET`) always works.
+    pub(crate) s3_api_domain: Option<String>,
+    /// Seconds after which an S3 multipart upload that was neither completed nor aborted is
+    /// removed with its parts (default 7 days).
+    pub(crate) s3_api_multipart_expiry_secs: u64,
 }
 
 impl Default for Config {
@@ -168,6 +180,48 @@ impl Default for Config {
             max_downloads: 64,
             console_idle_timeout_secs: 30 * 60,
             console_session_max_secs: 12 * 3600,
+            s3_api_listen: S3Listen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_S3_API_PORT))),
+            s3_api_region: "us-east-1".into(),
+            s3_api_domain: None,
+            s3_api_multipart_expiry_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Whether and where the S3-compatible API listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum S3Listen {
+    On(SocketAddr),
+    Off,
+}
+
+impl std::str::FromStr for S3Listen {
+    type Err = String;
+    fn from_str(text: &str) -> Result<S3Listen, String> {
+        let trimmed = text.trim();
+        if trimmed.eq_ignore_ascii_case("off") {
+            return Ok(S3Listen::Off);
+        }
+        trimmed
+            .parse()
+            .map(S3Listen::On)
+            .map_err(|_| format!("\"{text}\" is neither an address with a port (such as 127.0.0.1:5613) nor \"off\""))
+    }
+}
+
+impl TryFrom<String> for S3Listen {
+    type Error = String;
+    fn try_from(text: String) -> Result<S3Listen, String> {
+        text.parse()
+    }
+}
+
+impl From<S3Listen> for String {
+    fn from(listen: S3Listen) -> String {
+        match listen {
+            S3Listen::On(addr) => addr.to_string(),
+            S3Listen::Off => "off".into(),
         }
     }
 }
@@ -279,6 +333,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    pub s3_api_listen: Option<S3Listen>,
 }
 
 impl Config {
@@ -319,6 +374,9 @@ impl Config {
         }
         if let Some(metrics) = overrides.metrics_listen {
             config.metrics_listen = Some(metrics);
+        }
+        if let Some(s3) = overrides.s3_api_listen {
+            config.s3_api_listen = s3;
         }
         config.validate()?;
         Ok(config)
@@ -385,6 +443,25 @@ impl Config {
                 "metrics_listen ({metrics}) is the API's own address: give /metrics another port, \
                  or leave metrics_listen unset to serve it beside the API"
             )));
+        }
+        if let S3Listen::On(s3) = self.s3_api_listen
+            && s3.port() != 0
+            && (s3 == self.listen || Some(s3) == self.metrics_listen)
+        {
+            return Err(ConfigError(format!(
+                "s3_api_listen ({s3}) is also the address of the QuantConnect API or of /metrics: \
+                 give the S3 API its own port (the default is {DEFAULT_S3_API_PORT}), or set s3_api_listen = \"off\""
+            )));
+        }
+        if self.s3_api_region.trim().is_empty() {
+            return Err(ConfigError(
+                "s3_api_region cannot be empty (the default is us-east-1)".into(),
+            ));
+        }
+        if self.s3_api_multipart_expiry_secs < 60 {
+            return Err(ConfigError(
+                "s3_api_multipart_expiry_secs must be at least 60 seconds (the default is a week)".into(),
+            ));
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -755,6 +832,28 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's own closure type
+    fn s3_api_listen_is_on_by_default_can_be_off_and_not_another_listener() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(&Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.s3_api_listen, S3Listen::On("127.0.0.1:5613".parse().unwrap()));
+            jail.set_env("STOWAGE_S3_API_LISTEN", "off");
+            let config = Config::load(&Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.s3_api_listen, S3Listen::Off);
+            jail.set_env("STOWAGE_S3_API_LISTEN", "127.0.0.1:5612");
+            let refused = Config::load(&Overrides::default()).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                refused.contains("s3_api_listen (127.0.0.1:5612) is also the address"),
+                "{refused}"
+            );
+            jail.set_env("STOWAGE_S3_API_LISTEN", "somewhere");
+            let refused = Config::load(&Overrides::default()).map(|_| ()).unwrap_err().to_string();
+            assert!(refused.contains("neither an address with a port"), "{refused}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own closure type
     fn metrics_listen_is_off_by_default_and_not_the_api_address() {
         figment::Jail::expect_with(|jail| {
             assert_eq!(
@@ -790,6 +889,7 @@ mod tests {
                 listen: Some("127.0.0.1:9999".parse().unwrap()),
                 data_dir: None,
                 metrics_listen: None,
+                s3_api_listen: None,
             };
             let config = Config::load(&overrides).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(config.list_page_size, 7);

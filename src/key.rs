@@ -27,6 +27,10 @@ pub enum KeyError {
     TooLong { key: String, bytes: usize },
     #[error("Invalid key '{key}': it has {segments} segments, the limit is {MAX_KEY_SEGMENTS}")]
     TooDeep { key: String, segments: usize },
+    #[error(
+        "Invalid key '{raw}': stowage keys have no leading '/', no empty segment ('//') and no '\\'; it would be stored as '{stored}', so rename it to that"
+    )]
+    NotAsStored { raw: String, stored: String },
 }
 
 /// A normalized, valid file key such as `models/m1.json`.
@@ -103,6 +107,19 @@ impl Key {
         }
         validate(raw, &normalized)?;
         Ok(Key(normalized))
+    }
+
+    /// Parses a file key that must be stored exactly as sent (the S3 API, where a key is an
+    /// opaque string): one the normalization would change is refused rather than renamed.
+    pub(crate) fn parse_exact(raw: &str) -> Result<Key, KeyError> {
+        let key = Key::parse(raw)?;
+        if key.0 != raw {
+            return Err(KeyError::NotAsStored {
+                raw: shown(raw),
+                stored: shown(&key.0),
+            });
+        }
+        Ok(key)
     }
 
     /// Parses a key that may name a file or a folder (`/object/get`, `/object/delete`):
@@ -244,6 +261,18 @@ mod tests {
         for raw in ["/a/b", "a/b", "a//b", "\\a\\b", "//a///b"] {
             assert_eq!(Key::parse(raw).unwrap().as_str(), "a/b", "{raw}");
         }
+    }
+
+    #[test]
+    fn exact_keys_are_refused_rather_than_renamed() {
+        assert_eq!(Key::parse_exact("a/b c.parquet").unwrap().as_str(), "a/b c.parquet");
+        for raw in ["/a/b", "a//b", "\\a", "a\\b"] {
+            let refused = Key::parse_exact(raw).unwrap_err();
+            assert!(matches!(refused, KeyError::NotAsStored { .. }), "{raw:?}: {refused}");
+            assert!(refused.to_string().contains("would be stored as"), "{refused}");
+        }
+        assert!(matches!(Key::parse_exact("a/../b"), Err(KeyError::DotSegment(_))));
+        assert!(matches!(Key::parse_exact("dir/"), Err(KeyError::TrailingSlash(_))));
     }
 
     #[test]

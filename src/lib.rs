@@ -44,6 +44,7 @@ pub mod meta;
 pub mod migrate;
 pub mod modes;
 pub mod net;
+pub mod s3;
 pub mod schema;
 pub mod server;
 pub mod service;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use stowage::admin::AdminCommand;
 use stowage::client::{ConnectionArgs, ObjectCommand};
-use stowage::config::{BlobStoreKind, Config, LogFormat, MetadataStore, Overrides};
+use stowage::config::{BlobStoreKind, Config, LogFormat, MetadataStore, Overrides, S3Listen};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +43,10 @@ enum Command {
         /// API; env STOWAGE_METRICS_LISTEN).
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Address of the S3-compatible API, or `off` (default 127.0.0.1:5613; env
+        /// STOWAGE_S3_API_LISTEN).
+        #[arg(long, value_parser = parse_s3_listen)]
+        s3_api_listen: Option<S3Listen>,
         #[command(flatten)]
         common: Common,
     },
@@ -167,8 +171,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             metrics_listen,
+            s3_api_listen,
             common,
-        } => serve(common, listen, metrics_listen),
+        } => serve(common, listen, metrics_listen, s3_api_listen),
         Command::Admin {
             command,
             common,
@@ -225,16 +230,27 @@ fn store_config(common: Common) -> anyhow::Result<Config> {
         listen: None,
         data_dir: common.data_dir,
         metrics_listen: None,
+        s3_api_listen: None,
     })?)
 }
 
+fn parse_s3_listen(text: &str) -> Result<S3Listen, String> {
+    text.parse()
+}
+
 /// `stowage serve`.
-fn serve(common: Common, listen: Option<SocketAddr>, metrics_listen: Option<SocketAddr>) -> anyhow::Result<()> {
+fn serve(
+    common: Common,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    s3_api_listen: Option<S3Listen>,
+) -> anyhow::Result<()> {
     let config = Config::load(&Overrides {
         config_file: common.config,
         listen,
         data_dir: common.data_dir,
         metrics_listen,
+        s3_api_listen,
     })?;
     init_logging(config.log_format);
     runtime()?.block_on(stowage::server::serve(config))?;

@@ -320,6 +320,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
         None => None,
     };
+    let s3_listener = match config.s3_api_listen {
+        crate::config::S3Listen::On(addr) => {
+            let listener = bind_s3(addr).await?;
+            let local = listener.local_addr().map_err(|e| listen_error(addr, &e))?;
+            Some((listener, local))
+        }
+        crate::config::S3Listen::Off => None,
+    };
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::ReloadableTls::load(cert, key)?),
         _ => None,
@@ -373,46 +381,120 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tracing::info!(%local, "listening");
+    if let Some((_, s3_local)) = &s3_listener {
+        println!(
+            "stowage S3 API listening on {scheme}://{s3_local} (region {})",
+            config.s3_api_region
+        );
+        let _ = std::io::stdout().flush();
+        tracing::info!(%s3_local, "S3 API listening");
+    }
 
     let mut limits = ConnectionLimits::from_config(&config);
     limits.max_connections = crate::conn::connection_budget(limits.max_connections);
-    let result = match metrics_listener {
-        None => run_with_tls(listener, app(state), limits, tls, shutdown_signal()).await,
-        Some((metrics_listener, _)) => {
-            // One signal stops both listeners.
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let signal = tokio::spawn(async move {
-                shutdown_signal().await;
-                let _ = stop.send(true);
-            });
-            let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            let metrics = run_with_tls(
-                metrics_listener,
-                crate::http::metrics_app(state.clone()),
-                limits.clone(),
-                tls.clone(),
-                until_stopped(stopped.clone()),
-            );
-            let api = run_with_tls(
-                listener,
-                crate::http::api_without_metrics(state),
-                limits,
-                tls,
-                until_stopped(stopped),
-            );
-            let (api, metrics) = tokio::join!(api, metrics);
-            signal.abort();
-            api.and(metrics)
+    let s3_router = s3_listener.as_ref().map(|_| {
+        crate::s3::router(
+            state.service.clone(),
+            crate::s3::S3Settings {
+                region: config.s3_api_region.clone(),
+                domain: config.s3_api_domain.clone(),
+                max_xml_bytes: S3_MAX_XML_BYTES,
+            },
+        )
+    });
+    // One signal stops every listener.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let metrics = async {
+        match metrics_listener {
+            Some((metrics_listener, _)) => {
+                run_with_tls(
+                    metrics_listener,
+                    crate::http::metrics_app(state.clone()),
+                    Paths::Collapse,
+                    limits.clone(),
+                    tls.clone(),
+                    until_stopped(stopped.clone()),
+                )
+                .await
+            }
+            None => Ok(()),
         }
     };
+    let s3 = async {
+        match (s3_listener, s3_router) {
+            (Some((s3_listener, _)), Some(router)) => {
+                run_with_tls(
+                    s3_listener,
+                    router,
+                    Paths::AsSent,
+                    limits.clone(),
+                    tls.clone(),
+                    until_stopped(stopped.clone()),
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    };
+    let api_router = match config.metrics_listen {
+        Some(_) => crate::http::api_without_metrics(state.clone()),
+        None => app(state.clone()),
+    };
+    let api = run_with_tls(
+        listener,
+        api_router,
+        Paths::Collapse,
+        limits.clone(),
+        tls.clone(),
+        until_stopped(stopped.clone()),
+    );
+    let (api, metrics, s3) = tokio::join!(api, metrics, s3);
+    signal.abort();
+    let result = api.and(metrics).and(s3);
     if let Some(reloader) = reloader {
         reloader.abort();
     }
     collector.abort();
     memory_release.abort();
     result
+}
+
+/// Largest XML body an S3 request may send (DeleteObjects of 1,000 long keys fits).
+const S3_MAX_XML_BYTES: usize = 2 * 1024 * 1024;
+
+/// Binds the S3 API's socket; a port in use names the setting that chose it.
+async fn bind_s3(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            ServeError::Listen {
+                addr: addr.to_string(),
+                reason: format!(
+                    "another program is already listening on port {} (perhaps another stowage serve); \
+                     stop it, choose another address for the S3 API with --s3-api-listen or \
+                     STOWAGE_S3_API_LISTEN, or turn the S3 API off with --s3-api-listen off",
+                    addr.port()
+                ),
+            }
+        } else {
+            listen_error(addr, &e)
+        }
+    })
+}
+
+/// Whether a listener's requests have runs of `/` in their path collapsed (the QuantConnect
+/// API, where `/api/v2//object/set` is a real request shape) or keep the path as sent (S3,
+/// whose signatures cover the exact path and whose keys are opaque).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paths {
+    Collapse,
+    AsSent,
 }
 
 /// Binds the listening socket, with a sentence a person can act on when that fails.
@@ -482,7 +564,7 @@ pub async fn run(
     limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    run_with_tls(listener, router, limits, None, shutdown).await
+    run_with_tls(listener, router, Paths::Collapse, limits, None, shutdown).await
 }
 
 /// [`run`], with HTTPS when `tls` is given: the handshake must finish within the header timeout,
@@ -490,6 +572,7 @@ pub async fn run(
 pub async fn run_with_tls(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    paths: Paths,
     limits: ConnectionLimits,
     tls: Option<Arc<crate::tls::ReloadableTls>>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -542,6 +625,7 @@ pub async fn run_with_tls(
                     local,
                     body_timeout,
                     &proxies,
+                    paths == Paths::Collapse,
                 );
                 if https {
                     request.extensions_mut().insert(crate::http::Https);

@@ -19,7 +19,9 @@ fn stowage(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
             command.env_remove(name);
         }
     }
+    // Tests run side by side: an S3 API on a port of its own unless a test says otherwise.
     command
+        .env("STOWAGE_S3_API_LISTEN", "127.0.0.1:0")
         .envs(env.iter().copied())
         .args(args)
         .current_dir(dir)
@@ -129,6 +131,55 @@ fn a_port_in_use_is_said_once_in_words_and_creates_nothing() {
     assert!(
         !dir.path().join("data").exists(),
         "no store without its credentials printed"
+    );
+}
+
+#[test]
+fn a_busy_s3_port_names_the_s3_setting_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let error = refusal(stowage(
+        dir.path(),
+        &[],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-api-listen",
+            &addr,
+            "--data-dir",
+            "data",
+        ],
+    ));
+    assert_eq!(
+        error,
+        format!(
+            "stowage: cannot listen on {addr}: another program is already listening on port {} (perhaps \
+             another stowage serve); stop it, choose another address for the S3 API with --s3-api-listen \
+             or STOWAGE_S3_API_LISTEN, or turn the S3 API off with --s3-api-listen off",
+            holder.local_addr().unwrap().port()
+        )
+    );
+    assert!(!dir.path().join("data").exists());
+    let bad = stowage(
+        dir.path(),
+        &[],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-api-listen",
+            "nowhere",
+            "--data-dir",
+            "data",
+        ],
+    );
+    assert!(!bad.status.success());
+    let bad = String::from_utf8_lossy(&bad.stderr).into_owned();
+    assert!(
+        bad.contains("neither an address with a port (such as 127.0.0.1:5613) nor \"off\""),
+        "{bad}"
     );
 }
 

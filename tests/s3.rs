@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{Options, TestServer};
 use serde_json::{Value, json};
 
 /// `(userId, serverAdmin)` of every user, in id order.
@@ -222,4 +222,62 @@ fn s3_keys_are_created_listed_and_revoked() {
         ["access", "key", "id", "user", "organization", "access", "status"]
     );
     assert!(table.contains("read-only") && table.contains("revoked"), "{table}");
+}
+
+/// A raw request to the S3 API (no signature).
+async fn s3_get(server: &TestServer, path: &str) -> reqwest::Response {
+    let base = server.s3_url.as_deref().expect("the S3 API is on");
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("S3 request")
+}
+
+#[tokio::test]
+async fn the_s3_api_answers_on_its_own_port_and_refuses_unsigned_requests_in_xml() {
+    let server = TestServer::start();
+    let answer = s3_get(&server, "/").await;
+    assert_eq!(answer.status().as_u16(), 403);
+    let id = answer
+        .headers()
+        .get("x-amz-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("x-amz-request-id");
+    assert_eq!(id.len(), 32, "{id}");
+    let body = answer.text().await.expect("body");
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+    assert!(body.contains("not signed"), "{body}");
+    // The S3 port speaks S3 only: a QuantConnect API path is an S3 object path there.
+    let qc = s3_get(&server, "/api/v2/authenticate").await;
+    assert_eq!(qc.status().as_u16(), 403);
+    assert!(qc.text().await.expect("body").contains("<Code>AccessDenied</Code>"));
+}
+
+#[test]
+fn the_s3_api_can_be_turned_off() {
+    let server = TestServer::start_with(Options::new().arg("--s3-api-listen").arg("off"));
+    assert!(server.s3_url.is_none());
+    assert!(!server.listening_line.contains("S3"));
+}
+
+#[tokio::test]
+async fn failed_s3_authentications_are_limited_per_address_with_the_api_s_counts() {
+    let server = TestServer::start_with(Options::new().env("STOWAGE_AUTH_FAILURE_LIMIT", 3));
+    for _ in 0..3 {
+        assert_eq!(s3_get(&server, "/").await.status().as_u16(), 403);
+    }
+    let limited = s3_get(&server, "/").await;
+    assert_eq!(limited.status().as_u16(), 503);
+    assert!(limited.headers().contains_key("retry-after"));
+    let body = limited.text().await.expect("body");
+    assert!(body.contains("<Code>SlowDown</Code>"), "{body}");
+    // The QuantConnect API shares the count: the address is limited there too.
+    let creds = server.credentials();
+    let reply = server
+        .client_for(&creds.user_id, "not-the-token", &creds.organization_id)
+        .authenticate()
+        .await;
+    assert_eq!(reply.status, 429, "{}", reply.text);
 }

@@ -118,6 +118,10 @@ impl BlobStore for FullDisk {
         self.inner.open(id).await
     }
 
+    async fn open_range(&self, id: &BlobId, range: std::ops::Range<u64>) -> Result<BlobStream, BlobError> {
+        self.inner.open_range(id, range).await
+    }
+
     async fn delete(&self, id: &BlobId) -> Result<(), BlobError> {
         self.inner.delete(id).await
     }

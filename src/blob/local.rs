@@ -138,6 +138,19 @@ impl BlobStore for LocalBlobs {
         }
     }
 
+    async fn open_range(&self, id: &BlobId, range: std::ops::Range<u64>) -> Result<BlobStream, BlobError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = match tokio::fs::File::open(self.path_of(id)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::NotFound(id.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        file.seek(std::io::SeekFrom::Start(range.start)).await?;
+        let len = range.end.saturating_sub(range.start);
+        let chunk = usize::try_from(len).map_or(READ_CHUNK, |n| n.clamp(MIN_READ_CHUNK, READ_CHUNK));
+        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), chunk)))
+    }
+
     async fn delete(&self, id: &BlobId) -> Result<(), BlobError> {
         match tokio::fs::remove_file(self.path_of(id)).await {
             Ok(()) => Ok(()),

@@ -102,6 +102,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Starts a new blob under a fresh id.
     async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError>;
     async fn open(&self, id: &BlobId) -> Result<BlobStream, BlobError>;
+    /// The bytes `range` (start inclusive, end exclusive, within the blob's size) of a blob.
+    async fn open_range(&self, id: &BlobId, range: std::ops::Range<u64>) -> Result<BlobStream, BlobError>;
     /// Answers when the store can be reached (for `/readyz`).
     async fn ping(&self) -> Result<(), BlobError>;
     /// Deletes a blob; deleting one that does not exist is not an error.

@@ -356,6 +356,21 @@ impl BlobStore for S3Blobs {
         }
     }
 
+    async fn open_range(&self, id: &BlobId, range: std::ops::Range<u64>) -> Result<BlobStream, BlobError> {
+        if range.is_empty() {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        match self.reader.get_opts(&self.blob_path(id), options).await {
+            Ok(result) => Ok(result.into_stream().map_err(std::io::Error::from).boxed()),
+            Err(object_store::Error::NotFound { .. }) => Err(BlobError::NotFound(id.clone())),
+            Err(e) => Err(failed("GET", id, e)),
+        }
+    }
+
     async fn delete(&self, id: &BlobId) -> Result<(), BlobError> {
         match self.store.delete(&self.blob_path(id)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -190,6 +190,22 @@ impl SmallAndLocalBlobs {
         self.files.unfinished_uploads()
     }
 
+    /// The body of a blob kept in the table, or `None` when it is a file.
+    async fn small_body(&self, id: &BlobId) -> Result<Option<Bytes>, BlobError> {
+        let key = id.clone();
+        let body = self
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT body FROM small_blobs WHERE id = ?1",
+                    params![key.as_str()],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(body.map(Bytes::from))
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -273,20 +289,21 @@ impl BlobStore for SmallAndLocalBlobs {
     }
 
     async fn open(&self, id: &BlobId) -> Result<BlobStream, BlobError> {
-        let key = id.clone();
-        let small = self
-            .read(move |conn| {
-                conn.query_row(
-                    "SELECT body FROM small_blobs WHERE id = ?1",
-                    params![key.as_str()],
-                    |r| r.get::<_, Vec<u8>>(0),
-                )
-                .optional()
-            })
-            .await?;
-        match small {
-            Some(body) => Ok(Box::pin(futures::stream::once(async move { Ok(Bytes::from(body)) }))),
+        match self.small_body(id).await? {
+            Some(body) => Ok(Box::pin(futures::stream::once(async move { Ok(body) }))),
             None => self.files.open(id).await,
+        }
+    }
+
+    async fn open_range(&self, id: &BlobId, range: std::ops::Range<u64>) -> Result<BlobStream, BlobError> {
+        match self.small_body(id).await? {
+            Some(body) => {
+                let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(body.len());
+                let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
+                let slice = body.slice(start..end);
+                Ok(Box::pin(futures::stream::once(async move { Ok(slice) })))
+            }
+            None => self.files.open_range(id, range).await,
         }
     }
 

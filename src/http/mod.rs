@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use crate::net::TrustedProxies;
+use crate::service::error::CauseChain;
 use crate::service::{DownloadError, Principal, Service, ServiceError};
 use fields::{BodyError, FieldError, Fields};
 use wire::{JobResponse, ListResponse, Outcome, PropertiesResponse};
@@ -124,21 +125,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error and every cause under it, `: `-separated (for the log).
-struct CauseChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for CauseChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(error) = cause {
-            write!(f, ": {error}")?;
-            cause = error.source();
-        }
-        Ok(())
-    }
-}
-
 type ApiResult = Result<Response, ApiError>;
 
 /// The API router, with panic catching and `/metrics` beside the API. Requests reach it through
@@ -206,8 +192,9 @@ pub(crate) fn prepare_request(
     local: SocketAddr,
     body_idle_timeout: Duration,
     proxies: &TrustedProxies,
+    collapse: bool,
 ) -> Request {
-    let mut request = collapse_slashes(request);
+    let mut request = if collapse { collapse_slashes(request) } else { request };
     let client = proxies.client(peer, request.headers());
     if proxies.says_https(peer, request.headers()) {
         request.extensions_mut().insert(console::ProxiedHttps);

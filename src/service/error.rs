@@ -142,6 +142,30 @@ pub enum ServiceError {
     NotAMember(String),
     #[error("This change would leave the organization without an admin; make another member an admin first")]
     LastAdmin,
+    #[error("You already own the bucket '{0}'")]
+    BucketAlreadyOwned(String),
+    #[error("An object already exists at '{0}' and the request asked to create it only if absent (If-None-Match: *)")]
+    ObjectExists(String),
+    #[error(
+        "The body's {algorithm} is {computed}, not the {sent} the request declared: the body was damaged on the way; nothing was stored, send it again"
+    )]
+    BadDigest {
+        algorithm: &'static str,
+        sent: String,
+        computed: String,
+    },
+    #[error("The upload '{0}' does not exist: it was completed, aborted or has expired")]
+    NoSuchUpload(String),
+    #[error("{0}")]
+    InvalidPart(String),
+    #[error("The parts must be listed in ascending order of part number, each once")]
+    InvalidPartOrder,
+    #[error("Part {part} is {size} bytes; every part but the last must be at least {min} bytes")]
+    EntityTooSmall { part: u32, size: u64, min: u64 },
+    #[error("Part number {0} is out of range: part numbers go from 1 to 10000")]
+    PartNumberOutOfRange(i64),
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error(transparent)]
     Unavailable(#[from] StorageFailure),
 }
@@ -209,3 +233,18 @@ impl From<BlobError> for ServiceError {
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// An error and every cause under it, `: `-separated (for the log).
+pub(crate) struct CauseChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for CauseChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}

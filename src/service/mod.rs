@@ -8,6 +8,7 @@ pub mod error;
 mod inflight;
 mod link;
 mod ratelimit;
+pub(crate) mod s3;
 mod unsettled;
 mod zip;
 
@@ -25,7 +26,7 @@ use crate::ids::{BlobId, BucketAlias, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
 use crate::meta::{
     DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, OrgDeletion,
-    Organization, Permissions, PutOutcome, PutRefusal, Quota, Usage,
+    Organization, Permissions, Quota, Usage,
 };
 
 /// How much later than this server's clock another server of the deployment may date a download
@@ -451,35 +452,7 @@ impl Service {
             user_meta: None,
             if_absent: false,
         };
-        let outcome = match self.meta.put_object(&org, object, quota).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                // Unknown whether it committed: keep the blob rather than risk deleting a body the
-                // metadata names; the collector deletes it once the outcome has settled and
-                // nothing names it.
-                self.unsettled.add(blob, std::time::Instant::now());
-                return Err(e.into());
-            }
-        };
-        match outcome {
-            PutOutcome::Stored { .. } => Ok(()),
-            PutOutcome::Refused(refusal) => {
-                let _ = self.blobs.delete(&blob).await;
-                Err(match refusal {
-                    PutRefusal::AncestorIsFile(file) => ServiceError::AncestorIsFile {
-                        key: key.to_string(),
-                        file,
-                    },
-                    PutRefusal::IsFolder => ServiceError::KeyIsFolder(key.to_string()),
-                    PutRefusal::Quota(exceeded) => ServiceError::Quota(exceeded),
-                    // Only a put that asks to store a new key (`if_absent`) is refused so; this
-                    // one did not ask.
-                    PutRefusal::Exists => ServiceError::from(crate::meta::MetaError::failed(
-                        "an unconditional put was refused because its key exists",
-                    )),
-                })
-            }
-        }
+        self.commit_put(&org, object, quota).await.map(|_| ())
     }
 
     async fn quota_of(&self, org: &OrgId) -> ServiceResult<Quota> {

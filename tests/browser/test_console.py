@@ -49,7 +49,7 @@ class Server:
         self.root = f"http://127.0.0.1:{self.port}"
         self.log = open(Path(self.work.name) / "server.log", "w")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)],
+            [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--s3-api-listen", "127.0.0.1:0", "--data-dir", str(self.data)],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         for line in self.proc.stdout:
             if "listening on" in line:

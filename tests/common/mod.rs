@@ -133,6 +133,8 @@ pub struct TestServer {
     pub banner: Vec<String>,
     /// The "listening" line itself.
     pub listening_line: String,
+    /// `http://127.0.0.1:PORT` of the S3 API, unless it was turned off.
+    pub s3_url: Option<String>,
 }
 
 impl TestServer {
@@ -249,6 +251,10 @@ impl TestServer {
             .arg("--data-dir")
             .arg(&data)
             .args(&options.args);
+        if !options.args.iter().any(|a| a == "--s3-api-listen") {
+            // Servers run side by side: each S3 API on a port of its own.
+            command.arg("--s3-api-listen").arg("127.0.0.1:0");
+        }
         clean_env(&mut command);
         command
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -306,6 +312,26 @@ impl TestServer {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {listening_line:?}"));
         assert!(port > 0);
+        let s3_off = options
+            .args
+            .windows(2)
+            .any(|w| w[0] == "--s3-api-listen" && w[1] == "off")
+            || options
+                .env
+                .iter()
+                .any(|(k, v)| k == "STOWAGE_S3_API_LISTEN" && v == "off");
+        let s3_url = if s3_off {
+            None
+        } else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("stowage S3 API listening on ") => line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    .map(str::to_owned),
+                other => panic!("stowage did not print its S3 API line next: {other:?}"),
+            }
+        };
         TestServer {
             child: Some(child),
             base: url.to_owned(),
@@ -314,6 +340,7 @@ impl TestServer {
             options,
             banner,
             listening_line,
+            s3_url,
         }
     }
 

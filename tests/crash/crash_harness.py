@@ -56,7 +56,7 @@ class Server:
     def start(self):
         port = free_port()
         env = {**os.environ, "STOWAGE_GC_INTERVAL_SECS": "1", "STOWAGE_LOG": "stowage=warn"}
-        self.process = subprocess.Popen([self.binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir",
+        self.process = subprocess.Popen([self.binary, "serve", "--listen", f"127.0.0.1:{port}", "--s3-api-listen", "127.0.0.1:0", "--data-dir",
                                          str(self.data)], stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         for line in self.process.stdout:
             if "listening on" in line:

@@ -44,7 +44,7 @@ class Server:
             env["STOWAGE_TLS_CERT"] = str(Path(tls_dir) / "cert.pem")
             env["STOWAGE_TLS_KEY"] = str(Path(tls_dir) / "key.pem")
         self.process = subprocess.Popen(
-            [stowage_bin(), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.data)],
+            [stowage_bin(), "serve", "--listen", f"127.0.0.1:{port}", "--s3-api-listen", "127.0.0.1:0", "--data-dir", str(self.data)],
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         deadline = time.monotonic() + 30
         for line in self.process.stdout:

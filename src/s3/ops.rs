@@ -1,0 +1,702 @@
+//! The S3 operations stowage answers, each a thin translation between `s3s`'s request and
+//! answer types and one service use case. Operations not implemented here answer
+//! `NotImplemented` (the `s3s` default).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use super::auth::identity;
+use super::conditions::{self, Preconditions, Verdict};
+use super::error::to_s3;
+use super::list;
+use crate::blob::BlobStream;
+use crate::meta::{Millis, ObjectMeta};
+use crate::service::s3::{EMPTY_MD5, ListQuery, PutOptions, PutTarget, etag_of};
+use crate::service::{S3Identity, Service, ServiceError};
+
+/// Keys one DeleteObjects request may name (as S3).
+const MAX_DELETE_KEYS: usize = 1000;
+
+/// The S3 operations over the service.
+pub(super) struct Stowage {
+    service: Arc<Service>,
+    region: String,
+}
+
+impl Stowage {
+    pub(super) fn new(service: Arc<Service>, region: String) -> Stowage {
+        Stowage { service, region }
+    }
+}
+
+/// An S3 ETag value for a stored ETag (which carries its quotes).
+pub(super) fn etag_value(quoted: &str) -> ETag {
+    ETag::Strong(quoted.trim_matches('"').to_owned())
+}
+
+/// An S3 timestamp for a stowage time.
+pub(super) fn timestamp(ms: Millis) -> Timestamp {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// The name a bucket is shown under: its alias, else its organization id.
+fn bucket_name(org: &crate::meta::Organization) -> String {
+    org.bucket.clone().unwrap_or_else(|| org.id.to_string())
+}
+
+fn owner_of(identity: &S3Identity) -> Owner {
+    let user = identity.user().to_string();
+    Owner {
+        display_name: Some(format!("user {user}")),
+        id: Some(user),
+    }
+}
+
+/// `x-amz-meta-*` pairs as stored (a JSON object), keys lowercased; `None` when there are none.
+fn stored_metadata(metadata: Option<&Metadata>) -> Option<String> {
+    let metadata = metadata?;
+    if metadata.is_empty() {
+        return None;
+    }
+    let pairs: BTreeMap<String, &String> = metadata.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    serde_json::to_string(&pairs).ok()
+}
+
+fn metadata_of(object: &ObjectMeta) -> Option<Metadata> {
+    let stored = object.user_meta.as_deref()?;
+    serde_json::from_str::<Metadata>(stored).ok()
+}
+
+/// The md5 (hex) a `Content-MD5` header declares.
+fn declared_md5(content_md5: Option<&str>) -> S3Result<Option<String>> {
+    let Some(value) = content_md5 else { return Ok(None) };
+    match base64::engine::general_purpose::STANDARD.decode(value.trim()) {
+        Ok(bytes) if bytes.len() == 16 => Ok(Some(hex::encode(bytes))),
+        _ => Err(s3_error!(
+            InvalidDigest,
+            "The Content-MD5 header must be the base64 of the body's 16-byte MD5 digest"
+        )),
+    }
+}
+
+/// The checksums (`x-amz-checksum-*`) a PUT declared, to verify against the body.
+fn checksum_hasher(input: &PutObjectInput) -> S3Result<s3s::checksum::ChecksumHasher> {
+    use s3s::crypto::Checksum as _;
+    let mut hasher = s3s::checksum::ChecksumHasher::default();
+    if input.checksum_crc32.is_some() {
+        hasher.crc32 = Some(s3s::crypto::Crc32::new());
+    }
+    if input.checksum_crc32c.is_some() {
+        hasher.crc32c = Some(s3s::crypto::Crc32c::new());
+    }
+    if input.checksum_sha1.is_some() {
+        hasher.sha1 = Some(s3s::crypto::Sha1::new());
+    }
+    if input.checksum_sha256.is_some() {
+        hasher.sha256 = Some(s3s::crypto::Sha256::new());
+    }
+    if input.checksum_crc64nvme.is_some() {
+        hasher.crc64nvme = Some(s3s::crypto::Crc64Nvme::new());
+    }
+    Ok(hasher)
+}
+
+/// Compares declared checksums (headers, or an aws-chunked body's trailer) with computed ones.
+fn verify_checksums(declared: &[(&'static str, Option<String>)], computed: &Checksum) -> Result<(), ServiceError> {
+    let computed_of = |name: &str| match name {
+        "CRC32" => computed.checksum_crc32.clone(),
+        "CRC32C" => computed.checksum_crc32c.clone(),
+        "SHA1" => computed.checksum_sha1.clone(),
+        "SHA256" => computed.checksum_sha256.clone(),
+        _ => computed.checksum_crc64nvme.clone(),
+    };
+    for (name, sent) in declared {
+        if let (Some(sent), Some(got)) = (sent, computed_of(name))
+            && sent.trim() != got
+        {
+            return Err(ServiceError::BadDigest {
+                algorithm: match *name {
+                    "CRC32" => "CRC32 (x-amz-checksum-crc32)",
+                    "CRC32C" => "CRC32C (x-amz-checksum-crc32c)",
+                    "SHA1" => "SHA-1 (x-amz-checksum-sha1)",
+                    "SHA256" => "SHA-256 (x-amz-checksum-sha256)",
+                    _ => "CRC64NVME (x-amz-checksum-crc64nvme)",
+                },
+                sent: sent.clone(),
+                computed: got,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads a request body into a new upload, feeding `hasher` on the way.
+async fn read_body(
+    service: &Service,
+    body: Option<StreamingBlob>,
+    hasher: &mut s3s::checksum::ChecksumHasher,
+) -> S3Result<crate::service::Upload> {
+    let mut upload = service.begin_upload().await.map_err(to_s3)?;
+    let mut body = body;
+    let read = async {
+        if let Some(body) = body.as_mut() {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|_| ServiceError::UploadBroken)?;
+                hasher.update(&chunk);
+                upload.push(&chunk).await?;
+            }
+        }
+        Ok::<_, ServiceError>(())
+    }
+    .await;
+    match read {
+        Ok(()) => Ok(upload),
+        Err(e) => {
+            upload.abort().await;
+            Err(to_s3(e))
+        }
+    }
+}
+
+/// A blob stream as `s3s` wants a body (`Sync`; the stream is only ever polled by one task).
+struct Body(std::sync::Mutex<BlobStream>);
+
+impl Stream for Body {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let stream = match self.get_mut().0.get_mut() {
+            Ok(stream) => stream,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        stream.as_mut().poll_next(cx)
+    }
+}
+
+fn not_modified() -> S3Error {
+    S3Error::new(S3ErrorCode::NotModified)
+}
+
+fn precondition_failed() -> S3Error {
+    s3_error!(
+        PreconditionFailed,
+        "At least one of the preconditions you specified did not hold"
+    )
+}
+
+/// The byte range a read asks for, checked against the object's size.
+fn range_of(range: Option<&Range>, size: u64) -> S3Result<Option<std::ops::Range<u64>>> {
+    match range {
+        None => Ok(None),
+        Some(range) => match range.check(size) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(_) => {
+                let mut refused = s3_error!(
+                    InvalidRange,
+                    "The requested range is not satisfiable: the object is {size} bytes"
+                );
+                refused.set_status_code(axum::http::StatusCode::RANGE_NOT_SATISFIABLE);
+                Err(refused)
+            }
+        },
+    }
+}
+
+impl Stowage {
+    /// Reads a PUT body into a new upload, hashing what it declared; verifies and commits.
+    async fn store_body(
+        &self,
+        req: &mut S3Request<PutObjectInput>,
+        org: crate::ids::OrgId,
+        key: crate::key::Key,
+    ) -> S3Result<ObjectMeta> {
+        let input = &mut req.input;
+        let options = PutOptions {
+            content_type: input.content_type.take(),
+            user_meta: stored_metadata(input.metadata.as_ref()),
+            if_absent: input.if_none_match.as_ref().is_some_and(ETagCondition::is_any),
+            expected_md5: declared_md5(input.content_md5.as_deref())?,
+        };
+        if input.if_none_match.as_ref().is_some_and(|c| !c.is_any()) {
+            return Err(s3_error!(
+                NotImplemented,
+                "PutObject supports If-None-Match: * only (create when absent)"
+            ));
+        }
+        let mut hasher = checksum_hasher(input)?;
+        let upload = read_body(&self.service, input.body.take(), &mut hasher).await?;
+        let computed = hasher.finalize();
+        let trailer = |name: &str| {
+            req.trailing_headers
+                .as_ref()
+                .and_then(|t| t.read(|h| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)))
+                .flatten()
+        };
+        let input = &req.input;
+        let declared = [
+            (
+                "CRC32",
+                input.checksum_crc32.clone().or_else(|| trailer("x-amz-checksum-crc32")),
+            ),
+            (
+                "CRC32C",
+                input
+                    .checksum_crc32c
+                    .clone()
+                    .or_else(|| trailer("x-amz-checksum-crc32c")),
+            ),
+            (
+                "SHA1",
+                input.checksum_sha1.clone().or_else(|| trailer("x-amz-checksum-sha1")),
+            ),
+            (
+                "SHA256",
+                input
+                    .checksum_sha256
+                    .clone()
+                    .or_else(|| trailer("x-amz-checksum-sha256")),
+            ),
+            (
+                "CRC64NVME",
+                input
+                    .checksum_crc64nvme
+                    .clone()
+                    .or_else(|| trailer("x-amz-checksum-crc64nvme")),
+            ),
+        ];
+        if let Err(e) = verify_checksums(&declared, &computed) {
+            upload.abort().await;
+            return Err(to_s3(e));
+        }
+        self.service.s3_put(&org, &key, upload, options).await.map_err(to_s3)
+    }
+
+    async fn listing(
+        &self,
+        identity: &S3Identity,
+        bucket: &str,
+        query: ListQuery<'_>,
+    ) -> S3Result<crate::service::s3::S3Listing> {
+        self.service.s3_list(identity, bucket, query).await.map_err(to_s3)
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Stowage {
+    // --- buckets ----------------------------------------------------------------------------
+
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let identity = identity(&req)?;
+        let orgs = self.service.s3_buckets(identity).await.map_err(to_s3)?;
+        let mut buckets: Vec<Bucket> = orgs
+            .iter()
+            .map(|org| Bucket {
+                name: Some(bucket_name(org)),
+                creation_date: Some(timestamp(org.created)),
+                bucket_region: Some(self.region.clone()),
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(owner_of(identity)),
+            ..ListBucketsOutput::default()
+        }))
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let identity = identity(&req)?;
+        self.service
+            .s3_create_bucket(identity, &req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{}", req.input.bucket)),
+        }))
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let identity = identity(&req)?;
+        self.service
+            .s3_delete_bucket(identity, &req.input.bucket)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        let identity = identity(&req)?;
+        self.service
+            .s3_bucket(identity, &req.input.bucket, crate::service::Access::Read)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(HeadBucketOutput {
+            bucket_region: Some(self.region.clone()),
+            ..HeadBucketOutput::default()
+        }))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let identity = identity(&req)?;
+        self.service
+            .s3_bucket(identity, &req.input.bucket, crate::service::Access::Read)
+            .await
+            .map_err(to_s3)?;
+        // As AWS: no constraint names us-east-1.
+        let location = (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint: location,
+        }))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let identity = identity(&req)?;
+        self.service
+            .s3_bucket(identity, &req.input.bucket, crate::service::Access::Read)
+            .await
+            .map_err(to_s3)?;
+        // Versioning is never enabled: no Status at all, as for a bucket that never had it.
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    // --- objects ----------------------------------------------------------------------------
+
+    async fn put_object(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let identity = identity(&req)?.clone();
+        let target = self
+            .service
+            .s3_put_target(&identity, &req.input.bucket, &req.input.key)
+            .await
+            .map_err(to_s3)?;
+        let stored = match target {
+            PutTarget::FolderMarker => {
+                if req.input.content_length.unwrap_or(0) > 0 {
+                    return Err(s3_error!(
+                        InvalidArgument,
+                        "A key ending in '/' names a folder and cannot hold a body; remove the trailing '/'"
+                    ));
+                }
+                let etag = format!("\"{EMPTY_MD5}\"");
+                return Ok(S3Response::new(PutObjectOutput {
+                    e_tag: Some(etag_value(&etag)),
+                    ..PutObjectOutput::default()
+                }));
+            }
+            PutTarget::File { org, key } => self.store_body(&mut req, org, key).await?,
+        };
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag_value(&etag_of(&stored))),
+            ..PutObjectOutput::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        let object = self
+            .service
+            .s3_object(identity, &input.bucket, &input.key)
+            .await
+            .map_err(to_s3)?;
+        let etag = etag_of(&object);
+        let preconditions = Preconditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        };
+        match conditions::evaluate(&preconditions, etag.trim_matches('"'), object.modified) {
+            Verdict::Proceed => {}
+            Verdict::NotModified => return Err(not_modified()),
+            Verdict::PreconditionFailed => return Err(precondition_failed()),
+        }
+        let range = range_of(input.range.as_ref(), object.size)?;
+        let body = self.service.s3_body(&object, range.clone()).await.map_err(to_s3)?;
+        let (length, content_range) = match &range {
+            Some(r) => (
+                r.end - r.start,
+                Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), object.size)),
+            ),
+            None => (object.size, None),
+        };
+        let output = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(Body(std::sync::Mutex::new(body)))),
+            accept_ranges: Some("bytes".into()),
+            content_length: i64::try_from(length).ok(),
+            content_range,
+            content_type: Some(
+                input
+                    .response_content_type
+                    .clone()
+                    .unwrap_or_else(|| object.mime.clone()),
+            ),
+            cache_control: input.response_cache_control.clone(),
+            content_disposition: input.response_content_disposition.clone(),
+            content_encoding: input.response_content_encoding.clone(),
+            content_language: input.response_content_language.clone(),
+            expires: input.response_expires.clone(),
+            e_tag: Some(etag_value(&etag)),
+            last_modified: Some(timestamp(object.modified)),
+            metadata: metadata_of(&object),
+            ..GetObjectOutput::default()
+        };
+        let mut response = S3Response::new(output);
+        if range.is_some() {
+            response.status = Some(axum::http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(response)
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        let object = self
+            .service
+            .s3_object(identity, &input.bucket, &input.key)
+            .await
+            .map_err(to_s3)?;
+        let etag = etag_of(&object);
+        let preconditions = Preconditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        };
+        match conditions::evaluate(&preconditions, etag.trim_matches('"'), object.modified) {
+            Verdict::Proceed => {}
+            Verdict::NotModified => return Err(not_modified()),
+            Verdict::PreconditionFailed => return Err(precondition_failed()),
+        }
+        let range = range_of(input.range.as_ref(), object.size)?;
+        let (length, content_range) = match &range {
+            Some(r) => (
+                r.end - r.start,
+                Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), object.size)),
+            ),
+            None => (object.size, None),
+        };
+        let mut response = S3Response::new(HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: i64::try_from(length).ok(),
+            content_range,
+            content_type: Some(
+                input
+                    .response_content_type
+                    .clone()
+                    .unwrap_or_else(|| object.mime.clone()),
+            ),
+            cache_control: input.response_cache_control.clone(),
+            content_disposition: input.response_content_disposition.clone(),
+            content_encoding: input.response_content_encoding.clone(),
+            content_language: input.response_content_language.clone(),
+            expires: input.response_expires.clone(),
+            e_tag: Some(etag_value(&etag)),
+            last_modified: Some(timestamp(object.modified)),
+            metadata: metadata_of(&object),
+            ..HeadObjectOutput::default()
+        });
+        if range.is_some() {
+            response.status = Some(axum::http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(response)
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let identity = identity(&req)?;
+        self.service
+            .s3_delete(identity, &req.input.bucket, &req.input.key)
+            .await
+            .map_err(to_s3)?;
+        let mut response = S3Response::new(DeleteObjectOutput::default());
+        response.status = Some(axum::http::StatusCode::NO_CONTENT);
+        Ok(response)
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let identity = identity(&req)?;
+        let objects = &req.input.delete.objects;
+        if objects.len() > MAX_DELETE_KEYS {
+            return Err(s3_error!(
+                MalformedXML,
+                "A DeleteObjects request names at most {MAX_DELETE_KEYS} keys; this one names {}",
+                objects.len()
+            ));
+        }
+        let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+        let outcomes = self
+            .service
+            .s3_delete_many(identity, &req.input.bucket, &keys)
+            .await
+            .map_err(to_s3)?;
+        let quiet = req.input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for (key, outcome) in keys.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(()) if quiet => {}
+                Ok(()) => deleted.push(DeletedObject {
+                    key: Some(key),
+                    ..DeletedObject::default()
+                }),
+                Err(e) => {
+                    let e = to_s3(e);
+                    errors.push(Error {
+                        code: Some(e.code().as_str().to_owned()),
+                        key: Some(key),
+                        message: e.message().map(str::to_owned),
+                        ..Error::default()
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..DeleteObjectsOutput::default()
+        }))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
+            return Err(s3_error!(
+                NotImplemented,
+                "Copying from an access point is not supported"
+            ));
+        };
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str().eq_ignore_ascii_case(MetadataDirective::REPLACE));
+        if !replace && **bucket == *input.bucket && **key == *input.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata"
+            ));
+        }
+        let source = self.service.s3_object(identity, bucket, key).await.map_err(to_s3)?;
+        let preconditions = Preconditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        };
+        if conditions::evaluate(&preconditions, etag_of(&source).trim_matches('"'), source.modified) != Verdict::Proceed
+        {
+            return Err(precondition_failed());
+        }
+        let options = replace.then(|| PutOptions {
+            content_type: input.content_type.clone(),
+            user_meta: stored_metadata(input.metadata.as_ref()),
+            ..PutOptions::default()
+        });
+        let copied = self
+            .service
+            .s3_copy(identity, (bucket, key), (&input.bucket, &input.key), options)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag_value(&etag_of(&copied))),
+                last_modified: Some(timestamp(copied.modified)),
+                ..CopyObjectResult::default()
+            }),
+            ..CopyObjectOutput::default()
+        }))
+    }
+
+    // --- listings ---------------------------------------------------------------------------
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        let url = list::url_encoded(input.encoding_type.as_ref())?;
+        let max = list::page_size(input.max_keys)?;
+        let prefix = input.prefix.as_deref().unwrap_or("");
+        let query = ListQuery {
+            prefix,
+            delimiter: input.delimiter.as_deref(),
+            after: input.marker.as_deref().filter(|m| !m.is_empty()),
+            max,
+        };
+        let listing = self.listing(identity, &input.bucket, query).await?;
+        let (contents, common_prefixes) = list::entries(&listing, url, Some(&owner_of(identity)));
+        // As S3: NextMarker only with a delimiter (without one, clients continue from the last key).
+        let next_marker = (listing.truncated && input.delimiter.is_some())
+            .then(|| listing.last.as_deref().map(|l| list::encode(l, url)))
+            .flatten();
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket.clone()),
+            prefix: Some(list::encode(prefix, url)),
+            marker: Some(input.marker.clone().unwrap_or_default()),
+            max_keys: i32::try_from(max).ok(),
+            is_truncated: Some(listing.truncated),
+            contents: Some(contents),
+            common_prefixes: Some(common_prefixes),
+            delimiter: input.delimiter.as_deref().map(|d| list::encode(d, url)),
+            next_marker,
+            encoding_type: input.encoding_type.clone(),
+            ..ListObjectsOutput::default()
+        }))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        let url = list::url_encoded(input.encoding_type.as_ref())?;
+        let max = list::page_size(input.max_keys)?;
+        let prefix = input.prefix.as_deref().unwrap_or("");
+        let position = match input.continuation_token.as_deref() {
+            Some(token) => Some(list::position_of(token)?),
+            None => None,
+        };
+        let after = position
+            .as_deref()
+            .or(input.start_after.as_deref())
+            .filter(|a| !a.is_empty());
+        let query = ListQuery {
+            prefix,
+            delimiter: input.delimiter.as_deref(),
+            after,
+            max,
+        };
+        let listing = self.listing(identity, &input.bucket, query).await?;
+        let owner = input.fetch_owner.unwrap_or(false).then(|| owner_of(identity));
+        let (contents, common_prefixes) = list::entries(&listing, url, owner.as_ref());
+        let key_count = contents.len() + common_prefixes.len();
+        let next = listing
+            .truncated
+            .then(|| listing.last.as_deref().map(list::token_of))
+            .flatten();
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket.clone()),
+            prefix: Some(list::encode(prefix, url)),
+            max_keys: i32::try_from(max).ok(),
+            key_count: i32::try_from(key_count).ok(),
+            continuation_token: input.continuation_token.clone(),
+            is_truncated: Some(listing.truncated),
+            next_continuation_token: next,
+            contents: Some(contents),
+            common_prefixes: Some(common_prefixes),
+            delimiter: input.delimiter.as_deref().map(|d| list::encode(d, url)),
+            encoding_type: input.encoding_type.clone(),
+            start_after: input.start_after.as_deref().map(|s| list::encode(s, url)),
+            ..ListObjectsV2Output::default()
+        }))
+    }
+}
