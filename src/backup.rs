@@ -20,6 +20,9 @@
 //!
 //! Restore: onto an embedded store, the same copy from the backup into a fresh data directory;
 //! into a distributed store, [`crate::migrate`] from the backup.
+//!
+//! Pending S3 multipart uploads are not backed up: the copy holds neither their records nor their
+//! parts' bodies (clients start such uploads again), and its organizations have no pending bytes.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! `stowage fsck`: checks metadata against blobs and usage figures, and reports every difference.
 //!
 //! - every object's blob exists and has the object's size (with `--verify-content`, its md5 too);
-//! - every blob is named by some object, job or collection entry (otherwise it is an orphan);
+//! - every blob is named by some object, job, pending multipart part or collection entry (otherwise it is an
+//!   orphan);
 //! - every folder row, the root's usage figures included, equals what the object rows imply.
 //!
 //! With `--repair`: folder rows are rewritten from the objects, objects whose body is missing or

@@ -6,6 +6,9 @@
 //! the same md5 and size are skipped, so an interrupted run is simply run again. A body copied but
 //! not yet recorded when a run stops is an orphan that the destination's sweep removes.
 //!
+//! Pending S3 multipart uploads are not copied (neither their records nor their parts' bodies):
+//! clients start them again on the destination.
+//!
 //! Writes should stop for the run (or at least for a final run): objects written to the source
 //! during a run may or may not be copied, and deletions in the source are not carried over; the
 //! verification then reports the difference.

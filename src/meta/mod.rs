@@ -1,11 +1,15 @@
 //! The metadata store: organizations, users, memberships, objects, folders, usage counters,
-//! download jobs, web console sessions and the list of blobs awaiting collection. Its traits are split by concern
-//! ([`Identities`], [`Objects`], [`Jobs`], [`Maintenance`], [`Sessions`]; [`MetaStore`] is all five, which the
-//! service layer holds); `rules` holds the decisions both backends share; `sqlite` is the embedded
-//! implementation, `postgres` the one for several servers sharing one database.
+//! download jobs, web console sessions, pending S3 multipart uploads and the list of blobs awaiting collection.
+//! Its traits are split by concern ([`Identities`], [`Objects`], [`Jobs`], [`Maintenance`], [`Sessions`],
+//! [`Uploads`]; [`MetaStore`] is all six, which the service layer holds); `rules` holds the decisions both
+//! backends share; `sqlite` is the embedded implementation, `postgres` the one for several servers sharing one
+//! database.
 //!
 //! Every method that changes objects keeps the folder rows and the usage counters in the same
-//! transaction, and enforces quotas inside it, so concurrent requests cannot overshoot them.
+//! transaction, and enforces quotas inside it, so concurrent requests cannot overshoot them. The
+//! parts of pending multipart uploads count against the byte quota too (a per-organization running
+//! total, `orgs.pending_bytes`, kept in the same transactions), and their blobs count as referenced
+//! while their part rows exist.
 
 pub mod postgres;
 pub mod rules;
@@ -399,7 +403,8 @@ pub enum BucketRefusal {
 /// What deleting an organization did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrgDeletion {
-    /// Deleted, with its memberships, its download jobs and the S3 keys limited to it.
+    /// Deleted, with its memberships, its download jobs, the S3 keys limited to it and its pending
+    /// multipart uploads (their parts' blobs await collection).
     Deleted,
     /// It holds objects; nothing was changed.
     NotEmpty,
@@ -560,6 +565,104 @@ pub trait Objects: Send + Sync + 'static {
     ) -> MetaResult<Vec<Child>>;
 }
 
+/// A pending S3 multipart upload: what CreateMultipartUpload recorded for the object to come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    /// The upload id the service chose (unique within the organization).
+    pub(crate) id: String,
+    pub(crate) org: OrgId,
+    pub(crate) key: Key,
+    /// Who created it.
+    pub(crate) user: UserId,
+    pub(crate) created: Millis,
+    pub(crate) mime: String,
+    /// As [`ObjectMeta::user_meta`].
+    pub(crate) user_meta: Option<String>,
+}
+
+/// One stored part of a pending multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRecord {
+    pub(crate) number: u32,
+    pub(crate) blob: BlobId,
+    pub(crate) size: u64,
+    /// The part's content md5 (hex), from which its ETag and the object's ETag are made.
+    pub(crate) md5: String,
+    pub(crate) modified: Millis,
+}
+
+/// What recording a part did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartOutcome {
+    /// Recorded; the blob of the part it replaced, if any, now awaits collection.
+    Stored {
+        replaced: Option<BlobId>,
+    },
+    NoSuchUpload,
+    /// The organization's stored bytes plus its pending parts would pass the byte quota.
+    Quota(QuotaExceeded),
+}
+
+/// What completing an upload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompleteOutcome {
+    /// The object is stored and the upload is gone (its parts' blobs await collection, as does the
+    /// blob of the object it replaced, given here).
+    Stored {
+        replaced: Option<BlobId>,
+    },
+    NoSuchUpload,
+    /// The object was refused as `put_object` refuses; the upload is left as it was.
+    Refused(PutRefusal),
+}
+
+/// Pending S3 multipart uploads and their parts. The parts' bytes count against the byte quota
+/// until the upload completes or ends; every part blob is referenced while its row exists, and
+/// awaits collection once replaced, aborted or completed.
+#[async_trait]
+pub trait Uploads: Send + Sync + 'static {
+    async fn create_upload(&self, upload: &MultipartUpload) -> MetaResult<()>;
+
+    async fn upload(&self, org: &OrgId, id: &str) -> MetaResult<Option<MultipartUpload>>;
+
+    /// Records a part; an earlier part with that number is replaced and its blob awaits collection
+    /// (garbage table). Refused when the organization's stored bytes plus its pending parts' bytes
+    /// plus this part would pass `quota.max_bytes` (race-free, decided in the transaction; the same
+    /// quota sentence as `put_object`).
+    async fn put_part(&self, org: &OrgId, id: &str, part: &PartRecord, quota: Quota) -> MetaResult<PartOutcome>;
+
+    /// Parts with number > `after`, ascending, at most `limit`.
+    async fn parts(&self, org: &OrgId, id: &str, after: u32, limit: usize) -> MetaResult<Vec<PartRecord>>;
+
+    /// The organization's pending uploads whose key starts with `prefix`, ordered by (key, id) in
+    /// byte order, after `after`, at most `limit`.
+    async fn list_uploads(
+        &self,
+        org: &OrgId,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> MetaResult<Vec<MultipartUpload>>;
+
+    /// In one transaction: removes the upload and all its parts (every part blob awaits
+    /// collection) and puts `object` (a new blob the service assembled) with `put_object`'s rules;
+    /// the quota check counts the object and no longer this upload's parts. A refusal leaves the
+    /// upload in place.
+    async fn complete_upload(
+        &self,
+        org: &OrgId,
+        id: &str,
+        object: NewObject,
+        quota: Quota,
+    ) -> MetaResult<CompleteOutcome>;
+
+    /// Removes an upload and its parts (their blobs await collection); false when unknown.
+    async fn abort_upload(&self, org: &OrgId, id: &str) -> MetaResult<bool>;
+
+    /// Uploads created before `before`, oldest first, at most `limit`: for the collector.
+    async fn expired_uploads(&self, before: Millis, limit: usize) -> MetaResult<Vec<(OrgId, String)>>;
+}
+
 /// A web console session as stored: see `service::session` for what each field decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleSession {
@@ -637,7 +740,7 @@ pub trait Maintenance: Send + Sync + 'static {
     /// Deletes jobs that expired before `before`; returns how many.
     async fn delete_expired_jobs(&self, before: Millis) -> MetaResult<u64>;
 
-    /// Of `candidates`, the blobs no object, job or collection entry names.
+    /// Of `candidates`, the blobs no object, job, pending upload part or collection entry names.
     async fn unreferenced_blobs(&self, candidates: &[BlobId]) -> MetaResult<Vec<BlobId>>;
 
     /// Objects in (organization, key) order, after `after`, at most `limit`.
@@ -658,6 +761,6 @@ pub trait Maintenance: Send + Sync + 'static {
 
 /// The whole metadata store, for what needs every part (the server bundles one for the service);
 /// callers that need less take the narrower trait.
-pub trait MetaStore: Identities + Objects + Jobs + Maintenance + Sessions {}
+pub trait MetaStore: Identities + Objects + Jobs + Maintenance + Sessions + Uploads {}
 
-impl<T: Identities + Objects + Jobs + Maintenance + Sessions> MetaStore for T {}
+impl<T: Identities + Objects + Jobs + Maintenance + Sessions + Uploads> MetaStore for T {}

@@ -335,7 +335,12 @@ fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> MetaResult<T> {
 
 /// Locks the organization's root folder row until the transaction ends and returns the usage it
 /// holds; `None` when the organization has no root row (unknown organization). Every write to an
-/// organization's objects takes this lock first: it is what serializes them across servers.
+/// organization's objects or upload parts takes this lock first: it is what serializes them across
+/// servers.
+///
+/// The organization's pending part bytes (`orgs.pending_bytes`, changed only under this lock) are
+/// read by a later statement ([`PENDING`]), never joined into this one: a statement that waited
+/// for the lock re-reads the locked row only, and would see a joined row as it was before the wait.
 async fn lock_org(tx: &Transaction<'_>, org: &OrgId) -> MetaResult<Option<Usage>> {
     let row = query_opt(
         tx,
@@ -351,6 +356,9 @@ async fn lock_org(tx: &Transaction<'_>, org: &OrgId) -> MetaResult<Option<Usage>
     })
     .transpose()
 }
+
+/// The organization's pending part bytes, as a column of a statement run after [`lock_org`].
+const PENDING: &str = "(SELECT pending_bytes FROM orgs WHERE id = $1)";
 
 /// Starts a read-only transaction that sees one snapshot for all its statements.
 async fn snapshot(client: &mut deadpool_postgres::Client) -> MetaResult<Transaction<'_>> {
@@ -423,7 +431,9 @@ fn s3_key_from_row(row: &Row) -> MetaResult<S3Key> {
 }
 
 /// What deleting an empty organization removes (as in the SQLite store).
-const ORG_DELETION: [&str; 6] = [
+const ORG_DELETION: [&str; 8] = [
+    "DELETE FROM upload_parts WHERE org_id = $1",
+    "DELETE FROM uploads WHERE org_id = $1",
     "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE org_id = $1)",
     "DELETE FROM jobs WHERE org_id = $1",
     "DELETE FROM s3_keys WHERE org_id = $1",
@@ -486,12 +496,14 @@ fn object_from_row(row: &Row) -> MetaResult<Option<ObjectMeta>> {
 // --- writes to objects (each inside a transaction holding the organization lock) ---
 
 /// After the lock: the shallowest ancestor that is a file, whether the key is a folder, the
-/// existing object (size, created, blob) and the database clock — one round trip.
+/// existing object (size, created, blob), the database clock and the organization's pending part
+/// bytes ([`PENDING`]) — one round trip.
 const PUT_CHECKS: &str = concat!(
     "SELECT (SELECT a.key FROM objects a WHERE a.org_id = $1 AND a.key = ANY($2::text[]) ORDER BY a.key LIMIT 1), \
      EXISTS (SELECT 1 FROM folders f WHERE f.org_id = $1 AND f.path = $3), \
      o.size, o.created, o.blob_id, ",
-    "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, ",
+    "(SELECT pending_bytes FROM orgs WHERE id = $1)",
     " FROM (SELECT 1) AS one LEFT JOIN objects o ON o.org_id = $1 AND o.key = $3"
 );
 
@@ -499,11 +511,25 @@ const PUT_CHECKS: &str = concat!(
 /// or refuses it, under the organization lock.
 async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, quota: Quota) -> MetaResult<PutOutcome> {
     let locked = lock_org(tx, org).await?;
+    put_locked(tx, org, object, quota, locked, 0).await
+}
+
+/// [`put_object_tx`] once the organization is locked, with `released` bytes of pending parts no
+/// longer counted by the quota check (the parts of the upload this put completes).
+async fn put_locked(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    object: &NewObject,
+    quota: Quota,
+    locked: Option<Usage>,
+    released: u64,
+) -> MetaResult<PutOutcome> {
     let checks = match put_checks(tx, org, &object.key).await? {
         Ok(checks) => checks,
         Err(refusal) => return Ok(PutOutcome::Refused(refusal)),
     };
-    let usage = locked.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let stored = locked.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let usage = counted_usage(stored, checks.pending, released);
     if let Some(refusal) = refuse_existing(object, checks.replaced.as_ref()) {
         return Ok(PutOutcome::Refused(refusal));
     }
@@ -531,10 +557,172 @@ async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, qu
     Ok(PutOutcome::Stored { replaced })
 }
 
+// --- multipart uploads (each write inside a transaction holding the organization lock) ---
+
+const UPLOAD_SELECT: &str = "SELECT id, org_id, key, user_id, created, mime, user_meta FROM uploads";
+
+/// An upload row; `None` when a stored organization id or key is malformed.
+fn upload_from_row(row: &Row) -> MetaResult<Option<MultipartUpload>> {
+    let (org, key): (String, String) = (col(row, 1)?, col(row, 2)?);
+    let (Some(org), Ok(key)) = (OrgId::parse(&org), Key::parse(&key)) else {
+        return Ok(None);
+    };
+    Ok(Some(MultipartUpload {
+        id: col(row, 0)?,
+        org,
+        key,
+        user: UserId(col(row, 3)?),
+        created: col(row, 4)?,
+        mime: col(row, 5)?,
+        user_meta: col(row, 6)?,
+    }))
+}
+
+/// A part row (number, blob, size, md5, modified); `None` when its number or blob id is malformed.
+fn part_from_row(row: &Row) -> MetaResult<Option<PartRecord>> {
+    let (number, blob): (i64, String) = (col(row, 0)?, col(row, 1)?);
+    let (Ok(number), Some(blob)) = (u32::try_from(number), BlobId::parse(&blob)) else {
+        return Ok(None);
+    };
+    Ok(Some(PartRecord {
+        number,
+        blob,
+        size: to_u64(col(row, 2)?),
+        md5: col(row, 3)?,
+        modified: col(row, 4)?,
+    }))
+}
+
+/// Under the lock: whether the upload exists, and the bytes of its parts.
+async fn upload_state(tx: &Transaction<'_>, org: &OrgId, id: &str) -> MetaResult<Option<u64>> {
+    let row = query_one(
+        tx,
+        "SELECT EXISTS (SELECT 1 FROM uploads WHERE org_id = $1 AND id = $2), \
+         (SELECT COALESCE(SUM(size), 0)::bigint FROM upload_parts WHERE org_id = $1 AND upload_id = $2)",
+        &[&org.as_str(), &id],
+    )
+    .await?;
+    col::<bool>(&row, 0)?
+        .then(|| col::<i64>(&row, 1).map(to_u64))
+        .transpose()
+}
+
+/// Adds `delta` (negative: takes it off) to the organization's pending bytes.
+async fn add_pending(tx: &Transaction<'_>, org: &OrgId, delta: i64) -> MetaResult<()> {
+    if delta != 0 {
+        execute(
+            tx,
+            "UPDATE orgs SET pending_bytes = GREATEST(pending_bytes + $2::bigint, 0) WHERE id = $1",
+            &[&org.as_str(), &delta],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn put_part_tx(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    id: &str,
+    part: &PartRecord,
+    quota: Quota,
+) -> MetaResult<PartOutcome> {
+    let Some(stored) = lock_org(tx, org).await? else {
+        return Ok(PartOutcome::NoSuchUpload);
+    };
+    let number = i64::from(part.number);
+    let row = query_one(
+        tx,
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM uploads WHERE org_id = $1 AND id = $2), p.size, p.blob_id, {PENDING} \
+             FROM (SELECT 1) AS one LEFT JOIN upload_parts p ON p.org_id = $1 AND p.upload_id = $2 AND p.number = $3"
+        ),
+        &[&org.as_str(), &id, &number],
+    )
+    .await?;
+    if !col::<bool>(&row, 0)? {
+        return Ok(PartOutcome::NoSuchUpload);
+    }
+    let replaced: Option<(i64, String)> = match (col::<Option<i64>>(&row, 1)?, col::<Option<String>>(&row, 2)?) {
+        (Some(size), Some(blob)) => Some((size, blob)),
+        _ => None,
+    };
+    let delta = part_delta(part.size, replaced.as_ref().map(|(size, _)| to_u64(*size)));
+    let pending = col::<Option<i64>>(&row, 3)?.map(to_u64).unwrap_or(0);
+    if let Err(over) = check_quota(counted_usage(stored, pending, 0), quota, delta) {
+        return Ok(PartOutcome::Quota(over));
+    }
+    execute(
+        tx,
+        "INSERT INTO upload_parts (org_id, upload_id, number, blob_id, size, md5, modified) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (org_id, upload_id, number) DO UPDATE SET \
+         blob_id = EXCLUDED.blob_id, size = EXCLUDED.size, md5 = EXCLUDED.md5, modified = EXCLUDED.modified",
+        &[
+            &org.as_str(),
+            &id,
+            &number,
+            &part.blob.as_str(),
+            &to_i64(part.size),
+            &part.md5,
+            &part.modified,
+        ],
+    )
+    .await?;
+    add_pending(tx, org, delta.bytes).await?;
+    let replaced = match replaced {
+        Some((_, old)) if old != part.blob.as_str() => {
+            queue_garbage(tx, &old, part.modified).await?;
+            BlobId::parse(&old)
+        }
+        _ => None,
+    };
+    Ok(PartOutcome::Stored { replaced })
+}
+
+/// Removes an upload of `bytes` bytes of parts and its parts, queueing their blobs for collection.
+async fn remove_upload(tx: &Transaction<'_>, org: &OrgId, id: &str, bytes: u64, now: Millis) -> MetaResult<()> {
+    execute(
+        tx,
+        "WITH gone AS (DELETE FROM upload_parts WHERE org_id = $1 AND upload_id = $2 RETURNING blob_id) \
+         INSERT INTO garbage (blob_id, since) SELECT blob_id, $3::bigint FROM gone ON CONFLICT DO NOTHING",
+        &[&org.as_str(), &id, &now],
+    )
+    .await?;
+    execute(
+        tx,
+        "DELETE FROM uploads WHERE org_id = $1 AND id = $2",
+        &[&org.as_str(), &id],
+    )
+    .await?;
+    add_pending(tx, org, to_i64(bytes).saturating_neg()).await
+}
+
+async fn complete_upload_tx(
+    tx: &Transaction<'_>,
+    org: &OrgId,
+    id: &str,
+    object: &NewObject,
+    quota: Quota,
+) -> MetaResult<CompleteOutcome> {
+    let locked = lock_org(tx, org).await?;
+    let Some(released) = upload_state(tx, org, id).await? else {
+        return Ok(CompleteOutcome::NoSuchUpload);
+    };
+    match put_locked(tx, org, object, quota, locked, released).await? {
+        PutOutcome::Refused(refusal) => Ok(CompleteOutcome::Refused(refusal)),
+        PutOutcome::Stored { replaced } => {
+            remove_upload(tx, org, id, released, object.now).await?;
+            Ok(CompleteOutcome::Stored { replaced })
+        }
+    }
+}
+
 /// What a put learns before it writes: the object it replaces and the database clock.
 struct PutChecks {
     replaced: Option<Replaced>,
     clock: Millis,
+    /// The organization's pending part bytes.
+    pending: u64,
 }
 
 /// Reads, in one round trip ([`PUT_CHECKS`]), whether `key` can be a file and what it replaces.
@@ -559,6 +747,7 @@ async fn put_checks(tx: &Transaction<'_>, org: &OrgId, key: &Key) -> MetaResult<
     Ok(Ok(PutChecks {
         replaced,
         clock: col(&checks, 5)?,
+        pending: col::<Option<i64>>(&checks, 6)?.map(to_u64).unwrap_or(0),
     }))
 }
 
@@ -1292,6 +1481,13 @@ impl Identities for PostgresMeta {
         if usage.files > 0 {
             return Ok(OrgDeletion::NotEmpty);
         }
+        execute(
+            &tx,
+            "INSERT INTO garbage (blob_id, since) SELECT blob_id, $2::bigint FROM upload_parts WHERE org_id = $1 \
+             ON CONFLICT DO NOTHING",
+            &[&org.as_str(), &chrono::Utc::now().timestamp_millis()],
+        )
+        .await?;
         for sql in ORG_DELETION {
             execute(&tx, sql, &[&org.as_str()]).await?;
         }
@@ -1671,6 +1867,137 @@ impl Objects for PostgresMeta {
 }
 
 #[async_trait]
+impl Uploads for PostgresMeta {
+    async fn create_upload(&self, u: &MultipartUpload) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "INSERT INTO uploads (org_id, id, key, user_id, created, mime, user_meta) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &u.org.as_str(),
+                &u.id,
+                &u.key.as_str(),
+                &u.user.0,
+                &u.created,
+                &u.mime,
+                &u.user_meta,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn upload(&self, org: &OrgId, id: &str) -> MetaResult<Option<MultipartUpload>> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!("{UPLOAD_SELECT} WHERE org_id = $1 AND id = $2"),
+            &[&org.as_str(), &id],
+        )
+        .await?;
+        Ok(match row {
+            Some(row) => upload_from_row(&row)?,
+            None => None,
+        })
+    }
+
+    async fn put_part(&self, org: &OrgId, id: &str, part: &PartRecord, quota: Quota) -> MetaResult<PartOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let outcome = put_part_tx(&tx, org, id, part, quota).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn parts(&self, org: &OrgId, id: &str, after: u32, limit: usize) -> MetaResult<Vec<PartRecord>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT number, blob_id, size, md5, modified FROM upload_parts \
+             WHERE org_id = $1 AND upload_id = $2 AND number > $3 ORDER BY number LIMIT $4",
+            &[&org.as_str(), &id, &i64::from(after), &count_to_i64(limit)],
+        )
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.extend(part_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    async fn list_uploads(
+        &self,
+        org: &OrgId,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> MetaResult<Vec<MultipartUpload>> {
+        let (after_key, after_id) = after.unwrap_or(("", ""));
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!(
+                "{UPLOAD_SELECT} WHERE org_id = $1 AND key >= $2 AND (key, id) > ($3, $4) ORDER BY key, id LIMIT $5"
+            ),
+            &[&org.as_str(), &prefix, &after_key, &after_id, &count_to_i64(limit)],
+        )
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // Keys that start with the prefix come first in key order: stop at the first other.
+            match upload_from_row(row)? {
+                Some(upload) if !upload.key.as_str().starts_with(prefix) => break,
+                upload => out.extend(upload),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn complete_upload(
+        &self,
+        org: &OrgId,
+        id: &str,
+        object: NewObject,
+        quota: Quota,
+    ) -> MetaResult<CompleteOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let outcome = complete_upload_tx(&tx, org, id, &object, quota).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn abort_upload(&self, org: &OrgId, id: &str) -> MetaResult<bool> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        lock_org(&tx, org).await?;
+        let Some(bytes) = upload_state(&tx, org, id).await? else {
+            return Ok(false);
+        };
+        remove_upload(&tx, org, id, bytes, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn expired_uploads(&self, before: Millis, limit: usize) -> MetaResult<Vec<(OrgId, String)>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT org_id, id FROM uploads WHERE created < $1 ORDER BY created, org_id, id LIMIT $2",
+            &[&before, &count_to_i64(limit)],
+        )
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (org, id): (String, String) = (col(row, 0)?, col(row, 1)?);
+            out.extend(OrgId::parse(&org).map(|org| (org, id)));
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
 impl Sessions for PostgresMeta {
     async fn create_session(&self, s: &ConsoleSession) -> MetaResult<()> {
         let client = self.client().await?;
@@ -1899,6 +2226,7 @@ impl Maintenance for PostgresMeta {
             "SELECT c.id FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n) \
              WHERE NOT EXISTS (SELECT 1 FROM objects WHERE blob_id = c.id) \
              AND NOT EXISTS (SELECT 1 FROM garbage WHERE blob_id = c.id) \
+             AND NOT EXISTS (SELECT 1 FROM upload_parts WHERE blob_id = c.id) \
              AND NOT EXISTS (SELECT 1 FROM job_entries WHERE blob_id = c.id) \
              ORDER BY c.n",
             &[&ids],

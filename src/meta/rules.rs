@@ -1,6 +1,7 @@
 //! The metadata store's decisions, written once for every backend: the quota decision and its
-//! sentence, what a put or a delete changes in the folder rows above a key, which rows a listing
-//! page reads, the arithmetic on usage figures, and what a folder check compares. The backends
+//! sentence (pending multipart parts included), what a put or a delete changes in the folder rows
+//! above a key, which rows a listing page reads, the byte order of S3 listings, the arithmetic on
+//! usage figures, and what a folder check compares. The backends
 //! keep only their SQL and their transactions and call these functions; nothing here touches a
 //! database.
 //!
@@ -129,6 +130,25 @@ pub(crate) fn check_quota(usage: Usage, quota: Quota, delta: PutDelta) -> Result
         });
     }
     Ok(())
+}
+
+/// The usage a byte-quota decision counts: the stored bytes plus the bytes of the organization's
+/// pending multipart parts (`pending`), less `released` (the parts of the upload that the write
+/// completes, which it turns into the object it puts). Files are the stored files.
+pub(crate) fn counted_usage(stored: Usage, pending: u64, released: u64) -> Usage {
+    Usage {
+        bytes: stored.bytes.saturating_add(pending.saturating_sub(released)),
+        files: stored.files,
+    }
+}
+
+/// What storing a part of `size` bytes adds to the pending bytes, over the part with that number
+/// it replaces (of `replaced` bytes): never a file.
+pub(crate) fn part_delta(size: u64, replaced: Option<u64>) -> PutDelta {
+    PutDelta {
+        bytes: to_i64(size).saturating_sub(to_i64(replaced.unwrap_or(0))),
+        files: 0,
+    }
 }
 
 /// A folder row a put creates (its bytes, files and time are the put's).
@@ -749,6 +769,39 @@ mod tests {
             check_quota(huge, quota, PutDelta { bytes: 0, files: 1 }),
             Err(QuotaExceeded::Files { .. })
         ));
+    }
+
+    #[test]
+    fn pending_parts_count_against_the_byte_quota_only() {
+        let quota = Quota {
+            max_bytes: 100,
+            max_files: 1,
+        };
+        let stored = Usage { bytes: 50, files: 1 };
+        let usage = counted_usage(stored, 40, 0);
+        assert_eq!(usage, Usage { bytes: 90, files: 1 });
+        assert_eq!(
+            check_quota(usage, quota, part_delta(11, None)),
+            Err(QuotaExceeded::Bytes {
+                used: 90,
+                limit: 100,
+                added: 11
+            })
+        );
+        assert_eq!(
+            check_quota(usage, quota, part_delta(10, None)),
+            Ok(()),
+            "no file is added"
+        );
+        assert_eq!(part_delta(5, Some(8)), PutDelta { bytes: -3, files: 0 });
+        assert_eq!(check_quota(usage, quota, part_delta(15, Some(5))), Ok(()));
+        // A completion releases its own parts: the object takes their place.
+        assert_eq!(counted_usage(stored, 40, 30), Usage { bytes: 60, files: 1 });
+        assert_eq!(
+            counted_usage(stored, 10, 30),
+            Usage { bytes: 50, files: 1 },
+            "saturates"
+        );
     }
 
     #[test]

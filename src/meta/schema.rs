@@ -41,6 +41,10 @@ pub const SQLITE: &[Step] = &[
         description: S3_OBJECT_FIELDS_DESCRIPTION,
         sql: SQLITE_S3_OBJECT_FIELDS,
     },
+    Step {
+        description: MULTIPART_DESCRIPTION,
+        sql: SQLITE_MULTIPART,
+    },
 ];
 
 /// The PostgreSQL steps.
@@ -68,6 +72,10 @@ pub const POSTGRES: &[Step] = &[
     Step {
         description: S3_OBJECT_FIELDS_DESCRIPTION,
         sql: POSTGRES_S3_OBJECT_FIELDS,
+    },
+    Step {
+        description: MULTIPART_DESCRIPTION,
+        sql: POSTGRES_MULTIPART,
     },
 ];
 
@@ -176,6 +184,66 @@ ALTER TABLE objects ADD COLUMN user_meta TEXT;
 const POSTGRES_S3_OBJECT_FIELDS: &str = r#"
 ALTER TABLE objects ADD COLUMN IF NOT EXISTS etag TEXT;
 ALTER TABLE objects ADD COLUMN IF NOT EXISTS user_meta TEXT;
+"#;
+
+const MULTIPART_DESCRIPTION: &str = "pending S3 multipart uploads";
+/// Version 7: S3 multipart uploads in progress. `uploads` holds what CreateMultipartUpload said of
+/// the object to come; `upload_parts` the parts stored so far (a part's blob is referenced while
+/// its row exists). `orgs.pending_bytes` is the running total of an organization's part sizes,
+/// kept in the transactions that change parts: the byte quota counts it beside the stored bytes.
+const SQLITE_MULTIPART: &str = r#"
+ALTER TABLE orgs ADD COLUMN pending_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE uploads (
+    org_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    user_id INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    mime TEXT NOT NULL,
+    user_meta TEXT,
+    PRIMARY KEY (org_id, id)
+) WITHOUT ROWID;
+CREATE INDEX uploads_by_key ON uploads (org_id, key, id);
+CREATE INDEX uploads_by_created ON uploads (created, org_id, id);
+CREATE TABLE upload_parts (
+    org_id TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    blob_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    md5 TEXT NOT NULL,
+    modified INTEGER NOT NULL,
+    PRIMARY KEY (org_id, upload_id, number)
+) WITHOUT ROWID;
+CREATE INDEX upload_parts_by_blob ON upload_parts (blob_id);
+"#;
+
+/// Version 7, as [`SQLITE_MULTIPART`].
+const POSTGRES_MULTIPART: &str = r#"
+ALTER TABLE orgs ADD COLUMN IF NOT EXISTS pending_bytes BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS uploads (
+    org_id TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    user_id BIGINT NOT NULL,
+    created BIGINT NOT NULL,
+    mime TEXT NOT NULL,
+    user_meta TEXT,
+    PRIMARY KEY (org_id, id)
+);
+CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (org_id, key, id);
+CREATE INDEX IF NOT EXISTS uploads_by_created ON uploads (created, org_id, id);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    org_id TEXT COLLATE "C" NOT NULL,
+    upload_id TEXT COLLATE "C" NOT NULL,
+    number BIGINT NOT NULL,
+    blob_id TEXT COLLATE "C" NOT NULL,
+    size BIGINT NOT NULL,
+    md5 TEXT NOT NULL,
+    modified BIGINT NOT NULL,
+    PRIMARY KEY (org_id, upload_id, number)
+);
+CREATE INDEX IF NOT EXISTS upload_parts_by_blob ON upload_parts (blob_id);
 "#;
 
 /// The schema of stowage 0.1.0. It creates only what is missing (and drops two indexes that the
@@ -491,6 +559,8 @@ mod tests {
                 "objects",
                 "orgs",
                 "s3_keys",
+                "upload_parts",
+                "uploads",
                 "users"
             ]
         );

@@ -221,8 +221,8 @@ pub fn hold_collection(db: &Path) -> MetaResult<CollectionHold> {
 }
 
 /// Writes a consistent copy of the database at `db` (one read transaction, `VACUUM INTO`) to
-/// `dest`, which must not exist, then drops download jobs and pending collection from the copy:
-/// the bodies those name are not part of it. Blocking.
+/// `dest`, which must not exist, then drops download jobs, pending multipart uploads and pending
+/// collection from the copy: the bodies those name are not part of it. Blocking.
 pub fn snapshot_into(db: &Path, dest: &Path) -> MetaResult<()> {
     let target = dest
         .to_str()
@@ -231,7 +231,11 @@ pub fn snapshot_into(db: &Path, dest: &Path) -> MetaResult<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute("VACUUM INTO ?1", [target])?;
     let copy = open_connection(dest)?;
-    copy.execute_batch("BEGIN; DELETE FROM job_entries; DELETE FROM jobs; DELETE FROM garbage; COMMIT;")?;
+    // Pending multipart uploads are left out too: their parts' bodies are not copied.
+    copy.execute_batch(
+        "BEGIN; DELETE FROM job_entries; DELETE FROM jobs; DELETE FROM garbage; \
+         DELETE FROM upload_parts; DELETE FROM uploads; UPDATE orgs SET pending_bytes = 0; COMMIT;",
+    )?;
     Ok(())
 }
 
@@ -435,8 +439,10 @@ fn s3_key_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<S3Key> {
 }
 
 /// What deleting an empty organization removes (the freed bodies of its download jobs are in
-/// `garbage` already, since its objects are gone).
-const ORG_DELETION: [&str; 6] = [
+/// `garbage` already, since its objects are gone; its pending parts' blobs are queued first).
+const ORG_DELETION: [&str; 8] = [
+    "DELETE FROM upload_parts WHERE org_id = ?1",
+    "DELETE FROM uploads WHERE org_id = ?1",
     "DELETE FROM job_entries WHERE job_id IN (SELECT id FROM jobs WHERE org_id = ?1)",
     "DELETE FROM jobs WHERE org_id = ?1",
     "DELETE FROM s3_keys WHERE org_id = ?1",
@@ -550,10 +556,23 @@ fn folder_usage_of(conn: &Connection, org: &OrgId, path: &str) -> MetaResult<Opt
 /// Creates or replaces an object with its folder rows, usage and the replaced blob's collection,
 /// or refuses it; runs inside the writer's transaction.
 fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quota) -> MetaResult<PutOutcome> {
+    put_object_releasing(conn, org, object, quota, 0)
+}
+
+/// [`put_object_tx`], with `released` bytes of pending parts no longer counted by the quota check
+/// (the parts of the upload this put completes).
+fn put_object_releasing(
+    conn: &Connection,
+    org: &OrgId,
+    object: &NewObject,
+    quota: Quota,
+    released: u64,
+) -> MetaResult<PutOutcome> {
     if let Some(refusal) = put_conflict(conn, org, &object.key)? {
         return Ok(PutOutcome::Refused(refusal));
     }
-    let usage = root_usage(conn, org)?.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let stored = root_usage(conn, org)?.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let usage = counted_usage(stored, pending_bytes(conn, org)?, released);
     let replaced = replaced_object(conn, org, &object.key)?;
     if let Some(refusal) = refuse_existing(object, replaced.as_ref()) {
         return Ok(PutOutcome::Refused(refusal));
@@ -572,6 +591,155 @@ fn put_object_tx(conn: &Connection, org: &OrgId, object: &NewObject, quota: Quot
         None => None,
     };
     Ok(PutOutcome::Stored { replaced })
+}
+
+/// The bytes of the organization's pending multipart parts.
+fn pending_bytes(conn: &Connection, org: &OrgId) -> MetaResult<u64> {
+    let pending: Option<i64> = cached_row(
+        conn,
+        "SELECT pending_bytes FROM orgs WHERE id = ?1",
+        params![org.as_str()],
+        |row| row.get(0),
+    )
+    .optional()?;
+    Ok(pending.map(to_u64).unwrap_or(0))
+}
+
+/// Adds `delta` (negative: takes it off) to the organization's pending bytes.
+fn add_pending(conn: &Connection, org: &OrgId, delta: i64) -> MetaResult<()> {
+    if delta != 0 {
+        conn.prepare_cached("UPDATE orgs SET pending_bytes = MAX(pending_bytes + ?2, 0) WHERE id = ?1")?
+            .execute(params![org.as_str(), delta])?;
+    }
+    Ok(())
+}
+
+// --- multipart uploads ---
+
+const UPLOAD_SELECT: &str = "SELECT id, org_id, key, user_id, created, mime, user_meta FROM uploads";
+
+/// An upload row; `None` when a stored organization id or key is malformed.
+fn upload_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<MultipartUpload>> {
+    let (org, key): (String, String) = (row.get(1)?, row.get(2)?);
+    let (Some(org), Ok(key)) = (OrgId::parse(&org), Key::parse(&key)) else {
+        return Ok(None);
+    };
+    Ok(Some(MultipartUpload {
+        id: row.get(0)?,
+        org,
+        key,
+        user: UserId(row.get(3)?),
+        created: row.get(4)?,
+        mime: row.get(5)?,
+        user_meta: row.get(6)?,
+    }))
+}
+
+/// A part row (number, blob, size, md5, modified); `None` when its number or blob id is malformed.
+fn part_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<PartRecord>> {
+    let (number, blob): (i64, String) = (row.get(0)?, row.get(1)?);
+    let (Ok(number), Some(blob)) = (u32::try_from(number), BlobId::parse(&blob)) else {
+        return Ok(None);
+    };
+    Ok(Some(PartRecord {
+        number,
+        blob,
+        size: to_u64(row.get(2)?),
+        md5: row.get(3)?,
+        modified: row.get(4)?,
+    }))
+}
+
+fn upload_exists(conn: &Connection, org: &OrgId, id: &str) -> MetaResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM uploads WHERE org_id = ?1 AND id = ?2")?
+        .exists(params![org.as_str(), id])?)
+}
+
+fn put_part_tx(conn: &Connection, org: &OrgId, id: &str, part: &PartRecord, quota: Quota) -> MetaResult<PartOutcome> {
+    if !upload_exists(conn, org, id)? {
+        return Ok(PartOutcome::NoSuchUpload);
+    }
+    let stored = root_usage(conn, org)?.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let replaced: Option<(i64, String)> = cached_row(
+        conn,
+        "SELECT size, blob_id FROM upload_parts WHERE org_id = ?1 AND upload_id = ?2 AND number = ?3",
+        params![org.as_str(), id, part.number],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()?;
+    let delta = part_delta(part.size, replaced.as_ref().map(|(size, _)| to_u64(*size)));
+    if let Err(over) = check_quota(counted_usage(stored, pending_bytes(conn, org)?, 0), quota, delta) {
+        return Ok(PartOutcome::Quota(over));
+    }
+    conn.prepare_cached(
+        "INSERT INTO upload_parts (org_id, upload_id, number, blob_id, size, md5, modified) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (org_id, upload_id, number) DO UPDATE SET \
+         blob_id = excluded.blob_id, size = excluded.size, md5 = excluded.md5, modified = excluded.modified",
+    )?
+    .execute(params![
+        org.as_str(),
+        id,
+        part.number,
+        part.blob.as_str(),
+        to_i64(part.size),
+        part.md5,
+        part.modified
+    ])?;
+    add_pending(conn, org, delta.bytes)?;
+    let replaced = match replaced {
+        Some((_, old)) if old != part.blob.as_str() => {
+            queue_garbage(conn, &old, part.modified)?;
+            BlobId::parse(&old)
+        }
+        _ => None,
+    };
+    Ok(PartOutcome::Stored { replaced })
+}
+
+/// The bytes of an upload's parts.
+fn upload_bytes(conn: &Connection, org: &OrgId, id: &str) -> MetaResult<u64> {
+    let total: i64 = cached_row(
+        conn,
+        "SELECT COALESCE(SUM(size), 0) FROM upload_parts WHERE org_id = ?1 AND upload_id = ?2",
+        params![org.as_str(), id],
+        |row| row.get(0),
+    )?;
+    Ok(to_u64(total))
+}
+
+/// Removes an upload of `bytes` bytes of parts and its parts, queueing their blobs for collection.
+fn remove_upload(conn: &Connection, org: &OrgId, id: &str, bytes: u64, now: Millis) -> MetaResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO garbage (blob_id, since) \
+         SELECT blob_id, ?3 FROM upload_parts WHERE org_id = ?1 AND upload_id = ?2",
+    )?
+    .execute(params![org.as_str(), id, now])?;
+    conn.prepare_cached("DELETE FROM upload_parts WHERE org_id = ?1 AND upload_id = ?2")?
+        .execute(params![org.as_str(), id])?;
+    conn.prepare_cached("DELETE FROM uploads WHERE org_id = ?1 AND id = ?2")?
+        .execute(params![org.as_str(), id])?;
+    add_pending(conn, org, to_i64(bytes).saturating_neg())
+}
+
+fn complete_upload_tx(
+    conn: &Connection,
+    org: &OrgId,
+    id: &str,
+    object: &NewObject,
+    quota: Quota,
+) -> MetaResult<CompleteOutcome> {
+    if !upload_exists(conn, org, id)? {
+        return Ok(CompleteOutcome::NoSuchUpload);
+    }
+    let released = upload_bytes(conn, org, id)?;
+    match put_object_releasing(conn, org, object, quota, released)? {
+        PutOutcome::Refused(refusal) => Ok(CompleteOutcome::Refused(refusal)),
+        PutOutcome::Stored { replaced } => {
+            remove_upload(conn, org, id, released, object.now)?;
+            Ok(CompleteOutcome::Stored { replaced })
+        }
+    }
 }
 
 /// Why `key` cannot be a file: a folder above it is a file, or it is a folder itself.
@@ -1308,6 +1476,10 @@ impl Identities for SqliteMeta {
             if usage.files > 0 {
                 return Ok(OrgDeletion::NotEmpty);
             }
+            conn.execute(
+                "INSERT OR IGNORE INTO garbage (blob_id, since) SELECT blob_id, ?2 FROM upload_parts WHERE org_id = ?1",
+                params![org.as_str(), chrono::Utc::now().timestamp_millis()],
+            )?;
             for sql in ORG_DELETION {
                 conn.execute(sql, params![org.as_str()])?;
             }
@@ -1718,6 +1890,145 @@ impl Objects for SqliteMeta {
 }
 
 #[async_trait]
+impl Uploads for SqliteMeta {
+    async fn create_upload(&self, upload: &MultipartUpload) -> MetaResult<()> {
+        let u = upload.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO uploads (org_id, id, key, user_id, created, mime, user_meta) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                u.org.as_str(),
+                u.id,
+                u.key.as_str(),
+                u.user.0,
+                u.created,
+                u.mime,
+                u.user_meta
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upload(&self, org: &OrgId, id: &str) -> MetaResult<Option<MultipartUpload>> {
+        let (org, id) = (org.clone(), id.to_owned());
+        self.read(move |conn| {
+            Ok(cached_row(
+                conn,
+                &format!("{UPLOAD_SELECT} WHERE org_id = ?1 AND id = ?2"),
+                params![org.as_str(), id],
+                upload_from_row,
+            )
+            .optional()?
+            .flatten())
+        })
+        .await
+    }
+
+    async fn put_part(&self, org: &OrgId, id: &str, part: &PartRecord, quota: Quota) -> MetaResult<PartOutcome> {
+        let (org, id, part) = (org.clone(), id.to_owned(), part.clone());
+        self.write(move |conn| put_part_tx(conn, &org, &id, &part, quota)).await
+    }
+
+    async fn parts(&self, org: &OrgId, id: &str, after: u32, limit: usize) -> MetaResult<Vec<PartRecord>> {
+        let (org, id) = (org.clone(), id.to_owned());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT number, blob_id, size, md5, modified FROM upload_parts \
+                 WHERE org_id = ?1 AND upload_id = ?2 AND number > ?3 ORDER BY number LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![org.as_str(), id, after, count_to_i64(limit)], part_from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.extend(row?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_uploads(
+        &self,
+        org: &OrgId,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> MetaResult<Vec<MultipartUpload>> {
+        let (org, prefix) = (org.clone(), prefix.to_owned());
+        let (after_key, after_id) = after.map(|(k, i)| (k.to_owned(), i.to_owned())).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "{UPLOAD_SELECT} WHERE org_id = ?1 AND key >= ?2 AND (key, id) > (?3, ?4) ORDER BY key, id LIMIT ?5"
+            ))?;
+            let rows = stmt.query_map(
+                params![org.as_str(), prefix, after_key, after_id, count_to_i64(limit)],
+                upload_from_row,
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                // Keys that start with the prefix come first in key order: stop at the first other.
+                match row? {
+                    Some(upload) if !upload.key.as_str().starts_with(prefix.as_str()) => break,
+                    upload => out.extend(upload),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        org: &OrgId,
+        id: &str,
+        object: NewObject,
+        quota: Quota,
+    ) -> MetaResult<CompleteOutcome> {
+        let (org, id) = (org.clone(), id.to_owned());
+        self.write(move |conn| {
+            let mut object = object;
+            object.now = write_time(&object, chrono::Utc::now().timestamp_millis());
+            complete_upload_tx(conn, &org, &id, &object, quota)
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, org: &OrgId, id: &str) -> MetaResult<bool> {
+        let (org, id) = (org.clone(), id.to_owned());
+        let now = chrono::Utc::now().timestamp_millis();
+        self.write(move |conn| {
+            if !upload_exists(conn, &org, &id)? {
+                return Ok(false);
+            }
+            let bytes = upload_bytes(conn, &org, &id)?;
+            remove_upload(conn, &org, &id, bytes, now)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn expired_uploads(&self, before: Millis, limit: usize) -> MetaResult<Vec<(OrgId, String)>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT org_id, id FROM uploads WHERE created < ?1 ORDER BY created, org_id, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![before, count_to_i64(limit)], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (org, id) = row?;
+                out.extend(OrgId::parse(&org).map(|org| (org, id)));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl Sessions for SqliteMeta {
     async fn create_session(&self, session: &ConsoleSession) -> MetaResult<()> {
         let s = session.clone();
@@ -1978,6 +2289,7 @@ impl Maintenance for SqliteMeta {
             let mut stmt = conn.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM objects WHERE blob_id = ?1) \
                  OR EXISTS (SELECT 1 FROM garbage WHERE blob_id = ?1) \
+                 OR EXISTS (SELECT 1 FROM upload_parts WHERE blob_id = ?1) \
                  OR EXISTS (SELECT 1 FROM job_entries WHERE blob_id = ?1)",
             )?;
             let mut out = Vec::new();
@@ -2146,6 +2458,54 @@ mod tests {
         }
     }
 
+    /// A backup's metadata snapshot leaves pending multipart uploads out (their parts' bodies are
+    /// not copied), with their pending bytes.
+    #[test]
+    fn snapshots_leave_pending_uploads_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("meta.sqlite3");
+        let meta = SqliteMeta::open(&path).expect("open");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let org = runtime.block_on(meta.create_org("t", None, None, 1)).expect("org");
+        let upload = MultipartUpload {
+            id: "u".into(),
+            org: org.clone(),
+            key: Key::parse("k").expect("key"),
+            user: UserId(1),
+            created: 1,
+            mime: "text/plain".into(),
+            user_meta: None,
+        };
+        let part = PartRecord {
+            number: 1,
+            blob: BlobId::generate(),
+            size: 10,
+            md5: String::new(),
+            modified: 1,
+        };
+        let quota = Quota {
+            max_bytes: 1000,
+            max_files: 1000,
+        };
+        runtime.block_on(meta.create_upload(&upload)).expect("upload");
+        runtime.block_on(meta.put_part(&org, "u", &part, quota)).expect("part");
+        let copy = dir.path().join("copy.sqlite3");
+        snapshot_into(&path, &copy).expect("snapshot");
+        let conn = open_connection(&copy).expect("connect");
+        let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).expect("count");
+        assert_eq!(count("SELECT COUNT(*) FROM uploads"), 0);
+        assert_eq!(count("SELECT COUNT(*) FROM upload_parts"), 0);
+        assert_eq!(count("SELECT SUM(pending_bytes) FROM orgs"), 0);
+        let source = open_connection(&path).expect("connect");
+        let pending: i64 = source
+            .query_row("SELECT pending_bytes FROM orgs", [], |row| row.get(0))
+            .expect("pending");
+        assert_eq!(pending, 10, "the source keeps its upload");
+    }
+
     #[test]
     fn an_older_database_gets_the_listing_indexes_when_opened() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -2158,7 +2518,8 @@ mod tests {
              CREATE INDEX folders_by_parent ON folders (org_id, parent, name); \
              DROP INDEX orgs_by_bucket; ALTER TABLE orgs DROP COLUMN bucket; \
              ALTER TABLE users DROP COLUMN server_admin; DROP TABLE s3_keys; \
-             ALTER TABLE objects DROP COLUMN etag; ALTER TABLE objects DROP COLUMN user_meta;",
+             ALTER TABLE objects DROP COLUMN etag; ALTER TABLE objects DROP COLUMN user_meta; \
+             DROP TABLE uploads; DROP TABLE upload_parts; ALTER TABLE orgs DROP COLUMN pending_bytes;",
         )
         .expect("make it look like an older database");
         conn.pragma_update(None, "user_version", 0)

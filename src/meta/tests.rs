@@ -1726,6 +1726,333 @@ async fn s3_listings_of_long_prefix_chains(fixture: &Fixture) {
     }
 }
 
+fn new_upload(org: &OrgId, id: &str, key: &str, created: Millis) -> MultipartUpload {
+    MultipartUpload {
+        id: id.into(),
+        org: org.clone(),
+        key: Key::parse(key).unwrap(),
+        user: UserId(7),
+        created,
+        mime: "application/x-test".into(),
+        user_meta: Some(r#"{"k":"v"}"#.into()),
+    }
+}
+
+fn part(number: u32, size: u64) -> PartRecord {
+    PartRecord {
+        number,
+        blob: BlobId::generate(),
+        size,
+        md5: format!("md5-of-part-{number}"),
+        modified: 5,
+    }
+}
+
+/// Every blob awaiting collection (nothing pins any).
+async fn garbage(meta: &dyn MetaStore) -> Vec<BlobId> {
+    meta.collectable_blobs(i64::MAX, i64::MAX, 1000).await.unwrap()
+}
+
+/// Parts are recorded, replaced (the old blob awaits collection), listed, and referenced while
+/// their rows exist; completing puts the object and removes every part; aborting removes them too.
+async fn multipart_parts_complete_and_abort(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let other = meta.create_org("u", None, None, 1).await.unwrap();
+    let upload = new_upload(&org, "up1", "big/file", 3);
+    meta.create_upload(&upload).await.unwrap();
+    assert_eq!(meta.upload(&org, "up1").await.unwrap(), Some(upload.clone()));
+    assert_eq!(
+        meta.upload(&other, "up1").await.unwrap(),
+        None,
+        "another organization's"
+    );
+    assert_eq!(meta.upload(&org, "nope").await.unwrap(), None);
+
+    let (one, two) = (part(1, 10), part(2, 20));
+    for p in [&one, &two] {
+        assert_eq!(
+            meta.put_part(&org, "up1", p, QUOTA).await.unwrap(),
+            PartOutcome::Stored { replaced: None }
+        );
+    }
+    assert_eq!(
+        meta.put_part(&org, "nope", &part(1, 1), QUOTA).await.unwrap(),
+        PartOutcome::NoSuchUpload
+    );
+    assert_eq!(
+        meta.put_part(&other, "up1", &part(1, 1), QUOTA).await.unwrap(),
+        PartOutcome::NoSuchUpload
+    );
+    let new_one = part(1, 5);
+    assert_eq!(
+        meta.put_part(&org, "up1", &new_one, QUOTA).await.unwrap(),
+        PartOutcome::Stored {
+            replaced: Some(one.blob.clone())
+        }
+    );
+    assert_eq!(garbage(meta).await, vec![one.blob.clone()], "the replaced part's blob");
+    assert_eq!(
+        meta.parts(&org, "up1", 0, 10).await.unwrap(),
+        [new_one.clone(), two.clone()]
+    );
+    assert_eq!(meta.parts(&org, "up1", 1, 10).await.unwrap(), vec![two.clone()]);
+    assert_eq!(meta.parts(&org, "up1", 0, 1).await.unwrap(), vec![new_one.clone()]);
+    assert!(meta.parts(&org, "up1", 2, 10).await.unwrap().is_empty());
+    assert!(meta.parts(&other, "up1", 0, 10).await.unwrap().is_empty());
+    // Pending parts are referenced: the orphan sweep and fsck leave them alone.
+    let stray = BlobId::generate();
+    assert_eq!(
+        meta.unreferenced_blobs(&[new_one.blob.clone(), stray.clone(), two.blob.clone()])
+            .await
+            .unwrap(),
+        vec![stray.clone()]
+    );
+
+    let mut object = object("big/file", 25, 9);
+    object.etag = Some("\"abc-2\"".into());
+    object.user_meta = upload.user_meta.clone();
+    assert_eq!(
+        meta.complete_upload(&org, "up1", object.clone(), QUOTA).await.unwrap(),
+        CompleteOutcome::Stored { replaced: None }
+    );
+    assert_eq!(meta.upload(&org, "up1").await.unwrap(), None);
+    assert!(meta.parts(&org, "up1", 0, 10).await.unwrap().is_empty());
+    let KeyKind::File(stored_object) = meta.key_kind(&org, &key("big/file")).await.unwrap() else {
+        panic!("a file")
+    };
+    assert_eq!(
+        (stored_object.size, &stored_object.blob, &stored_object.etag),
+        (25, &object.blob, &object.etag)
+    );
+    assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 25, files: 1 });
+    let mut collectable = garbage(meta).await;
+    collectable.sort();
+    let mut expected = vec![one.blob.clone(), new_one.blob.clone(), two.blob.clone()];
+    expected.sort();
+    assert_eq!(collectable, expected, "every part's blob awaits collection");
+    assert_eq!(
+        meta.complete_upload(&org, "up1", object, QUOTA).await.unwrap(),
+        CompleteOutcome::NoSuchUpload
+    );
+    assert_consistent(meta, &org).await;
+
+    // Aborting.
+    meta.create_upload(&new_upload(&org, "up2", "x", 4)).await.unwrap();
+    let three = part(3, 7);
+    meta.put_part(&org, "up2", &three, QUOTA).await.unwrap();
+    assert!(!meta.abort_upload(&other, "up2").await.unwrap());
+    assert!(meta.abort_upload(&org, "up2").await.unwrap());
+    assert!(!meta.abort_upload(&org, "up2").await.unwrap());
+    assert_eq!(meta.upload(&org, "up2").await.unwrap(), None);
+    assert!(garbage(meta).await.contains(&three.blob));
+
+    // Deleting a bucket with a pending upload (and no object) ends the upload.
+    meta.create_upload(&new_upload(&other, "up3", "y", 4)).await.unwrap();
+    let four = part(1, 3);
+    meta.put_part(&other, "up3", &four, QUOTA).await.unwrap();
+    assert_eq!(meta.delete_empty_org(&other).await.unwrap(), OrgDeletion::Deleted);
+    assert!(garbage(meta).await.contains(&four.blob));
+    assert!(meta.parts(&other, "up3", 0, 10).await.unwrap().is_empty());
+}
+
+/// Pending parts count against the byte quota of parts and of puts; a completion counts its
+/// object instead of its parts, and a refused completion leaves the upload as it was.
+async fn multipart_quota(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let quota = Quota {
+        max_bytes: 100,
+        max_files: 10,
+    };
+    assert!(stored(&meta.put_object(&org, object("a", 30, 5), quota).await.unwrap()));
+    meta.create_upload(&new_upload(&org, "u", "c", 5)).await.unwrap();
+    assert!(matches!(
+        meta.put_part(&org, "u", &part(1, 50), quota).await.unwrap(),
+        PartOutcome::Stored { .. }
+    ));
+    let over = QuotaExceeded::Bytes {
+        used: 80,
+        limit: 100,
+        added: 21,
+    };
+    assert_eq!(
+        meta.put_part(&org, "u", &part(2, 21), quota).await.unwrap(),
+        PartOutcome::Quota(over)
+    );
+    assert_eq!(
+        meta.put_object(&org, object("b", 21, 6), quota).await.unwrap(),
+        PutOutcome::Refused(PutRefusal::Quota(over)),
+        "a QC upload cannot take the room pending parts hold"
+    );
+    assert!(stored(&meta.put_object(&org, object("b", 20, 6), quota).await.unwrap()));
+    // A smaller part in place of a larger one frees room.
+    assert!(matches!(
+        meta.put_part(&org, "u", &part(1, 40), quota).await.unwrap(),
+        PartOutcome::Stored { replaced: Some(_) }
+    ));
+    // Stored 50 + pending 40: completing into a 40-byte object fits (the parts no longer count).
+    assert_eq!(
+        meta.complete_upload(&org, "u", object("c", 40, 7), quota)
+            .await
+            .unwrap(),
+        CompleteOutcome::Stored { replaced: None }
+    );
+    assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 90, files: 3 });
+    meta.create_upload(&new_upload(&org, "v", "e", 5)).await.unwrap();
+    assert!(matches!(
+        meta.put_part(&org, "v", &part(1, 10), quota).await.unwrap(),
+        PartOutcome::Stored { .. }
+    ));
+    // Refusals leave the upload, its parts and its pending bytes.
+    assert_eq!(
+        meta.complete_upload(&org, "v", object("e", 11, 8), quota)
+            .await
+            .unwrap(),
+        CompleteOutcome::Refused(PutRefusal::Quota(QuotaExceeded::Bytes {
+            used: 90,
+            limit: 100,
+            added: 11
+        }))
+    );
+    assert_eq!(
+        meta.complete_upload(&org, "v", object("c/x", 1, 8), quota)
+            .await
+            .unwrap(),
+        CompleteOutcome::Refused(PutRefusal::AncestorIsFile("c".into()))
+    );
+    let mut if_absent = object("a", 1, 8);
+    if_absent.if_absent = true;
+    assert_eq!(
+        meta.complete_upload(&org, "v", if_absent, quota).await.unwrap(),
+        CompleteOutcome::Refused(PutRefusal::Exists)
+    );
+    assert_eq!(meta.parts(&org, "v", 0, 10).await.unwrap().len(), 1);
+    assert!(matches!(
+        meta.put_object(&org, object("f", 1, 9), quota).await.unwrap(),
+        PutOutcome::Refused(PutRefusal::Quota(QuotaExceeded::Bytes { used: 100, .. }))
+    ));
+    assert_eq!(
+        meta.complete_upload(&org, "v", object("e", 10, 9), quota)
+            .await
+            .unwrap(),
+        CompleteOutcome::Stored { replaced: None }
+    );
+    assert_eq!(meta.usage(&org).await.unwrap(), Usage { bytes: 100, files: 4 });
+    // Nothing pending any more: an overwrite that does not grow fits, one byte more does not.
+    assert!(stored(
+        &meta.put_object(&org, object("e", 10, 10), quota).await.unwrap()
+    ));
+    meta.delete(&org, &key("a")).await.unwrap();
+    assert!(stored(
+        &meta.put_object(&org, object("g", 30, 11), quota).await.unwrap()
+    ));
+    assert_consistent(meta, &org).await;
+
+    // Racing parts (from two servers where there are two) never overshoot: 100 bytes of room
+    // hold three 30-byte parts.
+    let org = meta.create_org("r", None, None, 1).await.unwrap();
+    meta.create_upload(&new_upload(&org, "w", "k", 5)).await.unwrap();
+    let servers = fixture.two_servers().await;
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let (meta, org) = (servers[i as usize % 2].clone(), org.clone());
+        tasks.push(tokio::spawn(async move {
+            meta.put_part(&org, "w", &part(i + 1, 30), quota).await.unwrap()
+        }));
+    }
+    let mut recorded = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            PartOutcome::Stored { .. } => recorded += 1,
+            PartOutcome::Quota(QuotaExceeded::Bytes { used, .. }) => assert!(used <= 100),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(recorded, 3);
+    assert!(meta.abort_upload(&org, "w").await.unwrap());
+    assert!(
+        stored(&meta.put_object(&org, object("k", 100, 6), quota).await.unwrap()),
+        "nothing pending"
+    );
+}
+
+/// Pending uploads are listed by (key, id) in byte order within a prefix and after a marker, and
+/// the oldest come first for expiry.
+async fn multipart_listing_and_expiry(fixture: &Fixture) {
+    let meta = fixture.meta();
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let other = meta.create_org("u", None, None, 1).await.unwrap();
+    for (id, k, created) in [
+        ("2", "b/x", 10),
+        ("9", "a", 20),
+        ("1", "b/x", 30),
+        ("0", "b/y", 40),
+        ("5", "c", 50),
+        ("3", "b-z", 60),
+    ] {
+        meta.create_upload(&new_upload(&org, id, k, created)).await.unwrap();
+    }
+    meta.create_upload(&new_upload(&other, "7", "b/z", 25)).await.unwrap();
+    let listed = |uploads: Vec<MultipartUpload>| -> Vec<(String, String)> {
+        uploads.into_iter().map(|u| (u.key.to_string(), u.id)).collect()
+    };
+    let pairs = |raw: &[(&str, &str)]| -> Vec<(String, String)> {
+        raw.iter().map(|(k, i)| (k.to_string(), i.to_string())).collect()
+    };
+    assert_eq!(
+        listed(meta.list_uploads(&org, "", None, 10).await.unwrap()),
+        pairs(&[
+            ("a", "9"),
+            ("b-z", "3"),
+            ("b/x", "1"),
+            ("b/x", "2"),
+            ("b/y", "0"),
+            ("c", "5")
+        ])
+    );
+    assert_eq!(
+        listed(meta.list_uploads(&org, "b/", None, 10).await.unwrap()),
+        pairs(&[("b/x", "1"), ("b/x", "2"), ("b/y", "0")])
+    );
+    assert_eq!(
+        listed(meta.list_uploads(&org, "b/", Some(("b/x", "1")), 10).await.unwrap()),
+        pairs(&[("b/x", "2"), ("b/y", "0")])
+    );
+    assert_eq!(
+        listed(meta.list_uploads(&org, "b", Some(("b/x", "2")), 1).await.unwrap()),
+        pairs(&[("b/y", "0")])
+    );
+    assert_eq!(
+        listed(meta.list_uploads(&org, "b/", None, 1).await.unwrap()),
+        pairs(&[("b/x", "1")])
+    );
+    assert!(
+        meta.list_uploads(&org, "b/x", Some(("b/x", "2")), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(meta.list_uploads(&org, "d", None, 10).await.unwrap().is_empty());
+    let all = meta.list_uploads(&org, "a", None, 10).await.unwrap();
+    assert_eq!(all, [new_upload(&org, "9", "a", 20)], "every field read back");
+
+    assert_eq!(
+        meta.expired_uploads(35, 10).await.unwrap(),
+        [
+            (org.clone(), "2".to_string()),
+            (org.clone(), "9".to_string()),
+            (other.clone(), "7".to_string()),
+            (org.clone(), "1".to_string())
+        ]
+    );
+    assert_eq!(
+        meta.expired_uploads(35, 1).await.unwrap(),
+        [(org.clone(), "2".to_string())]
+    );
+    assert!(meta.expired_uploads(10, 10).await.unwrap().is_empty());
+}
+
 // --- one module of tests per backend ---
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -1786,6 +2113,9 @@ backend_suite!(
         put_if_absent,
         s3_listings_in_byte_order,
         s3_listings_of_long_prefix_chains,
+        multipart_parts_complete_and_abort,
+        multipart_quota,
+        multipart_listing_and_expiry,
     ],
     blocking [folder_rows_match_objects]
 );
@@ -1815,6 +2145,9 @@ backend_suite!(
         put_if_absent,
         s3_listings_in_byte_order,
         s3_listings_of_long_prefix_chains,
+        multipart_parts_complete_and_abort,
+        multipart_quota,
+        multipart_listing_and_expiry,
     ],
     blocking [folder_rows_match_objects, behaves_like_sqlite]
 );
