@@ -292,6 +292,7 @@ impl Limits {
             max_downloads: config.max_downloads,
             console_idle_ms: secs_to_ms(config.console_idle_timeout_secs),
             console_max_ms: secs_to_ms(config.console_session_max_secs),
+            multipart_expiry_ms: secs_to_ms(config.s3_api_multipart_expiry_secs),
         }
     }
 }

@@ -19,8 +19,14 @@ use super::error::to_s3;
 use super::list;
 use crate::blob::BlobStream;
 use crate::meta::{Millis, ObjectMeta};
+use crate::service::multipart::{NamedPart, part_etag};
 use crate::service::s3::{EMPTY_MD5, ListQuery, PutOptions, PutTarget, etag_of};
 use crate::service::{S3Identity, Service, ServiceError};
+
+/// A completion of more bytes than this is assembled while s3s keeps the connection alive (a
+/// failure then arrives in the body of a 200, as AWS does; the checks a client can fail come
+/// before). Smaller ones answer when done, with a plain error status.
+const ASSEMBLE_IN_BACKGROUND_ABOVE: u64 = 64 * 1024 * 1024;
 
 /// Keys one DeleteObjects request may name (as S3).
 const MAX_DELETE_KEYS: usize = 1000;
@@ -617,6 +623,222 @@ impl S3 for Stowage {
                 ..CopyObjectResult::default()
             }),
             ..CopyObjectOutput::default()
+        }))
+    }
+
+    // --- multipart uploads ------------------------------------------------------------------
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        let options = PutOptions {
+            content_type: input.content_type.clone(),
+            user_meta: stored_metadata(input.metadata.as_ref()),
+            ..PutOptions::default()
+        };
+        let id = self
+            .service
+            .s3_create_multipart(identity, &input.bucket, &input.key, options)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            upload_id: Some(id),
+            ..CreateMultipartUploadOutput::default()
+        }))
+    }
+
+    async fn upload_part(&self, mut req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let identity = identity(&req)?.clone();
+        let input = &mut req.input;
+        let number = Service::s3_part_number(i64::from(input.part_number)).map_err(to_s3)?;
+        let upload = self
+            .service
+            .s3_pending_upload(&identity, &input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(to_s3)?;
+        let expected_md5 = declared_md5(input.content_md5.as_deref())?;
+        let mut hasher = s3s::checksum::ChecksumHasher::default();
+        let body = read_body(&self.service, input.body.take(), &mut hasher).await?;
+        let etag = self
+            .service
+            .s3_store_part(&upload, number, body, expected_md5)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(etag_value(&etag)),
+            ..UploadPartOutput::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let identity = identity(&req)?.clone();
+        let input = req.input;
+        let named: Vec<NamedPart> = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| NamedPart {
+                number: i64::from(p.part_number.unwrap_or(0)),
+                etag: p.e_tag.map(|e| e.value().to_owned()).unwrap_or_default(),
+            })
+            .collect();
+        let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
+        // Checked before answering, so that a wrong part list gets a plain S3 error.
+        let completion = self
+            .service
+            .s3_completion(&identity, &bucket, &key, &id, &named)
+            .await
+            .map_err(to_s3)?;
+        let service = self.service.clone();
+        let large = completion.size > ASSEMBLE_IN_BACKGROUND_ABOVE;
+        let assemble = async move {
+            let object = service.s3_complete_multipart(completion).await.map_err(to_s3)?;
+            Ok(CompleteMultipartUploadOutput {
+                bucket: Some(bucket.clone()),
+                key: Some(key.clone()),
+                e_tag: Some(etag_value(&etag_of(&object))),
+                location: Some(format!("/{bucket}/{key}")),
+                ..CompleteMultipartUploadOutput::default()
+            })
+        };
+        if !large {
+            return Ok(S3Response::new(assemble.await?));
+        }
+        // Assembling a large object takes a while: answer 200 at once and let s3s keep the
+        // connection alive with whitespace until the outcome, as AWS does.
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            future: Some(Box::pin(assemble)),
+            ..CompleteMultipartUploadOutput::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        self.service
+            .s3_abort_multipart(identity, &input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(to_s3)?;
+        let mut response = S3Response::new(AbortMultipartUploadOutput::default());
+        response.status = Some(axum::http::StatusCode::NO_CONTENT);
+        Ok(response)
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        let max = match input.max_parts {
+            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-parts cannot be negative")),
+            Some(n) => usize::try_from(n).unwrap_or(list::MAX_KEYS).min(list::MAX_KEYS),
+            None => list::MAX_KEYS,
+        };
+        let after = input
+            .part_number_marker
+            .map(|m| u32::try_from(m).unwrap_or(0))
+            .unwrap_or(0);
+        let page = self
+            .service
+            .s3_list_parts(identity, &input.bucket, &input.key, &input.upload_id, after, max)
+            .await
+            .map_err(to_s3)?;
+        let owner = owner_of(identity);
+        let next = page.parts.last().map(|p| i32::try_from(p.number).unwrap_or(i32::MAX));
+        let parts = page
+            .parts
+            .iter()
+            .map(|p| Part {
+                e_tag: Some(etag_value(&part_etag(p))),
+                last_modified: Some(timestamp(p.modified)),
+                part_number: i32::try_from(p.number).ok(),
+                size: i64::try_from(p.size).ok(),
+                ..Part::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(page.upload.key.as_str().to_owned()),
+            upload_id: Some(page.upload.id.clone()),
+            is_truncated: Some(page.truncated),
+            max_parts: i32::try_from(max).ok(),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: if page.truncated { next } else { None },
+            parts: Some(parts),
+            owner: Some(owner.clone()),
+            initiator: Some(Initiator {
+                display_name: owner.display_name.clone(),
+                id: owner.id.clone(),
+            }),
+            ..ListPartsOutput::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let identity = identity(&req)?;
+        let input = &req.input;
+        let url = list::url_encoded(input.encoding_type.as_ref())?;
+        let max = match input.max_uploads {
+            Some(n) if n < 0 => return Err(s3_error!(InvalidArgument, "max-uploads cannot be negative")),
+            Some(n) => usize::try_from(n).unwrap_or(list::MAX_KEYS).min(list::MAX_KEYS),
+            None => list::MAX_KEYS,
+        };
+        let prefix = input.prefix.as_deref().unwrap_or("");
+        let after = input
+            .key_marker
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(|k| (k, input.upload_id_marker.as_deref().unwrap_or("")));
+        let (uploads, truncated) = self
+            .service
+            .s3_list_uploads(identity, &input.bucket, prefix, after, max)
+            .await
+            .map_err(to_s3)?;
+        let owner = owner_of(identity);
+        let last = uploads.last().map(|u| (u.key.as_str().to_owned(), u.id.clone()));
+        let listed = uploads
+            .iter()
+            .map(|u| MultipartUpload {
+                key: Some(list::encode(u.key.as_str(), url)),
+                upload_id: Some(u.id.clone()),
+                initiated: Some(timestamp(u.created)),
+                owner: Some(owner.clone()),
+                initiator: Some(Initiator {
+                    display_name: owner.display_name.clone(),
+                    id: owner.id.clone(),
+                }),
+                ..MultipartUpload::default()
+            })
+            .collect();
+        let (next_key, next_id) = match (truncated, last) {
+            (true, Some((key, id))) => (Some(list::encode(&key, url)), Some(id)),
+            _ => (None, None),
+        };
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket.clone()),
+            prefix: Some(list::encode(prefix, url)),
+            key_marker: input.key_marker.clone(),
+            upload_id_marker: input.upload_id_marker.clone(),
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: i32::try_from(max).ok(),
+            is_truncated: Some(truncated),
+            uploads: Some(listed),
+            encoding_type: input.encoding_type.clone(),
+            ..ListMultipartUploadsOutput::default()
         }))
     }
 

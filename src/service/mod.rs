@@ -7,6 +7,7 @@ mod console;
 pub mod error;
 mod inflight;
 mod link;
+pub(crate) mod multipart;
 mod ratelimit;
 pub(crate) mod s3;
 mod unsettled;
@@ -69,6 +70,8 @@ pub struct Limits {
     /// A console session ends after this long without a request, and this long after sign-in.
     pub(crate) console_idle_ms: i64,
     pub(crate) console_max_ms: i64,
+    /// An S3 multipart upload neither completed nor aborted is removed this long after it began.
+    pub(crate) multipart_expiry_ms: i64,
 }
 
 /// Whether permissions allow one kind of access.
@@ -740,6 +743,7 @@ impl Service {
         let released_before = cutoff.saturating_sub(self.limits.download_ttl_secs.saturating_mul(1000));
         self.meta.delete_expired_jobs(cutoff).await?;
         self.forget_stale_sessions().await?;
+        self.expire_multipart_uploads(now).await?;
         let mut collected = 0;
         let mut failed = std::collections::HashSet::new();
         loop {
