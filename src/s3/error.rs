@@ -12,7 +12,7 @@ use crate::service::{AuthError, ServiceError};
 
 /// The S3 error for a service error.
 pub(super) fn to_s3(error: ServiceError) -> S3Error {
-    let message = error.to_string();
+    let message = xml_safe(&error.to_string());
     let code = match &error {
         ServiceError::Unauthorized(AuthError::InvalidAccessKey(_)) => S3ErrorCode::InvalidAccessKeyId,
         ServiceError::Unauthorized(_)
@@ -65,6 +65,23 @@ pub(super) fn to_s3(error: ServiceError) -> S3Error {
         | ServiceError::LastAdmin => S3ErrorCode::InvalidRequest,
     };
     S3Error::with_message(code, message)
+}
+
+/// A message XML can carry: control characters (which a key may hold, and which XML 1.0 cannot
+/// contain even escaped) are written as `U+0001`.
+fn xml_safe(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("U+{:04X}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// 503 `SlowDown` for an address over the failed-authentication limit, before any work.
@@ -130,6 +147,16 @@ mod tests {
             assert_eq!(s3.code().as_str(), code);
             assert_eq!(s3.status_code().map(|s| s.as_u16()), Some(status), "{code}");
         }
+    }
+
+    #[test]
+    fn messages_never_carry_control_characters() {
+        let s3 = to_s3(ServiceError::BadKey(crate::key::KeyError::ControlCharacter(
+            "ctl\u{1}x".into(),
+        )));
+        let message = s3.message().unwrap_or_default().to_owned();
+        assert!(message.contains("ctlU+0001x"), "{message}");
+        assert!(!message.chars().any(char::is_control), "{message}");
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! codes (`error.rs`), credentials and access checks (`auth.rs`), and the operations (`ops.rs`,
 //! with listings in `list.rs` and HTTP preconditions and ranges in `conditions.rs`).
 
+mod attributes;
 mod auth;
 mod conditions;
 mod error;
+mod host;
 mod list;
 mod ops;
 
@@ -88,10 +90,7 @@ pub fn router(service: Arc<Service>, settings: S3Settings) -> axum::Router {
     config.post_object_max_file_size = 0;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(config))));
     if let Some(domain) = settings.domain.as_deref().filter(|d| !d.is_empty()) {
-        match s3s::host::MultiDomain::new([domain]) {
-            Ok(host) => builder.set_host(host),
-            Err(e) => tracing::warn!(error = %e, domain, "s3_api_domain is unusable; only path-style addressing works"),
-        }
+        builder.set_host(host::Domain::new(domain));
     }
     let door = Door {
         service,
@@ -134,6 +133,10 @@ async fn handle(
             }
         }
     };
+    // s3s answers HeadObject 200 whatever the operation says; a ranged HEAD is 206 (as GET).
+    if response.status() == StatusCode::OK && response.headers().contains_key(header::CONTENT_RANGE) {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     let status = response.status();
     if !record.authenticated.load(Ordering::Relaxed) && status == StatusCode::FORBIDDEN {
         door.service.s3_authentication_failed(client.ip());
@@ -145,7 +148,7 @@ async fn handle(
     let labels = [("operation", operation), ("status", status.as_u16().to_string())];
     metrics::counter!("stowage_s3_requests_total", &labels).increment(1);
     metrics::histogram!("stowage_s3_request_duration_seconds", &labels[..1]).record(started.elapsed().as_secs_f64());
-    if status.is_server_error() {
+    if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
         tracing::warn!(status = status.as_u16(), "S3 request failed");
     } else {
         tracing::debug!(status = status.as_u16(), "S3 request");

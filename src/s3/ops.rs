@@ -2,17 +2,18 @@
 //! answer types and one service use case. Operations not implemented here answer
 //! `NotImplemented` (the `s3s` default).
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::http;
 use base64::Engine;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use super::attributes::Attributes;
 use super::auth::identity;
 use super::conditions::{self, Preconditions, Verdict};
 use super::error::to_s3;
@@ -67,21 +68,6 @@ fn owner_of(identity: &S3Identity) -> Owner {
     }
 }
 
-/// `x-amz-meta-*` pairs as stored (a JSON object), keys lowercased; `None` when there are none.
-fn stored_metadata(metadata: Option<&Metadata>) -> Option<String> {
-    let metadata = metadata?;
-    if metadata.is_empty() {
-        return None;
-    }
-    let pairs: BTreeMap<String, &String> = metadata.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
-    serde_json::to_string(&pairs).ok()
-}
-
-fn metadata_of(object: &ObjectMeta) -> Option<Metadata> {
-    let stored = object.user_meta.as_deref()?;
-    serde_json::from_str::<Metadata>(stored).ok()
-}
-
 /// The md5 (hex) a `Content-MD5` header declares.
 fn declared_md5(content_md5: Option<&str>) -> S3Result<Option<String>> {
     let Some(value) = content_md5 else { return Ok(None) };
@@ -94,51 +80,126 @@ fn declared_md5(content_md5: Option<&str>) -> S3Result<Option<String>> {
     }
 }
 
-/// The checksums (`x-amz-checksum-*`) a PUT declared, to verify against the body.
-fn checksum_hasher(input: &PutObjectInput) -> S3Result<s3s::checksum::ChecksumHasher> {
+/// Which checksums a body is hashed for: those its request declared in headers, announced for
+/// its aws-chunked trailer (`x-amz-trailer`) or asked for (`x-amz-sdk-checksum-algorithm`).
+fn checksum_hasher(
+    declared: &Checksum,
+    algorithm: Option<&ChecksumAlgorithm>,
+    headers: &http::HeaderMap,
+) -> s3s::checksum::ChecksumHasher {
     use s3s::crypto::Checksum as _;
+    let trailer = headers
+        .get("x-amz-trailer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let algorithm = algorithm.map(|a| a.as_str().to_ascii_uppercase()).unwrap_or_default();
+    let wanted = |name: &str, header: bool| {
+        header
+            || algorithm == name
+            || trailer
+                .split(',')
+                .any(|t| t.trim() == format!("x-amz-checksum-{}", name.to_ascii_lowercase()))
+    };
     let mut hasher = s3s::checksum::ChecksumHasher::default();
-    if input.checksum_crc32.is_some() {
+    if wanted("CRC32", declared.checksum_crc32.is_some()) {
         hasher.crc32 = Some(s3s::crypto::Crc32::new());
     }
-    if input.checksum_crc32c.is_some() {
+    if wanted("CRC32C", declared.checksum_crc32c.is_some()) {
         hasher.crc32c = Some(s3s::crypto::Crc32c::new());
     }
-    if input.checksum_sha1.is_some() {
+    if wanted("SHA1", declared.checksum_sha1.is_some()) {
         hasher.sha1 = Some(s3s::crypto::Sha1::new());
     }
-    if input.checksum_sha256.is_some() {
+    if wanted("SHA256", declared.checksum_sha256.is_some()) {
         hasher.sha256 = Some(s3s::crypto::Sha256::new());
     }
-    if input.checksum_crc64nvme.is_some() {
+    if wanted("CRC64NVME", declared.checksum_crc64nvme.is_some()) {
         hasher.crc64nvme = Some(s3s::crypto::Crc64Nvme::new());
     }
-    Ok(hasher)
+    hasher
+}
+
+/// The checksums a request declared: its `x-amz-checksum-*` headers, else its trailer's.
+fn declared_checksums(headers_sent: &Checksum, trailers: Option<&s3s::TrailingHeaders>) -> Checksum {
+    let trailer = |name: &str| {
+        trailers
+            .and_then(|t| t.read(|h| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)))
+            .flatten()
+    };
+    Checksum {
+        checksum_crc32: headers_sent
+            .checksum_crc32
+            .clone()
+            .or_else(|| trailer("x-amz-checksum-crc32")),
+        checksum_crc32c: headers_sent
+            .checksum_crc32c
+            .clone()
+            .or_else(|| trailer("x-amz-checksum-crc32c")),
+        checksum_sha1: headers_sent
+            .checksum_sha1
+            .clone()
+            .or_else(|| trailer("x-amz-checksum-sha1")),
+        checksum_sha256: headers_sent
+            .checksum_sha256
+            .clone()
+            .or_else(|| trailer("x-amz-checksum-sha256")),
+        checksum_crc64nvme: headers_sent
+            .checksum_crc64nvme
+            .clone()
+            .or_else(|| trailer("x-amz-checksum-crc64nvme")),
+        ..Checksum::default()
+    }
+}
+
+/// The checksums a read answers with: the stored ones, when the client asked
+/// (`x-amz-checksum-mode: ENABLED`) and reads the whole object.
+fn checksums_to_show(attributes: &Attributes, mode: Option<&ChecksumMode>, ranged: bool) -> Checksum {
+    let enabled = mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"));
+    if enabled && !ranged {
+        attributes.checksum()
+    } else {
+        Checksum::default()
+    }
 }
 
 /// Compares declared checksums (headers, or an aws-chunked body's trailer) with computed ones.
-fn verify_checksums(declared: &[(&'static str, Option<String>)], computed: &Checksum) -> Result<(), ServiceError> {
-    let computed_of = |name: &str| match name {
-        "CRC32" => computed.checksum_crc32.clone(),
-        "CRC32C" => computed.checksum_crc32c.clone(),
-        "SHA1" => computed.checksum_sha1.clone(),
-        "SHA256" => computed.checksum_sha256.clone(),
-        _ => computed.checksum_crc64nvme.clone(),
-    };
-    for (name, sent) in declared {
-        if let (Some(sent), Some(got)) = (sent, computed_of(name))
+fn verify_checksums(declared: &Checksum, computed: &Checksum) -> Result<(), ServiceError> {
+    let pairs = [
+        (
+            "CRC32 (x-amz-checksum-crc32)",
+            &declared.checksum_crc32,
+            &computed.checksum_crc32,
+        ),
+        (
+            "CRC32C (x-amz-checksum-crc32c)",
+            &declared.checksum_crc32c,
+            &computed.checksum_crc32c,
+        ),
+        (
+            "SHA-1 (x-amz-checksum-sha1)",
+            &declared.checksum_sha1,
+            &computed.checksum_sha1,
+        ),
+        (
+            "SHA-256 (x-amz-checksum-sha256)",
+            &declared.checksum_sha256,
+            &computed.checksum_sha256,
+        ),
+        (
+            "CRC64NVME (x-amz-checksum-crc64nvme)",
+            &declared.checksum_crc64nvme,
+            &computed.checksum_crc64nvme,
+        ),
+    ];
+    for (algorithm, sent, got) in pairs {
+        if let (Some(sent), Some(got)) = (sent, got)
             && sent.trim() != got
         {
             return Err(ServiceError::BadDigest {
-                algorithm: match *name {
-                    "CRC32" => "CRC32 (x-amz-checksum-crc32)",
-                    "CRC32C" => "CRC32C (x-amz-checksum-crc32c)",
-                    "SHA1" => "SHA-1 (x-amz-checksum-sha1)",
-                    "SHA256" => "SHA-256 (x-amz-checksum-sha256)",
-                    _ => "CRC64NVME (x-amz-checksum-crc64nvme)",
-                },
+                algorithm,
                 sent: sent.clone(),
-                computed: got,
+                computed: got.clone(),
             });
         }
     }
@@ -153,22 +214,87 @@ async fn read_body(
 ) -> S3Result<crate::service::Upload> {
     let mut upload = service.begin_upload().await.map_err(to_s3)?;
     let mut body = body;
-    let read = async {
+    let read: Result<(), BodyError> = async {
         if let Some(body) = body.as_mut() {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|_| ServiceError::UploadBroken)?;
+                let chunk = chunk.map_err(|e| BodyError::of(e.as_ref()))?;
                 hasher.update(&chunk);
-                upload.push(&chunk).await?;
+                upload.push(&chunk).await.map_err(BodyError::Service)?;
             }
         }
-        Ok::<_, ServiceError>(())
+        Ok(())
     }
     .await;
     match read {
         Ok(()) => Ok(upload),
         Err(e) => {
             upload.abort().await;
-            Err(to_s3(e))
+            Err(e.into_s3())
+        }
+    }
+}
+
+/// Why reading a request body failed.
+#[derive(Debug)]
+enum BodyError {
+    /// An aws-chunked chunk's signature is wrong: the body is not the one that was signed.
+    ChunkSignature,
+    /// The body's SHA-256 is not the signed `x-amz-content-sha256`.
+    ContentSha256,
+    /// A malformed aws-chunked encoding.
+    ChunkFormat,
+    /// The connection ended, timed out or broke.
+    Broken,
+    /// The service refused a chunk (too large) or storage failed.
+    Service(ServiceError),
+}
+
+impl BodyError {
+    /// Classifies a body stream's error. s3s's stream errors are not nameable types outside it,
+    /// so their text (of the pinned version) tells them apart.
+    fn of(error: &(dyn std::error::Error + 'static)) -> BodyError {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if text.contains("AwsChunkedStreamError: SignatureMismatch") {
+                return BodyError::ChunkSignature;
+            }
+            if text.contains("UploadStreamError: Sha256Mismatch") {
+                return BodyError::ContentSha256;
+            }
+            if text.contains("AwsChunkedStreamError: FormatError")
+                || text.contains("ChunkMetaTooLarge")
+                || text.contains("TrailersTooLarge")
+                || text.contains("TooManyTrailerHeaders")
+            {
+                return BodyError::ChunkFormat;
+            }
+            cause = e.source();
+        }
+        BodyError::Broken
+    }
+
+    fn into_s3(self) -> S3Error {
+        match self {
+            BodyError::ChunkSignature => s3_error!(
+                SignatureDoesNotMatch,
+                "A chunk's signature does not match its content: the body is not the one that was signed; nothing was stored"
+            ),
+            BodyError::ContentSha256 => {
+                // AWS's code for it; s3s has no variant of its own.
+                let mut refused = S3Error::with_message(
+                    S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                    "The body's SHA-256 is not the x-amz-content-sha256 the request signed: the body was changed on the way; nothing was stored",
+                );
+                refused.set_status_code(http::StatusCode::BAD_REQUEST);
+                refused
+            }
+            BodyError::ChunkFormat => s3_error!(
+                InvalidRequest,
+                "The aws-chunked body is malformed (a chunk header, a size or the trailer cannot be read); nothing was stored"
+            ),
+            BodyError::Broken => to_s3(ServiceError::UploadBroken),
+            BodyError::Service(e) => to_s3(e),
         }
     }
 }
@@ -218,16 +344,17 @@ fn range_of(range: Option<&Range>, size: u64) -> S3Result<Option<std::ops::Range
 
 impl Stowage {
     /// Reads a PUT body into a new upload, hashing what it declared; verifies and commits.
+    /// Answers the stored object and the checksums computed over its body.
     async fn store_body(
         &self,
         req: &mut S3Request<PutObjectInput>,
         org: crate::ids::OrgId,
         key: crate::key::Key,
-    ) -> S3Result<ObjectMeta> {
+    ) -> S3Result<(ObjectMeta, Checksum)> {
         let input = &mut req.input;
-        let options = PutOptions {
+        let mut options = PutOptions {
             content_type: input.content_type.take(),
-            user_meta: stored_metadata(input.metadata.as_ref()),
+            user_meta: None,
             if_absent: input.if_none_match.as_ref().is_some_and(ETagCondition::is_any),
             expected_md5: declared_md5(input.content_md5.as_deref())?,
         };
@@ -237,52 +364,25 @@ impl Stowage {
                 "PutObject supports If-None-Match: * only (create when absent)"
             ));
         }
-        let mut hasher = checksum_hasher(input)?;
-        let upload = read_body(&self.service, input.body.take(), &mut hasher).await?;
-        let computed = hasher.finalize();
-        let trailer = |name: &str| {
-            req.trailing_headers
-                .as_ref()
-                .and_then(|t| t.read(|h| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)))
-                .flatten()
+        let sent = Checksum {
+            checksum_crc32: input.checksum_crc32.clone(),
+            checksum_crc32c: input.checksum_crc32c.clone(),
+            checksum_sha1: input.checksum_sha1.clone(),
+            checksum_sha256: input.checksum_sha256.clone(),
+            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+            ..Checksum::default()
         };
-        let input = &req.input;
-        let declared = [
-            (
-                "CRC32",
-                input.checksum_crc32.clone().or_else(|| trailer("x-amz-checksum-crc32")),
-            ),
-            (
-                "CRC32C",
-                input
-                    .checksum_crc32c
-                    .clone()
-                    .or_else(|| trailer("x-amz-checksum-crc32c")),
-            ),
-            (
-                "SHA1",
-                input.checksum_sha1.clone().or_else(|| trailer("x-amz-checksum-sha1")),
-            ),
-            (
-                "SHA256",
-                input
-                    .checksum_sha256
-                    .clone()
-                    .or_else(|| trailer("x-amz-checksum-sha256")),
-            ),
-            (
-                "CRC64NVME",
-                input
-                    .checksum_crc64nvme
-                    .clone()
-                    .or_else(|| trailer("x-amz-checksum-crc64nvme")),
-            ),
-        ];
+        let mut hasher = checksum_hasher(&sent, input.checksum_algorithm.as_ref(), &req.headers);
+        let upload = read_body(&self.service, req.input.body.take(), &mut hasher).await?;
+        let computed = hasher.finalize();
+        let declared = declared_checksums(&sent, req.trailing_headers.as_ref());
         if let Err(e) = verify_checksums(&declared, &computed) {
             upload.abort().await;
             return Err(to_s3(e));
         }
-        self.service.s3_put(&org, &key, upload, options).await.map_err(to_s3)
+        options.user_meta = Attributes::new(req.input.metadata.as_ref(), &computed).encode();
+        let stored = self.service.s3_put(&org, &key, upload, options).await.map_err(to_s3)?;
+        Ok((stored, computed))
     }
 
     async fn listing(
@@ -404,8 +504,14 @@ impl S3 for Stowage {
             }
             PutTarget::File { org, key } => self.store_body(&mut req, org, key).await?,
         };
+        let (stored, checksums) = stored;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag_value(&etag_of(&stored))),
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
             ..PutObjectOutput::default()
         }))
     }
@@ -431,6 +537,8 @@ impl S3 for Stowage {
             Verdict::PreconditionFailed => return Err(precondition_failed()),
         }
         let range = range_of(input.range.as_ref(), object.size)?;
+        let attributes = Attributes::decode(object.user_meta.as_deref());
+        let checksums = checksums_to_show(&attributes, input.checksum_mode.as_ref(), range.is_some());
         let body = self.service.s3_body(&object, range.clone()).await.map_err(to_s3)?;
         let (length, content_range) = match &range {
             Some(r) => (
@@ -457,7 +565,12 @@ impl S3 for Stowage {
             expires: input.response_expires.clone(),
             e_tag: Some(etag_value(&etag)),
             last_modified: Some(timestamp(object.modified)),
-            metadata: metadata_of(&object),
+            metadata: attributes.metadata(),
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
             ..GetObjectOutput::default()
         };
         let mut response = S3Response::new(output);
@@ -488,6 +601,8 @@ impl S3 for Stowage {
             Verdict::PreconditionFailed => return Err(precondition_failed()),
         }
         let range = range_of(input.range.as_ref(), object.size)?;
+        let attributes = Attributes::decode(object.user_meta.as_deref());
+        let checksums = checksums_to_show(&attributes, input.checksum_mode.as_ref(), range.is_some());
         let (length, content_range) = match &range {
             Some(r) => (
                 r.end - r.start,
@@ -512,7 +627,12 @@ impl S3 for Stowage {
             expires: input.response_expires.clone(),
             e_tag: Some(etag_value(&etag)),
             last_modified: Some(timestamp(object.modified)),
-            metadata: metadata_of(&object),
+            metadata: attributes.metadata(),
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
             ..HeadObjectOutput::default()
         });
         if range.is_some() {
@@ -606,10 +726,15 @@ impl S3 for Stowage {
         {
             return Err(precondition_failed());
         }
-        let options = replace.then(|| PutOptions {
-            content_type: input.content_type.clone(),
-            user_meta: stored_metadata(input.metadata.as_ref()),
-            ..PutOptions::default()
+        let options = replace.then(|| {
+            // New metadata; the checksums stay the source's (the body is the same).
+            let mut attributes = Attributes::decode(source.user_meta.as_deref());
+            attributes.meta = Attributes::new(input.metadata.as_ref(), &Checksum::default()).meta;
+            PutOptions {
+                content_type: input.content_type.clone(),
+                user_meta: attributes.encode(),
+                ..PutOptions::default()
+            }
         });
         let copied = self
             .service
@@ -636,7 +761,7 @@ impl S3 for Stowage {
         let input = &req.input;
         let options = PutOptions {
             content_type: input.content_type.clone(),
-            user_meta: stored_metadata(input.metadata.as_ref()),
+            user_meta: Attributes::new(input.metadata.as_ref(), &Checksum::default()).encode(),
             ..PutOptions::default()
         };
         let id = self
@@ -662,8 +787,22 @@ impl S3 for Stowage {
             .await
             .map_err(to_s3)?;
         let expected_md5 = declared_md5(input.content_md5.as_deref())?;
-        let mut hasher = s3s::checksum::ChecksumHasher::default();
-        let body = read_body(&self.service, input.body.take(), &mut hasher).await?;
+        let sent = Checksum {
+            checksum_crc32: input.checksum_crc32.clone(),
+            checksum_crc32c: input.checksum_crc32c.clone(),
+            checksum_sha1: input.checksum_sha1.clone(),
+            checksum_sha256: input.checksum_sha256.clone(),
+            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+            ..Checksum::default()
+        };
+        let mut hasher = checksum_hasher(&sent, input.checksum_algorithm.as_ref(), &req.headers);
+        let body = read_body(&self.service, req.input.body.take(), &mut hasher).await?;
+        let computed = hasher.finalize();
+        let declared = declared_checksums(&sent, req.trailing_headers.as_ref());
+        if let Err(e) = verify_checksums(&declared, &computed) {
+            body.abort().await;
+            return Err(to_s3(e));
+        }
         let etag = self
             .service
             .s3_store_part(&upload, number, body, expected_md5)
@@ -671,6 +810,11 @@ impl S3 for Stowage {
             .map_err(to_s3)?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(etag_value(&etag)),
+            checksum_crc32: computed.checksum_crc32,
+            checksum_crc32c: computed.checksum_crc32c,
+            checksum_sha1: computed.checksum_sha1,
+            checksum_sha256: computed.checksum_sha256,
+            checksum_crc64nvme: computed.checksum_crc64nvme,
             ..UploadPartOutput::default()
         }))
     }
@@ -691,6 +835,12 @@ impl S3 for Stowage {
                 etag: p.e_tag.map(|e| e.value().to_owned()).unwrap_or_default(),
             })
             .collect();
+        if named.is_empty() {
+            return Err(s3_error!(
+                MalformedXML,
+                "The CompleteMultipartUpload body names no part: list each part's PartNumber and ETag"
+            ));
+        }
         let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
         // Checked before answering, so that a wrong part list gets a plain S3 error.
         let completion = self

@@ -365,10 +365,18 @@ impl Service {
     pub async fn s3_create_bucket(&self, identity: &S3Identity, bucket: &str) -> ServiceResult<OrgId> {
         self.may_manage_buckets(identity).await?;
         let alias = BucketAlias::parse(bucket)?;
-        self.meta
+        match self
+            .meta
             .create_bucket_org(bucket, &alias, Some(identity.user()), now_ms())
             .await?
-            .map_err(|_| ServiceError::BucketTaken(bucket.to_owned()))
+        {
+            Ok(org) => Ok(org),
+            // Taken: by an organization the caller belongs to (S3 says "yours"), or by another.
+            Err(_) => match self.s3_bucket(identity, bucket, Access::Read).await {
+                Ok(_) => Err(ServiceError::BucketAlreadyOwned(bucket.to_owned())),
+                Err(_) => Err(ServiceError::BucketTaken(bucket.to_owned())),
+            },
+        }
     }
 
     /// Deletes a bucket (organization) that holds no object; only a server administrator's
