@@ -112,6 +112,7 @@ async fn handle(
         tracing::info_span!("s3", request_id = %request_id, method = %request.method(), path = %request.uri().path());
     let _entered = span.enter();
     let record = Arc::new(CallRecord::default());
+    let mut sends_body = false;
     let mut response = if let Some(retry_after) = door.service.s3_address_blocked(client.ip()) {
         error::slow_down(retry_after, &request_id)
     } else {
@@ -119,6 +120,11 @@ async fn handle(
         // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112
         // section 6.3); say so, as s3s checks signed payloads against a known length.
         let headers = request.headers();
+        sends_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() != "0");
         if !headers.contains_key(header::CONTENT_LENGTH) && !headers.contains_key(header::TRANSFER_ENCODING) {
             request
                 .headers_mut()
@@ -138,6 +144,14 @@ async fn handle(
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
     let status = response.status();
+    if sends_body && (status.is_client_error() || status.is_server_error()) {
+        // Refused before its body was read (a client waiting on `Expect: 100-continue` may then
+        // never send it): close the connection rather than read the next request from the
+        // middle of an unread body.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if !record.authenticated.load(Ordering::Relaxed) && status == StatusCode::FORBIDDEN {
         door.service.s3_authentication_failed(client.ip());
     }

@@ -452,6 +452,23 @@ impl TestServer {
         command
     }
 
+    /// Runs `stowage fsck --json` on this server's store (its backend settings included): whether
+    /// it found the store sound, and its report.
+    pub fn fsck(&self) -> (bool, Value) {
+        let mut command = Command::new(BIN);
+        command.arg("fsck").arg("--json").arg("--data-dir").arg(self.data_dir());
+        clean_env(&mut command);
+        let output = command
+            .envs(self.options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(self.home.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run stowage fsck");
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+        (output.status.success(), report)
+    }
+
     /// Runs `stowage admin --json ARGS`, expects success and returns the parsed JSON.
     pub fn admin(&self, args: &[&str]) -> Value {
         let output = self.admin_output(true, args);
