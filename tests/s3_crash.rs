@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::TestServer;
 use md5::{Digest, Md5};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
