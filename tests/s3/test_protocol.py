@@ -1,0 +1,86 @@
+"""The protocol around the operations: x-amz-request-id everywhere, NotImplemented for the rest,
+XML body limits."""
+
+import os
+
+import pytest
+
+import s3helpers as h
+
+
+def _admin_key():
+    return h.Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+
+
+def test_every_response_carries_a_request_id(research, prefix):
+    """x-amz-request-id on successes, errors, HEAD 404 and unauthenticated refusals."""
+    key = _admin_key()
+    answers = [
+        h.raw("PUT", f"/{research}/{prefix}r", key, body=b"r"),
+        h.raw("GET", f"/{research}/{prefix}r", key),
+        h.raw("HEAD", f"/{research}/{prefix}missing", key),
+        h.raw("GET", f"/{research}/{prefix}missing", key),
+        h.raw("GET", "/", key),
+        h.raw("GET", "/no-such-bucket-x", key),
+        h.raw("GET", f"/{research}/{prefix}r", None),
+        h.raw("PUT", f"/{research}", key, query={"policy": ""}, body=b"{}"),
+    ]
+    for a in answers:
+        assert a.headers.get("x-amz-request-id"), (a.status, a.code, dict(a.headers))
+    ids = [a.headers.get("x-amz-request-id") for a in answers]
+    assert len(set(ids)) == len(ids), ids
+
+
+def test_errors_are_s3_xml(research, prefix):
+    """An error body is S3's <Error> XML with Code, Message (and RequestId matching the header)."""
+    answer = h.raw("GET", f"/{research}/{prefix}missing", _admin_key())
+    assert answer.status == 404 and answer.xml().tag == "Error", answer.body
+    assert answer.code == "NoSuchKey" and answer.message
+    assert answer.headers.get("content-type", "").startswith("application/xml"), answer.headers
+    request_id = answer.xml().findtext("RequestId")
+    assert request_id is None or request_id == answer.headers.get("x-amz-request-id")
+
+
+@pytest.mark.parametrize(
+    "operation,kwargs",
+    [
+        ("put_bucket_policy", {"Policy": '{"Version": "2012-10-17", "Statement": []}'}),
+        ("get_bucket_policy", {}),
+        ("put_bucket_lifecycle_configuration", {"LifecycleConfiguration": {"Rules": []}}),
+        ("put_bucket_versioning", {"VersioningConfiguration": {"Status": "Enabled"}}),
+        ("put_bucket_tagging", {"Tagging": {"TagSet": []}}),
+        ("put_bucket_cors", {"CORSConfiguration": {"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}]}}),
+        ("put_bucket_acl", {"ACL": "public-read"}),
+    ],
+)
+def test_bucket_operations_outside_the_contract_are_not_implemented(s3, research, operation, kwargs):
+    """Operations outside the contract: NotImplemented 501."""
+    h.expect_error("NotImplemented", 501, getattr(s3, operation), Bucket=research, **kwargs)
+
+
+def test_object_operations_outside_the_contract_are_not_implemented(s3, research, prefix):
+    s3.put_object(Bucket=research, Key=prefix + "o", Body=b"o")
+    h.expect_error("NotImplemented", 501, s3.put_object_tagging, Bucket=research, Key=prefix + "o", Tagging={"TagSet": []})
+    h.expect_error("NotImplemented", 501, s3.put_object_acl, Bucket=research, Key=prefix + "o", ACL="public-read")
+    h.expect_error("NotImplemented", 501, s3.put_object_retention, Bucket=research, Key=prefix + "o", Retention={"Mode": "GOVERNANCE"})
+
+
+def test_xml_body_over_1_mib_is_refused(research):
+    """An XML body over 1 MiB: MalformedXML or MaxMessageLengthExceeded 400."""
+    entry = b"<Object><Key>" + b"k" * 1000 + b"</Key></Object>"
+    body = b"<Delete>" + entry * 1100 + b"</Delete>"
+    assert len(body) > 1024 * 1024
+    answer = h.raw(
+        "POST", f"/{research}", _admin_key(), query={"delete": ""}, body=body,
+        headers={"content-md5": h.md5_b64(body)},
+    )
+    assert answer.status == 400 and answer.code in {"MalformedXML", "MaxMessageLengthExceeded"}, (
+        answer.status, answer.code, answer.message,
+    )
+
+
+def test_path_style_bucket_and_key_with_encoded_characters(s3, research, prefix, admin_key):
+    """A key with a space, sent percent-encoded in the path, is decoded once."""
+    s3.put_object(Bucket=research, Key=prefix + "x y/z", Body=b"z")
+    got = h.raw("GET", f"/{research}/{prefix}x y/z", admin_key)
+    assert (got.status, got.body) == (200, b"z")
