@@ -159,19 +159,21 @@ case "$mode" in
     "$python" -m pytest -q -p no:cacheprovider "$here/tests/s3/clients" "$@" || status=$?
     ;;
   e2e)
-    # Cases that do not apply to stowage, and why:
+    # s3s-e2e has 18 cases; these 16 apply. Left out (not run), and why:
     #   Advanced/STS/test_assume_role          STS (AssumeRole) is another AWS service, not S3.
     #   Advanced/Tagging/test_object_tagging   object tagging is not in stowage's S3 contract
-    #                                          (NotImplemented 501).
-    excluded='Advanced/STS/test_assume_role Advanced/Tagging/test_object_tagging'
-    "$e2e" --json "$work/e2e.json" >"$work/e2e.out" 2>&1 || true
-    "$python" - "$work/e2e.json" "$excluded" <<'EOF' || status=$?
+    #                                          (it answers NotImplemented 501); its fixture's
+    #                                          setup tags an object, so the fixture is left out.
+    applies=16
+    "$e2e" --json "$work/e2e.json" --filter '^Basic/' --filter '^Advanced/(Multipart|ListPagination|PresignedUrl)/' \
+      >"$work/e2e.out" 2>&1 || true
+    "$python" - "$work/e2e.json" "$applies" <<'EOF' || status=$?
 import json, sys
 
 # s3s-e2e prints PASSED and exits 0 even when a case's setup failed (e.g. CreateBucket refused):
 # only the JSON report's counts and results tell. Every case that applies must have run and passed.
 report = json.load(open(sys.argv[1]))
-excluded = set(sys.argv[2].split())
+applies = int(sys.argv[2])
 ran = passed = failed = 0
 for suite in report["suites"]:
     for what, summary in (("suite setup", suite.get("setup")), ("suite teardown", suite.get("teardown"))):
@@ -186,9 +188,6 @@ for suite in report["suites"]:
                 failed += 1
         for case in fixture["cases"]:
             name = f"{suite['name']}/{fixture['name']}/{case['name']}"
-            if name in excluded:
-                print(f"excluded {name}")
-                continue
             ran += 1
             result = (case.get("run") or {}).get("result")
             if case["passed"] and result == "Ok":
@@ -197,9 +196,8 @@ for suite in report["suites"]:
             else:
                 failed += 1
                 print(f"FAILED   {name}: {result if result is not None else 'did not run (its fixture or suite setup failed)'}")
-expected = 18 - len(excluded)
-if ran != expected:
-    print(f"s3s-e2e ran {ran} of the {expected} cases that apply")
+if ran != applies:
+    print(f"s3s-e2e ran {ran} of the {applies} cases that apply")
     failed += 1
 print(f"s3s-e2e: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
