@@ -152,3 +152,17 @@ def prefix(request) -> str:
 def bucket() -> str:
     """A new, empty organization with a bucket name, the server admin a full member."""
     return h.new_org(h.unique("b"))["bucket"]
+
+
+@pytest.fixture
+def own_server():
+    """Starts servers of the test's own (h.OwnServer) with given settings; stops them after."""
+    servers = []
+
+    def start(**settings):
+        servers.append(h.OwnServer(**settings))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()

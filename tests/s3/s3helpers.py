@@ -229,10 +229,12 @@ def raw(
     payload_hash: str | None = None,
     secret: str | None = None,
     base: str | None = None,
+    host: str | None = None,
 ) -> Raw:
     """Sends one request, SigV4-signed by `key` (unsigned when None). `path` is the unencoded
     path (`/bucket/key`); `when` signs at another time; `payload_hash` overrides the signed
-    x-amz-content-sha256; `secret` signs with another secret than the key's."""
+    x-amz-content-sha256; `secret` signs with another secret than the key's; `base` is another
+    server's URL; `host` another Host header (virtual-host style)."""
     base = base or endpoint()
     split = urlsplit(base)
     canonical_uri = uri_encode(path, slash=True)
@@ -247,7 +249,7 @@ def raw(
         amz_date = when.strftime("%Y%m%dT%H%M%SZ")
         date = amz_date[:8]
         payload = payload_hash or hashlib.sha256(body).hexdigest()
-        sent["host"] = split.netloc
+        sent["host"] = host or split.netloc
         sent["x-amz-date"] = amz_date
         sent["x-amz-content-sha256"] = payload
         signed = sorted(sent)
@@ -264,9 +266,12 @@ def raw(
             f"AWS4-HMAC-SHA256 Credential={key.access}/{scope}, SignedHeaders={';'.join(signed)}, "
             f"Signature={signature}"
         )
+    if host:
+        sent["host"] = host
     response = requests.request(method, url, data=body, headers=sent, timeout=120)
     answer = Raw(response.status_code, response.headers, response.content)
-    record(method, url, answer.status, answer.code, answer.message, note="hand-signed" if key else "unsigned")
+    note = ("hand-signed" if key else "unsigned") + (f", Host: {host}" if host else "")
+    record(method, url, answer.status, answer.code, answer.message, note=note)
     return answer
 
 
@@ -447,3 +452,70 @@ def new_key(user_id, *, org: str | None = None, read_only: bool = False) -> Key:
         args.append("--read-only")
     created = admin(*args)
     return Key(created["accessKeyId"], created["secretAccessKey"])
+
+
+# --- a server of the test's own -----------------------------------------------------------------
+
+
+class OwnServer:
+    """An embedded-storage server with the given settings (as STOWAGE_* variables), its first
+    user's full S3 key, and its first organization named `own` as a bucket."""
+
+    def __init__(self, **settings):
+        import re
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="stowage-s3-own-")
+        self.data = os.path.join(self.dir, "data")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STOWAGE_")}
+        env.update({f"STOWAGE_{k.upper()}": str(v) for k, v in settings.items()})
+        self.env = env
+        self.out = open(os.path.join(self.dir, "server.out"), "w+")
+        self.err = open(os.path.join(self.dir, "server.err"), "w+")
+        self.process = subprocess.Popen(
+            [env_bin(), "serve", "--listen", "127.0.0.1:0", "--s3-api-listen", "127.0.0.1:0", "--data-dir", self.data],
+            stdout=self.out, stderr=self.err, env=env,
+        )
+        deadline = time.time() + 20
+        self.url = None
+        while time.time() < deadline and self.url is None:
+            assert self.process.poll() is None, open(self.err.name).read()
+            match = re.search(r"S3 API listening on (\S+)", open(self.out.name).read())
+            self.url = match.group(1) if match else None
+            time.sleep(0.1)
+        assert self.url, "the server did not print its S3 address: " + open(self.err.name).read()
+        creds = json.load(open(os.path.join(self.data, "initial-credentials.json")))
+        made = json.loads(self.admin("s3-key", "create", "--user", str(creds["userId"])))
+        self.key = Key(made["accessKeyId"], made["secretAccessKey"])
+        self.admin("org", "set-bucket", "--org", creds["organizationId"], "--bucket", "own")
+
+    def admin(self, *args) -> str:
+        done = subprocess.run(
+            [env_bin(), "admin", "--data-dir", self.data, "--json", *args], capture_output=True, text=True, env=self.env
+        )
+        assert done.returncode == 0, f"stowage admin {' '.join(args)}: {done.stderr.strip()}"
+        return done.stdout
+
+    def stop(self):
+        import shutil
+
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def env_bin() -> str:
+    return env("BIN")
+
+
+def client_at(url: str, key: Key, **config):
+    """A boto3 client of another server (OwnServer)."""
+    saved = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = url
+    try:
+        return client(key, **config)
+    finally:
+        os.environ["AWS_ENDPOINT_URL"] = saved

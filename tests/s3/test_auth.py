@@ -3,12 +3,7 @@ presigned GET/PUT, the failure limiter (SlowDown), and the body size limit (Enti
 The last two start a server of their own with small limits."""
 
 import datetime as dt
-import json
 import os
-import re
-import shutil
-import subprocess
-import tempfile
 import time
 
 import pytest
@@ -150,83 +145,10 @@ def test_presigned_put_by_a_read_only_key_is_denied(readonly_s3, research, prefi
     assert not h.exists(s3, research, prefix + "ro")
 
 
-# --- a server of the test's own, with small limits ----------------------------------------------
-
-
-class OwnServer:
-    """An embedded-storage server with the given settings (STOWAGE_* variables)."""
-
-    def __init__(self, **settings):
-        self.dir = tempfile.mkdtemp(prefix="stowage-s3-own-")
-        self.data = os.path.join(self.dir, "data")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STOWAGE_")}
-        env.update({f"STOWAGE_{k.upper()}": str(v) for k, v in settings.items()})
-        self.env = env
-        self.out = open(os.path.join(self.dir, "server.out"), "w+")
-        self.err = open(os.path.join(self.dir, "server.err"), "w+")
-        self.process = subprocess.Popen(
-            [h.env("BIN"), "serve", "--listen", "127.0.0.1:0", "--s3-api-listen", "127.0.0.1:0", "--data-dir", self.data],
-            stdout=self.out, stderr=self.err, env=env,
-        )
-        deadline = time.time() + 20
-        self.url = None
-        while time.time() < deadline and self.url is None:
-            assert self.process.poll() is None, open(self.err.name).read()
-            match = re.search(r"S3 API listening on (\S+)", open(self.out.name).read())
-            self.url = match.group(1) if match else None
-            time.sleep(0.1)
-        assert self.url, "the server did not print its S3 address: " + open(self.err.name).read()
-        creds = json.load(open(os.path.join(self.data, "initial-credentials.json")))
-        done = subprocess.run(
-            [h.env("BIN"), "admin", "--data-dir", self.data, "--json", "s3-key", "create", "--user", str(creds["userId"])],
-            capture_output=True, text=True, env=env, check=True,
-        )
-        made = json.loads(done.stdout)
-        self.key = h.Key(made["accessKeyId"], made["secretAccessKey"])
-        subprocess.run(
-            [h.env("BIN"), "admin", "--data-dir", self.data, "--json", "org", "set-bucket", "--org", creds["organizationId"], "--bucket", "own"],
-            capture_output=True, text=True, env=env, check=True,
-        )
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def own_server():
-    servers = []
-
-    def start(**settings):
-        servers.append(OwnServer(**settings))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
-
-
-def _client_at(url, key):
-    import boto3
-    from botocore.config import Config
-
-    c = boto3.session.Session().client(
-        "s3", endpoint_url=url, aws_access_key_id=key.access, aws_secret_access_key=key.secret, region_name="us-east-1",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"}),
-    )
-    c.meta.events.register("before-send.s3", h._before_send)
-    c.meta.events.register("after-call.s3", h._after_call)
-    return c
-
-
 def test_repeated_failures_from_one_address_slow_down(own_server):
     """Past auth_failure_limit failures from one address: 503 SlowDown (the QC API's limiter)."""
     server = own_server(auth_failure_limit=3, auth_failure_window_secs=60)
-    bad = _client_at(server.url, h.Key(server.key.access, "w" * 40))
+    bad = h.client_at(server.url, h.Key(server.key.access, "w" * 40))
     codes = []
     for _ in range(6):
         error = h.s3_error(bad.list_buckets)
@@ -238,7 +160,7 @@ def test_repeated_failures_from_one_address_slow_down(own_server):
 def test_object_over_max_object_size_is_entity_too_large(own_server):
     """PutObject larger than max_object_size: EntityTooLarge 400, nothing stored; multipart over it too."""
     server = own_server(max_object_size=6 * 1024 * 1024)
-    c = _client_at(server.url, server.key)
+    c = h.client_at(server.url, server.key)
     c.put_object(Bucket="own", Key="fits", Body=b"f" * (6 * 1024 * 1024))
     h.expect_error("EntityTooLarge", 400, c.put_object, Bucket="own", Key="big", Body=b"b" * (6 * 1024 * 1024 + 1))
     assert c.list_objects_v2(Bucket="own", Prefix="big")["KeyCount"] == 0

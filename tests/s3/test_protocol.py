@@ -2,6 +2,7 @@
 XML body limits."""
 
 import os
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -84,3 +85,26 @@ def test_path_style_bucket_and_key_with_encoded_characters(s3, research, prefix,
     s3.put_object(Bucket=research, Key=prefix + "x y/z", Body=b"z")
     got = h.raw("GET", f"/{research}/{prefix}x y/z", admin_key)
     assert (got.status, got.body) == (200, b"z")
+
+
+def test_virtual_host_style_when_a_domain_is_set(own_server):
+    """With s3_api_domain set, BUCKET.DOMAIN in Host names the bucket; path style keeps working."""
+    server = own_server(s3_api_domain="s3.example.test")
+    host = f"own.s3.example.test:{urlsplit(server.url).port}"
+    put = h.raw("PUT", "/vh/file.txt", server.key, body=b"virtual", base=server.url, host=host)
+    assert put.status == 200, (put.status, put.code, put.message)
+    got = h.raw("GET", "/own/vh/file.txt", server.key, base=server.url)
+    assert (got.status, got.body) == (200, b"virtual"), (got.status, got.code, got.message)
+    listed = h.raw("GET", "/", server.key, base=server.url, host=host, query={"list-type": "2"})
+    assert listed.status == 200, (listed.status, listed.code, listed.message)
+    assert b"<Key>vh/file.txt</Key>" in listed.body, listed.body
+    got = h.raw("GET", "/vh/file.txt", server.key, base=server.url, host=host)
+    assert (got.status, got.body) == (200, b"virtual"), (got.status, got.code, got.message)
+
+
+def test_path_style_only_without_a_domain(research, prefix, s3, admin_key):
+    """Without s3_api_domain a Host naming a bucket is not virtual-host style: the path names the bucket."""
+    s3.put_object(Bucket=research, Key=prefix + "p", Body=b"p")
+    split = urlsplit(h.endpoint())
+    got = h.raw("GET", f"/{research}/{prefix}p", admin_key, host=f"{research}.localhost:{split.port}")
+    assert (got.status, got.body) == (200, b"p"), (got.status, got.code, got.message)
