@@ -47,7 +47,10 @@ def test_errors_are_s3_xml(research, prefix):
     [
         ("put_bucket_policy", {"Policy": '{"Version": "2012-10-17", "Statement": []}'}),
         ("get_bucket_policy", {}),
-        ("put_bucket_lifecycle_configuration", {"LifecycleConfiguration": {"Rules": []}}),
+        (
+            "put_bucket_lifecycle_configuration",
+            {"LifecycleConfiguration": {"Rules": [{"ID": "r", "Status": "Enabled", "Filter": {"Prefix": "tmp/"}, "Expiration": {"Days": 1}}]}},
+        ),
         ("put_bucket_versioning", {"VersioningConfiguration": {"Status": "Enabled"}}),
         ("put_bucket_tagging", {"Tagging": {"TagSet": []}}),
         ("put_bucket_cors", {"CORSConfiguration": {"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}]}}),
