@@ -518,4 +518,7 @@ def client_at(url: str, key: Key, **config):
     try:
         return client(key, **config)
     finally:
-        os.environ["AWS_ENDPOINT_URL"] = saved
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = saved

@@ -172,12 +172,22 @@ def test_rclone_sync_check_and_back(rclone, work, research, prefix, s3):
     assert h.list_keys(s3, research, prefix + "tree/") == []
 
 
-def test_rclone_mkdir_with_directory_markers(rclone, research, prefix, s3):
-    """rclone mkdir with --s3-directory-markers sends a `dir/` marker: accepted, not stored, not listed."""
-    rclone("mkdir", "--s3-directory-markers", f"stw:{research}/{prefix}made")
+def test_rclone_mkdir(rclone, research, prefix, s3):
+    """rclone mkdir (no marker by default on S3) succeeds and stores nothing; an empty folder is not listed."""
+    rclone("mkdir", f"stw:{research}/{prefix}made")
     assert h.list_keys(s3, research, prefix) == []
     listed = rclone("lsf", f"stw:{research}/{prefix}").stdout
     assert listed.strip() == "", listed
+
+
+def test_rclone_mkdir_with_directory_markers(rclone, research, prefix, s3):
+    """rclone mkdir --s3-directory-markers PUTs a zero-byte `dir/` marker, then HEADs `dir/` to read it back:
+    the marker must look created to rclone (the client wins over the contract's "HEAD dir/ -> 404")."""
+    rclone("mkdir", "--s3-directory-markers", "--retries", "1", f"stw:{research}/{prefix}made")
+    rclone("mkdir", "--s3-directory-markers", "--retries", "1", f"stw:{research}/{prefix}made/sub")
+    s3.put_object(Bucket=research, Key=prefix + "made/sub/f.txt", Body=b"f")
+    listed = rclone("lsf", "-R", f"stw:{research}/{prefix}").stdout.split()
+    assert "made/sub/f.txt" in listed, listed
 
 
 def test_rclone_lists_with_v1_and_v2(rclone, research, prefix, s3):
