@@ -97,7 +97,7 @@ def client(key: Key, **config) -> "boto3.client":
     options = {
         "signature_version": "s3v4",
         "s3": {"addressing_style": "path"},
-        "retries": {"max_attempts": 1, "mode": "standard"},
+        "retries": {"total_max_attempts": 1, "mode": "standard"},
         "connect_timeout": 10,
         "read_timeout": 120,
     }

@@ -215,14 +215,33 @@ def test_unsigned_payload(s3, research, prefix, admin_key):
 
 @pytest.mark.parametrize(
     "key",
-    ["a//b", "a/./b", "a/../b", "./a", "../a", "a/..", "a/.", "x/" + "s/" * 100 + "end"],
-    ids=["double-slash", "dot-segment", "dotdot-segment", "leading-dot", "leading-dotdot", "trailing-dotdot", "trailing-dot", "101-segments"],
+    ["a//b", "a/./b", "a/../b", "./a", "../a", "a/..", "a/.", "x/" + "s/" * 100 + "end", "a\\b", "tab\there", "ctl\x01x", "del\x7fx"],
+    ids=[
+        "double-slash", "dot-segment", "dotdot-segment", "leading-dot", "leading-dotdot", "trailing-dotdot",
+        "trailing-dot", "101-segments", "backslash", "tab", "control-U+0001", "control-U+007F",
+    ],
 )
 def test_keys_stowage_forbids_are_invalid_argument(s3, research, prefix, key):
-    """`//`, `.`/`..` segments, more than 100 segments: InvalidArgument 400 with a message, nothing stored."""
+    """`//`, `.`/`..` segments, more than 100 segments, `\\`, control characters: InvalidArgument 400 with a
+    message, nothing stored."""
     answer = h.expect_error("InvalidArgument", 400, s3.put_object, Bucket=research, Key=prefix + key, Body=b"x")
     assert answer["Error"].get("Message"), "the refusal says what is wrong"
     assert h.list_keys(s3, research, prefix) == []
+
+
+def test_leading_slash_key_is_invalid_argument(s3, research):
+    """A key with a leading `/` (stowage would store it without): InvalidArgument 400 naming the key to use."""
+    answer = h.expect_error("InvalidArgument", 400, s3.put_object, Bucket=research, Key="/lead-slash", Body=b"x")
+    assert "lead-slash" in answer["Error"]["Message"], answer["Error"]
+    assert not h.exists(s3, research, "lead-slash")
+
+
+def test_dots_inside_names_are_ordinary(s3, research, prefix):
+    """Only whole `.`/`..` segments are refused: `..a`, `a..`, `.hidden`, ` space` are keys like any other."""
+    keys = [prefix + k for k in ["..a", "a..", "x/.hidden", " space", "a/ /b"]]
+    for k in keys:
+        s3.put_object(Bucket=research, Key=k, Body=b"v")
+    assert sorted(h.list_keys(s3, research, prefix), key=str.encode) == sorted(keys, key=str.encode)
 
 
 def test_key_under_a_file_and_key_over_a_folder(s3, research, prefix):
