@@ -217,6 +217,47 @@ class Raw:
         return ET.fromstring(self.body)
 
 
+def sign(
+    method: str,
+    path: str,
+    key: Key,
+    *,
+    query: dict | None = None,
+    body: bytes = b"",
+    headers: dict | None = None,
+    when: dt.datetime | None = None,
+    payload_hash: str | None = None,
+    secret: str | None = None,
+    base: str | None = None,
+    host: str | None = None,
+) -> tuple[str, str, dict]:
+    """SigV4 header auth for one request: (url, request target, headers including Authorization)."""
+    split = urlsplit(base or endpoint())
+    canonical_uri = uri_encode(path, slash=True)
+    canonical_query = "&".join(
+        f"{uri_encode(k)}={uri_encode(str(v))}" for k, v in sorted((query or {}).items(), key=lambda kv: kv[0])
+    )
+    target = canonical_uri + (f"?{canonical_query}" if canonical_query else "")
+    sent = {k.lower(): str(v) for k, v in (headers or {}).items()}
+    when = when or dt.datetime.now(dt.timezone.utc)
+    amz_date = when.strftime("%Y%m%dT%H%M%SZ")
+    date = amz_date[:8]
+    payload = payload_hash or hashlib.sha256(body).hexdigest()
+    sent["host"] = host or split.netloc
+    sent["x-amz-date"] = amz_date
+    sent["x-amz-content-sha256"] = payload
+    signed = sorted(sent)
+    canonical_headers = "".join(f"{h}:{sent[h].strip()}\n" for h in signed)
+    canonical_request = "\n".join([method, canonical_uri, canonical_query, canonical_headers, ";".join(signed), payload])
+    scope = f"{date}/{REGION}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()])
+    signature = hmac.new(signing_key(secret or key.secret, date), to_sign.encode(), hashlib.sha256).hexdigest()
+    sent["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={key.access}/{scope}, SignedHeaders={';'.join(signed)}, Signature={signature}"
+    )
+    return f"{split.scheme}://{split.netloc}{target}", target, sent
+
+
 def raw(
     method: str,
     path: str,
@@ -235,44 +276,29 @@ def raw(
     path (`/bucket/key`); `when` signs at another time; `payload_hash` overrides the signed
     x-amz-content-sha256; `secret` signs with another secret than the key's; `base` is another
     server's URL; `host` another Host header (virtual-host style)."""
-    base = base or endpoint()
-    split = urlsplit(base)
-    canonical_uri = uri_encode(path, slash=True)
-    query = query or {}
-    canonical_query = "&".join(
-        f"{uri_encode(k)}={uri_encode(str(v))}" for k, v in sorted(query.items(), key=lambda kv: kv[0])
-    )
-    url = f"{split.scheme}://{split.netloc}{canonical_uri}" + (f"?{canonical_query}" if canonical_query else "")
-    sent = {k.lower(): str(v) for k, v in (headers or {}).items()}
     if key is not None:
-        when = when or dt.datetime.now(dt.timezone.utc)
-        amz_date = when.strftime("%Y%m%dT%H%M%SZ")
-        date = amz_date[:8]
-        payload = payload_hash or hashlib.sha256(body).hexdigest()
-        sent["host"] = host or split.netloc
-        sent["x-amz-date"] = amz_date
-        sent["x-amz-content-sha256"] = payload
-        signed = sorted(sent)
-        canonical_headers = "".join(f"{h}:{sent[h].strip()}\n" for h in signed)
-        canonical_request = "\n".join(
-            [method, canonical_uri, canonical_query, canonical_headers, ";".join(signed), payload]
+        url, _, sent = sign(
+            method, path, key, query=query, body=body, headers=headers, when=when,
+            payload_hash=payload_hash, secret=secret, base=base, host=host,
         )
-        scope = f"{date}/{REGION}/s3/aws4_request"
-        to_sign = "\n".join(
-            ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
-        )
-        signature = hmac.new(signing_key(secret or key.secret, date), to_sign.encode(), hashlib.sha256).hexdigest()
-        sent["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={key.access}/{scope}, SignedHeaders={';'.join(signed)}, "
-            f"Signature={signature}"
-        )
-    if host:
-        sent["host"] = host
+    else:
+        split = urlsplit(base or endpoint())
+        canonical_query = "&".join(f"{uri_encode(k)}={uri_encode(str(v))}" for k, v in sorted((query or {}).items()))
+        url = f"{split.scheme}://{split.netloc}{uri_encode(path, slash=True)}" + (f"?{canonical_query}" if canonical_query else "")
+        sent = {k.lower(): str(v) for k, v in (headers or {}).items()}
+        if host:
+            sent["host"] = host
     response = requests.request(method, url, data=body, headers=sent, timeout=120)
     answer = Raw(response.status_code, response.headers, response.content)
     note = ("hand-signed" if key else "unsigned") + (f", Host: {host}" if host else "")
     record(method, url, answer.status, answer.code, answer.message, note=note)
     return answer
+
+
+def raw_request_bytes(method: str, path: str, key: Key, **kwargs) -> bytes:
+    """One signed HTTP/1.1 request as bytes (headers only), for tests that drive a socket."""
+    _, target, headers = sign(method, path, key, **kwargs)
+    return (f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
 def streaming_put(

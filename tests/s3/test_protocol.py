@@ -1,7 +1,9 @@
 """The protocol around the operations: x-amz-request-id everywhere, NotImplemented for the rest,
 XML body limits."""
 
+import hashlib
 import os
+import socket
 from urllib.parse import urlsplit
 
 import pytest
@@ -111,3 +113,58 @@ def test_path_style_only_without_a_domain(research, prefix, s3, admin_key):
     split = urlsplit(h.endpoint())
     got = h.raw("GET", f"/{research}/{prefix}p", admin_key, host=f"{research}.localhost:{split.port}")
     assert (got.status, got.body) == (200, b"p"), (got.status, got.code, got.message)
+
+
+def _read_response(sock) -> tuple[int, dict, bytes] | None:
+    """One HTTP/1.1 response from a socket; None when the server closed the connection."""
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return int(lines[0].split()[1]), headers, body
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+
+
+def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, admin_key):
+    """An upload refused before its body was read (Expect: 100-continue, so the client never sends it)
+    must leave the keep-alive connection either closed (`Connection: close`) or clean: the next
+    request on it is answered as itself, not read as the missing body (then its method turns from
+    GET into ET and it fails as SignatureDoesNotMatch, as boto3 saw)."""
+    split = urlsplit(h.endpoint())
+    for _ in range(20):
+        with socket.create_connection((split.hostname, split.port), timeout=10) as sock:
+            sock.sendall(
+                h.raw_request_bytes(
+                    "PUT", f"/{research}/{prefix}a//b", admin_key, payload_hash=hashlib.sha256(b"x").hexdigest(),
+                    headers={"content-length": "1", "expect": "100-continue"},
+                )
+            )
+            first = _read_response(sock)
+            assert first is not None and first[0] == 400, first
+            if first[1].get("connection", "").lower() == "close":
+                continue
+            try:
+                sock.sendall(h.raw_request_bytes("GET", f"/{research}", admin_key, query={"list-type": "2", "prefix": prefix}))
+            except (ConnectionResetError, BrokenPipeError):
+                continue
+            second = _read_response(sock)
+            if second is None:
+                continue
+            code = h.Raw(second[0], second[1], second[2]).code
+            assert second[0] == 200, (
+                f"the request after a refused upload was answered {second[0]} {code}: the server read it as the "
+                "refused upload's body (answer with Connection: close, or close before reading on)"
+            )
