@@ -144,7 +144,7 @@ def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, ad
     request on it is answered as itself, not read as the missing body (then its method turns from
     GET into ET and it fails as SignatureDoesNotMatch, as boto3 saw)."""
     split = urlsplit(h.endpoint())
-    for _ in range(20):
+    for _ in range(60):
         with socket.create_connection((split.hostname, split.port), timeout=10) as sock:
             sock.sendall(
                 h.raw_request_bytes(
