@@ -38,12 +38,14 @@ fi
 python=$venv/bin/python
 export PATH="$venv/bin:$PATH"
 
-# s3s-e2e 0.14.1 (the newest that builds on Rust 1.95), built once (about 4.5 minutes).
+# s3s-e2e 0.14.1 (the newest that builds on Rust 1.95), built once (about 4.5 minutes). Its build
+# directory is kept in the user's cache, so that a fresh clone (CI) installs it again in seconds.
 e2e_root=$here/.tools/s3s-e2e
 e2e=$e2e_root/bin/s3s-e2e
 if [ "$mode" = e2e ] && [ ! -x "$e2e" ]; then
-  echo "s3-tests: building s3s-e2e 0.14.1 into .tools/s3s-e2e (once, a few minutes)"
-  cargo install s3s-e2e@0.14.1 --locked --quiet --root "$e2e_root"
+  echo "s3-tests: building s3s-e2e 0.14.1 into .tools/s3s-e2e (the first time a few minutes)"
+  CARGO_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/stowage/s3s-e2e-0.14.1-build" \
+    cargo install s3s-e2e@0.14.1 --locked --quiet --root "$e2e_root"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/stowage-s3-$mode.XXXXXX")
