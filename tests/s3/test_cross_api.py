@@ -120,3 +120,17 @@ def test_usage_is_shared(s3, qc_admin):
     assert qc_admin.list(made["org"])["objectStorageUsed"] == 2000
     s3.delete_object(Bucket=made["bucket"], Key="a")
     assert qc_admin.list(made["org"])["objectStorageUsed"] == 766
+
+
+def test_an_s3_overwrite_keeps_the_creation_time(s3, qc_admin, research, research_org, prefix):
+    """QC `created` keeps the first creation time across S3 overwrites; `modified` moves."""
+    import time
+
+    key = prefix + "kept.txt"
+    s3.put_object(Bucket=research, Key=key, Body=b"one")
+    first = qc_admin.properties(research_org, key)["metadata"]
+    time.sleep(1.1)
+    s3.put_object(Bucket=research, Key=key, Body=b"two")
+    second = qc_admin.properties(research_org, key)["metadata"]
+    assert second["created"] == first["created"], (first, second)
+    assert _parse(second["modified"]) > _parse(first["modified"]), (first, second)

@@ -314,3 +314,23 @@ def _admin():
     import os
 
     return os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_a_folder_is_not_an_object(s3, research, prefix):
+    """HEAD/GET of a folder's name (with or without `/`) while it holds files: 404 NoSuchKey."""
+    s3.put_object(Bucket=research, Key=prefix + "dir/file.txt", Body=b"x")
+    for name in ["dir", "dir/"]:
+        h.expect_head_status(404, s3.head_object, Bucket=research, Key=prefix + name)
+        h.expect_error("NoSuchKey", 404, s3.get_object, Bucket=research, Key=prefix + name)
+
+
+def test_deleting_a_folder_name_deletes_nothing_under_it(s3, research, prefix):
+    """S3 DeleteObject/DeleteObjects of `dir` or `dir/` is a missing key (204 / Deleted): the files under it stay
+    (unlike the QuantConnect API's folder delete)."""
+    s3.put_object(Bucket=research, Key=prefix + "dir/a.txt", Body=b"a")
+    s3.put_object(Bucket=research, Key=prefix + "dir/sub/b.txt", Body=b"b")
+    for name in ["dir", "dir/"]:
+        assert s3.delete_object(Bucket=research, Key=prefix + name)["ResponseMetadata"]["HTTPStatusCode"] == 204
+    answer = s3.delete_objects(Bucket=research, Delete={"Objects": [{"Key": prefix + "dir"}, {"Key": prefix + "dir/"}]})
+    assert "Errors" not in answer, answer
+    assert sorted(h.list_keys(s3, research, prefix)) == [prefix + "dir/a.txt", prefix + "dir/sub/b.txt"]
