@@ -168,3 +168,43 @@ def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, ad
                 f"the request after a refused upload was answered {second[0]} {code}: the server read it as the "
                 "refused upload's body (answer with Connection: close, or close before reading on)"
             )
+
+
+def test_s3_api_listen_off_starts_no_s3_listener(tmp_path):
+    """`--s3-api-listen off`: the server starts (QuantConnect API only) and prints no S3 address."""
+    import subprocess
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOWAGE_")}
+    out = tmp_path / "out"
+    with open(out, "w") as sink:
+        process = subprocess.Popen(
+            [h.env("BIN"), "serve", "--listen", "127.0.0.1:0", "--s3-api-listen", "off", "--data-dir", str(tmp_path / "d")],
+            stdout=sink, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        deadline = time.time() + 20
+        while "listening on" not in out.read_text() and time.time() < deadline:
+            assert process.poll() is None, out.read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        text = out.read_text()
+        assert "listening on" in text and "S3 API listening" not in text, text
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_s3_api_region_setting(own_server):
+    """s3_api_region: GetBucketLocation names it; clients sign for it."""
+    import boto3
+    from botocore.config import Config
+
+    server = own_server(s3_api_region="eu-west-1")
+    c = boto3.session.Session().client(
+        "s3", endpoint_url=server.url, aws_access_key_id=server.key.access, aws_secret_access_key=server.key.secret,
+        region_name="eu-west-1", config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+    )
+    assert c.get_bucket_location(Bucket="own")["LocationConstraint"] == "eu-west-1"
+    c.put_object(Bucket="own", Key="k", Body=b"eu")
+    assert c.get_object(Bucket="own", Key="k")["Body"].read() == b"eu"
