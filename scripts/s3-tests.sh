@@ -157,7 +157,6 @@ case "$mode" in
     "$python" -m pytest -q -p no:cacheprovider "$here/tests/s3" --ignore="$here/tests/s3/clients" "$@" || status=$?
     ;;
   clients)
-    export "${s}WORK=$work"
     "$python" -m pytest -q -p no:cacheprovider "$here/tests/s3/clients" "$@" || status=$?
     ;;
   e2e)
