@@ -127,9 +127,17 @@ reader_user=$(echo "$reader" | field userId)
 admin member add --org "$research" --user "$reader_user" --permissions read >/dev/null
 reader_key=$(admin s3-key create --user "$reader_user")
 
+# Every value is taken into a variable first, so that set -e sees a failed `field`.
+full_id=$(echo "$full" | field accessKeyId); full_secret=$(echo "$full" | field secretAccessKey)
+readonly_id=$(echo "$readonly_key" | field accessKeyId); readonly_secret=$(echo "$readonly_key" | field secretAccessKey)
+limited_id=$(echo "$limited" | field accessKeyId); limited_secret=$(echo "$limited" | field secretAccessKey)
+other_token=$(echo "$other" | field apiToken)
+other_id=$(echo "$other_key" | field accessKeyId); other_secret=$(echo "$other_key" | field secretAccessKey)
+reader_token=$(echo "$reader" | field apiToken)
+reader_id=$(echo "$reader_key" | field accessKeyId); reader_secret=$(echo "$reader_key" | field secretAccessKey)
+
 export AWS_ENDPOINT_URL="$s3_url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=$(echo "$full" | field accessKeyId)
-export AWS_SECRET_ACCESS_KEY=$(echo "$full" | field secretAccessKey)
+export AWS_ACCESS_KEY_ID="$full_id" AWS_SECRET_ACCESS_KEY="$full_secret"
 # No shared AWS configuration of the machine's user may change what the clients send.
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE || true
@@ -137,17 +145,13 @@ unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE || true
 s=STOWAGE_S3_SUITE_
 export "${s}BIN=$bin" "${s}DATA_DIR=$data" "${s}QC_URL=http://127.0.0.1:$port/api/v2"
 export "${s}ADMIN_USER_ID=$admin_user" "${s}ADMIN_TOKEN=$admin_token" "${s}RESEARCH_ORG=$research"
-export "${s}READONLY_KEY=$(echo "$readonly_key" | field accessKeyId)"
-export "${s}READONLY_SECRET=$(echo "$readonly_key" | field secretAccessKey)"
-export "${s}LIMITED_KEY=$(echo "$limited" | field accessKeyId)"
-export "${s}LIMITED_SECRET=$(echo "$limited" | field secretAccessKey)"
-export "${s}OTHER_USER_ID=$other_user" "${s}OTHER_TOKEN=$(echo "$other" | field apiToken)"
+export "${s}READONLY_KEY=$readonly_id" "${s}READONLY_SECRET=$readonly_secret"
+export "${s}LIMITED_KEY=$limited_id" "${s}LIMITED_SECRET=$limited_secret"
+export "${s}OTHER_USER_ID=$other_user" "${s}OTHER_TOKEN=$other_token"
 export "${s}OTHER_ORG=$other_org" "${s}OTHER_BUCKET=other-bucket"
-export "${s}OTHER_KEY=$(echo "$other_key" | field accessKeyId)"
-export "${s}OTHER_SECRET=$(echo "$other_key" | field secretAccessKey)"
-export "${s}READER_USER_ID=$reader_user" "${s}READER_TOKEN=$(echo "$reader" | field apiToken)"
-export "${s}READER_KEY=$(echo "$reader_key" | field accessKeyId)"
-export "${s}READER_SECRET=$(echo "$reader_key" | field secretAccessKey)"
+export "${s}OTHER_KEY=$other_id" "${s}OTHER_SECRET=$other_secret"
+export "${s}READER_USER_ID=$reader_user" "${s}READER_TOKEN=$reader_token"
+export "${s}READER_KEY=$reader_id" "${s}READER_SECRET=$reader_secret"
 export "${s}REPORT=$work/failures.jsonl"
 
 echo "s3-tests: $mode against $s3_url (QuantConnect API on 127.0.0.1:$port, $backend storage)"
