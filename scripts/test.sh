@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting and lints, unit and integration tests,
-# then the shared conformance suite against the built binary. Installs what the tests need
+# then the shared conformance suite and the S3 API's tests against the built binary. Installs what the tests need
 # (Python packages into ./.venv) on the way.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,6 +55,18 @@ scripts/conformance.sh target/debug/stowage
 
 step "conformance suite (PostgreSQL + S3)"
 STOWAGE_TEST_BACKEND=postgres-s3 scripts/conformance.sh target/debug/stowage
+
+step "S3 API: boto3 suite (embedded)"
+scripts/s3-tests.sh target/debug/stowage suite
+
+step "S3 API: boto3 suite (PostgreSQL + S3)"
+STOWAGE_TEST_BACKEND=postgres-s3 scripts/s3-tests.sh target/debug/stowage suite
+
+step "S3 API: real clients (aws-cli, rclone, s5cmd, pyarrow, pandas)"
+scripts/s3-tests.sh target/debug/stowage clients
+
+step "S3 API: s3s-e2e (built once into .tools/s3s-e2e)"
+scripts/s3-tests.sh target/debug/stowage e2e
 
 step "web console in a real headless Chromium (Debian's chromium + Playwright)"
 scripts/browser.sh target/debug/stowage
