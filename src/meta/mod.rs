@@ -236,6 +236,24 @@ pub struct NewObject {
     pub(crate) if_absent: bool,
 }
 
+impl NewObject {
+    /// The object as it reads back once stored (a new object's creation time is its `now`).
+    pub(crate) fn as_stored(&self) -> ObjectMeta {
+        ObjectMeta {
+            key: self.key.clone(),
+            size: self.size,
+            md5: self.md5.clone(),
+            mime: self.mime.clone(),
+            preview: self.preview.clone(),
+            created: self.created.unwrap_or(self.now),
+            modified: self.now,
+            blob: self.blob.clone(),
+            etag: self.etag.clone(),
+            user_meta: self.user_meta.clone(),
+        }
+    }
+}
+
 /// Why a write was refused; each is an ordinary failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutRefusal {

@@ -299,6 +299,26 @@ impl BodyError {
     }
 }
 
+/// A GetObject or HeadObject request, as far as they are the same.
+struct Read<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    preconditions: Preconditions<'a>,
+    range: Option<&'a Range>,
+    checksum_mode: Option<&'a ChecksumMode>,
+    overrides: Overrides<'a>,
+}
+
+/// The `response-content-*` query parameters of a read.
+struct Overrides<'a> {
+    content_type: Option<&'a ContentType>,
+    cache_control: Option<&'a CacheControl>,
+    content_disposition: Option<&'a ContentDisposition>,
+    content_encoding: Option<&'a ContentEncoding>,
+    content_language: Option<&'a ContentLanguage>,
+    expires: Option<&'a Timestamp>,
+}
+
 /// A blob stream as `s3s` wants a body (`Sync`; the stream is only ever polled by one task).
 struct Body(std::sync::Mutex<BlobStream>);
 
@@ -383,6 +403,58 @@ impl Stowage {
         options.user_meta = Attributes::new(req.input.metadata.as_ref(), &computed).encode();
         let stored = self.service.s3_put(&org, &key, upload, options).await.map_err(to_s3)?;
         Ok((stored, computed))
+    }
+
+    /// What GetObject and HeadObject share: the object, its preconditions, the range, and the
+    /// headers of the answer (HeadObject's; GetObject adds the body).
+    async fn prepare_read(
+        &self,
+        identity: &S3Identity,
+        read: Read<'_>,
+    ) -> S3Result<(ObjectMeta, Option<std::ops::Range<u64>>, HeadObjectOutput)> {
+        let object = self
+            .service
+            .s3_object(identity, read.bucket, read.key)
+            .await
+            .map_err(to_s3)?;
+        let etag = etag_of(&object);
+        match conditions::evaluate(&read.preconditions, etag.trim_matches('"'), object.modified) {
+            Verdict::Proceed => {}
+            Verdict::NotModified => return Err(not_modified()),
+            Verdict::PreconditionFailed => return Err(precondition_failed()),
+        }
+        let range = range_of(read.range, object.size)?;
+        let attributes = Attributes::decode(object.user_meta.as_deref());
+        let checksums = checksums_to_show(&attributes, read.checksum_mode, range.is_some());
+        let (length, content_range) = match &range {
+            Some(r) => (
+                r.end - r.start,
+                Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), object.size)),
+            ),
+            None => (object.size, None),
+        };
+        let overrides = read.overrides;
+        let head = HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: i64::try_from(length).ok(),
+            content_range,
+            content_type: Some(overrides.content_type.cloned().unwrap_or_else(|| object.mime.clone())),
+            cache_control: overrides.cache_control.cloned(),
+            content_disposition: overrides.content_disposition.cloned(),
+            content_encoding: overrides.content_encoding.cloned(),
+            content_language: overrides.content_language.cloned(),
+            expires: overrides.expires.cloned(),
+            e_tag: Some(etag_value(&etag)),
+            last_modified: Some(timestamp(object.modified)),
+            metadata: attributes.metadata(),
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
+            ..HeadObjectOutput::default()
+        };
+        Ok((object, range, head))
     }
 
     async fn listing(
@@ -517,60 +589,48 @@ impl S3 for Stowage {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let identity = identity(&req)?;
         let input = &req.input;
-        let object = self
-            .service
-            .s3_object(identity, &input.bucket, &input.key)
-            .await
-            .map_err(to_s3)?;
-        let etag = etag_of(&object);
-        let preconditions = Preconditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        let read = Read {
+            bucket: &input.bucket,
+            key: &input.key,
+            preconditions: Preconditions {
+                if_match: input.if_match.as_ref(),
+                if_none_match: input.if_none_match.as_ref(),
+                if_modified_since: input.if_modified_since.as_ref(),
+                if_unmodified_since: input.if_unmodified_since.as_ref(),
+            },
+            range: input.range.as_ref(),
+            checksum_mode: input.checksum_mode.as_ref(),
+            overrides: Overrides {
+                content_type: input.response_content_type.as_ref(),
+                cache_control: input.response_cache_control.as_ref(),
+                content_disposition: input.response_content_disposition.as_ref(),
+                content_encoding: input.response_content_encoding.as_ref(),
+                content_language: input.response_content_language.as_ref(),
+                expires: input.response_expires.as_ref(),
+            },
         };
-        match conditions::evaluate(&preconditions, etag.trim_matches('"'), object.modified) {
-            Verdict::Proceed => {}
-            Verdict::NotModified => return Err(not_modified()),
-            Verdict::PreconditionFailed => return Err(precondition_failed()),
-        }
-        let range = range_of(input.range.as_ref(), object.size)?;
-        let attributes = Attributes::decode(object.user_meta.as_deref());
-        let checksums = checksums_to_show(&attributes, input.checksum_mode.as_ref(), range.is_some());
+        let (object, range, head) = self.prepare_read(identity(&req)?, read).await?;
         let body = self.service.s3_body(&object, range.clone()).await.map_err(to_s3)?;
-        let (length, content_range) = match &range {
-            Some(r) => (
-                r.end - r.start,
-                Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), object.size)),
-            ),
-            None => (object.size, None),
-        };
         let output = GetObjectOutput {
             body: Some(StreamingBlob::wrap(Body(std::sync::Mutex::new(body)))),
-            accept_ranges: Some("bytes".into()),
-            content_length: i64::try_from(length).ok(),
-            content_range,
-            content_type: Some(
-                input
-                    .response_content_type
-                    .clone()
-                    .unwrap_or_else(|| object.mime.clone()),
-            ),
-            cache_control: input.response_cache_control.clone(),
-            content_disposition: input.response_content_disposition.clone(),
-            content_encoding: input.response_content_encoding.clone(),
-            content_language: input.response_content_language.clone(),
-            expires: input.response_expires.clone(),
-            e_tag: Some(etag_value(&etag)),
-            last_modified: Some(timestamp(object.modified)),
-            metadata: attributes.metadata(),
-            checksum_crc32: checksums.checksum_crc32,
-            checksum_crc32c: checksums.checksum_crc32c,
-            checksum_sha1: checksums.checksum_sha1,
-            checksum_sha256: checksums.checksum_sha256,
-            checksum_crc64nvme: checksums.checksum_crc64nvme,
+            accept_ranges: head.accept_ranges,
+            content_length: head.content_length,
+            content_range: head.content_range,
+            content_type: head.content_type,
+            cache_control: head.cache_control,
+            content_disposition: head.content_disposition,
+            content_encoding: head.content_encoding,
+            content_language: head.content_language,
+            expires: head.expires,
+            e_tag: head.e_tag,
+            last_modified: head.last_modified,
+            metadata: head.metadata,
+            checksum_crc32: head.checksum_crc32,
+            checksum_crc32c: head.checksum_crc32c,
+            checksum_sha1: head.checksum_sha1,
+            checksum_sha256: head.checksum_sha256,
+            checksum_crc64nvme: head.checksum_crc64nvme,
             ..GetObjectOutput::default()
         };
         let mut response = S3Response::new(output);
@@ -581,60 +641,29 @@ impl S3 for Stowage {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        let identity = identity(&req)?;
         let input = &req.input;
-        let object = self
-            .service
-            .s3_object(identity, &input.bucket, &input.key)
-            .await
-            .map_err(to_s3)?;
-        let etag = etag_of(&object);
-        let preconditions = Preconditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        let read = Read {
+            bucket: &input.bucket,
+            key: &input.key,
+            preconditions: Preconditions {
+                if_match: input.if_match.as_ref(),
+                if_none_match: input.if_none_match.as_ref(),
+                if_modified_since: input.if_modified_since.as_ref(),
+                if_unmodified_since: input.if_unmodified_since.as_ref(),
+            },
+            range: input.range.as_ref(),
+            checksum_mode: input.checksum_mode.as_ref(),
+            overrides: Overrides {
+                content_type: input.response_content_type.as_ref(),
+                cache_control: input.response_cache_control.as_ref(),
+                content_disposition: input.response_content_disposition.as_ref(),
+                content_encoding: input.response_content_encoding.as_ref(),
+                content_language: input.response_content_language.as_ref(),
+                expires: input.response_expires.as_ref(),
+            },
         };
-        match conditions::evaluate(&preconditions, etag.trim_matches('"'), object.modified) {
-            Verdict::Proceed => {}
-            Verdict::NotModified => return Err(not_modified()),
-            Verdict::PreconditionFailed => return Err(precondition_failed()),
-        }
-        let range = range_of(input.range.as_ref(), object.size)?;
-        let attributes = Attributes::decode(object.user_meta.as_deref());
-        let checksums = checksums_to_show(&attributes, input.checksum_mode.as_ref(), range.is_some());
-        let (length, content_range) = match &range {
-            Some(r) => (
-                r.end - r.start,
-                Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), object.size)),
-            ),
-            None => (object.size, None),
-        };
-        let mut response = S3Response::new(HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: i64::try_from(length).ok(),
-            content_range,
-            content_type: Some(
-                input
-                    .response_content_type
-                    .clone()
-                    .unwrap_or_else(|| object.mime.clone()),
-            ),
-            cache_control: input.response_cache_control.clone(),
-            content_disposition: input.response_content_disposition.clone(),
-            content_encoding: input.response_content_encoding.clone(),
-            content_language: input.response_content_language.clone(),
-            expires: input.response_expires.clone(),
-            e_tag: Some(etag_value(&etag)),
-            last_modified: Some(timestamp(object.modified)),
-            metadata: attributes.metadata(),
-            checksum_crc32: checksums.checksum_crc32,
-            checksum_crc32c: checksums.checksum_crc32c,
-            checksum_sha1: checksums.checksum_sha1,
-            checksum_sha256: checksums.checksum_sha256,
-            checksum_crc64nvme: checksums.checksum_crc64nvme,
-            ..HeadObjectOutput::default()
-        });
+        let (_, range, head) = self.prepare_read(identity(&req)?, read).await?;
+        let mut response = S3Response::new(head);
         if range.is_some() {
             response.status = Some(axum::http::StatusCode::PARTIAL_CONTENT);
         }

@@ -265,18 +265,7 @@ impl Service {
             user_meta: upload.user_meta.clone(),
             if_absent: false,
         };
-        let stored_meta = ObjectMeta {
-            key: object.key.clone(),
-            size: object.size,
-            md5: object.md5.clone(),
-            mime: object.mime.clone(),
-            preview: object.preview.clone(),
-            created: object.now,
-            modified: object.now,
-            blob: object.blob.clone(),
-            etag: object.etag.clone(),
-            user_meta: object.user_meta.clone(),
-        };
+        let stored_meta = object.as_stored();
         let outcome = match self.meta.complete_upload(&upload.org, id, object, quota).await {
             Ok(outcome) => outcome,
             Err(e) => {

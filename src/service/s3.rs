@@ -184,18 +184,7 @@ impl Service {
     ) -> ServiceResult<ObjectMeta> {
         let blob = object.blob.clone();
         let key = object.key.clone();
-        let stored = ObjectMeta {
-            key: object.key.clone(),
-            size: object.size,
-            md5: object.md5.clone(),
-            mime: object.mime.clone(),
-            preview: object.preview.clone(),
-            created: object.now,
-            modified: object.now,
-            blob: object.blob.clone(),
-            etag: object.etag.clone(),
-            user_meta: object.user_meta.clone(),
-        };
+        let stored = object.as_stored();
         let outcome = match self.meta.put_object(org, object, quota).await {
             Ok(outcome) => outcome,
             Err(e) => {
