@@ -458,9 +458,9 @@ impl Config {
                 "s3_api_region cannot be empty (the default is us-east-1)".into(),
             ));
         }
-        if self.s3_api_multipart_expiry_secs < 60 {
+        if self.s3_api_multipart_expiry_secs == 0 {
             return Err(ConfigError(
-                "s3_api_multipart_expiry_secs must be at least 60 seconds (the default is a week)".into(),
+                "s3_api_multipart_expiry_secs must be at least 1 second (the default is a week, 604800)".into(),
             ));
         }
         if let Some(url) = &self.public_url
