@@ -94,7 +94,8 @@ pub struct BenchArgs {
     /// Folder that `list` reads (default: the prefix).
     #[arg(long)]
     pub(crate) list_path: Option<String>,
-    /// Page that `list` reads: a number, or `random` for any page of the prepared objects.
+    /// Page that `list` reads: a number, or `random` for any page of the prepared objects (the s3
+    /// target reads the first page only).
     #[arg(long, default_value = "0")]
     pub(crate) list_page: String,
     /// Count an operation as failed after this long (default 60 s plus 1 s per 10 MB).
