@@ -149,7 +149,11 @@ async fn pending_parts_hold_quota_until_the_abandoned_upload_expires() {
         if reply.body["success"] == serde_json::json!(true) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the expired upload still holds quota: {}", reply.text);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired upload still holds quota: {}",
+            reply.text
+        );
     }
     // The upload is gone: completing it now is refused.
     let completed = upload.complete().await;

@@ -234,6 +234,19 @@ async fn read_body(
     }
 }
 
+/// Whether a body holds at least one byte (read until the first one, or its end).
+async fn has_bytes(body: Option<StreamingBlob>) -> S3Result<bool> {
+    let Some(mut body) = body else { return Ok(false) };
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) if chunk.is_empty() => continue,
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(BodyError::of(e.as_ref()).into_s3()),
+        }
+    }
+    Ok(false)
+}
+
 /// Why reading a request body failed.
 #[derive(Debug)]
 enum BodyError {
@@ -562,7 +575,8 @@ impl S3 for Stowage {
             .map_err(to_s3)?;
         let stored = match target {
             PutTarget::FolderMarker => {
-                if req.input.content_length.unwrap_or(0) > 0 {
+                // The body decides, not the headers: an aws-chunked body has no Content-Length.
+                if req.input.content_length.unwrap_or(0) > 0 || has_bytes(req.input.body.take()).await? {
                     return Err(s3_error!(
                         InvalidArgument,
                         "A key ending in '/' names a folder and cannot hold a body; remove the trailing '/'"
