@@ -144,10 +144,12 @@ impl Drop for Slot {
 }
 
 impl Gate {
-    pub(crate) fn new(limit: usize) -> Gate {
+    /// A gate whose `limit` places are `slots`, shared with other listeners' gates: one cap over
+    /// every listener of the server (the open-file limit is one).
+    pub(crate) fn sharing(limit: usize, slots: Arc<Semaphore>) -> Gate {
         let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
         Gate {
-            slots: Arc::new(Semaphore::new(limit)),
+            slots,
             limit,
             refusing: Arc::new(AtomicUsize::new(0)),
             turned_away: Throttled::new(),

@@ -403,6 +403,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             },
         )
     });
+    // One cap over the three listeners: they share the open-file limit.
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        limits.max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     // One signal stops every listener.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let signal = tokio::spawn(async move {
@@ -415,13 +419,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let metrics = async {
         match metrics_listener {
             Some((metrics_listener, _)) => {
-                run_with_tls(
+                serve_listener(
                     metrics_listener,
                     crate::http::metrics_app(state.clone()),
                     Paths::Collapse,
                     limits.clone(),
                     tls.clone(),
                     until_stopped(stopped.clone()),
+                    slots.clone(),
                 )
                 .await
             }
@@ -431,13 +436,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let s3 = async {
         match (s3_listener, s3_router) {
             (Some((s3_listener, _)), Some(router)) => {
-                run_with_tls(
+                serve_listener(
                     s3_listener,
                     router,
                     Paths::AsSent,
                     limits.clone(),
                     tls.clone(),
                     until_stopped(stopped.clone()),
+                    slots.clone(),
                 )
                 .await
             }
@@ -448,13 +454,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Some(_) => crate::http::api_without_metrics(state.clone()),
         None => app(state.clone()),
     };
-    let api = run_with_tls(
+    let api = serve_listener(
         listener,
         api_router,
         Paths::Collapse,
         limits.clone(),
         tls.clone(),
         until_stopped(stopped.clone()),
+        slots.clone(),
     );
     let (api, metrics, s3) = tokio::join!(api, metrics, s3);
     signal.abort();
@@ -578,6 +585,23 @@ pub async fn run_with_tls(
     tls: Option<Arc<crate::tls::ReloadableTls>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        limits.max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    serve_listener(listener, router, paths, limits, tls, shutdown, slots).await
+}
+
+/// [`run_with_tls`] with the connection cap's places in `slots`, shared by every listener of one
+/// server.
+async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    paths: Paths,
+    limits: ConnectionLimits,
+    tls: Option<Arc<crate::tls::ReloadableTls>>,
+    shutdown: impl std::future::Future<Output = ()>,
+    slots: Arc<tokio::sync::Semaphore>,
+) -> Result<(), ServeError> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
@@ -596,7 +620,7 @@ pub async fn run_with_tls(
         .max_header_list_size(MAX_HEAD_BYTES as u32);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut gate = crate::conn::Gate::new(limits.max_connections);
+    let mut gate = crate::conn::Gate::sharing(limits.max_connections, slots);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -281,3 +281,18 @@ async fn failed_s3_authentications_are_limited_per_address_with_the_api_s_counts
         .await;
     assert_eq!(reply.status, 429, "{}", reply.text);
 }
+
+#[tokio::test]
+async fn the_connection_cap_is_one_over_both_apis() {
+    let server = TestServer::start_with(Options::new().env("STOWAGE_MAX_CONNECTIONS", 2));
+    // Two connections to the QuantConnect API take both places...
+    let _held = [
+        tokio::net::TcpStream::connect(&server.addr).await.expect("connect"),
+        tokio::net::TcpStream::connect(&server.addr).await.expect("connect"),
+    ];
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // ...so the S3 API turns the next one away.
+    let refused = s3_get(&server, "/").await;
+    assert_eq!(refused.status().as_u16(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+}
