@@ -312,6 +312,32 @@ impl BodyError {
     }
 }
 
+/// The [`Read`] of a `GetObjectInput` or a `HeadObjectInput` (their fields share names).
+macro_rules! read_of {
+    ($input:expr) => {
+        Read {
+            bucket: &$input.bucket,
+            key: &$input.key,
+            preconditions: Preconditions {
+                if_match: $input.if_match.as_ref(),
+                if_none_match: $input.if_none_match.as_ref(),
+                if_modified_since: $input.if_modified_since.as_ref(),
+                if_unmodified_since: $input.if_unmodified_since.as_ref(),
+            },
+            range: $input.range.as_ref(),
+            checksum_mode: $input.checksum_mode.as_ref(),
+            overrides: Overrides {
+                content_type: $input.response_content_type.as_ref(),
+                cache_control: $input.response_cache_control.as_ref(),
+                content_disposition: $input.response_content_disposition.as_ref(),
+                content_encoding: $input.response_content_encoding.as_ref(),
+                content_language: $input.response_content_language.as_ref(),
+                expires: $input.response_expires.as_ref(),
+            },
+        }
+    };
+}
+
 /// A GetObject or HeadObject request, as far as they are the same.
 struct Read<'a> {
     bucket: &'a str,
@@ -604,26 +630,7 @@ impl S3 for Stowage {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = &req.input;
-        let read = Read {
-            bucket: &input.bucket,
-            key: &input.key,
-            preconditions: Preconditions {
-                if_match: input.if_match.as_ref(),
-                if_none_match: input.if_none_match.as_ref(),
-                if_modified_since: input.if_modified_since.as_ref(),
-                if_unmodified_since: input.if_unmodified_since.as_ref(),
-            },
-            range: input.range.as_ref(),
-            checksum_mode: input.checksum_mode.as_ref(),
-            overrides: Overrides {
-                content_type: input.response_content_type.as_ref(),
-                cache_control: input.response_cache_control.as_ref(),
-                content_disposition: input.response_content_disposition.as_ref(),
-                content_encoding: input.response_content_encoding.as_ref(),
-                content_language: input.response_content_language.as_ref(),
-                expires: input.response_expires.as_ref(),
-            },
-        };
+        let read = read_of!(input);
         let (object, range, head) = self.prepare_read(identity(&req)?, read).await?;
         let body = self.service.s3_body(&object, range.clone()).await.map_err(to_s3)?;
         let output = GetObjectOutput {
@@ -656,26 +663,7 @@ impl S3 for Stowage {
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = &req.input;
-        let read = Read {
-            bucket: &input.bucket,
-            key: &input.key,
-            preconditions: Preconditions {
-                if_match: input.if_match.as_ref(),
-                if_none_match: input.if_none_match.as_ref(),
-                if_modified_since: input.if_modified_since.as_ref(),
-                if_unmodified_since: input.if_unmodified_since.as_ref(),
-            },
-            range: input.range.as_ref(),
-            checksum_mode: input.checksum_mode.as_ref(),
-            overrides: Overrides {
-                content_type: input.response_content_type.as_ref(),
-                cache_control: input.response_cache_control.as_ref(),
-                content_disposition: input.response_content_disposition.as_ref(),
-                content_encoding: input.response_content_encoding.as_ref(),
-                content_language: input.response_content_language.as_ref(),
-                expires: input.response_expires.as_ref(),
-            },
-        };
+        let read = read_of!(input);
         let (_, range, head) = self.prepare_read(identity(&req)?, read).await?;
         let mut response = S3Response::new(head);
         if range.is_some() {
