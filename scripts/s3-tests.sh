@@ -54,7 +54,25 @@ db=
 status=1
 cleanup() {
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  if [ -n "$db" ]; then psql "$STOWAGE_TEST_POSTGRES_URL" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
+  if [ -n "$db" ]; then
+    psql "$STOWAGE_TEST_POSTGRES_URL" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    # The bodies the server kept in the S3 store, under the run's prefix.
+    "$python" - "$db/" <<'EOF' >/dev/null 2>&1 || true
+import os, sys
+import boto3
+
+s3 = boto3.client(
+    "s3", endpoint_url=os.environ["STOWAGE_TEST_S3_ENDPOINT"], region_name="us-east-1",
+    aws_access_key_id=os.environ["STOWAGE_TEST_S3_ACCESS_KEY"],
+    aws_secret_access_key=os.environ["STOWAGE_TEST_S3_SECRET_KEY"],
+)
+bucket = os.environ["STOWAGE_TEST_S3_BUCKET"]
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=sys.argv[1]):
+    keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+    if keys:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+EOF
+  fi
   if [ "$status" -eq 0 ]; then
     rm -rf "$work"
   else
