@@ -16,6 +16,8 @@
 # Installs the clients into ./.venv from scripts/requirements-s3.txt.
 # A failed run keeps the server's log (and the suite's failure records) and prints where they
 # are; a passed run removes everything it made.
+# Over HTTPS when STOWAGE_TLS_CERT, STOWAGE_TLS_KEY and STOWAGE_TLS_CA are set (the server reads
+# the first two; every client is told to trust the CA): SDKs stream uploads differently there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 case "${1:-}" in
@@ -120,6 +122,14 @@ grep -q "S3 API listening on" "$work/server.out" || {
 }
 s3_url=$(grep -o 'S3 API listening on [^ ]*' "$work/server.out" | head -1 | sed 's/.* on //')
 
+if [ -n "${STOWAGE_TLS_CERT:-}" ]; then
+  ca="${STOWAGE_TLS_CA:?STOWAGE_TLS_CA names the CA that signed STOWAGE_TLS_CERT}"
+  # boto3 and aws-cli, requests, Go clients (rclone, s5cmd), the AWS C++ SDK (pyarrow) and aiohttp (s3fs).
+  export AWS_CA_BUNDLE="$ca" REQUESTS_CA_BUNDLE="$ca" SSL_CERT_FILE="$ca" CURL_CA_BUNDLE="$ca"
+  case "$s3_url" in https://*) ;; *) echo "s3-tests: TLS is on but the S3 API printed $s3_url" >&2; exit 1 ;; esac
+fi
+qc_scheme=${s3_url%%://*}
+
 admin() { "$bin" admin --data-dir "$data" --json "$@"; }
 field() { "$python" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
@@ -161,7 +171,7 @@ export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE || true
 
 s=STOWAGE_S3_SUITE_
-export "${s}BIN=$bin" "${s}DATA_DIR=$data" "${s}QC_URL=http://127.0.0.1:$port/api/v2"
+export "${s}BIN=$bin" "${s}DATA_DIR=$data" "${s}QC_URL=$qc_scheme://127.0.0.1:$port/api/v2"
 export "${s}ADMIN_USER_ID=$admin_user" "${s}ADMIN_TOKEN=$admin_token" "${s}RESEARCH_ORG=$research"
 export "${s}READONLY_KEY=$readonly_id" "${s}READONLY_SECRET=$readonly_secret"
 export "${s}LIMITED_KEY=$limited_id" "${s}LIMITED_SECRET=$limited_secret"
@@ -172,7 +182,7 @@ export "${s}READER_USER_ID=$reader_user" "${s}READER_TOKEN=$reader_token"
 export "${s}READER_KEY=$reader_id" "${s}READER_SECRET=$reader_secret"
 export "${s}REPORT=$work/failures.jsonl"
 
-echo "s3-tests: $mode against $s3_url (QuantConnect API on 127.0.0.1:$port, $backend storage)"
+echo "s3-tests: $mode against $s3_url (QuantConnect API on $qc_scheme://127.0.0.1:$port, $backend storage)"
 status=0
 case "$mode" in
   suite)

@@ -259,6 +259,39 @@ def test_trailing_slash_with_a_body_is_invalid(s3, research, prefix):
     assert h.list_keys(s3, research, prefix) == []
 
 
+def test_trailing_slash_with_a_streamed_body_is_invalid(s3, research, prefix, admin_key):
+    """The same through aws-chunked bodies (how boto3 uploads over HTTPS: no plain Content-Length, the size in
+    x-amz-decoded-content-length): InvalidArgument 400, never a silently emptied `dir/` marker."""
+    answer = h.unsigned_trailer_put(f"/{research}/{prefix}trailer-folder/", admin_key, b"content")
+    assert (answer.status, answer.code) == (400, "InvalidArgument"), (answer.status, answer.code, answer.message, answer.headers.get("etag"))
+    answer = h.streaming_put(f"/{research}/{prefix}signed-folder/", admin_key, b"content")
+    assert (answer.status, answer.code) == (400, "InvalidArgument"), (answer.status, answer.code, answer.message, answer.headers.get("etag"))
+    answer = h.unsigned_trailer_put(f"/{research}/{prefix}te-folder/", admin_key, b"content", transfer_chunked=True)
+    assert (answer.status, answer.code) == (400, "InvalidArgument"), (answer.status, answer.code, answer.message, answer.headers.get("etag"))
+    assert h.list_keys(s3, research, prefix) == []
+
+
+def test_streamed_upload_without_content_length(s3, research, prefix, admin_key):
+    """aws-chunked with Transfer-Encoding: chunked and no Content-Length (boto3's PutObject over HTTPS) stores
+    the whole body, and a wrong trailer checksum stores nothing."""
+    data = b"streamed without a length " * 5000
+    answer = h.unsigned_trailer_put(f"/{research}/{prefix}te.bin", admin_key, data, transfer_chunked=True)
+    assert answer.status == 200, (answer.status, answer.code, answer.message)
+    assert h.body_of(s3, research, prefix + "te.bin") == data
+    bad = h.unsigned_trailer_put(f"/{research}/{prefix}te-bad.bin", admin_key, data, checksum=b"\0\0\0\0", transfer_chunked=True)
+    assert (bad.status, bad.code) == (400, "BadDigest"), (bad.status, bad.code, bad.message)
+    assert not h.exists(s3, research, prefix + "te-bad.bin")
+
+
+def test_a_streamed_zero_byte_dir_marker(s3, research, prefix, admin_key):
+    """A `dir/` marker sent aws-chunked with no data is the same marker: 200, the empty ETag, not stored."""
+    answer = h.unsigned_trailer_put(f"/{research}/{prefix}streamed-dir/", admin_key, b"")
+    assert answer.status == 200 and answer.headers.get("etag") == '"d41d8cd98f00b204e9800998ecf8427e"', (
+        answer.status, answer.code, answer.message,
+    )
+    assert h.list_keys(s3, research, prefix) == []
+
+
 def test_over_long_key(s3, research):
     """A key over 1024 bytes: KeyTooLongError 400."""
     h.expect_error("KeyTooLongError", 400, s3.put_object, Bucket=research, Key="k" * 1025, Body=b"x")

@@ -134,8 +134,19 @@ def _read_response(sock) -> tuple[int, dict, bytes] | None:
                 break
             body += chunk
         return int(lines[0].split()[1]), headers, body
-    except (ConnectionResetError, BrokenPipeError):
+    except (ConnectionResetError, BrokenPipeError, OSError):
         return None
+
+
+def _connect(split):
+    """A socket to the S3 API, TLS-wrapped when it is https (trusting REQUESTS_CA_BUNDLE)."""
+    sock = socket.create_connection((split.hostname, split.port), timeout=10)
+    if split.scheme != "https":
+        return sock
+    import ssl
+
+    context = ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE"))
+    return context.wrap_socket(sock, server_hostname=split.hostname)
 
 
 def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, admin_key):
@@ -145,7 +156,7 @@ def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, ad
     GET into ET and it fails as SignatureDoesNotMatch, as boto3 saw)."""
     split = urlsplit(h.endpoint())
     for _ in range(60):
-        with socket.create_connection((split.hostname, split.port), timeout=10) as sock:
+        with _connect(split) as sock:
             sock.sendall(
                 h.raw_request_bytes(
                     "PUT", f"/{research}/{prefix}a//b", admin_key, payload_hash=hashlib.sha256(b"x").hexdigest(),
@@ -158,7 +169,7 @@ def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, ad
                 continue
             try:
                 sock.sendall(h.raw_request_bytes("GET", f"/{research}", admin_key, query={"list-type": "2", "prefix": prefix}))
-            except (ConnectionResetError, BrokenPipeError):
+            except (ConnectionResetError, BrokenPipeError, OSError):
                 continue
             second = _read_response(sock)
             if second is None:
