@@ -17,7 +17,9 @@
 # A failed run keeps the server's log (and the suite's failure records) and prints where they
 # are; a passed run removes everything it made.
 # Over HTTPS when STOWAGE_TLS_CERT, STOWAGE_TLS_KEY and STOWAGE_TLS_CA are set (the server reads
-# the first two; every client is told to trust the CA): SDKs stream uploads differently there.
+# the first two; every client is told to trust the CA), or with STOWAGE_TEST_TLS=1, which makes a
+# throwaway CA and certificate for 127.0.0.1 with openssl. SDKs stream uploads differently there
+# (boto3 sends aws-chunked bodies without Content-Length).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 case "${1:-}" in
@@ -107,6 +109,16 @@ case "$backend" in
     ;;
   *) echo "s3-tests: unknown STOWAGE_TEST_BACKEND $backend" >&2; exit 1 ;;
 esac
+if [ "${STOWAGE_TEST_TLS:-}" = 1 ] && [ -z "${STOWAGE_TLS_CERT:-}" ]; then
+  tls=$work/tls
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem" -days 1 -subj "/CN=stowage s3-tests CA" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$tls/server.key" -out "$tls/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$tls/ext.cnf"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -out "$tls/server.pem" -days 1 -extfile "$tls/ext.cnf" 2>/dev/null
+  export STOWAGE_TLS_CERT="$tls/server.pem" STOWAGE_TLS_KEY="$tls/server.key" STOWAGE_TLS_CA="$tls/ca.pem"
+fi
 "$bin" serve --listen "127.0.0.1:$port" --s3-api-listen "127.0.0.1:$s3_port" --data-dir "$data" \
   >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
