@@ -348,3 +348,16 @@ def test_boto3_transfer_manager(work, research, prefix, s3):
     assert s3.head_object(Bucket=research, Key=prefix + "tm.bin")["ETag"].endswith('-4"')
     s3.download_file(research, prefix + "tm.bin", str(work / "down.bin"), Config=config)
     assert (work / "down.bin").read_bytes() == data
+
+
+def test_rclone_multipart_upload(rclone, work, research, prefix, s3):
+    """rclone's multipart upload (cutoff and chunks lowered to 5 MiB), its checks, and a download."""
+    data = os.urandom(12 * MiB + 1)
+    (work / "up").mkdir()
+    (work / "up" / "big.bin").write_bytes(data)
+    remote = f"stw:{research}/{prefix}mp"
+    rclone("copy", str(work / "up"), remote, "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M", "-v")
+    assert s3.head_object(Bucket=research, Key=prefix + "mp/big.bin")["ETag"].endswith('-3"')
+    rclone("check", str(work / "up"), remote)
+    rclone("copy", remote, str(work / "down"))
+    assert (work / "down" / "big.bin").read_bytes() == data
