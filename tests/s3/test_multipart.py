@@ -239,3 +239,29 @@ def test_upload_part_copy_is_not_implemented_or_works(s3, research, prefix):
             Bucket=research, Key=prefix + "dst", UploadId=upload, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}
         )
         assert h.body_of(s3, research, prefix + "dst") == b"source bytes"
+
+
+def test_abandoned_uploads_expire(own_server):
+    """s3_api_multipart_expiry_secs: a pending upload older than it is gone (NoSuchUpload, not listed) and its
+    parts no longer count against the quota."""
+    import time
+
+    server = own_server(s3_api_multipart_expiry_secs=1, gc_interval_secs=1)
+    server.admin("org", "set-quota", "--org", _own_org(server), "--max-bytes", str(6 * MiB))
+    c = h.client_at(server.url, server.key)
+    upload = c.create_multipart_upload(Bucket="own", Key="left")["UploadId"]
+    c.upload_part(Bucket="own", Key="left", UploadId=upload, PartNumber=1, Body=PART1)
+    h.expect_error("QuotaExceeded", 403, c.put_object, Bucket="own", Key="other", Body=b"x" * (2 * MiB))
+    deadline = time.time() + 15
+    while c.list_multipart_uploads(Bucket="own").get("Uploads") and time.time() < deadline:
+        time.sleep(0.5)
+    assert c.list_multipart_uploads(Bucket="own").get("Uploads", []) == []
+    h.expect_error("NoSuchUpload", 404, c.upload_part, Bucket="own", Key="left", UploadId=upload, PartNumber=2, Body=b"x")
+    c.put_object(Bucket="own", Key="other", Body=b"x" * (2 * MiB))
+
+
+def _own_org(server) -> str:
+    import json
+
+    orgs = json.loads(server.admin("org", "list"))
+    return next(o["organizationId"] for o in orgs if o.get("bucket") == "own")
