@@ -143,3 +143,19 @@ def test_copy_with_non_ascii_source_key(s3, research, prefix):
     s3.copy_object(Bucket=research, Key=prefix + "copy", CopySource={"Bucket": research, "Key": src})
     assert h.body_of(s3, research, prefix + "copy") == b"unicode"
 
+
+
+def test_copy_source_conditions(s3, research, prefix):
+    """x-amz-copy-source-if-match / -if-none-match: a failed condition is 412 PreconditionFailed, nothing copied."""
+    put = s3.put_object(Bucket=research, Key=prefix + "src", Body=b"x")
+    h.expect_error(
+        "PreconditionFailed", 412, s3.copy_object, Bucket=research, Key=prefix + "dst",
+        CopySource=f"{research}/{prefix}src", CopySourceIfMatch='"0000"',
+    )
+    h.expect_error(
+        "PreconditionFailed", 412, s3.copy_object, Bucket=research, Key=prefix + "dst",
+        CopySource=f"{research}/{prefix}src", CopySourceIfNoneMatch=put["ETag"],
+    )
+    assert not h.exists(s3, research, prefix + "dst")
+    s3.copy_object(Bucket=research, Key=prefix + "dst", CopySource=f"{research}/{prefix}src", CopySourceIfMatch=put["ETag"])
+    assert h.body_of(s3, research, prefix + "dst") == b"x"

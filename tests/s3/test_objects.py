@@ -156,6 +156,30 @@ def test_crc32c_checksum_is_verified(research, prefix, admin_key):
     assert h.raw("HEAD", f"/{research}/{prefix}bad", admin_key).status == 404
 
 
+def test_crc64nvme_checksum_is_verified(research, prefix, admin_key):
+    """x-amz-checksum-crc64nvme (hand-computed): right -> stored and echoed; wrong -> BadDigest 400, nothing stored."""
+    data = b"crc64nvme content"
+    good = base64.b64encode(_crc64nvme(data).to_bytes(8, "big")).decode()
+    bad = base64.b64encode(_crc64nvme(b"other").to_bytes(8, "big")).decode()
+    ok = h.raw("PUT", f"/{research}/{prefix}ok", admin_key, body=data, headers={"x-amz-checksum-crc64nvme": good})
+    assert ok.status == 200, (ok.status, ok.code, ok.message)
+    assert ok.headers.get("x-amz-checksum-crc64nvme") == good, dict(ok.headers)
+    refused = h.raw("PUT", f"/{research}/{prefix}bad", admin_key, body=data, headers={"x-amz-checksum-crc64nvme": bad})
+    assert (refused.status, refused.code) == (400, "BadDigest"), (refused.status, refused.code, refused.message)
+    assert h.raw("HEAD", f"/{research}/{prefix}bad", admin_key).status == 404
+
+
+def test_checksums_are_echoed_and_returned_on_request(s3, research, prefix):
+    """A PutObject checksum is echoed, and GET/HEAD with x-amz-checksum-mode ENABLED return it (not without)."""
+    data = b"keep my checksum"
+    sha = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    put = s3.put_object(Bucket=research, Key=prefix + "c", Body=data, ChecksumSHA256=sha)
+    assert put.get("ChecksumSHA256") == sha, put
+    assert s3.get_object(Bucket=research, Key=prefix + "c", ChecksumMode="ENABLED").get("ChecksumSHA256") == sha
+    assert s3.head_object(Bucket=research, Key=prefix + "c", ChecksumMode="ENABLED").get("ChecksumSHA256") == sha
+    assert "ChecksumSHA256" not in s3.head_object(Bucket=research, Key=prefix + "c")
+
+
 def test_signed_payload_hash_mismatch_stores_nothing(research, prefix, admin_key):
     """x-amz-content-sha256 that does not match the body: XAmzContentSHA256Mismatch 400 (as AWS), nothing stored."""
     answer = h.raw(
@@ -341,6 +365,16 @@ def _crc32c(data: bytes) -> int:
         for _ in range(8):
             crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
     return crc ^ 0xFFFFFFFF
+
+
+def _crc64nvme(data: bytes) -> int:
+    """CRC-64/NVME: reflected polynomial 0x9A6C9329AC4BC9B5, initial value and final xor all ones."""
+    crc = 0xFFFFFFFFFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x9A6C9329AC4BC9B5 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
 
 
 def _admin():
