@@ -219,3 +219,24 @@ def test_s3_api_region_setting(own_server):
     assert c.get_bucket_location(Bucket="own")["LocationConstraint"] == "eu-west-1"
     c.put_object(Bucket="own", Key="k", Body=b"eu")
     assert c.get_object(Bucket="own", Key="k")["Body"].read() == b"eu"
+
+
+def test_metrics_count_s3_requests_by_operation_and_status(own_server):
+    """/metrics counts stowage_s3_requests_total{operation, status}."""
+    import re
+
+    import requests
+
+    server = own_server(metrics_listen="127.0.0.1:0")
+    c = h.client_at(server.url, server.key)
+    c.put_object(Bucket="own", Key="m", Body=b"m")
+    c.get_object(Bucket="own", Key="m")
+    h.expect_error("NoSuchKey", 404, c.get_object, Bucket="own", Key="missing")
+    url = re.search(r"serving metrics on (\S+)", open(server.out.name).read()).group(1)
+    text = requests.get(url, timeout=10).text
+    for line in [
+        'stowage_s3_requests_total{operation="PutObject",status="200"} 1',
+        'stowage_s3_requests_total{operation="GetObject",status="200"} 1',
+        'stowage_s3_requests_total{operation="GetObject",status="404"} 1',
+    ]:
+        assert line in text.splitlines(), f"{line} not in:\n" + "\n".join(l for l in text.splitlines() if "s3" in l)
