@@ -198,10 +198,10 @@ echo "s3-tests: $mode against $s3_url (QuantConnect API on $qc_scheme://127.0.0.
 status=0
 case "$mode" in
   suite)
-    "$python" -m pytest -q -p no:cacheprovider "$here/tests/s3" --ignore="$here/tests/s3/clients" "$@" || status=$?
+    "$python" -m pytest -q -p no:cacheprovider --basetemp="$work/pytest" "$here/tests/s3" --ignore="$here/tests/s3/clients" "$@" || status=$?
     ;;
   clients)
-    "$python" -m pytest -q -p no:cacheprovider "$here/tests/s3/clients" "$@" || status=$?
+    "$python" -m pytest -q -p no:cacheprovider --basetemp="$work/pytest" "$here/tests/s3/clients" "$@" || status=$?
     ;;
   e2e)
     # s3s-e2e has 18 cases; these 16 apply. Left out (not run), and why:

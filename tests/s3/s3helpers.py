@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -496,7 +497,6 @@ class OwnServer:
     user's full S3 key, and its first organization named `own` as a bucket."""
 
     def __init__(self, **settings):
-        import re
         import tempfile
 
         self.dir = tempfile.mkdtemp(prefix="stowage-s3-own-")
@@ -510,6 +510,13 @@ class OwnServer:
             [env_bin(), "serve", "--listen", "127.0.0.1:0", "--s3-api-listen", "127.0.0.1:0", "--data-dir", self.data],
             stdout=self.out, stderr=self.err, env=env,
         )
+        try:
+            self._ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self):
         deadline = time.time() + 20
         self.url = None
         while time.time() < deadline and self.url is None:
@@ -538,6 +545,9 @@ class OwnServer:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait(10)
+        self.out.close()
+        self.err.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
