@@ -213,6 +213,11 @@ case "$mode" in
     applies=16
     "$e2e" --json "$work/e2e.json" --filter '^Basic/' --filter '^Advanced/(Multipart|ListPagination|PresignedUrl)/' \
       >"$work/e2e.out" 2>&1 || true
+    if [ ! -s "$work/e2e.json" ]; then
+      echo "s3s-e2e wrote no report; its output:" >&2
+      tail -30 "$work/e2e.out" >&2
+      status=1
+    else
     "$python" - "$work/e2e.json" "$applies" <<'EOF' || status=$?
 import json, sys
 
@@ -248,6 +253,7 @@ if ran != applies:
 print(f"s3s-e2e: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 EOF
+    fi
     if [ "$status" -ne 0 ]; then
       echo "s3-tests: s3s-e2e's report: $work/e2e.json, its output: $work/e2e.out" >&2
     fi
