@@ -93,6 +93,11 @@ class Key:
     secret: str
 
 
+def admin_key() -> Key:
+    """The server admin's full key (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of scripts/s3-tests.sh)."""
+    return Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+
+
 def client(key: Key, **config) -> "boto3.client":
     """A boto3 S3 client for a key: path style, SigV4, no retries (an error is the answer)."""
     options = {

@@ -14,7 +14,7 @@ def test_concurrent_overwrites_leave_one_whole_version(s3, qc_admin, research, r
     bodies = [bytes([n]) * (256 * 1024) for n in range(8)]
 
     def put(body):
-        return h.client(h.Key(*_admin())).put_object(Bucket=research, Key=key, Body=body)["ETag"]
+        return h.client(h.admin_key()).put_object(Bucket=research, Key=key, Body=body)["ETag"]
 
     with ThreadPoolExecutor(8) as pool:
         etags = list(pool.map(put, bodies))
@@ -32,7 +32,7 @@ def test_concurrent_writers_do_not_overshoot_the_file_quota(s3, qc_admin):
         if n % 3 == 0:
             return "qc-ok" if qc_admin.set(made["org"], f"qc-{n}", b"q")["success"] else "qc-refused"
         try:
-            h.client(h.Key(*_admin())).put_object(Bucket=made["bucket"], Key=f"s3-{n}", Body=b"s")
+            h.client(h.admin_key()).put_object(Bucket=made["bucket"], Key=f"s3-{n}", Body=b"s")
             return "s3-ok"
         except h.ClientError as error:
             assert error.response["Error"]["Code"] == "QuotaExceeded", error.response["Error"]
@@ -50,7 +50,7 @@ def test_concurrent_writers_do_not_overshoot_the_byte_quota(s3):
 
     def write(n):
         try:
-            h.client(h.Key(*_admin())).put_object(Bucket=made["bucket"], Key=f"k{n}", Body=b"b" * 300_000)
+            h.client(h.admin_key()).put_object(Bucket=made["bucket"], Key=f"k{n}", Body=b"b" * 300_000)
             return True
         except h.ClientError as error:
             assert error.response["Error"]["Code"] == "QuotaExceeded", error.response["Error"]
@@ -62,8 +62,3 @@ def test_concurrent_writers_do_not_overshoot_the_byte_quota(s3):
     used = next(o["usedBytes"] for o in h.admin("org", "list") if o["organizationId"] == made["org"])
     assert used == 900_000, used
 
-
-def _admin():
-    import os
-
-    return os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]

@@ -1,7 +1,6 @@
 """Multipart uploads: Create/UploadPart/Complete/Abort/ListParts/ListMultipartUploads, the
 `-N` ETag, part rules (order, ETags, 5 MiB minimum, 1..10000) and quota while pending."""
 
-import os
 
 import pytest
 
@@ -11,9 +10,6 @@ MiB = 1024 * 1024
 PART1 = bytes(range(256)) * (5 * MiB // 256)  # exactly 5 MiB
 PART2 = b"tail of the object" * 1000
 
-
-def _admin_key():
-    return h.Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 
 
 def _upload(s3, bucket, key, parts, **create):
@@ -188,7 +184,7 @@ def test_complete_with_no_parts_is_malformed(s3, research, prefix):
 def test_complete_with_malformed_xml(research, prefix, s3):
     upload = s3.create_multipart_upload(Bucket=research, Key=prefix + "bad")["UploadId"]
     answer = h.raw(
-        "POST", f"/{research}/{prefix}bad", _admin_key(), query={"uploadId": upload},
+        "POST", f"/{research}/{prefix}bad", h.admin_key(), query={"uploadId": upload},
         body=b"<CompleteMultipartUpload><Part><PartNumber>one</PartNumber>",
     )
     assert (answer.status, answer.code) == (400, "MalformedXML"), (answer.status, answer.code, answer.message)

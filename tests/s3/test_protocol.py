@@ -11,13 +11,10 @@ import pytest
 import s3helpers as h
 
 
-def _admin_key():
-    return h.Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
-
 
 def test_every_response_carries_a_request_id(research, prefix):
     """x-amz-request-id on successes, errors, HEAD 404 and unauthenticated refusals."""
-    key = _admin_key()
+    key = h.admin_key()
     answers = [
         h.raw("PUT", f"/{research}/{prefix}r", key, body=b"r"),
         h.raw("GET", f"/{research}/{prefix}r", key),
@@ -36,7 +33,7 @@ def test_every_response_carries_a_request_id(research, prefix):
 
 def test_errors_are_s3_xml(research, prefix):
     """An error body is S3's <Error> XML with Code, Message (and RequestId matching the header)."""
-    answer = h.raw("GET", f"/{research}/{prefix}missing", _admin_key())
+    answer = h.raw("GET", f"/{research}/{prefix}missing", h.admin_key())
     assert answer.status == 404 and answer.xml().tag == "Error", answer.body
     assert answer.code == "NoSuchKey" and answer.message
     assert answer.headers.get("content-type", "").startswith("application/xml"), answer.headers
@@ -77,7 +74,7 @@ def test_xml_body_over_1_mib_is_refused(research):
     body = b"<Delete>" + entry * 1100 + b"</Delete>"
     assert len(body) > 1024 * 1024
     answer = h.raw(
-        "POST", f"/{research}", _admin_key(), query={"delete": ""}, body=body,
+        "POST", f"/{research}", h.admin_key(), query={"delete": ""}, body=body,
         headers={"content-md5": h.md5_b64(body)},
     )
     assert answer.status == 400 and answer.code in {"MalformedXML", "MaxMessageLengthExceeded"}, (
