@@ -16,6 +16,10 @@
 # Installs the clients into ./.venv from scripts/requirements-s3.txt.
 # A failed run keeps the server's log (and the suite's failure records) and prints where they
 # are; a passed run removes everything it made.
+# Over HTTPS when STOWAGE_TLS_CERT, STOWAGE_TLS_KEY and STOWAGE_TLS_CA are set (the server reads
+# the first two; every client is told to trust the CA), or with STOWAGE_TEST_TLS=1, which makes a
+# throwaway CA and certificate for 127.0.0.1 with openssl. SDKs stream uploads differently there
+# (boto3 sends aws-chunked bodies without Content-Length).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 case "${1:-}" in
@@ -54,7 +58,25 @@ db=
 status=1
 cleanup() {
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  if [ -n "$db" ]; then psql "$STOWAGE_TEST_POSTGRES_URL" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; fi
+  if [ -n "$db" ]; then
+    psql "$STOWAGE_TEST_POSTGRES_URL" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    # The bodies the server kept in the S3 store, under the run's prefix.
+    "$python" - "$db/" <<'EOF' >/dev/null 2>&1 || true
+import os, sys
+import boto3
+
+s3 = boto3.client(
+    "s3", endpoint_url=os.environ["STOWAGE_TEST_S3_ENDPOINT"], region_name="us-east-1",
+    aws_access_key_id=os.environ["STOWAGE_TEST_S3_ACCESS_KEY"],
+    aws_secret_access_key=os.environ["STOWAGE_TEST_S3_SECRET_KEY"],
+)
+bucket = os.environ["STOWAGE_TEST_S3_BUCKET"]
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=sys.argv[1]):
+    keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+    if keys:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+EOF
+  fi
   if [ "$status" -eq 0 ]; then
     rm -rf "$work"
   else
@@ -87,6 +109,16 @@ case "$backend" in
     ;;
   *) echo "s3-tests: unknown STOWAGE_TEST_BACKEND $backend" >&2; exit 1 ;;
 esac
+if [ "${STOWAGE_TEST_TLS:-}" = 1 ] && [ -z "${STOWAGE_TLS_CERT:-}" ]; then
+  tls=$work/tls
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem" -days 1 -subj "/CN=stowage s3-tests CA" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$tls/server.key" -out "$tls/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$tls/ext.cnf"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -out "$tls/server.pem" -days 1 -extfile "$tls/ext.cnf" 2>/dev/null
+  export STOWAGE_TLS_CERT="$tls/server.pem" STOWAGE_TLS_KEY="$tls/server.key" STOWAGE_TLS_CA="$tls/ca.pem"
+fi
 "$bin" serve --listen "127.0.0.1:$port" --s3-api-listen "127.0.0.1:$s3_port" --data-dir "$data" \
   >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
@@ -101,6 +133,14 @@ grep -q "S3 API listening on" "$work/server.out" || {
   exit 1
 }
 s3_url=$(grep -o 'S3 API listening on [^ ]*' "$work/server.out" | head -1 | sed 's/.* on //')
+
+if [ -n "${STOWAGE_TLS_CERT:-}" ]; then
+  ca="${STOWAGE_TLS_CA:?STOWAGE_TLS_CA names the CA that signed STOWAGE_TLS_CERT}"
+  # boto3 and aws-cli, requests, Go clients (rclone, s5cmd), the AWS C++ SDK (pyarrow) and aiohttp (s3fs).
+  export AWS_CA_BUNDLE="$ca" REQUESTS_CA_BUNDLE="$ca" SSL_CERT_FILE="$ca" CURL_CA_BUNDLE="$ca"
+  case "$s3_url" in https://*) ;; *) echo "s3-tests: TLS is on but the S3 API printed $s3_url" >&2; exit 1 ;; esac
+fi
+qc_scheme=${s3_url%%://*}
 
 admin() { "$bin" admin --data-dir "$data" --json "$@"; }
 field() { "$python" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
@@ -140,10 +180,11 @@ export AWS_ENDPOINT_URL="$s3_url" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-eas
 export AWS_ACCESS_KEY_ID="$full_id" AWS_SECRET_ACCESS_KEY="$full_secret"
 # No shared AWS configuration of the machine's user may change what the clients send.
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE || true
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE AWS_ENDPOINT_URL_S3 AWS_IGNORE_CONFIGURED_ENDPOINT_URLS \
+  AWS_USE_DUALSTACK_ENDPOINT AWS_USE_FIPS_ENDPOINT AWS_REQUEST_CHECKSUM_CALCULATION AWS_RESPONSE_CHECKSUM_VALIDATION || true
 
 s=STOWAGE_S3_SUITE_
-export "${s}BIN=$bin" "${s}DATA_DIR=$data" "${s}QC_URL=http://127.0.0.1:$port/api/v2"
+export "${s}BIN=$bin" "${s}DATA_DIR=$data" "${s}QC_URL=$qc_scheme://127.0.0.1:$port/api/v2"
 export "${s}ADMIN_USER_ID=$admin_user" "${s}ADMIN_TOKEN=$admin_token" "${s}RESEARCH_ORG=$research"
 export "${s}READONLY_KEY=$readonly_id" "${s}READONLY_SECRET=$readonly_secret"
 export "${s}LIMITED_KEY=$limited_id" "${s}LIMITED_SECRET=$limited_secret"
@@ -154,14 +195,14 @@ export "${s}READER_USER_ID=$reader_user" "${s}READER_TOKEN=$reader_token"
 export "${s}READER_KEY=$reader_id" "${s}READER_SECRET=$reader_secret"
 export "${s}REPORT=$work/failures.jsonl"
 
-echo "s3-tests: $mode against $s3_url (QuantConnect API on 127.0.0.1:$port, $backend storage)"
+echo "s3-tests: $mode against $s3_url (QuantConnect API on $qc_scheme://127.0.0.1:$port, $backend storage)"
 status=0
 case "$mode" in
   suite)
-    "$python" -m pytest -q -p no:cacheprovider "$here/tests/s3" --ignore="$here/tests/s3/clients" "$@" || status=$?
+    "$python" -m pytest -q -p no:cacheprovider --basetemp="$work/pytest" "$here/tests/s3" --ignore="$here/tests/s3/clients" "$@" || status=$?
     ;;
   clients)
-    "$python" -m pytest -q -p no:cacheprovider "$here/tests/s3/clients" "$@" || status=$?
+    "$python" -m pytest -q -p no:cacheprovider --basetemp="$work/pytest" "$here/tests/s3/clients" "$@" || status=$?
     ;;
   e2e)
     # s3s-e2e has 18 cases; these 16 apply. Left out (not run), and why:
@@ -172,6 +213,11 @@ case "$mode" in
     applies=16
     "$e2e" --json "$work/e2e.json" --filter '^Basic/' --filter '^Advanced/(Multipart|ListPagination|PresignedUrl)/' \
       >"$work/e2e.out" 2>&1 || true
+    if [ ! -s "$work/e2e.json" ]; then
+      echo "s3s-e2e wrote no report; its output:" >&2
+      tail -30 "$work/e2e.out" >&2
+      status=1
+    else
     "$python" - "$work/e2e.json" "$applies" <<'EOF' || status=$?
 import json, sys
 
@@ -207,6 +253,7 @@ if ran != applies:
 print(f"s3s-e2e: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 EOF
+    fi
     if [ "$status" -ne 0 ]; then
       echo "s3-tests: s3s-e2e's report: $work/e2e.json, its output: $work/e2e.out" >&2
     fi

@@ -62,6 +62,9 @@ scripts/s3-tests.sh target/debug/stowage suite
 step "S3 API: boto3 suite (PostgreSQL + S3)"
 STOWAGE_TEST_BACKEND=postgres-s3 scripts/s3-tests.sh target/debug/stowage suite
 
+step "S3 API: boto3 suite over HTTPS (embedded; a throwaway CA)"
+STOWAGE_TEST_TLS=1 scripts/s3-tests.sh target/debug/stowage suite
+
 step "S3 API: real clients (aws-cli, rclone, s5cmd, pyarrow, pandas)"
 scripts/s3-tests.sh target/debug/stowage clients
 

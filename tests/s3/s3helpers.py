@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -90,6 +91,11 @@ def _after_call(http_response, parsed, **_):
 class Key:
     access: str
     secret: str
+
+
+def admin_key() -> Key:
+    """The server admin's full key (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of scripts/s3-tests.sh)."""
+    return Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 
 
 def client(key: Key, **config) -> "boto3.client":
@@ -271,11 +277,13 @@ def raw(
     secret: str | None = None,
     base: str | None = None,
     host: str | None = None,
+    transfer_chunked: bool = False,
 ) -> Raw:
     """Sends one request, SigV4-signed by `key` (unsigned when None). `path` is the unencoded
     path (`/bucket/key`); `when` signs at another time; `payload_hash` overrides the signed
     x-amz-content-sha256; `secret` signs with another secret than the key's; `base` is another
-    server's URL; `host` another Host header (virtual-host style)."""
+    server's URL; `host` another Host header (virtual-host style); `transfer_chunked` sends the
+    body with Transfer-Encoding: chunked and no Content-Length (as boto3 streams over HTTPS)."""
     if key is not None:
         url, _, sent = sign(
             method, path, key, query=query, body=body, headers=headers, when=when,
@@ -288,9 +296,11 @@ def raw(
         sent = {k.lower(): str(v) for k, v in (headers or {}).items()}
         if host:
             sent["host"] = host
-    response = requests.request(method, url, data=body, headers=sent, timeout=120)
+    data = iter([body]) if transfer_chunked else body
+    response = requests.request(method, url, data=data, headers=sent, timeout=120)
     answer = Raw(response.status_code, response.headers, response.content)
     note = ("hand-signed" if key else "unsigned") + (f", Host: {host}" if host else "")
+    note += ", Transfer-Encoding: chunked" if transfer_chunked else ""
     record(method, url, answer.status, answer.code, answer.message, note=note)
     return answer
 
@@ -355,9 +365,12 @@ def streaming_put(
     return answer
 
 
-def unsigned_trailer_put(path: str, key: Key, data: bytes, *, checksum: bytes | None = None, chunk=64 * 1024) -> Raw:
+def unsigned_trailer_put(
+    path: str, key: Key, data: bytes, *, checksum: bytes | None = None, chunk=64 * 1024, transfer_chunked: bool = False
+) -> Raw:
     """PutObject with STREAMING-UNSIGNED-PAYLOAD-TRAILER and an x-amz-checksum-crc32 trailer (how
-    current SDKs stream uploads); `checksum` overrides the trailer's (big-endian crc32) bytes."""
+    current SDKs stream uploads); `checksum` overrides the trailer's (big-endian crc32) bytes;
+    `transfer_chunked` leaves out Content-Length (boto3 over HTTPS)."""
     crc = checksum if checksum is not None else zlib.crc32(data).to_bytes(4, "big")
     pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)]
     body = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces)
@@ -373,6 +386,7 @@ def unsigned_trailer_put(path: str, key: Key, data: bytes, *, checksum: bytes | 
             "x-amz-decoded-content-length": str(len(data)),
             "x-amz-trailer": "x-amz-checksum-crc32",
         },
+        transfer_chunked=transfer_chunked,
     )
 
 
@@ -488,7 +502,6 @@ class OwnServer:
     user's full S3 key, and its first organization named `own` as a bucket."""
 
     def __init__(self, **settings):
-        import re
         import tempfile
 
         self.dir = tempfile.mkdtemp(prefix="stowage-s3-own-")
@@ -502,6 +515,13 @@ class OwnServer:
             [env_bin(), "serve", "--listen", "127.0.0.1:0", "--s3-api-listen", "127.0.0.1:0", "--data-dir", self.data],
             stdout=self.out, stderr=self.err, env=env,
         )
+        try:
+            self._ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self):
         deadline = time.time() + 20
         self.url = None
         while time.time() < deadline and self.url is None:
@@ -530,6 +550,9 @@ class OwnServer:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait(10)
+        self.out.close()
+        self.err.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -3,7 +3,6 @@ presigned GET/PUT, the failure limiter (SlowDown), and the body size limit (Enti
 The last two start a server of their own with small limits."""
 
 import datetime as dt
-import os
 import time
 
 import pytest
@@ -12,15 +11,12 @@ import requests
 import s3helpers as h
 
 
-def _admin_key():
-    return h.Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
-
 
 def test_hand_signed_requests_work(research, prefix):
     """The suite's own signer (used for the refusals below) is accepted when right."""
-    put = h.raw("PUT", f"/{research}/{prefix}signed.txt", _admin_key(), body=b"signed")
+    put = h.raw("PUT", f"/{research}/{prefix}signed.txt", h.admin_key(), body=b"signed")
     assert put.status == 200, (put.status, put.code, put.message)
-    got = h.raw("GET", f"/{research}/{prefix}signed.txt", _admin_key())
+    got = h.raw("GET", f"/{research}/{prefix}signed.txt", h.admin_key())
     assert (got.status, got.body) == (200, b"signed")
 
 
@@ -78,13 +74,13 @@ def test_disabled_user_is_refused_and_enabled_again(research, prefix):
 def test_clock_skew_over_15_minutes(research, minutes):
     """A request signed more than 15 minutes off the server's clock: RequestTimeTooSkewed 403."""
     when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)
-    answer = h.raw("GET", f"/{research}", _admin_key(), when=when, query={"list-type": "2"})
+    answer = h.raw("GET", f"/{research}", h.admin_key(), when=when, query={"list-type": "2"})
     assert (answer.status, answer.code) == (403, "RequestTimeTooSkewed"), (answer.status, answer.code, answer.message)
 
 
 def test_clock_skew_within_15_minutes(research):
     when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=13)
-    answer = h.raw("GET", f"/{research}", _admin_key(), when=when, query={"list-type": "2"})
+    answer = h.raw("GET", f"/{research}", h.admin_key(), when=when, query={"list-type": "2"})
     assert answer.status == 200, (answer.status, answer.code, answer.message)
 
 

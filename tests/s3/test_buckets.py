@@ -49,7 +49,7 @@ def test_unknown_and_foreign_buckets_are_no_such_bucket(s3, limited_s3, other_bu
 def test_get_bucket_location_is_empty_for_us_east_1(s3, research):
     """GetBucketLocation answers the region, empty for us-east-1 as AWS does."""
     assert s3.get_bucket_location(Bucket=research).get("LocationConstraint") in (None, "")
-    raw = h.raw("GET", f"/{research}", h.Key(*_admin()), query={"location": ""})
+    raw = h.raw("GET", f"/{research}", h.admin_key(), query={"location": ""})
     assert raw.status == 200, (raw.status, raw.body)
     assert raw.xml().tag.endswith("LocationConstraint") and not (raw.xml().text or "").strip(), raw.body
 
@@ -125,8 +125,3 @@ def test_delete_bucket_needs_a_full_server_admin_key(s3, readonly_s3, limited_s3
     h.expect_error("AccessDenied", 403, limited_s3.delete_bucket, Bucket="research")
     s3.head_bucket(Bucket=made["bucket"])
 
-
-def _admin():
-    import os
-
-    return os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]

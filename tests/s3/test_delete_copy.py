@@ -1,13 +1,9 @@
 """DeleteObjects (per-key results, Quiet, 1000 keys) and CopyObject (within and across buckets,
 COPY and REPLACE metadata, onto itself)."""
 
-import os
 
 import s3helpers as h
 
-
-def _admin_key():
-    return h.Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 
 
 def test_delete_objects_reports_each_key(s3, research, prefix):
@@ -46,7 +42,7 @@ def test_delete_objects_malformed_xml(research):
     """A DeleteObjects body that is not the XML it should be: MalformedXML 400."""
     for body in [b"<Delete><Object><Key>a</Key></Object>", b"not xml at all", b"<Wrong/>"]:
         answer = h.raw(
-            "POST", f"/{research}", _admin_key(), query={"delete": ""}, body=body,
+            "POST", f"/{research}", h.admin_key(), query={"delete": ""}, body=body,
             headers={"content-md5": h.md5_b64(body), "content-type": "application/xml"},
         )
         assert (answer.status, answer.code) == (400, "MalformedXML"), (body, answer.status, answer.code, answer.message)
@@ -143,3 +139,19 @@ def test_copy_with_non_ascii_source_key(s3, research, prefix):
     s3.copy_object(Bucket=research, Key=prefix + "copy", CopySource={"Bucket": research, "Key": src})
     assert h.body_of(s3, research, prefix + "copy") == b"unicode"
 
+
+
+def test_copy_source_conditions(s3, research, prefix):
+    """x-amz-copy-source-if-match / -if-none-match: a failed condition is 412 PreconditionFailed, nothing copied."""
+    put = s3.put_object(Bucket=research, Key=prefix + "src", Body=b"x")
+    h.expect_error(
+        "PreconditionFailed", 412, s3.copy_object, Bucket=research, Key=prefix + "dst",
+        CopySource=f"{research}/{prefix}src", CopySourceIfMatch='"0000"',
+    )
+    h.expect_error(
+        "PreconditionFailed", 412, s3.copy_object, Bucket=research, Key=prefix + "dst",
+        CopySource=f"{research}/{prefix}src", CopySourceIfNoneMatch=put["ETag"],
+    )
+    assert not h.exists(s3, research, prefix + "dst")
+    s3.copy_object(Bucket=research, Key=prefix + "dst", CopySource=f"{research}/{prefix}src", CopySourceIfMatch=put["ETag"])
+    assert h.body_of(s3, research, prefix + "dst") == b"x"

@@ -1,7 +1,6 @@
 """ListObjects V1 and V2: byte order (non-ASCII keys), `/` and other delimiters, prefixes,
 continuation, start-after, markers, max-keys, encoding-type=url, fetch-owner."""
 
-import os
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,9 +37,6 @@ def tree(s3):
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     return bucket
 
-
-def _admin_key():
-    return h.Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 
 
 def _v2_all(s3, **kwargs):
@@ -156,21 +152,21 @@ def test_v2_prefixes_need_not_be_valid_keys(s3, tree):
 
 def test_v2_encoding_type_url(tree):
     """encoding-type=url: Key, Prefix, Delimiter, StartAfter come URL-encoded (decodable with unquote_plus)."""
-    raw = h.raw("GET", f"/{tree}", _admin_key(), query={"list-type": "2", "encoding-type": "url"})
+    raw = h.raw("GET", f"/{tree}", h.admin_key(), query={"list-type": "2", "encoding-type": "url"})
     assert raw.status == 200, (raw.status, raw.code, raw.message)
     ns = _ns(raw)
     assert raw.xml().findtext(f"{ns}EncodingType") == "url"
     sent = [c.findtext(f"{ns}Key") for c in raw.xml().findall(f"{ns}Contents")]
     assert [urllib.parse.unquote_plus(k) for k in sent] == ORDERED
     assert all(k.isascii() and " " not in k for k in sent), sent
-    raw = h.raw("GET", f"/{tree}", _admin_key(), query={"list-type": "2", "encoding-type": "url", "delimiter": "/"})
+    raw = h.raw("GET", f"/{tree}", h.admin_key(), query={"list-type": "2", "encoding-type": "url", "delimiter": "/"})
     prefixes = [p.findtext(f"{ns}Prefix") for p in raw.xml().findall(f"{ns}CommonPrefixes")]
     assert [urllib.parse.unquote_plus(p) for p in prefixes] == ["a/", "c-d/", "zz/", "ä/", "日本/"]
     assert all(p.isascii() for p in prefixes), prefixes
 
 
 def test_v2_without_encoding_type_keys_are_literal(tree):
-    raw = h.raw("GET", f"/{tree}", _admin_key(), query={"list-type": "2"})
+    raw = h.raw("GET", f"/{tree}", h.admin_key(), query={"list-type": "2"})
     assert raw.status == 200, (raw.status, raw.code, raw.message)
     ns = _ns(raw)
     assert [c.findtext(f"{ns}Key") for c in raw.xml().findall(f"{ns}Contents")] == ORDERED
@@ -218,7 +214,7 @@ def test_v1_next_marker_with_delimiter(s3, tree):
 
 
 def test_v1_encoding_type_url(tree):
-    raw = h.raw("GET", f"/{tree}", _admin_key(), query={"encoding-type": "url", "marker": "b"})
+    raw = h.raw("GET", f"/{tree}", h.admin_key(), query={"encoding-type": "url", "marker": "b"})
     assert raw.status == 200, (raw.status, raw.code, raw.message)
     ns = _ns(raw)
     sent = [c.findtext(f"{ns}Key") for c in raw.xml().findall(f"{ns}Contents")]
@@ -241,7 +237,7 @@ def test_max_keys_default_and_cap_are_1000(s3):
     names = [f"k{i:05d}" for i in range(1003)]
     # Seeding only: a client that retries a dropped connection, as real clients do (about one
     # concurrent PUT in a few thousand met a closed keep-alive connection; see the report).
-    seeder = h.client(_admin_key(), retries={"total_max_attempts": 3, "mode": "standard"})
+    seeder = h.client(h.admin_key(), retries={"total_max_attempts": 3, "mode": "standard"})
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: seeder.put_object(Bucket=bucket, Key=k, Body=b"."), names))
     page = s3.list_objects_v2(Bucket=bucket)

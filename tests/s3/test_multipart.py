@@ -1,7 +1,6 @@
 """Multipart uploads: Create/UploadPart/Complete/Abort/ListParts/ListMultipartUploads, the
 `-N` ETag, part rules (order, ETags, 5 MiB minimum, 1..10000) and quota while pending."""
 
-import os
 
 import pytest
 
@@ -11,9 +10,6 @@ MiB = 1024 * 1024
 PART1 = bytes(range(256)) * (5 * MiB // 256)  # exactly 5 MiB
 PART2 = b"tail of the object" * 1000
 
-
-def _admin_key():
-    return h.Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 
 
 def _upload(s3, bucket, key, parts, **create):
@@ -188,7 +184,7 @@ def test_complete_with_no_parts_is_malformed(s3, research, prefix):
 def test_complete_with_malformed_xml(research, prefix, s3):
     upload = s3.create_multipart_upload(Bucket=research, Key=prefix + "bad")["UploadId"]
     answer = h.raw(
-        "POST", f"/{research}/{prefix}bad", _admin_key(), query={"uploadId": upload},
+        "POST", f"/{research}/{prefix}bad", h.admin_key(), query={"uploadId": upload},
         body=b"<CompleteMultipartUpload><Part><PartNumber>one</PartNumber>",
     )
     assert (answer.status, answer.code) == (400, "MalformedXML"), (answer.status, answer.code, answer.message)
@@ -239,3 +235,29 @@ def test_upload_part_copy_is_not_implemented_or_works(s3, research, prefix):
             Bucket=research, Key=prefix + "dst", UploadId=upload, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}
         )
         assert h.body_of(s3, research, prefix + "dst") == b"source bytes"
+
+
+def test_abandoned_uploads_expire(own_server):
+    """s3_api_multipart_expiry_secs: a pending upload older than it is gone (NoSuchUpload, not listed) and its
+    parts no longer count against the quota."""
+    import time
+
+    server = own_server(s3_api_multipart_expiry_secs=1, gc_interval_secs=1)
+    server.admin("org", "set-quota", "--org", _own_org(server), "--max-bytes", str(6 * MiB))
+    c = h.client_at(server.url, server.key)
+    upload = c.create_multipart_upload(Bucket="own", Key="left")["UploadId"]
+    c.upload_part(Bucket="own", Key="left", UploadId=upload, PartNumber=1, Body=PART1)
+    h.expect_error("QuotaExceeded", 403, c.put_object, Bucket="own", Key="other", Body=b"x" * (2 * MiB))
+    deadline = time.time() + 15
+    while c.list_multipart_uploads(Bucket="own").get("Uploads") and time.time() < deadline:
+        time.sleep(0.5)
+    assert c.list_multipart_uploads(Bucket="own").get("Uploads", []) == []
+    h.expect_error("NoSuchUpload", 404, c.upload_part, Bucket="own", Key="left", UploadId=upload, PartNumber=2, Body=b"x")
+    c.put_object(Bucket="own", Key="other", Body=b"x" * (2 * MiB))
+
+
+def _own_org(server) -> str:
+    import json
+
+    orgs = json.loads(server.admin("org", "list"))
+    return next(o["organizationId"] for o in orgs if o.get("bucket") == "own")

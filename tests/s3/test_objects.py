@@ -83,7 +83,7 @@ def test_missing_object(s3, research, prefix):
     """GetObject of a missing key: NoSuchKey 404; HeadObject: 404 without body."""
     h.expect_error("NoSuchKey", 404, s3.get_object, Bucket=research, Key=prefix + "nothing")
     h.expect_head_status(404, s3.head_object, Bucket=research, Key=prefix + "nothing")
-    raw = h.raw("HEAD", f"/{research}/{prefix}nothing", h.Key(*_admin()))
+    raw = h.raw("HEAD", f"/{research}/{prefix}nothing", h.admin_key())
     assert raw.status == 404 and raw.body == b""
 
 
@@ -154,6 +154,30 @@ def test_crc32c_checksum_is_verified(research, prefix, admin_key):
     refused = h.raw("PUT", f"/{research}/{prefix}bad", admin_key, body=data, headers={"x-amz-checksum-crc32c": bad})
     assert (refused.status, refused.code) == (400, "BadDigest"), (refused.status, refused.code, refused.message)
     assert h.raw("HEAD", f"/{research}/{prefix}bad", admin_key).status == 404
+
+
+def test_crc64nvme_checksum_is_verified(research, prefix, admin_key):
+    """x-amz-checksum-crc64nvme (hand-computed): right -> stored and echoed; wrong -> BadDigest 400, nothing stored."""
+    data = b"crc64nvme content"
+    good = base64.b64encode(_crc64nvme(data).to_bytes(8, "big")).decode()
+    bad = base64.b64encode(_crc64nvme(b"other").to_bytes(8, "big")).decode()
+    ok = h.raw("PUT", f"/{research}/{prefix}ok", admin_key, body=data, headers={"x-amz-checksum-crc64nvme": good})
+    assert ok.status == 200, (ok.status, ok.code, ok.message)
+    assert ok.headers.get("x-amz-checksum-crc64nvme") == good, dict(ok.headers)
+    refused = h.raw("PUT", f"/{research}/{prefix}bad", admin_key, body=data, headers={"x-amz-checksum-crc64nvme": bad})
+    assert (refused.status, refused.code) == (400, "BadDigest"), (refused.status, refused.code, refused.message)
+    assert h.raw("HEAD", f"/{research}/{prefix}bad", admin_key).status == 404
+
+
+def test_checksums_are_echoed_and_returned_on_request(s3, research, prefix):
+    """A PutObject checksum is echoed, and GET/HEAD with x-amz-checksum-mode ENABLED return it (not without)."""
+    data = b"keep my checksum"
+    sha = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    put = s3.put_object(Bucket=research, Key=prefix + "c", Body=data, ChecksumSHA256=sha)
+    assert put.get("ChecksumSHA256") == sha, put
+    assert s3.get_object(Bucket=research, Key=prefix + "c", ChecksumMode="ENABLED").get("ChecksumSHA256") == sha
+    assert s3.head_object(Bucket=research, Key=prefix + "c", ChecksumMode="ENABLED").get("ChecksumSHA256") == sha
+    assert "ChecksumSHA256" not in s3.head_object(Bucket=research, Key=prefix + "c")
 
 
 def test_signed_payload_hash_mismatch_stores_nothing(research, prefix, admin_key):
@@ -259,6 +283,39 @@ def test_trailing_slash_with_a_body_is_invalid(s3, research, prefix):
     assert h.list_keys(s3, research, prefix) == []
 
 
+def test_trailing_slash_with_a_streamed_body_is_invalid(s3, research, prefix, admin_key):
+    """The same through aws-chunked bodies (how boto3 uploads over HTTPS: no plain Content-Length, the size in
+    x-amz-decoded-content-length): InvalidArgument 400, never a silently emptied `dir/` marker."""
+    answer = h.unsigned_trailer_put(f"/{research}/{prefix}trailer-folder/", admin_key, b"content")
+    assert (answer.status, answer.code) == (400, "InvalidArgument"), (answer.status, answer.code, answer.message, answer.headers.get("etag"))
+    answer = h.streaming_put(f"/{research}/{prefix}signed-folder/", admin_key, b"content")
+    assert (answer.status, answer.code) == (400, "InvalidArgument"), (answer.status, answer.code, answer.message, answer.headers.get("etag"))
+    answer = h.unsigned_trailer_put(f"/{research}/{prefix}te-folder/", admin_key, b"content", transfer_chunked=True)
+    assert (answer.status, answer.code) == (400, "InvalidArgument"), (answer.status, answer.code, answer.message, answer.headers.get("etag"))
+    assert h.list_keys(s3, research, prefix) == []
+
+
+def test_streamed_upload_without_content_length(s3, research, prefix, admin_key):
+    """aws-chunked with Transfer-Encoding: chunked and no Content-Length (boto3's PutObject over HTTPS) stores
+    the whole body, and a wrong trailer checksum stores nothing."""
+    data = b"streamed without a length " * 5000
+    answer = h.unsigned_trailer_put(f"/{research}/{prefix}te.bin", admin_key, data, transfer_chunked=True)
+    assert answer.status == 200, (answer.status, answer.code, answer.message)
+    assert h.body_of(s3, research, prefix + "te.bin") == data
+    bad = h.unsigned_trailer_put(f"/{research}/{prefix}te-bad.bin", admin_key, data, checksum=b"\0\0\0\0", transfer_chunked=True)
+    assert (bad.status, bad.code) == (400, "BadDigest"), (bad.status, bad.code, bad.message)
+    assert not h.exists(s3, research, prefix + "te-bad.bin")
+
+
+def test_a_streamed_zero_byte_dir_marker(s3, research, prefix, admin_key):
+    """A `dir/` marker sent aws-chunked with no data is the same marker: 200, the empty ETag, not stored."""
+    answer = h.unsigned_trailer_put(f"/{research}/{prefix}streamed-dir/", admin_key, b"")
+    assert answer.status == 200 and answer.headers.get("etag") == '"d41d8cd98f00b204e9800998ecf8427e"', (
+        answer.status, answer.code, answer.message,
+    )
+    assert h.list_keys(s3, research, prefix) == []
+
+
 def test_over_long_key(s3, research):
     """A key over 1024 bytes: KeyTooLongError 400."""
     h.expect_error("KeyTooLongError", 400, s3.put_object, Bucket=research, Key="k" * 1025, Body=b"x")
@@ -310,10 +367,15 @@ def _crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def _admin():
-    import os
+def _crc64nvme(data: bytes) -> int:
+    """CRC-64/NVME: reflected polynomial 0x9A6C9329AC4BC9B5, initial value and final xor all ones."""
+    crc = 0xFFFFFFFFFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x9A6C9329AC4BC9B5 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
 
-    return os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 
 
 def test_a_folder_is_not_an_object(s3, research, prefix):

@@ -11,13 +11,10 @@ import pytest
 import s3helpers as h
 
 
-def _admin_key():
-    return h.Key(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
-
 
 def test_every_response_carries_a_request_id(research, prefix):
     """x-amz-request-id on successes, errors, HEAD 404 and unauthenticated refusals."""
-    key = _admin_key()
+    key = h.admin_key()
     answers = [
         h.raw("PUT", f"/{research}/{prefix}r", key, body=b"r"),
         h.raw("GET", f"/{research}/{prefix}r", key),
@@ -36,7 +33,7 @@ def test_every_response_carries_a_request_id(research, prefix):
 
 def test_errors_are_s3_xml(research, prefix):
     """An error body is S3's <Error> XML with Code, Message (and RequestId matching the header)."""
-    answer = h.raw("GET", f"/{research}/{prefix}missing", _admin_key())
+    answer = h.raw("GET", f"/{research}/{prefix}missing", h.admin_key())
     assert answer.status == 404 and answer.xml().tag == "Error", answer.body
     assert answer.code == "NoSuchKey" and answer.message
     assert answer.headers.get("content-type", "").startswith("application/xml"), answer.headers
@@ -77,7 +74,7 @@ def test_xml_body_over_1_mib_is_refused(research):
     body = b"<Delete>" + entry * 1100 + b"</Delete>"
     assert len(body) > 1024 * 1024
     answer = h.raw(
-        "POST", f"/{research}", _admin_key(), query={"delete": ""}, body=body,
+        "POST", f"/{research}", h.admin_key(), query={"delete": ""}, body=body,
         headers={"content-md5": h.md5_b64(body)},
     )
     assert answer.status == 400 and answer.code in {"MalformedXML", "MaxMessageLengthExceeded"}, (
@@ -134,8 +131,19 @@ def _read_response(sock) -> tuple[int, dict, bytes] | None:
                 break
             body += chunk
         return int(lines[0].split()[1]), headers, body
-    except (ConnectionResetError, BrokenPipeError):
+    except (ConnectionResetError, BrokenPipeError, OSError):
         return None
+
+
+def _connect(split):
+    """A socket to the S3 API, TLS-wrapped when it is https (trusting REQUESTS_CA_BUNDLE)."""
+    sock = socket.create_connection((split.hostname, split.port), timeout=10)
+    if split.scheme != "https":
+        return sock
+    import ssl
+
+    context = ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE"))
+    return context.wrap_socket(sock, server_hostname=split.hostname)
 
 
 def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, admin_key):
@@ -145,7 +153,7 @@ def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, ad
     GET into ET and it fails as SignatureDoesNotMatch, as boto3 saw)."""
     split = urlsplit(h.endpoint())
     for _ in range(60):
-        with socket.create_connection((split.hostname, split.port), timeout=10) as sock:
+        with _connect(split) as sock:
             sock.sendall(
                 h.raw_request_bytes(
                     "PUT", f"/{research}/{prefix}a//b", admin_key, payload_hash=hashlib.sha256(b"x").hexdigest(),
@@ -158,7 +166,7 @@ def test_a_refused_upload_does_not_swallow_the_next_request(research, prefix, ad
                 continue
             try:
                 sock.sendall(h.raw_request_bytes("GET", f"/{research}", admin_key, query={"list-type": "2", "prefix": prefix}))
-            except (ConnectionResetError, BrokenPipeError):
+            except (ConnectionResetError, BrokenPipeError, OSError):
                 continue
             second = _read_response(sock)
             if second is None:
@@ -208,3 +216,24 @@ def test_s3_api_region_setting(own_server):
     assert c.get_bucket_location(Bucket="own")["LocationConstraint"] == "eu-west-1"
     c.put_object(Bucket="own", Key="k", Body=b"eu")
     assert c.get_object(Bucket="own", Key="k")["Body"].read() == b"eu"
+
+
+def test_metrics_count_s3_requests_by_operation_and_status(own_server):
+    """/metrics counts stowage_s3_requests_total{operation, status}."""
+    import re
+
+    import requests
+
+    server = own_server(metrics_listen="127.0.0.1:0")
+    c = h.client_at(server.url, server.key)
+    c.put_object(Bucket="own", Key="m", Body=b"m")
+    c.get_object(Bucket="own", Key="m")
+    h.expect_error("NoSuchKey", 404, c.get_object, Bucket="own", Key="missing")
+    url = re.search(r"serving metrics on (\S+)", open(server.out.name).read()).group(1)
+    text = requests.get(url, timeout=10).text
+    for line in [
+        'stowage_s3_requests_total{operation="PutObject",status="200"} 1',
+        'stowage_s3_requests_total{operation="GetObject",status="200"} 1',
+        'stowage_s3_requests_total{operation="GetObject",status="404"} 1',
+    ]:
+        assert line in text.splitlines(), f"{line} not in:\n" + "\n".join(l for l in text.splitlines() if "s3" in l)
