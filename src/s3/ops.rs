@@ -206,6 +206,42 @@ fn verify_checksums(declared: &Checksum, computed: &Checksum) -> Result<(), Serv
     Ok(())
 }
 
+/// The `x-amz-checksum-*` headers of a `PutObjectInput` or an `UploadPartInput`.
+macro_rules! checksums_of {
+    ($input:expr) => {
+        Checksum {
+            checksum_crc32: $input.checksum_crc32.clone(),
+            checksum_crc32c: $input.checksum_crc32c.clone(),
+            checksum_sha1: $input.checksum_sha1.clone(),
+            checksum_sha256: $input.checksum_sha256.clone(),
+            checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
+            ..Checksum::default()
+        }
+    };
+}
+
+/// Reads a body into a new upload, hashing it for the checksums the request declared (`sent`
+/// headers, an aws-chunked trailer, or an algorithm it asked for) and verifying them: a mismatch
+/// stores nothing. Answers the upload and the checksums computed.
+async fn read_verified(
+    service: &Service,
+    body: Option<StreamingBlob>,
+    sent: &Checksum,
+    algorithm: Option<ChecksumAlgorithm>,
+    headers: &http::HeaderMap,
+    trailers: Option<&s3s::TrailingHeaders>,
+) -> S3Result<(crate::service::Upload, Checksum)> {
+    let mut hasher = checksum_hasher(sent, algorithm.as_ref(), headers);
+    let upload = read_body(service, body, &mut hasher).await?;
+    let computed = hasher.finalize();
+    let declared = declared_checksums(sent, trailers);
+    if let Err(e) = verify_checksums(&declared, &computed) {
+        upload.abort().await;
+        return Err(to_s3(e));
+    }
+    Ok((upload, computed))
+}
+
 /// Reads a request body into a new upload, feeding `hasher` on the way.
 async fn read_body(
     service: &Service,
@@ -423,22 +459,18 @@ impl Stowage {
                 "PutObject supports If-None-Match: * only (create when absent)"
             ));
         }
-        let sent = Checksum {
-            checksum_crc32: input.checksum_crc32.clone(),
-            checksum_crc32c: input.checksum_crc32c.clone(),
-            checksum_sha1: input.checksum_sha1.clone(),
-            checksum_sha256: input.checksum_sha256.clone(),
-            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-            ..Checksum::default()
-        };
-        let mut hasher = checksum_hasher(&sent, input.checksum_algorithm.as_ref(), &req.headers);
-        let upload = read_body(&self.service, req.input.body.take(), &mut hasher).await?;
-        let computed = hasher.finalize();
-        let declared = declared_checksums(&sent, req.trailing_headers.as_ref());
-        if let Err(e) = verify_checksums(&declared, &computed) {
-            upload.abort().await;
-            return Err(to_s3(e));
-        }
+        let sent = checksums_of!(input);
+        let algorithm = input.checksum_algorithm.clone();
+        let body = req.input.body.take();
+        let (upload, computed) = read_verified(
+            &self.service,
+            body,
+            &sent,
+            algorithm,
+            &req.headers,
+            req.trailing_headers.as_ref(),
+        )
+        .await?;
         options.user_meta = Attributes::new(req.input.metadata.as_ref(), &computed).encode();
         let stored = self.service.s3_put(&org, &key, upload, options).await.map_err(to_s3)?;
         Ok((stored, computed))
@@ -818,22 +850,18 @@ impl S3 for Stowage {
             .await
             .map_err(to_s3)?;
         let expected_md5 = declared_md5(input.content_md5.as_deref())?;
-        let sent = Checksum {
-            checksum_crc32: input.checksum_crc32.clone(),
-            checksum_crc32c: input.checksum_crc32c.clone(),
-            checksum_sha1: input.checksum_sha1.clone(),
-            checksum_sha256: input.checksum_sha256.clone(),
-            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-            ..Checksum::default()
-        };
-        let mut hasher = checksum_hasher(&sent, input.checksum_algorithm.as_ref(), &req.headers);
-        let body = read_body(&self.service, req.input.body.take(), &mut hasher).await?;
-        let computed = hasher.finalize();
-        let declared = declared_checksums(&sent, req.trailing_headers.as_ref());
-        if let Err(e) = verify_checksums(&declared, &computed) {
-            body.abort().await;
-            return Err(to_s3(e));
-        }
+        let sent = checksums_of!(input);
+        let algorithm = input.checksum_algorithm.clone();
+        let body = req.input.body.take();
+        let (body, computed) = read_verified(
+            &self.service,
+            body,
+            &sent,
+            algorithm,
+            &req.headers,
+            req.trailing_headers.as_ref(),
+        )
+        .await?;
         let etag = self
             .service
             .s3_store_part(&upload, number, body, expected_md5)
