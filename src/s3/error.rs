@@ -94,6 +94,20 @@ pub(super) fn slow_down(retry_after: u64, request_id: &str) -> Response {
     response
 }
 
+/// 501 `NotImplemented` for a browser-form upload (POST object), answered before its body is read.
+pub(super) fn form_upload_not_implemented(request_id: &str) -> Response {
+    let mut response = xml_error(
+        StatusCode::NOT_IMPLEMENTED,
+        "NotImplemented",
+        "Browser-form uploads (POST object) are not supported: use PutObject or a presigned PUT URL",
+        request_id,
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
+}
+
 /// 500 `InternalError`, when the S3 layer itself failed to produce an answer.
 pub(super) fn internal(request_id: &str) -> Response {
     xml_error(

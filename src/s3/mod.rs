@@ -99,6 +99,16 @@ pub fn router(service: Arc<Service>, settings: S3Settings) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(door)
 }
 
+/// A browser-form upload (POST object): a POST whose body is `multipart/form-data`.
+fn is_form_upload(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST
+        && request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
 /// Every S3 request: refuse addresses over the failed-authentication limit, give the request an
 /// id, let `s3s` parse, authenticate and route it into [`ops::Stowage`], then count it.
 async fn handle(
@@ -115,6 +125,9 @@ async fn handle(
     let mut sends_body = false;
     let mut response = if let Some(retry_after) = door.service.s3_address_blocked(client.ip()) {
         error::slow_down(retry_after, &request_id)
+    } else if is_form_upload(&request) {
+        // s3s would buffer the whole form before any check: refuse it unread.
+        error::form_upload_not_implemented(&request_id)
     } else {
         request.extensions_mut().insert(record.clone());
         // A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112

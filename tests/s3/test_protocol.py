@@ -237,3 +237,15 @@ def test_metrics_count_s3_requests_by_operation_and_status(own_server):
         'stowage_s3_requests_total{operation="GetObject",status="404"} 1',
     ]:
         assert line in text.splitlines(), f"{line} not in:\n" + "\n".join(l for l in text.splitlines() if "s3" in l)
+
+
+def test_browser_form_uploads_are_not_implemented(s3, research, prefix):
+    """POST object (a browser form with a signed policy) is refused, and stores nothing."""
+    import requests
+
+    key = prefix + "form.txt"
+    post = s3.generate_presigned_post(Bucket=research, Key=key)
+    answer = requests.post(post["url"], data=post["fields"], files={"file": ("form.txt", b"from a form")}, timeout=30)
+    assert answer.status_code == 501, answer.text
+    assert "<Code>NotImplemented</Code>" in answer.text, answer.text
+    h.expect_head_status(404, s3.head_object, Bucket=research, Key=key)
