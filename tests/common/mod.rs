@@ -778,11 +778,17 @@ fn count_files(dir: &Path, skip: Option<&str>) -> usize {
     n
 }
 
+/// A number no other call in this test process gets: the clock's nanoseconds and a counter (two
+/// tests may read the same clock value: the clock's resolution is coarser than a nanosecond on
+/// some machines, and a database name made twice fails to be created).
 fn unique() -> u128 {
-    SystemTime::now()
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos()
+        .as_nanos();
+    nanos * 1_000_000 + u128::from(count % 1_000_000)
 }
 
 pub fn now_secs() -> i64 {
