@@ -52,19 +52,9 @@ data="$work/data"
 # STOWAGE_TEST_BACKEND=postgres-s3: PostgreSQL (a fresh database) and an S3-compatible store (a
 # fresh prefix), as scripts/postgres.sh and scripts/seaweedfs.sh started them.
 backend=${STOWAGE_TEST_BACKEND:-embedded}
-case "$backend" in
-  embedded) ;;
-  postgres-s3)
-    name="stowage_conformance_$$_$RANDOM"
-    psql "$STOWAGE_TEST_POSTGRES_URL" -q -c "CREATE DATABASE $name"
-    db=$name
-    export STOWAGE_METADATA="${STOWAGE_TEST_POSTGRES_URL%/*}/$db"
-    export STOWAGE_BLOB_STORE=s3 STOWAGE_S3_ALLOW_HTTP=true STOWAGE_S3_PREFIX="$db"
-    export STOWAGE_S3_ENDPOINT="$STOWAGE_TEST_S3_ENDPOINT" STOWAGE_S3_BUCKET="$STOWAGE_TEST_S3_BUCKET"
-    export STOWAGE_S3_ACCESS_KEY_ID="$STOWAGE_TEST_S3_ACCESS_KEY" STOWAGE_S3_SECRET_ACCESS_KEY="$STOWAGE_TEST_S3_SECRET_KEY"
-    ;;
-  *) echo "conformance: unknown STOWAGE_TEST_BACKEND $backend" >&2; exit 1 ;;
-esac
+# shellcheck source=scripts/test-backend.sh
+. "$here/scripts/test-backend.sh"
+use_backend conformance stowage_conformance
 "$bin" serve --listen "127.0.0.1:$port" --s3-api-listen 127.0.0.1:0 --data-dir "$data" >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 for _ in $(seq 1 100); do

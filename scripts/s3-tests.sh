@@ -96,19 +96,9 @@ while [ "$s3_port" = "$port" ]; do s3_port=$(free_port); done
 data="$work/data"
 
 backend=${STOWAGE_TEST_BACKEND:-embedded}
-case "$backend" in
-  embedded) ;;
-  postgres-s3)
-    name="stowage_s3tests_$$_$RANDOM"
-    psql "$STOWAGE_TEST_POSTGRES_URL" -q -c "CREATE DATABASE $name"
-    db=$name
-    export STOWAGE_METADATA="${STOWAGE_TEST_POSTGRES_URL%/*}/$db"
-    export STOWAGE_BLOB_STORE=s3 STOWAGE_S3_ALLOW_HTTP=true STOWAGE_S3_PREFIX="$db"
-    export STOWAGE_S3_ENDPOINT="$STOWAGE_TEST_S3_ENDPOINT" STOWAGE_S3_BUCKET="$STOWAGE_TEST_S3_BUCKET"
-    export STOWAGE_S3_ACCESS_KEY_ID="$STOWAGE_TEST_S3_ACCESS_KEY" STOWAGE_S3_SECRET_ACCESS_KEY="$STOWAGE_TEST_S3_SECRET_KEY"
-    ;;
-  *) echo "s3-tests: unknown STOWAGE_TEST_BACKEND $backend" >&2; exit 1 ;;
-esac
+# shellcheck source=scripts/test-backend.sh
+. "$here/scripts/test-backend.sh"
+use_backend s3-tests stowage_s3tests
 if [ "${STOWAGE_TEST_TLS:-}" = 1 ] && [ -z "${STOWAGE_TLS_CERT:-}" ]; then
   tls=$work/tls
   mkdir -p "$tls"
