@@ -11,6 +11,12 @@ use s3s::{S3Result, s3_error};
 use super::CallRecord;
 use crate::service::{S3Identity, Service};
 
+tokio::task_local! {
+    /// The identity the secret lookup of this request found, so that the access check that
+    /// follows in the same request does not read the key again.
+    pub(super) static LOOKED_UP: std::cell::RefCell<Option<S3Identity>>;
+}
+
 /// Secrets of S3 keys, from the service.
 pub(super) struct Keys {
     service: Arc<Service>,
@@ -26,7 +32,11 @@ impl Keys {
 impl S3Auth for Keys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         match self.service.s3_identity(access_key).await {
-            Ok(identity) => Ok(SecretKey::from(identity.secret)),
+            Ok(identity) => {
+                let secret = SecretKey::from(identity.secret.clone());
+                let _ = LOOKED_UP.try_with(|slot| *slot.borrow_mut() = Some(identity));
+                Ok(secret)
+            }
             Err(e) => Err(super::error::to_s3(e)),
         }
     }
@@ -57,11 +67,19 @@ impl S3Access for Access {
                 "This request is not signed: stowage's S3 API needs an access key (stowage admin s3-key create) and AWS Signature Version 4"
             ));
         };
-        let identity = self
-            .service
-            .s3_identity(&credentials.access_key)
-            .await
-            .map_err(super::error::to_s3)?;
+        let found = LOOKED_UP
+            .try_with(|slot| slot.borrow_mut().take())
+            .ok()
+            .flatten()
+            .filter(|identity| identity.access_key() == credentials.access_key);
+        let identity = match found {
+            Some(identity) => identity,
+            None => self
+                .service
+                .s3_identity(&credentials.access_key)
+                .await
+                .map_err(super::error::to_s3)?,
+        };
         if let Some(record) = &record {
             record.authenticated(&operation);
         }

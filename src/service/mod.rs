@@ -94,6 +94,7 @@ pub struct Principal {
 /// whether it may only read, and the secret that signs its requests.
 #[derive(Debug, Clone)]
 pub struct S3Identity {
+    pub(crate) access_key: String,
     pub(crate) principal: Principal,
     pub(crate) org: Option<OrgId>,
     pub(crate) read_only: bool,
@@ -101,6 +102,11 @@ pub struct S3Identity {
 }
 
 impl S3Identity {
+    /// The access key id this identity was found by.
+    pub fn access_key(&self) -> &str {
+        &self.access_key
+    }
+
     /// The key's user.
     pub fn user(&self) -> UserId {
         self.principal.user
@@ -293,6 +299,7 @@ impl Service {
                 ServiceError::Unavailable(StorageFailure::Token(cause.into()))
             })?;
         Ok(S3Identity {
+            access_key: key.access_key.clone(),
             principal: Principal { user: key.user },
             org: key.org,
             read_only: key.read_only,
@@ -982,6 +989,7 @@ mod tests {
         assert!(ok(meta.set_member(&research, user, rw).await));
         assert!(ok(meta.set_member(&other, user, ok(Permissions::parse("read"))).await));
         let identity = |user: UserId, org: Option<OrgId>, read_only: bool| S3Identity {
+            access_key: "STWTEST".into(),
             principal: Principal { user },
             org,
             read_only,
