@@ -148,6 +148,9 @@ impl BlobStore for FullDisk {
 
 // --- an in-process server -----------------------------------------------------------------------
 
+/// How long the in-process server's download links live, in seconds.
+const LINK_SECS: i64 = 3;
+
 struct InProcess {
     _dir: tempfile::TempDir,
     blob_dir: PathBuf,
@@ -187,10 +190,11 @@ impl InProcess {
             .expect("a user id");
         meta.set_member(&org, user, Permissions::ALL).await.unwrap();
 
-        // Links live a second and bodies are kept no longer, so a deleted body is collectable a
-        // second after its delete.
+        // Links live LINK_SECS and bodies are kept no longer, so a deleted body is collectable
+        // LINK_SECS after its delete. A link's expiry is in whole seconds (rounded down), so a
+        // one-second lifetime could end before the test fetches the link on a loaded machine.
         let mut limits = Limits::from_config(&Config::default());
-        (limits.download_ttl_secs, limits.download_grace_secs) = (1, 0);
+        (limits.download_ttl_secs, limits.download_grace_secs) = (LINK_SECS, 0);
         let service = Arc::new(Service::new(meta, blobs, limits, key));
         let router = app(AppState {
             service: service.clone(),
@@ -409,7 +413,7 @@ async fn a_full_disk_refuses_sets_with_503_and_keeps_everything_else() {
         client.set("scratch", b"x").await;
         server.switch.set(mode, budget);
         client.delete("scratch").await;
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(LINK_SECS as u64 * 1000 + 100)).await;
         server.service.collect_garbage().await.expect("collection");
         assert_eq!(server.stored_bodies(), 2, "{case}");
     }
