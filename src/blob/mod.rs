@@ -106,6 +106,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open_range(&self, id: &BlobId, range: std::ops::Range<u64>) -> Result<BlobStream, BlobError>;
     /// Answers when the store can be reached (for `/readyz`).
     async fn ping(&self) -> Result<(), BlobError>;
+    /// Gives back memory the store keeps only for speed (caches of an idle connection). Called
+    /// periodically by the server; a store that keeps no such memory keeps this default.
+    async fn shed_idle_memory(&self) -> Result<(), BlobError> {
+        Ok(())
+    }
     /// Deletes a blob; deleting one that does not exist is not an error.
     async fn delete(&self, id: &BlobId) -> Result<(), BlobError>;
     /// The size of a stored blob, or `None` when it does not exist.

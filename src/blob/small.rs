@@ -277,6 +277,12 @@ impl BlobWriter for SmallWriter {
 
 #[async_trait]
 impl BlobStore for SmallAndLocalBlobs {
+    /// Drops the reader connection's cached pages (the writer's are bounded by SQLite's soft
+    /// heap limit, set by the metadata store for the whole process).
+    async fn shed_idle_memory(&self) -> Result<(), BlobError> {
+        self.read(|conn| conn.release_memory()).await
+    }
+
     async fn create(&self) -> Result<Box<dyn BlobWriter>, BlobError> {
         Ok(Box::new(SmallWriter {
             id: BlobId::generate(),

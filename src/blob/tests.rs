@@ -369,7 +369,26 @@ blob_store_suite!(
     missing_blobs,
     odd_chunk_sizes_round_trip,
     ranges_read_only_their_bytes,
+    shedding_idle_memory_keeps_every_body,
 );
+
+/// Giving back idle memory (caches, idle connections) loses nothing and later reads and writes
+/// still work.
+async fn shedding_idle_memory_keeps_every_body(fx: &Fixture) {
+    let store = fx.store();
+    let bodies = [patterned(10, 1), patterned(300 * 1024, 2)];
+    let mut ids = Vec::new();
+    for body in &bodies {
+        ids.push(write_blob(store, body).await);
+    }
+    store.shed_idle_memory().await.unwrap();
+    for (id, body) in ids.iter().zip(&bodies) {
+        assert_eq!(&read_all(store, id).await, body);
+    }
+    let later = write_blob(store, b"after").await;
+    store.shed_idle_memory().await.unwrap();
+    assert_eq!(read_all(store, &later).await, b"after");
+}
 
 /// A range reads exactly its bytes, for small bodies and for bodies kept as files.
 async fn ranges_read_only_their_bytes(fx: &Fixture) {

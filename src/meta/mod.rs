@@ -748,6 +748,14 @@ pub trait Maintenance: Send + Sync + 'static {
     /// Answers when the store can serve a query (for `/readyz`).
     async fn ping(&self) -> MetaResult<()>;
 
+    /// Gives back what the store keeps only for speed and has not used for a while (idle
+    /// connections and their caches); answers how many connections it closed. Called
+    /// periodically by the server. A store whose idle resources live elsewhere (PostgreSQL's
+    /// connections cost the database server, not this process) keeps this default.
+    async fn shed_idle_memory(&self) -> MetaResult<usize> {
+        Ok(0)
+    }
+
     /// Blobs no object names, released (replaced or deleted) before `released_before`, that no
     /// job unexpired at `now` pins; at most `limit`.
     async fn collectable_blobs(&self, now: Millis, released_before: Millis, limit: usize) -> MetaResult<Vec<BlobId>>;

@@ -24,6 +24,8 @@ use super::*;
 const MAX_BATCH: usize = 128;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 16;
+/// A pooled read connection unused this long is closed by [`Maintenance::shed_idle_memory`].
+const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Job entries recorded per write: what another organization's write may wait behind.
 const JOB_SLICE: usize = 128;
 /// Times a job is expanded again when its files changed before it was recorded; after that it
@@ -112,7 +114,8 @@ impl<T: Send, F: FnOnce(&Connection) -> MetaResult<T> + Send> WriteTask for Pend
 pub struct SqliteMeta {
     path: PathBuf,
     writer: mpsc::Sender<Box<dyn WriteTask>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    /// Idle read connections, each with the moment it was last returned.
+    readers: Arc<Mutex<Vec<(Connection, std::time::Instant)>>>,
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -279,7 +282,11 @@ impl SqliteMeta {
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().ok().and_then(|mut idle| idle.pop());
+            let pooled = readers
+                .lock()
+                .ok()
+                .and_then(|mut idle| idle.pop())
+                .map(|(conn, _)| conn);
             let conn = match pooled {
                 Some(conn) => conn,
                 None => {
@@ -303,7 +310,7 @@ impl SqliteMeta {
             if let Ok(mut idle) = readers.lock()
                 && idle.len() < MAX_IDLE_READERS
             {
-                idle.push(conn);
+                idle.push((conn, std::time::Instant::now()));
             }
             result
         })
@@ -2235,6 +2242,26 @@ impl Maintenance for SqliteMeta {
             .await
     }
 
+    /// Closes the pooled read connections unused for [`READER_IDLE`] (each holds its page cache,
+    /// compiled statements and the schema); a burst of reads opens them again.
+    async fn shed_idle_memory(&self) -> MetaResult<usize> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let stale: Vec<Connection> = match readers.lock() {
+                Ok(mut idle) => {
+                    let (stale, kept) = idle.drain(..).partition(|(_, since)| since.elapsed() >= READER_IDLE);
+                    *idle = kept;
+                    stale.into_iter().map(|(conn, _)| conn).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            // Closed outside the lock: closing may wait on the file.
+            stale.len()
+        })
+        .await
+        .map_err(|e| MetaError::Failed(Box::new(e)))
+    }
+
     async fn collectable_blobs(&self, now: Millis, released_before: Millis, limit: usize) -> MetaResult<Vec<BlobId>> {
         let hold = hold_path(&self.path);
         self.read(move |conn| {
@@ -2413,6 +2440,32 @@ mod tests {
         assert!(files.contains("COVERING INDEX objects_listing"), "{files}");
         let folders = plan(&conn, LIST_FOLDERS_SQL);
         assert!(folders.contains("COVERING INDEX folders_listing"), "{folders}");
+    }
+
+    /// Idle readers are closed once unused for `READER_IDLE`; recently used ones stay pooled.
+    #[tokio::test]
+    async fn idle_readers_are_closed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteMeta::open(&dir.path().join("meta.sqlite3")).expect("open");
+        // two reads at once leave two pooled readers
+        let (a, b) = tokio::join!(store.ping(), store.ping());
+        a.and(b).expect("reads");
+        let pooled = store.readers.lock().expect("pool").len();
+        assert!((1..=2).contains(&pooled), "{pooled} readers pooled");
+        assert_eq!(store.shed_idle_memory().await.expect("shed"), 0, "fresh readers stay");
+        assert_eq!(store.readers.lock().expect("pool").len(), pooled);
+        // age them past the idle time
+        let long_ago = std::time::Instant::now()
+            .checked_sub(READER_IDLE + std::time::Duration::from_secs(1))
+            .expect("an instant in the past");
+        for (_, since) in store.readers.lock().expect("pool").iter_mut() {
+            *since = long_ago;
+        }
+        assert_eq!(store.shed_idle_memory().await.expect("shed"), pooled);
+        assert!(store.readers.lock().expect("pool").is_empty());
+        // the next read opens a connection again
+        store.ping().await.expect("a read after shedding");
+        assert_eq!(store.readers.lock().expect("pool").len(), 1);
     }
 
     /// The plan of `sql` with these parameters, its steps joined.

@@ -746,6 +746,19 @@ impl Service {
 
     // --- background work -----------------------------------------------------------------------
 
+    /// Asks both stores to give back what they keep only for speed and have not used lately
+    /// (idle connections, their caches). A failure costs only memory: it is logged, not raised.
+    pub async fn shed_idle_memory(&self) {
+        match self.meta.shed_idle_memory().await {
+            Ok(0) => {}
+            Ok(closed) => tracing::debug!(closed, "closed idle metadata connections"),
+            Err(e) => tracing::warn!(error = %error::CauseChain(&e), "cannot close idle metadata connections"),
+        }
+        if let Err(e) = self.blobs.shed_idle_memory().await {
+            tracing::warn!(error = %error::CauseChain(&e), "cannot release the blob store's idle caches");
+        }
+    }
+
     /// One pass of collection: deletes blobs nothing names any more and forgets expired jobs and
     /// console sessions. A replaced or deleted body is kept as long as a single-file link made
     /// before it was replaced may still name it (the link lifetime plus the grace), since those
