@@ -26,6 +26,7 @@
 //! the database on a trusted network or behind a local TLS tunnel.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -98,6 +99,8 @@ impl From<deadpool_postgres::PoolError> for MetaError {
 /// share.
 pub(crate) struct PostgresMeta {
     pool: Pool,
+    /// Where far listing pages start (see [`ListingMarks`]); kept per server, valid for all.
+    marks: Arc<ListingMarks>,
 }
 
 impl std::fmt::Debug for PostgresMeta {
@@ -124,6 +127,14 @@ impl PostgresMeta {
         let meta = PostgresMeta::pool(url, max_connections)?;
         meta.create_schema().await?;
         Ok(meta)
+    }
+
+    /// The same store with marks every `stride` listing entries (tests reach the marks with
+    /// small folders).
+    #[cfg(test)]
+    pub(crate) fn with_mark_stride(mut self, stride: u64) -> PostgresMeta {
+        self.marks = Arc::new(ListingMarks::new(stride, 1 << 20));
+        self
     }
 
     /// The schema version of the database at `url`, read without changing anything (0: an
@@ -163,7 +174,10 @@ impl PostgresMeta {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| MetaError::Config(format!("cannot build the PostgreSQL connection pool: {e}")))?;
-        Ok(PostgresMeta { pool })
+        Ok(PostgresMeta {
+            pool,
+            marks: Arc::new(ListingMarks::standard()),
+        })
     }
 
     /// Brings the schema up to date (`meta::schema::POSTGRES`); several servers starting at
@@ -795,7 +809,9 @@ async fn add_to_folders(tx: &Transaction<'_>, org: &OrgId, key: &Key, delta: Put
         tx,
         "UPDATE folders SET bytes = bytes + $3::bigint, files = files + $4::bigint, \
          child_files = child_files + CASE WHEN path = $5 THEN $4::bigint ELSE 0 END, \
-         modified = GREATEST(modified, $6::bigint) \
+         modified = GREATEST(modified, $6::bigint), \
+         children_version = CASE WHEN path = $5 AND $4::bigint <> 0 THEN nextval('children_versions') \
+         ELSE children_version END \
          WHERE org_id = $1 AND path = ANY($2::text[]) RETURNING path",
         &[
             &org.as_str(),
@@ -857,7 +873,8 @@ async fn create_folders(
         let gaining: Vec<&str> = growth.gaining_child.iter().map(FolderPath::as_str).collect();
         execute(
             tx,
-            "UPDATE folders SET child_folders = child_folders + 1 WHERE org_id = $1 AND path = ANY($2::text[])",
+            "UPDATE folders SET child_folders = child_folders + 1, children_version = nextval('children_versions') \
+             WHERE org_id = $1 AND path = ANY($2::text[])",
             &[&org.as_str(), &gaining],
         )
         .await?;
@@ -886,7 +903,9 @@ async fn detach(tx: &Transaction<'_>, org: &OrgId, start: FolderPath, mut detach
         let remaining: i64 = match query_opt(
             tx,
             "UPDATE folders SET bytes = bytes - $3::bigint, files = files - $4::bigint, \
-             child_files = child_files - $5::bigint, child_folders = child_folders - $6::bigint \
+             child_files = child_files - $5::bigint, child_folders = child_folders - $6::bigint, \
+             children_version = CASE WHEN $5::bigint <> 0 OR $6::bigint <> 0 \
+             THEN nextval('children_versions') ELSE children_version END \
              WHERE org_id = $1 AND path = $2 RETURNING files",
             &[
                 &org.as_str(),
@@ -971,8 +990,52 @@ async fn delete_tx(tx: &Transaction<'_>, org: &OrgId, key: &Key, now: Millis) ->
     })
 }
 
+/// The marks of a folder's child folders from a name on (see [`MarkScan`]): `$4` times, the
+/// name `$5` entries after the last one found, each a short range of `folders_listing`.
+const FOLDER_MARKS_SQL: &str = "WITH RECURSIVE m(name, k) AS (SELECT $3::text COLLATE \"C\", 0::bigint UNION ALL \
+     SELECT (SELECT c.name FROM folders c WHERE c.org_id = $1 AND c.parent = $2 AND c.name >= m.name \
+     ORDER BY c.name LIMIT 1 OFFSET $5::bigint), m.k + 1 FROM m WHERE m.k < $4::bigint AND m.name IS NOT NULL) \
+     SELECT name FROM m WHERE m.k > 0 AND m.name IS NOT NULL ORDER BY m.k";
+/// The marks of a folder's files from a name on, as [`FOLDER_MARKS_SQL`] on `objects_listing`.
+const FILE_MARKS_SQL: &str = "WITH RECURSIVE m(name, k) AS (SELECT $3::text COLLATE \"C\", 0::bigint UNION ALL \
+     SELECT (SELECT c.name FROM objects c WHERE c.org_id = $1 AND c.parent = $2 AND c.name >= m.name \
+     ORDER BY c.name LIMIT 1 OFFSET $5::bigint), m.k + 1 FROM m WHERE m.k < $4::bigint AND m.name IS NOT NULL) \
+     SELECT name FROM m WHERE m.k > 0 AND m.name IS NOT NULL ORDER BY m.k";
+
+/// Where `window` of the `kind` children of `folder` starts, scanning for marks when needed.
+async fn seek_window(
+    tx: &Transaction<'_>,
+    marks: &ListingMarks,
+    (org, folder): (&OrgId, &FolderPath),
+    kind: ChildKind,
+    version: i64,
+    window: Window,
+) -> MetaResult<Keyset> {
+    match marks.seek(org, folder, kind, version, window) {
+        Seek::Read(keyset) => Ok(keyset),
+        Seek::Scan(scan) => {
+            let sql = match kind {
+                ChildKind::Folders => FOLDER_MARKS_SQL,
+                ChildKind::Files => FILE_MARKS_SQL,
+            };
+            let rows = query(
+                tx,
+                sql,
+                &[&org.as_str(), &folder.as_str(), &scan.from, &scan.marks, &scan.stride],
+            )
+            .await?;
+            let names = rows
+                .iter()
+                .map(|row| col(row, 0))
+                .collect::<MetaResult<Vec<String>>>()?;
+            Ok(marks.scanned(scan, names))
+        }
+    }
+}
+
 async fn list_tx(
     tx: &Transaction<'_>,
+    marks: &ListingMarks,
     org: &OrgId,
     folder: &FolderPath,
     page: u64,
@@ -980,21 +1043,29 @@ async fn list_tx(
 ) -> MetaResult<ListPage> {
     let counts = query_opt(
         tx,
-        "SELECT child_folders, child_files FROM folders WHERE org_id = $1 AND path = $2",
+        "SELECT child_folders, child_files, children_version FROM folders WHERE org_id = $1 AND path = $2",
         &[&org.as_str(), &folder.as_str()],
     )
     .await?;
     let Some(counts) = counts else {
         return Ok(ListPage::default());
     };
+    let version: i64 = col(&counts, 2)?;
     let plan = PagePlan::new(to_u64(col(&counts, 0)?), to_u64(col(&counts, 1)?), page, page_size);
     let mut entries = Vec::new();
     if let Some(window) = plan.folders() {
+        let keyset = seek_window(tx, marks, (org, folder), ChildKind::Folders, version, window).await?;
         let rows = query(
             tx,
-            "SELECT name, bytes, modified FROM folders WHERE org_id = $1 AND parent = $2 \
-             ORDER BY name LIMIT $3 OFFSET $4",
-            &[&org.as_str(), &folder.as_str(), &window.limit, &window.offset],
+            "SELECT name, bytes, modified FROM folders WHERE org_id = $1 AND parent = $2 AND name >= $3 \
+             ORDER BY name LIMIT $4 OFFSET $5",
+            &[
+                &org.as_str(),
+                &folder.as_str(),
+                &keyset.from,
+                &keyset.limit,
+                &keyset.skip,
+            ],
         )
         .await?;
         for row in rows {
@@ -1008,11 +1079,18 @@ async fn list_tx(
         }
     }
     if let Some(window) = plan.files(entries.len()) {
+        let keyset = seek_window(tx, marks, (org, folder), ChildKind::Files, version, window).await?;
         let rows = query(
             tx,
-            "SELECT name, size, mime, modified FROM objects WHERE org_id = $1 AND parent = $2 \
-             ORDER BY name LIMIT $3 OFFSET $4",
-            &[&org.as_str(), &folder.as_str(), &window.limit, &window.offset],
+            "SELECT name, size, mime, modified FROM objects WHERE org_id = $1 AND parent = $2 AND name >= $3 \
+             ORDER BY name LIMIT $4 OFFSET $5",
+            &[
+                &org.as_str(),
+                &folder.as_str(),
+                &keyset.from,
+                &keyset.limit,
+                &keyset.skip,
+            ],
         )
         .await?;
         for row in rows {
@@ -1363,6 +1441,12 @@ async fn folder_differences<C: GenericClient>(c: &C, org: &OrgId) -> MetaResult<
 }
 
 async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) -> MetaResult<()> {
+    if differences.is_empty() {
+        return Ok(());
+    }
+    // A repaired row changes the children of its parent: every folder of the organizations
+    // repaired takes a new version (one new value serves them all: it is new for each folder).
+    let version: i64 = col(&query_one(tx, "SELECT nextval('children_versions')", &[]).await?, 0)?;
     for d in differences {
         match d.implied {
             None => {
@@ -1379,7 +1463,8 @@ async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) 
                     "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (org_id, path) DO UPDATE SET \
                      bytes = EXCLUDED.bytes, files = EXCLUDED.files, child_folders = EXCLUDED.child_folders, \
-                     child_files = EXCLUDED.child_files, modified = EXCLUDED.modified",
+                     child_files = EXCLUDED.child_files, modified = EXCLUDED.modified, \
+                     children_version = EXCLUDED.children_version",
                     &[
                         &d.org.as_str(),
                         &d.path.as_str(),
@@ -1395,6 +1480,16 @@ async fn repair_folders(tx: &Transaction<'_>, differences: &[FolderDifference]) 
                 .await?;
             }
         }
+    }
+    let mut orgs: Vec<&str> = differences.iter().map(|d| d.org.as_str()).collect();
+    orgs.dedup();
+    for org in orgs {
+        execute(
+            tx,
+            "UPDATE folders SET children_version = $2 WHERE org_id = $1",
+            &[&org, &version],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -1798,7 +1893,7 @@ impl Objects for PostgresMeta {
     async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage> {
         let mut client = self.client().await?;
         let tx = snapshot(&mut client).await?;
-        let page = list_tx(&tx, org, folder, page, page_size).await?;
+        let page = list_tx(&tx, &self.marks, org, folder, page, page_size).await?;
         tx.commit().await?;
         Ok(page)
     }

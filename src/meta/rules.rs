@@ -308,6 +308,263 @@ impl PagePlan {
     }
 }
 
+// --- listing marks -------------------------------------------------------------------------------
+//
+// A page far into a big folder used to be found by OFFSET: the database stepped over every entry
+// before it, so page N cost N pages. [`ListingMarks`] remembers, per folder and kind of child,
+// the name at every `stride`-th rank (ranks `stride`, `2 * stride`, ...), and a window then reads
+// `name >= mark ORDER BY name LIMIT limit OFFSET (offset - rank of mark)`: it steps over fewer
+// than `stride` entries wherever it starts.
+//
+// Why a mark is never stale: marks are kept for one `children_version` of the folder row, a value
+// taken from a store-wide counter (a sequence) every time the set of the folder's children changes
+// (a new file or child folder, a deleted one) and whenever the row is written anew (so a folder
+// deleted and made again never shows an old version). A reader reads the version in the same
+// snapshot as the rows; equal versions of one folder mean the same names in the same order, so
+// marks found at a version hold for every snapshot that shows it, on every server sharing the
+// database. Overwrites change sizes and times, not names: they keep the version, and the entries'
+// figures are read from the rows anyway. The marks are bounded in memory (`budget` bytes, least
+// recently used folders dropped first).
+
+/// Which children of a folder a listing window reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ChildKind {
+    Folders,
+    Files,
+}
+
+/// The names at every `stride`-th rank of the children of folders (see the section comment).
+#[derive(Debug)]
+pub(crate) struct ListingMarks {
+    stride: u64,
+    budget: usize,
+    state: std::sync::Mutex<MarksState>,
+}
+
+#[derive(Debug, Default)]
+struct MarksState {
+    entries: std::collections::HashMap<MarksKey, Marks>,
+    bytes: usize,
+    tick: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MarksKey {
+    org: String,
+    folder: String,
+    kind: ChildKind,
+}
+
+#[derive(Debug)]
+struct Marks {
+    version: i64,
+    /// `names[i]` is the name at rank `(i + 1) * stride`.
+    names: Vec<String>,
+    bytes: usize,
+    used: u64,
+}
+
+/// A window read by name from a mark: `name >= from ORDER BY name LIMIT limit OFFSET skip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Keyset {
+    pub(crate) from: String,
+    pub(crate) limit: i64,
+    pub(crate) skip: i64,
+}
+
+/// The marks a window needs before it can be read: `marks` times, the name `stride` entries
+/// after the last one found (`from` first), i.e. the names `stride`, `2 * stride`, ... entries
+/// after `from`, as far as there are any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MarkScan {
+    pub(crate) from: String,
+    pub(crate) marks: i64,
+    pub(crate) stride: i64,
+    key: MarksKey,
+    version: i64,
+    /// How many marks precede `from` (`from` is at rank `known * stride`).
+    known: u64,
+    offset: u64,
+    limit: i64,
+}
+
+/// How a window is read: at once, or after a scan for the marks it lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seek {
+    Read(Keyset),
+    Scan(MarkScan),
+}
+
+/// Bytes a stored name costs (its text and its `String`).
+fn name_cost(name: &str) -> usize {
+    name.len() + std::mem::size_of::<String>()
+}
+
+/// A server's marks: a window steps over fewer than this many entries before its first one.
+const MARK_STRIDE: u64 = 512;
+/// A server's marks: at most about this many bytes (a folder of 1,000,000 files takes ~90 KiB).
+const MARKS_BUDGET: usize = 8 << 20;
+
+impl ListingMarks {
+    /// A server's marks ([`MARK_STRIDE`], [`MARKS_BUDGET`]).
+    pub(crate) fn standard() -> ListingMarks {
+        ListingMarks::new(MARK_STRIDE, MARKS_BUDGET)
+    }
+
+    /// Marks every `stride` names (at least 1), at most about `budget` bytes of them.
+    pub(crate) fn new(stride: u64, budget: usize) -> ListingMarks {
+        ListingMarks {
+            stride: stride.max(1),
+            budget,
+            state: std::sync::Mutex::new(MarksState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, MarksState> {
+        // The state is whole after every operation: a panic elsewhere leaves nothing half done.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How to read `window` of the `kind` children of `folder` at children version `version`.
+    pub(crate) fn seek(&self, org: &OrgId, folder: &FolderPath, kind: ChildKind, version: i64, window: Window) -> Seek {
+        let offset = to_u64(window.offset);
+        if offset < self.stride {
+            return Seek::Read(Keyset {
+                from: String::new(),
+                limit: window.limit,
+                skip: window.offset,
+            });
+        }
+        let key = MarksKey {
+            org: org.as_str().to_owned(),
+            folder: folder.as_str().to_owned(),
+            kind,
+        };
+        let wanted = offset / self.stride;
+        let (known, from) = {
+            let mut state = self.state();
+            state.tick += 1;
+            let tick = state.tick;
+            match state.entries.get_mut(&key) {
+                Some(marks) if marks.version == version && !marks.names.is_empty() => {
+                    marks.used = tick;
+                    let known = wanted.min(u64::try_from(marks.names.len()).unwrap_or(u64::MAX));
+                    // Mark `known` (from 1) is `names[known - 1]`; no mark is the empty name.
+                    let from = usize::try_from(known)
+                        .ok()
+                        .and_then(|known| known.checked_sub(1))
+                        .and_then(|index| marks.names.get(index))
+                        .cloned()
+                        .unwrap_or_default();
+                    (known, from)
+                }
+                _ => (0, String::new()),
+            }
+        };
+        let rank = known.saturating_mul(self.stride);
+        if known == wanted {
+            return Seek::Read(Keyset {
+                from,
+                limit: window.limit,
+                skip: to_i64(offset - rank),
+            });
+        }
+        Seek::Scan(MarkScan {
+            from,
+            marks: to_i64(wanted - known),
+            stride: to_i64(self.stride),
+            key,
+            version,
+            known,
+            offset,
+            limit: window.limit,
+        })
+    }
+
+    /// Keeps the marks `scan` found (`names`, in order) and says how to read its window.
+    pub(crate) fn scanned(&self, scan: MarkScan, names: Vec<String>) -> Keyset {
+        let found = u64::try_from(names.len()).unwrap_or(u64::MAX);
+        let known = scan.known.saturating_add(found);
+        let rank = known.saturating_mul(self.stride);
+        let keyset = Keyset {
+            from: names.last().cloned().unwrap_or(scan.from),
+            limit: scan.limit,
+            skip: to_i64(scan.offset.saturating_sub(rank)),
+        };
+        if !names.is_empty() {
+            self.keep(scan.key, scan.version, scan.known, names);
+        }
+        keyset
+    }
+
+    /// Adds `names` (the marks after the first `known`) to the marks of `key` at `version`, when
+    /// they continue them (or start them afresh at a newer version).
+    fn keep(&self, key: MarksKey, version: i64, known: u64, names: Vec<String>) {
+        let mut state = self.state();
+        state.tick += 1;
+        let tick = state.tick;
+        let known = usize::try_from(known).unwrap_or(usize::MAX);
+        let added = match state.entries.get_mut(&key) {
+            Some(marks) if marks.version == version => {
+                // Another reader may have added some of the same marks meanwhile.
+                let have = marks.names.len();
+                if have < known {
+                    0
+                } else {
+                    let new: Vec<String> = names.into_iter().skip(have - known).collect();
+                    let bytes: usize = new.iter().map(|n| name_cost(n)).sum();
+                    marks.names.extend(new);
+                    marks.bytes += bytes;
+                    marks.used = tick;
+                    bytes
+                }
+            }
+            // Marks of a newer version stay; marks that do not start at rank 0 cannot start afresh.
+            Some(marks) if marks.version > version => 0,
+            _ if known > 0 => 0,
+            _ => {
+                let bytes = names.iter().map(|n| name_cost(n)).sum::<usize>()
+                    + key.org.len()
+                    + key.folder.len()
+                    + std::mem::size_of::<(MarksKey, Marks)>();
+                if let Some(old) = state.entries.insert(
+                    key,
+                    Marks {
+                        version,
+                        names,
+                        bytes,
+                        used: tick,
+                    },
+                ) {
+                    state.bytes = state.bytes.saturating_sub(old.bytes);
+                }
+                bytes
+            }
+        };
+        state.bytes += added;
+        if state.bytes > self.budget {
+            // Drop the least recently used folders down to half the budget: eviction then runs
+            // once per many insertions.
+            let mut by_use: Vec<(u64, MarksKey)> = state.entries.iter().map(|(k, m)| (m.used, k.clone())).collect();
+            by_use.sort_unstable_by_key(|(used, _)| *used);
+            for (_, key) in by_use {
+                if state.bytes <= self.budget / 2 {
+                    break;
+                }
+                if let Some(gone) = state.entries.remove(&key) {
+                    state.bytes = state.bytes.saturating_sub(gone.bytes);
+                }
+            }
+        }
+    }
+
+    /// Bytes held (for tests).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.state().bytes
+    }
+}
+
 // --- S3 listings ---------------------------------------------------------------------------------
 //
 // S3 lists a folder's children in the byte order of their S3 names: a file's name, a folder's
@@ -874,6 +1131,129 @@ mod tests {
         assert_eq!((plan(4).folders(), plan(4).files(0)), (None, None), "past the end");
         let far = PagePlan::new(1, 1, u64::MAX, u64::MAX);
         assert_eq!((far.folders(), far.files(0)), (None, None));
+    }
+
+    /// A folder's names read as the database would read a keyset window.
+    fn keyset_rows(names: &[String], keyset: &Keyset) -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| n.as_str() >= keyset.from.as_str())
+            .skip(usize::try_from(keyset.skip).unwrap())
+            .take(usize::try_from(keyset.limit).unwrap())
+            .cloned()
+            .collect()
+    }
+
+    /// A folder's names read as the database would read a mark scan.
+    fn scan_rows(names: &[String], scan: &MarkScan) -> Vec<String> {
+        let stride = usize::try_from(scan.stride).unwrap();
+        let mut found: Vec<String> = Vec::new();
+        let mut from = scan.from.clone();
+        for _ in 0..scan.marks {
+            let next = names.iter().filter(|n| n.as_str() >= from.as_str()).nth(stride);
+            let Some(next) = next else { break };
+            found.push(next.clone());
+            from = next.clone();
+        }
+        found
+    }
+
+    /// One window read through the marks, and whether it needed a scan.
+    fn read_window(
+        marks: &ListingMarks,
+        names: &[String],
+        version: i64,
+        offset: i64,
+        limit: i64,
+    ) -> (Vec<String>, bool) {
+        let window = Window { limit, offset };
+        match marks.seek(&test_org(), &folder("big"), ChildKind::Files, version, window) {
+            Seek::Read(keyset) => (keyset_rows(names, &keyset), false),
+            Seek::Scan(scan) => {
+                let found = scan_rows(names, &scan);
+                (keyset_rows(names, &marks.scanned(scan, found)), true)
+            }
+        }
+    }
+
+    fn test_org() -> OrgId {
+        OrgId::parse("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("f{i:04}")).collect()
+    }
+
+    #[test]
+    fn a_window_read_from_marks_is_the_offset_window() {
+        let all = names(50);
+        let marks = ListingMarks::new(4, 1 << 20);
+        for pass in 0..2 {
+            for offset in (0..=52).rev() {
+                let (rows, scanned) = read_window(&marks, &all, 7, offset, 3);
+                let at = usize::try_from(offset).unwrap().min(all.len());
+                assert_eq!(rows, all[at..(at + 3).min(all.len())], "offset {offset}, pass {pass}");
+                // (A listing never reads past the end: there is no mark there to find.)
+                assert!(
+                    !(pass == 1 && scanned && offset < 50),
+                    "the second pass finds every mark"
+                );
+            }
+        }
+        // Small offsets never touch the marks.
+        let fresh = ListingMarks::new(4, 1 << 20);
+        assert_eq!(read_window(&fresh, &all, 7, 3, 3), (all[3..6].to_vec(), false));
+        // A far window first, then a farther one: the second scans only from the last mark.
+        let (_, scanned) = read_window(&fresh, &all, 7, 21, 2);
+        assert!(scanned);
+        let window = Window { limit: 2, offset: 45 };
+        match fresh.seek(&test_org(), &folder("big"), ChildKind::Files, 7, window) {
+            Seek::Scan(scan) => {
+                assert_eq!((scan.from.as_str(), scan.marks), ("f0020", 6));
+                assert_eq!(
+                    scan_rows(&all, &scan),
+                    ["f0024", "f0028", "f0032", "f0036", "f0040", "f0044"]
+                );
+            }
+            other => panic!("expected a scan, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn marks_of_another_version_are_not_used() {
+        let mut all = names(40);
+        let marks = ListingMarks::new(4, 1 << 20);
+        assert_eq!(read_window(&marks, &all, 1, 30, 5).0, all[30..35]);
+        // A name before every mark: the folder row now shows version 2.
+        all.insert(0, "a".into());
+        let (rows, scanned) = read_window(&marks, &all, 2, 30, 5);
+        assert_eq!(rows, all[30..35]);
+        assert!(scanned, "version 2 has no marks yet");
+        // A reader still at version 1 (an older snapshot) finds no marks of its version and
+        // does not replace the newer ones.
+        let old = names(40);
+        assert_eq!(read_window(&marks, &old, 1, 30, 5), (old[30..35].to_vec(), true));
+        assert_eq!(read_window(&marks, &all, 2, 30, 5), (all[30..35].to_vec(), false));
+    }
+
+    #[test]
+    fn marks_stay_within_their_budget() {
+        let all = names(200);
+        let marks = ListingMarks::new(1, 64 << 10);
+        let window = Window { limit: 1, offset: 150 };
+        let mut last = OrgId::generate();
+        for version in 0..100 {
+            last = OrgId::generate();
+            let Seek::Scan(scan) = marks.seek(&last, &folder("big"), ChildKind::Folders, version, window) else {
+                panic!("a new folder has no marks");
+            };
+            let found = scan_rows(&all, &scan);
+            assert_eq!(keyset_rows(&all, &marks.scanned(scan, found)), ["f0150"]);
+            assert!(marks.bytes() <= 64 << 10, "{} bytes held", marks.bytes());
+        }
+        assert!(marks.bytes() > 16 << 10, "the marks are kept up to their budget");
+        let newest = marks.seek(&last, &folder("big"), ChildKind::Folders, 99, window);
+        assert!(matches!(newest, Seek::Read(_)), "the most recent marks stay");
     }
 
     #[test]

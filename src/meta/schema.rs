@@ -45,6 +45,10 @@ pub const SQLITE: &[Step] = &[
         description: MULTIPART_DESCRIPTION,
         sql: SQLITE_MULTIPART,
     },
+    Step {
+        description: CHILDREN_VERSION_DESCRIPTION,
+        sql: SQLITE_CHILDREN_VERSION,
+    },
 ];
 
 /// The PostgreSQL steps.
@@ -76,6 +80,10 @@ pub const POSTGRES: &[Step] = &[
     Step {
         description: MULTIPART_DESCRIPTION,
         sql: POSTGRES_MULTIPART,
+    },
+    Step {
+        description: CHILDREN_VERSION_DESCRIPTION,
+        sql: POSTGRES_CHILDREN_VERSION,
     },
 ];
 
@@ -244,6 +252,26 @@ CREATE TABLE IF NOT EXISTS upload_parts (
     PRIMARY KEY (org_id, upload_id, number)
 );
 CREATE INDEX IF NOT EXISTS upload_parts_by_blob ON upload_parts (blob_id);
+"#;
+
+const CHILDREN_VERSION_DESCRIPTION: &str = "folder children versions (listing page marks)";
+/// Version 8: `folders.children_version`, a value taken from the store-wide counter
+/// `children_versions` whenever the set of a folder's children changes and whenever a folder row
+/// is written anew, so that one value of one folder always means the same children: listing
+/// marks are kept per version (see `rules::ListingMarks`). Existing rows keep 0; the counter
+/// starts above it.
+const SQLITE_CHILDREN_VERSION: &str = r#"
+ALTER TABLE folders ADD COLUMN children_version INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE children_versions (id INTEGER PRIMARY KEY CHECK (id = 0), last INTEGER NOT NULL);
+INSERT INTO children_versions (id, last) VALUES (0, 0);
+"#;
+
+/// Version 8, as [`SQLITE_CHILDREN_VERSION`]: the counter is a sequence, and a new folder row
+/// takes its next value by default (existing rows keep 0 without a rewrite of the table).
+const POSTGRES_CHILDREN_VERSION: &str = r#"
+CREATE SEQUENCE IF NOT EXISTS children_versions START 1;
+ALTER TABLE folders ADD COLUMN IF NOT EXISTS children_version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE folders ALTER COLUMN children_version SET DEFAULT nextval('children_versions');
 "#;
 
 /// The schema of stowage 0.1.0. It creates only what is missing (and drops two indexes that the
@@ -550,6 +578,7 @@ mod tests {
         assert_eq!(
             tables,
             [
+                "children_versions",
                 "console_sessions",
                 "folders",
                 "garbage",

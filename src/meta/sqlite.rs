@@ -116,6 +116,8 @@ pub struct SqliteMeta {
     writer: mpsc::Sender<Box<dyn WriteTask>>,
     /// Idle read connections, each with the moment it was last returned.
     readers: Arc<Mutex<Vec<(Connection, std::time::Instant)>>>,
+    /// Where far listing pages start (see [`ListingMarks`]).
+    marks: Arc<ListingMarks>,
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -256,7 +258,16 @@ impl SqliteMeta {
             path: path.to_owned(),
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
+            marks: Arc::new(ListingMarks::standard()),
         })
+    }
+
+    /// The same store with marks every `stride` listing entries (tests reach the marks with
+    /// small folders).
+    #[cfg(test)]
+    pub(crate) fn with_mark_stride(mut self, stride: u64) -> SqliteMeta {
+        self.marks = Arc::new(ListingMarks::new(stride, 1 << 20));
+        self
     }
 
     async fn write<T, F>(&self, work: F) -> MetaResult<T>
@@ -343,9 +354,9 @@ fn insert_org(
         params![id.as_str(), name, max_bytes.map(to_i64), max_files.map(to_i64), now],
     )?;
     conn.execute(
-        "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-         VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2)",
-        params![id.as_str(), now],
+        "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified, \
+         children_version) VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2, ?3)",
+        params![id.as_str(), now, fresh_children_version(conn)?],
     )?;
     Ok(id)
 }
@@ -806,21 +817,40 @@ fn upsert_object(conn: &Connection, org: &OrgId, object: &NewObject, created: Mi
     Ok(())
 }
 
+/// A value of the store-wide counter that no folder row has held (see `rules::ListingMarks`).
+fn fresh_children_version(conn: &Connection) -> MetaResult<i64> {
+    Ok(cached_row(
+        conn,
+        "UPDATE children_versions SET last = last + 1 WHERE id = 0 RETURNING last",
+        [],
+        |row| row.get(0),
+    )?)
+}
+
 /// Adds a put's figures to every folder above its key, creating the folders that had no row.
 fn add_to_folders(conn: &Connection, org: &OrgId, key: &Key, delta: PutDelta, now: Millis) -> MetaResult<()> {
     let ancestors = key.ancestors();
     let mut missing = Vec::new();
+    // A new key changes the children of its folder (and of the folders it creates).
+    let version = if delta.files != 0 {
+        Some(fresh_children_version(conn)?)
+    } else {
+        None
+    };
     for folder in &ancestors {
+        let child_files = delta.child_files_in(folder, key);
         let updated = conn.execute(
             "UPDATE folders SET bytes = bytes + ?3, files = files + ?4, child_files = child_files + ?5, \
-             modified = MAX(modified, ?6) WHERE org_id = ?1 AND path = ?2",
+             modified = MAX(modified, ?6), children_version = COALESCE(?7, children_version) \
+             WHERE org_id = ?1 AND path = ?2",
             params![
                 org.as_str(),
                 folder.as_str(),
                 delta.bytes,
                 delta.files,
-                delta.child_files_in(folder, key),
-                now
+                child_files,
+                now,
+                version.filter(|_| child_files != 0)
             ],
         )?;
         if updated == 0 {
@@ -831,10 +861,14 @@ fn add_to_folders(conn: &Connection, org: &OrgId, key: &Key, delta: PutDelta, no
         return Ok(());
     }
     let growth = folder_growth(key, &missing, delta);
+    let version = match version {
+        Some(version) => version,
+        None => fresh_children_version(conn)?,
+    };
     for folder in &growth.created {
         conn.execute(
-            "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified, \
+             children_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 org.as_str(),
                 folder.path.as_str(),
@@ -844,14 +878,16 @@ fn add_to_folders(conn: &Connection, org: &OrgId, key: &Key, delta: PutDelta, no
                 delta.files,
                 folder.child_folders,
                 folder.child_files,
-                now
+                now,
+                version
             ],
         )?;
     }
     for parent in &growth.gaining_child {
         conn.execute(
-            "UPDATE folders SET child_folders = child_folders + 1 WHERE org_id = ?1 AND path = ?2",
-            params![org.as_str(), parent.as_str()],
+            "UPDATE folders SET child_folders = child_folders + 1, children_version = ?3 \
+             WHERE org_id = ?1 AND path = ?2",
+            params![org.as_str(), parent.as_str(), version],
         )?;
     }
     Ok(())
@@ -873,16 +909,23 @@ fn detach(conn: &Connection, org: &OrgId, start: FolderPath, mut detach: Detach)
     let mut current = Some(start);
     while let Some(path) = current {
         let step = detach.step();
+        let version = if step.child_files != 0 || step.child_folders != 0 {
+            Some(fresh_children_version(conn)?)
+        } else {
+            None
+        };
         conn.execute(
             "UPDATE folders SET bytes = bytes - ?3, files = files - ?4, child_files = child_files - ?5, \
-             child_folders = child_folders - ?6 WHERE org_id = ?1 AND path = ?2",
+             child_folders = child_folders - ?6, children_version = COALESCE(?7, children_version) \
+             WHERE org_id = ?1 AND path = ?2",
             params![
                 org.as_str(),
                 path.as_str(),
                 step.bytes,
                 step.files,
                 step.child_files,
-                step.child_folders
+                step.child_folders,
+                version
             ],
         )?;
         let remaining: i64 = cached_row(
@@ -966,30 +1009,77 @@ fn delete_tx(conn: &Connection, org: &OrgId, key: &Key, now: Millis) -> MetaResu
     })
 }
 
-/// A page of a folder's child folders; answered from `folders_listing` alone.
-const LIST_FOLDERS_SQL: &str =
-    "SELECT name, bytes, modified FROM folders WHERE org_id = ?1 AND parent = ?2 ORDER BY name LIMIT ?3 OFFSET ?4";
-/// A page of a folder's files; answered from `objects_listing` alone.
-const LIST_FILES_SQL: &str =
-    "SELECT name, size, mime, modified FROM objects WHERE org_id = ?1 AND parent = ?2 ORDER BY name LIMIT ?3 OFFSET ?4";
+/// A window of a folder's child folders from a name on; answered from `folders_listing` alone.
+const LIST_FOLDERS_SQL: &str = "SELECT name, bytes, modified FROM folders WHERE org_id = ?1 AND parent = ?2 \
+     AND name >= ?3 ORDER BY name LIMIT ?4 OFFSET ?5";
+/// A window of a folder's files from a name on; answered from `objects_listing` alone.
+const LIST_FILES_SQL: &str = "SELECT name, size, mime, modified FROM objects WHERE org_id = ?1 AND parent = ?2 \
+     AND name >= ?3 ORDER BY name LIMIT ?4 OFFSET ?5";
+/// The marks of a folder's child folders from a name on (see [`MarkScan`]): `?4` times, the
+/// name `?5` entries after the last one found, each a short range of `folders_listing`.
+const FOLDER_MARKS_SQL: &str = "WITH RECURSIVE m(name, k) AS (SELECT ?3, 0 UNION ALL \
+     SELECT (SELECT c.name FROM folders c WHERE c.org_id = ?1 AND c.parent = ?2 AND c.name >= m.name \
+     ORDER BY c.name LIMIT 1 OFFSET ?5), m.k + 1 FROM m WHERE m.k < ?4 AND m.name IS NOT NULL) \
+     SELECT name FROM m WHERE m.k > 0 AND m.name IS NOT NULL ORDER BY m.k";
+/// The marks of a folder's files from a name on, as [`FOLDER_MARKS_SQL`] on `objects_listing`.
+const FILE_MARKS_SQL: &str = "WITH RECURSIVE m(name, k) AS (SELECT ?3, 0 UNION ALL \
+     SELECT (SELECT c.name FROM objects c WHERE c.org_id = ?1 AND c.parent = ?2 AND c.name >= m.name \
+     ORDER BY c.name LIMIT 1 OFFSET ?5), m.k + 1 FROM m WHERE m.k < ?4 AND m.name IS NOT NULL) \
+     SELECT name FROM m WHERE m.k > 0 AND m.name IS NOT NULL ORDER BY m.k";
 
-fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage> {
-    let counts: Option<(i64, i64)> = cached_row(
+/// Where `window` of the `kind` children of `folder` starts, scanning for marks when needed.
+fn seek_window(
+    conn: &Connection,
+    marks: &ListingMarks,
+    (org, folder): (&OrgId, &FolderPath),
+    kind: ChildKind,
+    version: i64,
+    window: Window,
+) -> MetaResult<Keyset> {
+    match marks.seek(org, folder, kind, version, window) {
+        Seek::Read(keyset) => Ok(keyset),
+        Seek::Scan(scan) => {
+            let sql = match kind {
+                ChildKind::Folders => FOLDER_MARKS_SQL,
+                ChildKind::Files => FILE_MARKS_SQL,
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
+            let names = stmt
+                .query_map(
+                    params![org.as_str(), folder.as_str(), scan.from, scan.marks, scan.stride],
+                    |row| row.get(0),
+                )?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(marks.scanned(scan, names))
+        }
+    }
+}
+
+fn list_tx(
+    conn: &Connection,
+    marks: &ListingMarks,
+    org: &OrgId,
+    folder: &FolderPath,
+    page: u64,
+    page_size: u64,
+) -> MetaResult<ListPage> {
+    let counts: Option<(i64, i64, i64)> = cached_row(
         conn,
-        "SELECT child_folders, child_files FROM folders WHERE org_id = ?1 AND path = ?2",
+        "SELECT child_folders, child_files, children_version FROM folders WHERE org_id = ?1 AND path = ?2",
         params![org.as_str(), folder.as_str()],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )
     .optional()?;
-    let Some((child_folders, child_files)) = counts else {
+    let Some((child_folders, child_files, version)) = counts else {
         return Ok(ListPage::default());
     };
     let plan = PagePlan::new(to_u64(child_folders), to_u64(child_files), page, page_size);
     let mut entries = Vec::new();
     if let Some(window) = plan.folders() {
+        let keyset = seek_window(conn, marks, (org, folder), ChildKind::Folders, version, window)?;
         let mut stmt = conn.prepare_cached(LIST_FOLDERS_SQL)?;
         let rows = stmt.query_map(
-            params![org.as_str(), folder.as_str(), window.limit, window.offset],
+            params![org.as_str(), folder.as_str(), keyset.from, keyset.limit, keyset.skip],
             |row| {
                 Ok(ListEntry {
                     name: row.get(0)?,
@@ -1005,9 +1095,10 @@ fn list_tx(conn: &Connection, org: &OrgId, folder: &FolderPath, page: u64, page_
         }
     }
     if let Some(window) = plan.files(entries.len()) {
+        let keyset = seek_window(conn, marks, (org, folder), ChildKind::Files, version, window)?;
         let mut stmt = conn.prepare_cached(LIST_FILES_SQL)?;
         let rows = stmt.query_map(
-            params![org.as_str(), folder.as_str(), window.limit, window.offset],
+            params![org.as_str(), folder.as_str(), keyset.from, keyset.limit, keyset.skip],
             |row| {
                 Ok(ListEntry {
                     name: row.get(0)?,
@@ -1362,6 +1453,12 @@ fn folder_differences(conn: &Connection, org: &OrgId) -> MetaResult<Vec<FolderDi
 }
 
 fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaResult<()> {
+    if differences.is_empty() {
+        return Ok(());
+    }
+    // A repaired row changes the children of its parent: every folder of the organizations
+    // repaired takes a new version (one new value serves them all: it is new for each folder).
+    let version = fresh_children_version(conn)?;
     for d in differences {
         match d.implied {
             None => {
@@ -1372,10 +1469,12 @@ fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaRe
             }
             Some(f) => {
                 conn.execute(
-                    "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (org_id, path) DO UPDATE SET \
+                    "INSERT INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified, \
+                     children_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                     ON CONFLICT (org_id, path) DO UPDATE SET \
                      bytes = excluded.bytes, files = excluded.files, child_folders = excluded.child_folders, \
-                     child_files = excluded.child_files, modified = excluded.modified",
+                     child_files = excluded.child_files, modified = excluded.modified, \
+                     children_version = excluded.children_version",
                     params![
                         d.org.as_str(),
                         d.path.as_str(),
@@ -1385,11 +1484,20 @@ fn repair_folders(conn: &Connection, differences: &[FolderDifference]) -> MetaRe
                         to_i64(f.files),
                         to_i64(f.child_folders),
                         to_i64(f.child_files),
-                        f.modified
+                        f.modified,
+                        version
                     ],
                 )?;
             }
         }
+    }
+    let mut orgs: Vec<&str> = differences.iter().map(|d| d.org.as_str()).collect();
+    orgs.dedup();
+    for org in orgs {
+        conn.execute(
+            "UPDATE folders SET children_version = ?2 WHERE org_id = ?1",
+            params![org, version],
+        )?;
     }
     Ok(())
 }
@@ -1840,7 +1948,8 @@ impl Objects for SqliteMeta {
 
     async fn list(&self, org: &OrgId, folder: &FolderPath, page: u64, page_size: u64) -> MetaResult<ListPage> {
         let (org, folder) = (org.clone(), folder.clone());
-        self.read(move |conn| list_tx(conn, &org, &folder, page, page_size))
+        let marks = self.marks.clone();
+        self.read(move |conn| list_tx(conn, &marks, &org, &folder, page, page_size))
             .await
     }
 
@@ -2384,9 +2493,9 @@ impl Maintenance for SqliteMeta {
             )?;
             if inserted > 0 {
                 conn.execute(
-                    "INSERT OR IGNORE INTO folders (org_id, path, parent, name, bytes, files, child_folders, child_files, modified) \
-                     VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2)",
-                    params![org.id.as_str(), org.created],
+                    "INSERT OR IGNORE INTO folders (org_id, path, parent, name, bytes, files, child_folders, \
+                     child_files, modified, children_version) VALUES (?1, '', NULL, '', 0, 0, 0, 0, ?2, ?3)",
+                    params![org.id.as_str(), org.created, fresh_children_version(conn)?],
                 )?;
             }
             Ok(())
@@ -2422,24 +2531,28 @@ impl Maintenance for SqliteMeta {
 mod tests {
     use super::*;
 
-    fn plan(conn: &Connection, sql: &str) -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
-        let rows = stmt
-            .query_map(params!["o", "p", 1000, 0], |row| row.get::<_, String>(3))
-            .expect("plan rows");
-        rows.map(|row| row.expect("plan row")).collect::<Vec<_>>().join("; ")
-    }
-
+    /// Listing windows and mark scans read a range of the covering listing indexes from a name
+    /// on, in their order (a window needs no sort; a scan sorts only the few marks it keeps).
     #[test]
     fn listing_pages_come_from_covering_indexes() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("meta.sqlite3");
         drop(SqliteMeta::open(&path).expect("open"));
         let conn = open_connection(&path).expect("connect");
-        let files = plan(&conn, LIST_FILES_SQL);
-        assert!(files.contains("COVERING INDEX objects_listing"), "{files}");
-        let folders = plan(&conn, LIST_FOLDERS_SQL);
-        assert!(folders.contains("COVERING INDEX folders_listing"), "{folders}");
+        for (sql, index) in [
+            (LIST_FILES_SQL, "objects_listing"),
+            (FILE_MARKS_SQL, "objects_listing"),
+            (LIST_FOLDERS_SQL, "folders_listing"),
+            (FOLDER_MARKS_SQL, "folders_listing"),
+        ] {
+            let plan = plan_with(&conn, sql, params!["o", "p", "n", 1000, 7]);
+            assert!(
+                plan.contains(&format!("COVERING INDEX {index} (org_id=? AND parent=? AND name>?)")),
+                "{plan}"
+            );
+            let sorts = plan.matches("TEMP B-TREE").count();
+            assert!(sorts <= usize::from(sql.contains("WITH RECURSIVE")), "{plan}");
+        }
     }
 
     /// Idle readers are closed once unused for `READER_IDLE`; recently used ones stay pooled.
@@ -2572,7 +2685,8 @@ mod tests {
              DROP INDEX orgs_by_bucket; ALTER TABLE orgs DROP COLUMN bucket; \
              ALTER TABLE users DROP COLUMN server_admin; DROP TABLE s3_keys; \
              ALTER TABLE objects DROP COLUMN etag; ALTER TABLE objects DROP COLUMN user_meta; \
-             DROP TABLE uploads; DROP TABLE upload_parts; ALTER TABLE orgs DROP COLUMN pending_bytes;",
+             DROP TABLE uploads; DROP TABLE upload_parts; ALTER TABLE orgs DROP COLUMN pending_bytes; \
+             ALTER TABLE folders DROP COLUMN children_version; DROP TABLE children_versions;",
         )
         .expect("make it look like an older database");
         conn.pragma_update(None, "user_version", 0)

@@ -20,6 +20,10 @@ use super::*;
 const URL_VAR: &str = "STOWAGE_TEST_POSTGRES_URL";
 const SKIP_VAR: &str = "STOWAGE_SKIP_POSTGRES";
 
+/// Listing marks every this many entries in the stores under test, so that small folders read
+/// their far pages from marks (servers keep one every 512).
+const MARK_STRIDE: u64 = 2;
+
 const QUOTA: Quota = Quota {
     max_bytes: u64::MAX / 4,
     max_files: u64::MAX / 4,
@@ -42,7 +46,7 @@ impl Fixture {
     async fn sqlite() -> Option<Fixture> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.sqlite3");
-        let meta = Arc::new(SqliteMeta::open(&path).unwrap());
+        let meta = Arc::new(SqliteMeta::open(&path).unwrap().with_mark_stride(MARK_STRIDE));
         Some(Fixture {
             meta,
             backend: Backend::Sqlite { path, _dir: dir },
@@ -56,7 +60,8 @@ impl Fixture {
         let meta = Arc::new(
             PostgresMeta::connect(&database.url)
                 .await
-                .unwrap_or_else(|e| panic!("cannot open the test database {}: {e}", database.name)),
+                .unwrap_or_else(|e| panic!("cannot open the test database {}: {e}", database.name))
+                .with_mark_stride(MARK_STRIDE),
         );
         Some(Fixture {
             meta,
@@ -71,7 +76,12 @@ impl Fixture {
     /// Another store over the same database, as a second server would open it (its own pool).
     async fn second_server(&self) -> Arc<dyn MetaStore> {
         match &self.backend {
-            Backend::Postgres(database) => Arc::new(PostgresMeta::connect(&database.url).await.unwrap()),
+            Backend::Postgres(database) => Arc::new(
+                PostgresMeta::connect(&database.url)
+                    .await
+                    .unwrap()
+                    .with_mark_stride(MARK_STRIDE),
+            ),
             Backend::Sqlite { .. } => panic!("several servers share only a PostgreSQL database"),
         }
     }
@@ -473,6 +483,139 @@ async fn conflicts_quota_and_listing(fixture: &Fixture) {
 }
 
 /// Sorting, prefix ranges and names behave as byte order in both engines.
+/// A folder's children as a test expects them: child folder names, and file names with sizes.
+#[derive(Default)]
+struct Children {
+    folders: std::collections::BTreeSet<String>,
+    files: std::collections::BTreeMap<String, u64>,
+}
+
+impl Children {
+    /// Page `page` of `size` as an OFFSET window reads it: folders by name, then files by name,
+    /// from entry `page * size` on (a folder's size is not compared: `None`).
+    fn offset_page(&self, page: usize, size: usize) -> Vec<(String, bool, Option<u64>)> {
+        self.folders
+            .iter()
+            .map(|n| (n.clone(), true, None))
+            .chain(self.files.iter().map(|(n, s)| (n.clone(), false, Some(*s))))
+            .skip(page * size)
+            .take(size)
+            .collect()
+    }
+
+    fn total(&self) -> usize {
+        self.folders.len() + self.files.len()
+    }
+}
+
+/// Every page of `folder`, in several page sizes, far pages first (they scan for marks) and then
+/// near ones (they use them), read from each of `stores`, equals the OFFSET window.
+async fn assert_pages(stores: &[Arc<dyn MetaStore>], org: &OrgId, folder: &FolderPath, children: &Children) {
+    for size in [1usize, 2, 3, 4, 7] {
+        let pages = children.total() / size + 2;
+        for meta in stores {
+            for page in (0..pages).rev().chain(0..pages) {
+                let listed = meta.list(org, folder, page as u64, size as u64).await.unwrap();
+                assert_eq!(listed.total_entries, children.total() as u64);
+                let got: Vec<(String, bool, Option<u64>)> = listed
+                    .entries
+                    .iter()
+                    .map(|e| (e.name.clone(), e.is_folder, (!e.is_folder).then_some(e.size)))
+                    .collect();
+                assert_eq!(got, children.offset_page(page, size), "page {page} of {size}");
+            }
+        }
+    }
+}
+
+/// Listing pages are read from marks (every 2nd entry in this suite, see [`Fixture`]): every
+/// page lists what the OFFSET window listed, also after puts and deletes between page reads
+/// (new files and folders before and after the marks, overwrites), on a second server whose
+/// marks are of an older version, and after the folder is deleted and made again.
+async fn listing_pages_match_offset_windows(fixture: &Fixture) {
+    let stores = fixture.two_servers().await;
+    let meta = &*stores[0];
+    let org = meta.create_org("t", None, None, 1).await.unwrap();
+    let big = FolderPath::parse("big").unwrap();
+    let mut children = Children::default();
+    let mut now = 10;
+    for i in 0..9 {
+        now += 1;
+        meta.put_object(&org, object(&format!("big/d{i:02}/x"), 1, now), QUOTA)
+            .await
+            .unwrap();
+        children.folders.insert(format!("d{i:02}"));
+    }
+    for i in 0..25u64 {
+        now += 1;
+        let name = format!("f{:02}", i * 2);
+        meta.put_object(&org, object(&format!("big/{name}"), i, now), QUOTA)
+            .await
+            .unwrap();
+        children.files.insert(name, i);
+    }
+    assert_pages(&stores, &org, &big, &children).await;
+
+    enum Change {
+        Put(&'static str, u64),
+        Delete(&'static str),
+    }
+    let changes = [
+        Change::Put("a-first", 3),
+        Change::Delete("f10"),
+        Change::Put("d04b/y", 0),
+        Change::Delete("d03"),
+        Change::Put("f11", 5),
+        Change::Put("zz", 6),
+        Change::Put("f20", 99),
+        Change::Delete("d00"),
+        Change::Delete("f00"),
+        Change::Put("d99/z", 1),
+    ];
+    for change in changes {
+        // Both servers hold marks of the folder as it is now.
+        for store in &stores {
+            store.list(&org, &big, 3, 3).await.unwrap();
+            store.list(&org, &big, 9, 3).await.unwrap();
+        }
+        now += 1;
+        match change {
+            Change::Put(name, size) => {
+                meta.put_object(&org, object(&format!("big/{name}"), size, now), QUOTA)
+                    .await
+                    .unwrap();
+                match name.split_once('/') {
+                    Some((folder, _)) => children.folders.insert(folder.to_owned()),
+                    None => children.files.insert(name.to_owned(), size).is_none(),
+                };
+            }
+            Change::Delete(name) => {
+                meta.delete(&org, &key(&format!("big/{name}"))).await.unwrap();
+                if !children.folders.remove(name) {
+                    children.files.remove(name);
+                }
+            }
+        }
+        assert_pages(&stores, &org, &big, &children).await;
+    }
+
+    // The folder deleted and made again, with as many children but other names: marks of the
+    // old folder must not serve the new one.
+    let count = children.total();
+    meta.delete(&org, &key("big")).await.unwrap();
+    let mut again = Children::default();
+    for i in 0..count as u64 {
+        now += 1;
+        let name = format!("g{i:02}");
+        meta.put_object(&org, object(&format!("big/{name}"), i, now), QUOTA)
+            .await
+            .unwrap();
+        again.files.insert(name, i);
+    }
+    assert_pages(&stores, &org, &big, &again).await;
+    assert_consistent(meta, &org).await;
+}
+
 async fn byte_order_and_prefix_ranges(fixture: &Fixture) {
     let meta = fixture.meta();
     let org = meta.create_org("t", None, None, 1).await.unwrap();
@@ -2096,6 +2239,7 @@ backend_suite!(
     Fixture::sqlite,
     async [
         conflicts_quota_and_listing,
+        listing_pages_match_offset_windows,
         byte_order_and_prefix_ranges,
         jobs_pin_blobs_until_they_expire,
         released_bodies_wait_for_the_cutoff,
@@ -2125,6 +2269,7 @@ backend_suite!(
     Fixture::postgres,
     async [
         conflicts_quota_and_listing,
+        listing_pages_match_offset_windows,
         byte_order_and_prefix_ranges,
         jobs_pin_blobs_until_they_expire,
         released_bodies_wait_for_the_cutoff,
