@@ -25,12 +25,14 @@
 //! order, as in SQLite. Connections are plain TCP (`NoTls`): no TLS stack is linked in yet, so run
 //! the database on a trusted network or behind a local TLS tunnel.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, Pool, Runtime, Transaction};
 use futures::TryStreamExt;
+use tokio::sync::oneshot;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
@@ -98,6 +100,8 @@ impl From<deadpool_postgres::PoolError> for MetaError {
 /// share.
 pub(crate) struct PostgresMeta {
     pool: Pool,
+    /// Puts waiting for their organization's next transaction (see [`queue_put`]).
+    puts: PutQueues,
 }
 
 impl std::fmt::Debug for PostgresMeta {
@@ -163,7 +167,10 @@ impl PostgresMeta {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| MetaError::Config(format!("cannot build the PostgreSQL connection pool: {e}")))?;
-        Ok(PostgresMeta { pool })
+        Ok(PostgresMeta {
+            pool,
+            puts: PutQueues::default(),
+        })
     }
 
     /// Brings the schema up to date (`meta::schema::POSTGRES`); several servers starting at
@@ -497,24 +504,19 @@ fn object_from_row(row: &Row) -> MetaResult<Option<ObjectMeta>> {
 
 /// After the lock: the shallowest ancestor that is a file, whether the key is a folder, the
 /// existing object (size, created, blob), the database clock and the organization's pending part
-/// bytes ([`PENDING`]) — one round trip.
+/// bytes ([`PENDING`]) and how many of the folders above the key have rows — one round trip.
 const PUT_CHECKS: &str = concat!(
     "SELECT (SELECT a.key FROM objects a WHERE a.org_id = $1 AND a.key = ANY($2::text[]) ORDER BY a.key LIMIT 1), \
      EXISTS (SELECT 1 FROM folders f WHERE f.org_id = $1 AND f.path = $3), \
      o.size, o.created, o.blob_id, ",
     "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, ",
-    "(SELECT pending_bytes FROM orgs WHERE id = $1)",
+    "(SELECT pending_bytes FROM orgs WHERE id = $1), ",
+    "(SELECT count(*) FROM folders f WHERE f.org_id = $1 AND f.path = ANY($4::text[]))",
     " FROM (SELECT 1) AS one LEFT JOIN objects o ON o.org_id = $1 AND o.key = $3"
 );
 
 /// Creates or replaces an object with its folder rows, usage and the replaced blob's collection,
-/// or refuses it, under the organization lock.
-async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, quota: Quota) -> MetaResult<PutOutcome> {
-    let locked = lock_org(tx, org).await?;
-    put_locked(tx, org, object, quota, locked, 0).await
-}
-
-/// [`put_object_tx`] once the organization is locked, with `released` bytes of pending parts no
+/// or refuses it, once the organization is locked, with `released` bytes of pending parts no
 /// longer counted by the quota check (the parts of the upload this put completes).
 async fn put_locked(
     tx: &Transaction<'_>,
@@ -723,13 +725,16 @@ struct PutChecks {
     clock: Millis,
     /// The organization's pending part bytes.
     pending: u64,
+    /// Whether every folder above the key has its row (the put creates none).
+    folders_exist: bool,
 }
 
 /// Reads, in one round trip ([`PUT_CHECKS`]), whether `key` can be a file and what it replaces.
 async fn put_checks(tx: &Transaction<'_>, org: &OrgId, key: &Key) -> MetaResult<Result<PutChecks, PutRefusal>> {
     let ancestors = key.ancestors();
-    let above: Vec<&str> = ancestors.iter().skip(1).map(FolderPath::as_str).collect();
-    let checks = query_one(tx, PUT_CHECKS, &[&org.as_str(), &above, &key.as_str()]).await?;
+    let folders: Vec<&str> = ancestors.iter().map(FolderPath::as_str).collect();
+    let above = &folders[1..];
+    let checks = query_one(tx, PUT_CHECKS, &[&org.as_str(), &above, &key.as_str(), &folders]).await?;
     if let Some(file) = col::<Option<String>>(&checks, 0)? {
         return Ok(Err(PutRefusal::AncestorIsFile(file)));
     }
@@ -748,6 +753,7 @@ async fn put_checks(tx: &Transaction<'_>, org: &OrgId, key: &Key) -> MetaResult<
         replaced,
         clock: col(&checks, 5)?,
         pending: col::<Option<i64>>(&checks, 6)?.map(to_u64).unwrap_or(0),
+        folders_exist: usize::try_from(col::<i64>(&checks, 7)?).is_ok_and(|n| n == folders.len()),
     }))
 }
 
@@ -873,6 +879,256 @@ async fn queue_garbage(tx: &Transaction<'_>, blob: &str, now: Millis) -> MetaRes
         &[&blob, &now],
     )
     .await?;
+    Ok(())
+}
+
+// --- batched puts: one transaction and one organization lock for the puts queued meanwhile ---
+
+/// Puts to one organization at most in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// A put waiting for its organization's next batch, and where its answer goes.
+struct QueuedPut {
+    object: NewObject,
+    quota: Quota,
+    reply: oneshot::Sender<MetaResult<PutOutcome>>,
+}
+
+/// The puts queued per organization on this server. An organization is in the map while a task
+/// runs its batches (see [`drain_puts`]); the task removes it when it finds no queued put.
+type PutQueues = Arc<Mutex<HashMap<OrgId, Vec<QueuedPut>>>>;
+
+fn lock_queues(queues: &PutQueues) -> std::sync::MutexGuard<'_, HashMap<OrgId, Vec<QueuedPut>>> {
+    // A panic never leaves the map half-changed (single inserts and removals), so a poisoned lock
+    // still holds a usable map.
+    queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Queues a put for `org` and starts the organization's batch task when none runs; the answer
+/// comes after the commit of the transaction that holds it.
+async fn queue_put(
+    pool: &Pool,
+    queues: &PutQueues,
+    org: &OrgId,
+    object: NewObject,
+    quota: Quota,
+) -> MetaResult<PutOutcome> {
+    let (reply, answer) = oneshot::channel();
+    let start = {
+        let mut map = lock_queues(queues);
+        let start = !map.contains_key(org);
+        map.entry(org.clone())
+            .or_default()
+            .push(QueuedPut { object, quota, reply });
+        start
+    };
+    if start {
+        // A task of its own, so that a caller that goes away does not abandon the others' batch.
+        tokio::spawn(drain_puts(pool.clone(), queues.clone(), org.clone()));
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| Err(MetaError::failed("the put's batch ended without an answer")))
+}
+
+/// Forgets the organization's queue if its batch task ends without emptying it (a panic): the
+/// queued puts' answers are then dropped, and their callers told so, instead of waiting forever.
+struct DrainGuard {
+    queues: PutQueues,
+    org: OrgId,
+    done: bool,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            lock_queues(&self.queues).remove(&self.org);
+        }
+    }
+}
+
+/// Runs the organization's queued puts, up to [`MAX_BATCH`] per transaction, until none is left.
+async fn drain_puts(pool: Pool, queues: PutQueues, org: OrgId) {
+    let mut guard = DrainGuard {
+        queues,
+        org,
+        done: false,
+    };
+    loop {
+        let batch = {
+            let mut map = lock_queues(&guard.queues);
+            let Some(queued) = map.get_mut(&guard.org) else {
+                guard.done = true;
+                return;
+            };
+            if queued.is_empty() {
+                map.remove(&guard.org);
+                guard.done = true;
+                return;
+            }
+            let take = queued.len().min(MAX_BATCH);
+            queued.drain(..take).collect::<Vec<_>>()
+        };
+        run_batch(&pool, &guard.org, batch).await;
+    }
+}
+
+/// One transaction for a batch of puts; each put is answered with its own outcome after the
+/// commit, or every put with the transaction's error.
+async fn run_batch(pool: &Pool, org: &OrgId, batch: Vec<QueuedPut>) {
+    let (puts, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.object, p.quota), p.reply)).unzip();
+    let result = async {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        let outcomes = put_batch_tx(&tx, org, &puts).await?;
+        tx.commit().await?;
+        Ok::<_, MetaError>(outcomes)
+    }
+    .await;
+    match result {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for reply in replies {
+                let _ = reply.send(Err(MetaError::shared(&e)));
+            }
+        }
+    }
+}
+
+/// A put of a batch that passed its checks and its quota decision.
+struct Accepted<'a> {
+    object: &'a NewObject,
+    delta: PutDelta,
+    replaced: Option<Replaced>,
+    folders_exist: bool,
+    now: Millis,
+}
+
+/// The puts of a batch under one organization lock, in order: each is decided as if it ran alone
+/// after the ones before it (see [`put_locked`]), with fewer round trips. The puts are taken in
+/// runs of [`independent_puts`]: a run's checks are read in one pipelined round trip, its quota
+/// decisions made in order ([`QuotaRun`]), and its writes sent in one more (the folder figures of
+/// the puts whose folders all exist summed into one statement, [`sum_folder_changes`]); a put that
+/// creates folders then updates them on its own, as [`put_locked`] does.
+async fn put_batch_tx(tx: &Transaction<'_>, org: &OrgId, puts: &[(NewObject, Quota)]) -> MetaResult<Vec<PutOutcome>> {
+    let stored = lock_org(tx, org).await?.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let mut run: Option<QuotaRun> = None;
+    let mut outcomes = Vec::with_capacity(puts.len());
+    let mut start = 0;
+    while start < puts.len() {
+        let mut end = start + 1;
+        while end < puts.len()
+            && puts[start..end]
+                .iter()
+                .all(|(p, _)| independent_puts(&p.key, &puts[end].0.key))
+        {
+            end += 1;
+        }
+        let group = &puts[start..end];
+        start = end;
+        let checks =
+            futures::future::try_join_all(group.iter().map(|(object, _)| put_checks(tx, org, &object.key))).await?;
+        let mut accepted = Vec::new();
+        for ((object, quota), checks) in group.iter().zip(checks) {
+            let checks = match checks {
+                Ok(checks) => checks,
+                Err(refusal) => {
+                    outcomes.push(PutOutcome::Refused(refusal));
+                    continue;
+                }
+            };
+            if let Some(refusal) = refuse_existing(object, checks.replaced.as_ref()) {
+                outcomes.push(PutOutcome::Refused(refusal));
+                continue;
+            }
+            let run = run.get_or_insert_with(|| QuotaRun::new(counted_usage(stored, checks.pending, 0)));
+            let delta = PutDelta::of(object.size, checks.replaced.as_ref());
+            if let Err(over) = run.decide(*quota, delta) {
+                outcomes.push(PutOutcome::Refused(PutRefusal::Quota(over)));
+                continue;
+            }
+            outcomes.push(PutOutcome::Stored {
+                replaced: checks.replaced.as_ref().and_then(|old| BlobId::parse(&old.blob)),
+            });
+            accepted.push(Accepted {
+                object,
+                delta,
+                now: write_time(object, checks.clock),
+                folders_exist: checks.folders_exist,
+                replaced: checks.replaced,
+            });
+        }
+        write_accepted(tx, org, &accepted).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Writes a run's accepted puts: object rows, replaced blobs and summed folder figures in one
+/// pipelined round trip, then the puts that create folders one by one.
+async fn write_accepted(tx: &Transaction<'_>, org: &OrgId, accepted: &[Accepted<'_>]) -> MetaResult<()> {
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let rows = accepted.iter().map(|a| {
+        let created = creation_time(a.object, a.replaced.as_ref(), a.now);
+        upsert_object(tx, org, a.object, created, a.now)
+    });
+    let garbage = accepted
+        .iter()
+        .filter_map(|a| a.replaced.as_ref().map(|old| queue_garbage(tx, &old.blob, a.now)));
+    let changes = sum_folder_changes(
+        accepted
+            .iter()
+            .filter(|a| a.folders_exist)
+            .map(|a| (&a.object.key, a.delta, a.now)),
+    );
+    futures::future::try_join3(
+        futures::future::try_join_all(rows),
+        futures::future::try_join_all(garbage),
+        add_folder_changes(tx, org, &changes),
+    )
+    .await?;
+    for a in accepted.iter().filter(|a| !a.folders_exist) {
+        add_to_folders(tx, org, &a.object.key, a.delta, a.now).await?;
+    }
+    Ok(())
+}
+
+/// Adds summed figures to existing folder rows in one statement.
+async fn add_folder_changes(tx: &Transaction<'_>, org: &OrgId, changes: &[FolderChange]) -> MetaResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+    let bytes: Vec<i64> = changes.iter().map(|c| c.bytes).collect();
+    let files: Vec<i64> = changes.iter().map(|c| c.files).collect();
+    let child_files: Vec<i64> = changes.iter().map(|c| c.child_files).collect();
+    let modified: Vec<Millis> = changes.iter().map(|c| c.modified).collect();
+    let updated = execute(
+        tx,
+        "UPDATE folders f SET bytes = f.bytes + c.bytes, files = f.files + c.files, \
+         child_files = f.child_files + c.child_files, modified = GREATEST(f.modified, c.modified) \
+         FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+         AS c(path, bytes, files, child_files, modified) \
+         WHERE f.org_id = $1 AND f.path = c.path",
+        &[&org.as_str(), &paths, &bytes, &files, &child_files, &modified],
+    )
+    .await?;
+    if updated != changes.len() as u64 {
+        // The rows were read under the same lock: one missing now means the store contradicts itself.
+        return Err(MetaError::Corrupt(
+            format!(
+                "organization {org}: {updated} of {} folder rows found for a batch of puts",
+                changes.len()
+            )
+            .into(),
+        ));
+    }
     Ok(())
 }
 
@@ -1779,11 +2035,10 @@ impl Objects for PostgresMeta {
     }
 
     async fn put_object(&self, org: &OrgId, object: NewObject, quota: Quota) -> MetaResult<PutOutcome> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let outcome = put_object_tx(&tx, org, &object, quota).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        if self.pool.is_closed() {
+            return Err(MetaError::Closed);
+        }
+        queue_put(&self.pool, &self.puts, org, object, quota).await
     }
 
     async fn delete(&self, org: &OrgId, key: &Key) -> MetaResult<DeleteOutcome> {
