@@ -11,6 +11,11 @@
 //! statement sees every write committed before it, which is exactly the state the lock protects.
 //! Different organizations never wait for each other. A caller is answered only after `COMMIT`.
 //!
+//! Puts are batched per organization on each server (as the SQLite writer batches its queue): the
+//! puts queued while an organization's transaction runs go together into the next one, under one
+//! lock, with their statements pipelined (see [`queue_put`] and [`put_batch`]); each put keeps its
+//! own outcome, decided in order.
+//!
 //! Times: a write's modification time is the later of the caller's `now` and the database's
 //! clock when the write holds the lock, so commit order and time order agree even when the
 //! servers' clocks do not.
@@ -348,13 +353,8 @@ fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> MetaResult<T> {
 /// The organization's pending part bytes (`orgs.pending_bytes`, changed only under this lock) are
 /// read by a later statement ([`PENDING`]), never joined into this one: a statement that waited
 /// for the lock re-reads the locked row only, and would see a joined row as it was before the wait.
-async fn lock_org(tx: &Transaction<'_>, org: &OrgId) -> MetaResult<Option<Usage>> {
-    let row = query_opt(
-        tx,
-        "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = '' FOR UPDATE",
-        &[&org.as_str()],
-    )
-    .await?;
+async fn lock_org<C: GenericClient>(tx: &C, org: &OrgId) -> MetaResult<Option<Usage>> {
+    let row = query_opt(tx, LOCK_ORG, &[&org.as_str()]).await?;
     row.map(|row| {
         Ok(Usage {
             bytes: to_u64(col(&row, 0)?),
@@ -730,7 +730,7 @@ struct PutChecks {
 }
 
 /// Reads, in one round trip ([`PUT_CHECKS`]), whether `key` can be a file and what it replaces.
-async fn put_checks(tx: &Transaction<'_>, org: &OrgId, key: &Key) -> MetaResult<Result<PutChecks, PutRefusal>> {
+async fn put_checks<C: GenericClient>(tx: &C, org: &OrgId, key: &Key) -> MetaResult<Result<PutChecks, PutRefusal>> {
     let ancestors = key.ancestors();
     let folders: Vec<&str> = ancestors.iter().map(FolderPath::as_str).collect();
     let above = &folders[1..];
@@ -757,9 +757,22 @@ async fn put_checks(tx: &Transaction<'_>, org: &OrgId, key: &Key) -> MetaResult<
     }))
 }
 
+/// Writes an object row ([`upsert_object`]).
+const UPSERT_OBJECT: &str = "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, \
+     blob_id, etag, user_meta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (org_id, key) DO UPDATE SET size = EXCLUDED.size, md5 = EXCLUDED.md5, mime = EXCLUDED.mime, \
+     preview = EXCLUDED.preview, modified = EXCLUDED.modified, blob_id = EXCLUDED.blob_id, \
+     etag = EXCLUDED.etag, user_meta = EXCLUDED.user_meta";
+
+/// Queues a blob for collection ([`queue_garbage`]).
+const QUEUE_GARBAGE: &str = "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+/// Locks the organization's root folder row ([`lock_org`]).
+const LOCK_ORG: &str = "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = '' FOR UPDATE";
+
 /// Writes the object row, keeping `created` of a row it replaces.
-async fn upsert_object(
-    tx: &Transaction<'_>,
+async fn upsert_object<C: GenericClient>(
+    tx: &C,
     org: &OrgId,
     object: &NewObject,
     created: Millis,
@@ -767,11 +780,7 @@ async fn upsert_object(
 ) -> MetaResult<()> {
     execute(
         tx,
-        "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id, \
-         etag, user_meta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (org_id, key) DO UPDATE SET size = EXCLUDED.size, md5 = EXCLUDED.md5, mime = EXCLUDED.mime, \
-         preview = EXCLUDED.preview, modified = EXCLUDED.modified, blob_id = EXCLUDED.blob_id, \
-         etag = EXCLUDED.etag, user_meta = EXCLUDED.user_meta",
+        UPSERT_OBJECT,
         &[
             &org.as_str(),
             &object.key.as_str(),
@@ -794,7 +803,13 @@ async fn upsert_object(
 
 /// Adds a put's figures to every folder above its key in one statement, then creates the folders
 /// that had no row (see [`folder_growth`]).
-async fn add_to_folders(tx: &Transaction<'_>, org: &OrgId, key: &Key, delta: PutDelta, now: Millis) -> MetaResult<()> {
+async fn add_to_folders<C: GenericClient>(
+    tx: &C,
+    org: &OrgId,
+    key: &Key,
+    delta: PutDelta,
+    now: Millis,
+) -> MetaResult<()> {
     let ancestors = key.ancestors();
     let paths: Vec<&str> = ancestors.iter().map(FolderPath::as_str).collect();
     let updated: HashSet<String> = query(
@@ -824,8 +839,8 @@ async fn add_to_folders(tx: &Transaction<'_>, org: &OrgId, key: &Key, delta: Put
 }
 
 /// Inserts the folder rows a put creates and counts them in the folders above them.
-async fn create_folders(
-    tx: &Transaction<'_>,
+async fn create_folders<C: GenericClient>(
+    tx: &C,
     org: &OrgId,
     growth: &FolderGrowth<'_>,
     delta: PutDelta,
@@ -872,13 +887,8 @@ async fn create_folders(
 }
 
 /// Queues a blob no object names any more for collection.
-async fn queue_garbage(tx: &Transaction<'_>, blob: &str, now: Millis) -> MetaResult<()> {
-    execute(
-        tx,
-        "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[&blob, &now],
-    )
-    .await?;
+async fn queue_garbage<C: GenericClient>(tx: &C, blob: &str, now: Millis) -> MetaResult<()> {
+    execute(tx, QUEUE_GARBAGE, &[&blob, &now]).await?;
     Ok(())
 }
 
@@ -978,11 +988,16 @@ async fn drain_puts(pool: Pool, queues: PutQueues, org: OrgId) {
 async fn run_batch(pool: &Pool, org: &OrgId, batch: Vec<QueuedPut>) {
     let (puts, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.object, p.quota), p.reply)).unzip();
     let result = async {
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        let outcomes = put_batch_tx(&tx, org, &puts).await?;
-        tx.commit().await?;
-        Ok::<_, MetaError>(outcomes)
+        let client = pool.get().await?;
+        let result = put_batch(&client, org, &puts).await;
+        if result.is_err() {
+            // The transaction (BEGIN and COMMIT are ours, not a `Transaction`'s) must not stay open
+            // on a pooled connection: roll it back, or keep the connection out of the pool.
+            if client.batch_execute("ROLLBACK").await.is_err() {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
+        result
     }
     .await;
     match result {
@@ -1000,25 +1015,24 @@ async fn run_batch(pool: &Pool, org: &OrgId, batch: Vec<QueuedPut>) {
     }
 }
 
-/// A put of a batch that passed its checks and its quota decision.
-struct Accepted<'a> {
-    object: &'a NewObject,
-    delta: PutDelta,
-    replaced: Option<Replaced>,
-    folders_exist: bool,
-    now: Millis,
-}
+/// The statements [`put_batch`] pipelines, prepared (cached) before any of them is sent: a
+/// statement found in the cache is sent when its future is first polled, so statements polled in
+/// order reach the database in that order (and run there in that order, one after another). An
+/// uncached one would first wait for its `PREPARE` and could be sent after a later one.
+const PIPELINED: [&str; 5] = [LOCK_ORG, PUT_CHECKS, UPSERT_OBJECT, QUEUE_GARBAGE, ADD_FOLDER_CHANGES];
 
-/// The puts of a batch under one organization lock, in order: each is decided as if it ran alone
-/// after the ones before it (see [`put_locked`]), with fewer round trips. The puts are taken in
-/// runs of [`independent_puts`]: a run's checks are read in one pipelined round trip, its quota
-/// decisions made in order ([`QuotaRun`]), and its writes sent in one more (the folder figures of
-/// the puts whose folders all exist summed into one statement, [`sum_folder_changes`]); a put that
-/// creates folders then updates them on its own, as [`put_locked`] does.
-async fn put_batch_tx(tx: &Transaction<'_>, org: &OrgId, puts: &[(NewObject, Quota)]) -> MetaResult<Vec<PutOutcome>> {
-    let stored = lock_org(tx, org).await?.ok_or_else(|| MetaError::no_root_folder(org))?;
-    let mut run: Option<QuotaRun> = None;
-    let mut outcomes = Vec::with_capacity(puts.len());
+/// Runs a batch as one transaction on `client` and commits it: `BEGIN`, the lock and the first
+/// run's checks in one round trip, then each run's writes ([`write_accepted`]), the last one's with
+/// the `COMMIT`. Outcomes are valid only once this returns `Ok` (committed).
+async fn put_batch(
+    client: &deadpool_postgres::Client,
+    org: &OrgId,
+    puts: &[(NewObject, Quota)],
+) -> MetaResult<Vec<PutOutcome>> {
+    for sql in PIPELINED {
+        client.prepare_cached(sql).await?;
+    }
+    let mut runs = Vec::new();
     let mut start = 0;
     while start < puts.len() {
         let mut end = start + 1;
@@ -1029,10 +1043,27 @@ async fn put_batch_tx(tx: &Transaction<'_>, org: &OrgId, puts: &[(NewObject, Quo
         {
             end += 1;
         }
-        let group = &puts[start..end];
+        runs.push(&puts[start..end]);
         start = end;
-        let checks =
-            futures::future::try_join_all(group.iter().map(|(object, _)| put_checks(tx, org, &object.key))).await?;
+    }
+    let first = runs.first().copied().unwrap_or_default();
+    // The lock is taken before the checks run: the database runs one connection's statements in
+    // the order they were sent, and each check (READ COMMITTED) reads after the lock is held.
+    let (_, locked, first_checks) = futures::future::try_join3(
+        async { Ok::<_, MetaError>(client.batch_execute("BEGIN").await?) },
+        lock_org(client, org),
+        run_checks(client, org, first),
+    )
+    .await?;
+    let stored = locked.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let mut quota_run: Option<QuotaRun> = None;
+    let mut outcomes = Vec::with_capacity(puts.len());
+    let mut pending_checks = Some(first_checks);
+    for (i, group) in runs.iter().enumerate() {
+        let checks = match pending_checks.take() {
+            Some(checks) => checks,
+            None => run_checks(client, org, group).await?,
+        };
         let mut accepted = Vec::new();
         for ((object, quota), checks) in group.iter().zip(checks) {
             let checks = match checks {
@@ -1046,7 +1077,7 @@ async fn put_batch_tx(tx: &Transaction<'_>, org: &OrgId, puts: &[(NewObject, Quo
                 outcomes.push(PutOutcome::Refused(refusal));
                 continue;
             }
-            let run = run.get_or_insert_with(|| QuotaRun::new(counted_usage(stored, checks.pending, 0)));
+            let run = quota_run.get_or_insert_with(|| QuotaRun::new(counted_usage(stored, checks.pending, 0)));
             let delta = PutDelta::of(object.size, checks.replaced.as_ref());
             if let Err(over) = run.decide(*quota, delta) {
                 outcomes.push(PutOutcome::Refused(PutRefusal::Quota(over)));
@@ -1063,44 +1094,90 @@ async fn put_batch_tx(tx: &Transaction<'_>, org: &OrgId, puts: &[(NewObject, Quo
                 replaced: checks.replaced,
             });
         }
-        write_accepted(tx, org, &accepted).await?;
+        write_accepted(client, org, &accepted, i + 1 == runs.len()).await?;
+    }
+    if runs.is_empty() {
+        client.batch_execute("COMMIT").await?;
     }
     Ok(outcomes)
 }
 
+/// The checks of a run of puts, pipelined in one round trip.
+async fn run_checks(
+    client: &deadpool_postgres::Client,
+    org: &OrgId,
+    group: &[(NewObject, Quota)],
+) -> MetaResult<Vec<Result<PutChecks, PutRefusal>>> {
+    futures::future::try_join_all(group.iter().map(|(object, _)| put_checks(client, org, &object.key))).await
+}
+
+/// A put of a batch that passed its checks and its quota decision.
+struct Accepted<'a> {
+    object: &'a NewObject,
+    delta: PutDelta,
+    replaced: Option<Replaced>,
+    folders_exist: bool,
+    now: Millis,
+}
+
 /// Writes a run's accepted puts: object rows, replaced blobs and summed folder figures in one
-/// pipelined round trip, then the puts that create folders one by one.
-async fn write_accepted(tx: &Transaction<'_>, org: &OrgId, accepted: &[Accepted<'_>]) -> MetaResult<()> {
-    if accepted.is_empty() {
-        return Ok(());
-    }
+/// pipelined round trip (with the `COMMIT` when `commit` and no put creates folders), then the
+/// puts that create folders one by one (and then the `COMMIT` when `commit`).
+async fn write_accepted(
+    client: &deadpool_postgres::Client,
+    org: &OrgId,
+    accepted: &[Accepted<'_>],
+    commit: bool,
+) -> MetaResult<()> {
     let rows = accepted.iter().map(|a| {
         let created = creation_time(a.object, a.replaced.as_ref(), a.now);
-        upsert_object(tx, org, a.object, created, a.now)
+        upsert_object(client, org, a.object, created, a.now)
     });
     let garbage = accepted
         .iter()
-        .filter_map(|a| a.replaced.as_ref().map(|old| queue_garbage(tx, &old.blob, a.now)));
+        .filter_map(|a| a.replaced.as_ref().map(|old| queue_garbage(client, &old.blob, a.now)));
     let changes = sum_folder_changes(
         accepted
             .iter()
             .filter(|a| a.folders_exist)
             .map(|a| (&a.object.key, a.delta, a.now)),
     );
-    futures::future::try_join3(
-        futures::future::try_join_all(rows),
-        futures::future::try_join_all(garbage),
-        add_folder_changes(tx, org, &changes),
+    let creating = accepted.iter().filter(|a| !a.folders_exist);
+    let commit_now = commit && creating.clone().next().is_none();
+    // try_join polls its futures in order, so the COMMIT is sent after every write of the run; if a
+    // write fails, the database has aborted the transaction and that COMMIT only ends it.
+    futures::future::try_join(
+        futures::future::try_join3(
+            futures::future::try_join_all(rows),
+            futures::future::try_join_all(garbage),
+            add_folder_changes(client, org, &changes),
+        ),
+        async {
+            if commit_now {
+                client.batch_execute("COMMIT").await?;
+            }
+            Ok(())
+        },
     )
     .await?;
-    for a in accepted.iter().filter(|a| !a.folders_exist) {
-        add_to_folders(tx, org, &a.object.key, a.delta, a.now).await?;
+    for a in creating {
+        add_to_folders(client, org, &a.object.key, a.delta, a.now).await?;
+    }
+    if commit && !commit_now {
+        client.batch_execute("COMMIT").await?;
     }
     Ok(())
 }
 
+/// Adds summed figures ([`FolderChange`]) to existing folder rows.
+const ADD_FOLDER_CHANGES: &str = "UPDATE folders f SET bytes = f.bytes + c.bytes, files = f.files + c.files, \
+     child_files = f.child_files + c.child_files, modified = GREATEST(f.modified, c.modified) \
+     FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+     AS c(path, bytes, files, child_files, modified) \
+     WHERE f.org_id = $1 AND f.path = c.path";
+
 /// Adds summed figures to existing folder rows in one statement.
-async fn add_folder_changes(tx: &Transaction<'_>, org: &OrgId, changes: &[FolderChange]) -> MetaResult<()> {
+async fn add_folder_changes<C: GenericClient>(tx: &C, org: &OrgId, changes: &[FolderChange]) -> MetaResult<()> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -1111,11 +1188,7 @@ async fn add_folder_changes(tx: &Transaction<'_>, org: &OrgId, changes: &[Folder
     let modified: Vec<Millis> = changes.iter().map(|c| c.modified).collect();
     let updated = execute(
         tx,
-        "UPDATE folders f SET bytes = f.bytes + c.bytes, files = f.files + c.files, \
-         child_files = f.child_files + c.child_files, modified = GREATEST(f.modified, c.modified) \
-         FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
-         AS c(path, bytes, files, child_files, modified) \
-         WHERE f.org_id = $1 AND f.path = c.path",
+        ADD_FOLDER_CHANGES,
         &[&org.as_str(), &paths, &bytes, &files, &child_files, &modified],
     )
     .await?;

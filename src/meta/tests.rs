@@ -1246,6 +1246,43 @@ async fn concurrent_puts_get_their_own_outcomes(fixture: &Fixture) {
     }
 }
 
+/// A database error fails every put of the transaction it hit, each with an error (never a
+/// success), and leaves nothing behind: once the table is back, puts on the same store pass and
+/// the usage counts exactly them.
+async fn a_failed_batch_fails_its_puts_and_nothing_else(fixture: &Fixture) {
+    let org = fixture.meta.create_org("t", None, None, 1).await.unwrap();
+    assert!(stored(
+        &fixture.meta.put_object(&org, object("a", 1, 2), QUOTA).await.unwrap()
+    ));
+    fixture.execute_sql("ALTER TABLE objects RENAME TO objects_away").await;
+    let puts = |prefix: &'static str| {
+        (0..16)
+            .map(|i| {
+                let (meta, org) = (fixture.meta.clone(), org.clone());
+                tokio::spawn(async move {
+                    meta.put_object(&org, object(&format!("{prefix}/k{i}"), 3, 3), QUOTA)
+                        .await
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    for task in puts("failing") {
+        assert!(task.await.unwrap().is_err(), "a put without its table cannot succeed");
+    }
+    fixture.execute_sql("ALTER TABLE objects_away RENAME TO objects").await;
+    for task in puts("passing") {
+        assert!(stored(&task.await.unwrap().unwrap()));
+    }
+    assert_eq!(
+        fixture.meta.usage(&org).await.unwrap(),
+        Usage {
+            bytes: 1 + 16 * 3,
+            files: 17
+        }
+    );
+    assert_consistent(fixture.meta(), &org).await;
+}
+
 /// Servers starting at once on one empty store (two handles of their own on one database, for
 /// SQLite two connections to one file as two processes would have) create the first organization
 /// and user exactly once, with the user an admin member of it.
@@ -2172,6 +2209,7 @@ backend_suite!(
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
         concurrent_puts_get_their_own_outcomes,
+        a_failed_batch_fails_its_puts_and_nothing_else,
         organizations_users_and_members,
         bucket_names,
         s3_keys,
@@ -2202,6 +2240,7 @@ backend_suite!(
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
         concurrent_puts_get_their_own_outcomes,
+        a_failed_batch_fails_its_puts_and_nothing_else,
         organizations_users_and_members,
         bucket_names,
         s3_keys,
