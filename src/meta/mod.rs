@@ -70,6 +70,40 @@ impl MetaError {
     pub(crate) fn failed(what: impl Into<String>) -> MetaError {
         MetaError::Failed(what.into().into())
     }
+
+    /// The same error for one more caller (one failed transaction answers every write it held):
+    /// the same kind, with the original error as the cause.
+    pub(crate) fn shared(e: &std::sync::Arc<MetaError>) -> MetaError {
+        let cause = || -> BoxError { Box::new(SharedCause(e.clone())) };
+        match &**e {
+            MetaError::Unavailable(_) => MetaError::Unavailable(cause()),
+            MetaError::Conflict(_) => MetaError::Conflict(cause()),
+            MetaError::Full(_) => MetaError::Full(cause()),
+            MetaError::Corrupt(_) => MetaError::Corrupt(cause()),
+            MetaError::Config(what) => MetaError::Config(what.clone()),
+            MetaError::Failed(_) | MetaError::Schema(_) => MetaError::Failed(cause()),
+            MetaError::Closed => MetaError::Closed,
+        }
+    }
+}
+
+/// The cause of a [`MetaError::shared`] copy: the original error's cause (or the error itself).
+#[derive(Debug)]
+struct SharedCause(std::sync::Arc<MetaError>);
+
+impl std::fmt::Display for SharedCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match std::error::Error::source(&*self.0) {
+            Some(cause) => std::fmt::Display::fmt(cause, f),
+            None => std::fmt::Display::fmt(&*self.0, f),
+        }
+    }
+}
+
+impl std::error::Error for SharedCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0).and_then(std::error::Error::source)
+    }
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;

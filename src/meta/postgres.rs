@@ -11,6 +11,11 @@
 //! statement sees every write committed before it, which is exactly the state the lock protects.
 //! Different organizations never wait for each other. A caller is answered only after `COMMIT`.
 //!
+//! Puts are batched per organization on each server (as the SQLite writer batches its queue): the
+//! puts queued while an organization's transaction runs go together into the next one, under one
+//! lock, with their statements pipelined (see [`queue_put`] and [`put_batch`]); each put keeps its
+//! own outcome, decided in order.
+//!
 //! Times: a write's modification time is the later of the caller's `now` and the database's
 //! clock when the write holds the lock, so commit order and time order agree even when the
 //! servers' clocks do not.
@@ -25,13 +30,14 @@
 //! order, as in SQLite. Connections are plain TCP (`NoTls`): no TLS stack is linked in yet, so run
 //! the database on a trusted network or behind a local TLS tunnel.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, Pool, Runtime, Transaction};
 use futures::TryStreamExt;
+use tokio::sync::oneshot;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
@@ -101,6 +107,8 @@ pub(crate) struct PostgresMeta {
     pool: Pool,
     /// Where far listing pages start (see [`ListingMarks`]); kept per server, valid for all.
     marks: Arc<ListingMarks>,
+    /// Puts waiting for their organization's next transaction (see [`queue_put`]).
+    puts: PutQueues,
 }
 
 impl std::fmt::Debug for PostgresMeta {
@@ -177,6 +185,7 @@ impl PostgresMeta {
         Ok(PostgresMeta {
             pool,
             marks: Arc::new(ListingMarks::standard()),
+            puts: PutQueues::default(),
         })
     }
 
@@ -355,13 +364,8 @@ fn col<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> MetaResult<T> {
 /// The organization's pending part bytes (`orgs.pending_bytes`, changed only under this lock) are
 /// read by a later statement ([`PENDING`]), never joined into this one: a statement that waited
 /// for the lock re-reads the locked row only, and would see a joined row as it was before the wait.
-async fn lock_org(tx: &Transaction<'_>, org: &OrgId) -> MetaResult<Option<Usage>> {
-    let row = query_opt(
-        tx,
-        "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = '' FOR UPDATE",
-        &[&org.as_str()],
-    )
-    .await?;
+async fn lock_org<C: GenericClient>(tx: &C, org: &OrgId) -> MetaResult<Option<Usage>> {
+    let row = query_opt(tx, LOCK_ORG, &[&org.as_str()]).await?;
     row.map(|row| {
         Ok(Usage {
             bytes: to_u64(col(&row, 0)?),
@@ -511,24 +515,19 @@ fn object_from_row(row: &Row) -> MetaResult<Option<ObjectMeta>> {
 
 /// After the lock: the shallowest ancestor that is a file, whether the key is a folder, the
 /// existing object (size, created, blob), the database clock and the organization's pending part
-/// bytes ([`PENDING`]) — one round trip.
+/// bytes ([`PENDING`]) and how many of the folders above the key have rows — one round trip.
 const PUT_CHECKS: &str = concat!(
     "SELECT (SELECT a.key FROM objects a WHERE a.org_id = $1 AND a.key = ANY($2::text[]) ORDER BY a.key LIMIT 1), \
      EXISTS (SELECT 1 FROM folders f WHERE f.org_id = $1 AND f.path = $3), \
      o.size, o.created, o.blob_id, ",
     "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, ",
-    "(SELECT pending_bytes FROM orgs WHERE id = $1)",
+    "(SELECT pending_bytes FROM orgs WHERE id = $1), ",
+    "(SELECT count(*) FROM folders f WHERE f.org_id = $1 AND f.path = ANY($4::text[]))",
     " FROM (SELECT 1) AS one LEFT JOIN objects o ON o.org_id = $1 AND o.key = $3"
 );
 
 /// Creates or replaces an object with its folder rows, usage and the replaced blob's collection,
-/// or refuses it, under the organization lock.
-async fn put_object_tx(tx: &Transaction<'_>, org: &OrgId, object: &NewObject, quota: Quota) -> MetaResult<PutOutcome> {
-    let locked = lock_org(tx, org).await?;
-    put_locked(tx, org, object, quota, locked, 0).await
-}
-
-/// [`put_object_tx`] once the organization is locked, with `released` bytes of pending parts no
+/// or refuses it, once the organization is locked, with `released` bytes of pending parts no
 /// longer counted by the quota check (the parts of the upload this put completes).
 async fn put_locked(
     tx: &Transaction<'_>,
@@ -737,13 +736,16 @@ struct PutChecks {
     clock: Millis,
     /// The organization's pending part bytes.
     pending: u64,
+    /// Whether every folder above the key has its row (the put creates none).
+    folders_exist: bool,
 }
 
 /// Reads, in one round trip ([`PUT_CHECKS`]), whether `key` can be a file and what it replaces.
-async fn put_checks(tx: &Transaction<'_>, org: &OrgId, key: &Key) -> MetaResult<Result<PutChecks, PutRefusal>> {
+async fn put_checks<C: GenericClient>(tx: &C, org: &OrgId, key: &Key) -> MetaResult<Result<PutChecks, PutRefusal>> {
     let ancestors = key.ancestors();
-    let above: Vec<&str> = ancestors.iter().skip(1).map(FolderPath::as_str).collect();
-    let checks = query_one(tx, PUT_CHECKS, &[&org.as_str(), &above, &key.as_str()]).await?;
+    let folders: Vec<&str> = ancestors.iter().map(FolderPath::as_str).collect();
+    let above = &folders[1..];
+    let checks = query_one(tx, PUT_CHECKS, &[&org.as_str(), &above, &key.as_str(), &folders]).await?;
     if let Some(file) = col::<Option<String>>(&checks, 0)? {
         return Ok(Err(PutRefusal::AncestorIsFile(file)));
     }
@@ -762,12 +764,26 @@ async fn put_checks(tx: &Transaction<'_>, org: &OrgId, key: &Key) -> MetaResult<
         replaced,
         clock: col(&checks, 5)?,
         pending: col::<Option<i64>>(&checks, 6)?.map(to_u64).unwrap_or(0),
+        folders_exist: usize::try_from(col::<i64>(&checks, 7)?).is_ok_and(|n| n == folders.len()),
     }))
 }
 
+/// Writes an object row ([`upsert_object`]).
+const UPSERT_OBJECT: &str = "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, \
+     blob_id, etag, user_meta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (org_id, key) DO UPDATE SET size = EXCLUDED.size, md5 = EXCLUDED.md5, mime = EXCLUDED.mime, \
+     preview = EXCLUDED.preview, modified = EXCLUDED.modified, blob_id = EXCLUDED.blob_id, \
+     etag = EXCLUDED.etag, user_meta = EXCLUDED.user_meta";
+
+/// Queues a blob for collection ([`queue_garbage`]).
+const QUEUE_GARBAGE: &str = "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+/// Locks the organization's root folder row ([`lock_org`]).
+const LOCK_ORG: &str = "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = '' FOR UPDATE";
+
 /// Writes the object row, keeping `created` of a row it replaces.
-async fn upsert_object(
-    tx: &Transaction<'_>,
+async fn upsert_object<C: GenericClient>(
+    tx: &C,
     org: &OrgId,
     object: &NewObject,
     created: Millis,
@@ -775,11 +791,7 @@ async fn upsert_object(
 ) -> MetaResult<()> {
     execute(
         tx,
-        "INSERT INTO objects (org_id, key, parent, name, size, md5, mime, preview, created, modified, blob_id, \
-         etag, user_meta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (org_id, key) DO UPDATE SET size = EXCLUDED.size, md5 = EXCLUDED.md5, mime = EXCLUDED.mime, \
-         preview = EXCLUDED.preview, modified = EXCLUDED.modified, blob_id = EXCLUDED.blob_id, \
-         etag = EXCLUDED.etag, user_meta = EXCLUDED.user_meta",
+        UPSERT_OBJECT,
         &[
             &org.as_str(),
             &object.key.as_str(),
@@ -802,7 +814,13 @@ async fn upsert_object(
 
 /// Adds a put's figures to every folder above its key in one statement, then creates the folders
 /// that had no row (see [`folder_growth`]).
-async fn add_to_folders(tx: &Transaction<'_>, org: &OrgId, key: &Key, delta: PutDelta, now: Millis) -> MetaResult<()> {
+async fn add_to_folders<C: GenericClient>(
+    tx: &C,
+    org: &OrgId,
+    key: &Key,
+    delta: PutDelta,
+    now: Millis,
+) -> MetaResult<()> {
     let ancestors = key.ancestors();
     let paths: Vec<&str> = ancestors.iter().map(FolderPath::as_str).collect();
     let updated: HashSet<String> = query(
@@ -834,8 +852,8 @@ async fn add_to_folders(tx: &Transaction<'_>, org: &OrgId, key: &Key, delta: Put
 }
 
 /// Inserts the folder rows a put creates and counts them in the folders above them.
-async fn create_folders(
-    tx: &Transaction<'_>,
+async fn create_folders<C: GenericClient>(
+    tx: &C,
     org: &OrgId,
     growth: &FolderGrowth<'_>,
     delta: PutDelta,
@@ -883,13 +901,322 @@ async fn create_folders(
 }
 
 /// Queues a blob no object names any more for collection.
-async fn queue_garbage(tx: &Transaction<'_>, blob: &str, now: Millis) -> MetaResult<()> {
-    execute(
-        tx,
-        "INSERT INTO garbage (blob_id, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[&blob, &now],
+async fn queue_garbage<C: GenericClient>(tx: &C, blob: &str, now: Millis) -> MetaResult<()> {
+    execute(tx, QUEUE_GARBAGE, &[&blob, &now]).await?;
+    Ok(())
+}
+
+// --- batched puts: one transaction and one organization lock for the puts queued meanwhile ---
+
+/// Puts to one organization at most in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// A put waiting for its organization's next batch, and where its answer goes.
+struct QueuedPut {
+    object: NewObject,
+    quota: Quota,
+    reply: oneshot::Sender<MetaResult<PutOutcome>>,
+}
+
+/// The puts queued per organization on this server. An organization is in the map while a task
+/// runs its batches (see [`drain_puts`]); the task removes it when it finds no queued put.
+type PutQueues = Arc<Mutex<HashMap<OrgId, Vec<QueuedPut>>>>;
+
+fn lock_queues(queues: &PutQueues) -> std::sync::MutexGuard<'_, HashMap<OrgId, Vec<QueuedPut>>> {
+    // A panic never leaves the map half-changed (single inserts and removals), so a poisoned lock
+    // still holds a usable map.
+    queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Queues a put for `org` and starts the organization's batch task when none runs; the answer
+/// comes after the commit of the transaction that holds it.
+async fn queue_put(
+    pool: &Pool,
+    queues: &PutQueues,
+    org: &OrgId,
+    object: NewObject,
+    quota: Quota,
+) -> MetaResult<PutOutcome> {
+    let (reply, answer) = oneshot::channel();
+    let start = {
+        let mut map = lock_queues(queues);
+        let start = !map.contains_key(org);
+        map.entry(org.clone())
+            .or_default()
+            .push(QueuedPut { object, quota, reply });
+        start
+    };
+    if start {
+        // A task of its own, so that a caller that goes away does not abandon the others' batch.
+        tokio::spawn(drain_puts(pool.clone(), queues.clone(), org.clone()));
+    }
+    answer
+        .await
+        .unwrap_or_else(|_| Err(MetaError::failed("the put's batch ended without an answer")))
+}
+
+/// Forgets the organization's queue if its batch task ends without emptying it (a panic): the
+/// queued puts' answers are then dropped, and their callers told so, instead of waiting forever.
+struct DrainGuard {
+    queues: PutQueues,
+    org: OrgId,
+    done: bool,
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            lock_queues(&self.queues).remove(&self.org);
+        }
+    }
+}
+
+/// Runs the organization's queued puts, up to [`MAX_BATCH`] per transaction, until none is left.
+async fn drain_puts(pool: Pool, queues: PutQueues, org: OrgId) {
+    let mut guard = DrainGuard {
+        queues,
+        org,
+        done: false,
+    };
+    loop {
+        let batch = {
+            let mut map = lock_queues(&guard.queues);
+            let Some(queued) = map.get_mut(&guard.org) else {
+                guard.done = true;
+                return;
+            };
+            if queued.is_empty() {
+                map.remove(&guard.org);
+                guard.done = true;
+                return;
+            }
+            let take = queued.len().min(MAX_BATCH);
+            queued.drain(..take).collect::<Vec<_>>()
+        };
+        run_batch(&pool, &guard.org, batch).await;
+    }
+}
+
+/// One transaction for a batch of puts; each put is answered with its own outcome after the
+/// commit, or every put with the transaction's error.
+async fn run_batch(pool: &Pool, org: &OrgId, batch: Vec<QueuedPut>) {
+    let (puts, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.object, p.quota), p.reply)).unzip();
+    let result = async {
+        let client = pool.get().await?;
+        let result = put_batch(&client, org, &puts).await;
+        if result.is_err() {
+            // The transaction (BEGIN and COMMIT are ours, not a `Transaction`'s) must not stay open
+            // on a pooled connection: roll it back, or keep the connection out of the pool.
+            if client.batch_execute("ROLLBACK").await.is_err() {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
+        result
+    }
+    .await;
+    match result {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for reply in replies {
+                let _ = reply.send(Err(MetaError::shared(&e)));
+            }
+        }
+    }
+}
+
+/// The statements [`put_batch`] pipelines, prepared (cached) before any of them is sent: a
+/// statement found in the cache is sent when its future is first polled, so statements polled in
+/// order reach the database in that order (and run there in that order, one after another). An
+/// uncached one would first wait for its `PREPARE` and could be sent after a later one.
+const PIPELINED: [&str; 5] = [LOCK_ORG, PUT_CHECKS, UPSERT_OBJECT, QUEUE_GARBAGE, ADD_FOLDER_CHANGES];
+
+/// Runs a batch as one transaction on `client` and commits it: `BEGIN`, the lock and the first
+/// run's checks in one round trip, then each run's writes ([`write_accepted`]), the last one's with
+/// the `COMMIT`. Outcomes are valid only once this returns `Ok` (committed).
+async fn put_batch(
+    client: &deadpool_postgres::Client,
+    org: &OrgId,
+    puts: &[(NewObject, Quota)],
+) -> MetaResult<Vec<PutOutcome>> {
+    for sql in PIPELINED {
+        client.prepare_cached(sql).await?;
+    }
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < puts.len() {
+        let mut end = start + 1;
+        while end < puts.len()
+            && puts[start..end]
+                .iter()
+                .all(|(p, _)| independent_puts(&p.key, &puts[end].0.key))
+        {
+            end += 1;
+        }
+        runs.push(&puts[start..end]);
+        start = end;
+    }
+    let first = runs.first().copied().unwrap_or_default();
+    // The lock is taken before the checks run: the database runs one connection's statements in
+    // the order they were sent, and each check (READ COMMITTED) reads after the lock is held.
+    let (_, locked, first_checks) = futures::future::try_join3(
+        async { Ok::<_, MetaError>(client.batch_execute("BEGIN").await?) },
+        lock_org(client, org),
+        run_checks(client, org, first),
     )
     .await?;
+    let stored = locked.ok_or_else(|| MetaError::no_root_folder(org))?;
+    let mut quota_run: Option<QuotaRun> = None;
+    let mut outcomes = Vec::with_capacity(puts.len());
+    let mut pending_checks = Some(first_checks);
+    for (i, group) in runs.iter().enumerate() {
+        let checks = match pending_checks.take() {
+            Some(checks) => checks,
+            None => run_checks(client, org, group).await?,
+        };
+        let mut accepted = Vec::new();
+        for ((object, quota), checks) in group.iter().zip(checks) {
+            let checks = match checks {
+                Ok(checks) => checks,
+                Err(refusal) => {
+                    outcomes.push(PutOutcome::Refused(refusal));
+                    continue;
+                }
+            };
+            if let Some(refusal) = refuse_existing(object, checks.replaced.as_ref()) {
+                outcomes.push(PutOutcome::Refused(refusal));
+                continue;
+            }
+            let run = quota_run.get_or_insert_with(|| QuotaRun::new(counted_usage(stored, checks.pending, 0)));
+            let delta = PutDelta::of(object.size, checks.replaced.as_ref());
+            if let Err(over) = run.decide(*quota, delta) {
+                outcomes.push(PutOutcome::Refused(PutRefusal::Quota(over)));
+                continue;
+            }
+            outcomes.push(PutOutcome::Stored {
+                replaced: checks.replaced.as_ref().and_then(|old| BlobId::parse(&old.blob)),
+            });
+            accepted.push(Accepted {
+                object,
+                delta,
+                now: write_time(object, checks.clock),
+                folders_exist: checks.folders_exist,
+                replaced: checks.replaced,
+            });
+        }
+        write_accepted(client, org, &accepted, i + 1 == runs.len()).await?;
+    }
+    if runs.is_empty() {
+        client.batch_execute("COMMIT").await?;
+    }
+    Ok(outcomes)
+}
+
+/// The checks of a run of puts, pipelined in one round trip.
+async fn run_checks(
+    client: &deadpool_postgres::Client,
+    org: &OrgId,
+    group: &[(NewObject, Quota)],
+) -> MetaResult<Vec<Result<PutChecks, PutRefusal>>> {
+    futures::future::try_join_all(group.iter().map(|(object, _)| put_checks(client, org, &object.key))).await
+}
+
+/// A put of a batch that passed its checks and its quota decision.
+struct Accepted<'a> {
+    object: &'a NewObject,
+    delta: PutDelta,
+    replaced: Option<Replaced>,
+    folders_exist: bool,
+    now: Millis,
+}
+
+/// Writes a run's accepted puts: object rows, replaced blobs and summed folder figures in one
+/// pipelined round trip (with the `COMMIT` when `commit` and no put creates folders), then the
+/// puts that create folders one by one (and then the `COMMIT` when `commit`).
+async fn write_accepted(
+    client: &deadpool_postgres::Client,
+    org: &OrgId,
+    accepted: &[Accepted<'_>],
+    commit: bool,
+) -> MetaResult<()> {
+    let rows = accepted.iter().map(|a| {
+        let created = creation_time(a.object, a.replaced.as_ref(), a.now);
+        upsert_object(client, org, a.object, created, a.now)
+    });
+    let garbage = accepted
+        .iter()
+        .filter_map(|a| a.replaced.as_ref().map(|old| queue_garbage(client, &old.blob, a.now)));
+    let changes = sum_folder_changes(
+        accepted
+            .iter()
+            .filter(|a| a.folders_exist)
+            .map(|a| (&a.object.key, a.delta, a.now)),
+    );
+    let creating = accepted.iter().filter(|a| !a.folders_exist);
+    let commit_now = commit && creating.clone().next().is_none();
+    // try_join polls its futures in order, so the COMMIT is sent after every write of the run; if a
+    // write fails, the database has aborted the transaction and that COMMIT only ends it.
+    futures::future::try_join(
+        futures::future::try_join3(
+            futures::future::try_join_all(rows),
+            futures::future::try_join_all(garbage),
+            add_folder_changes(client, org, &changes),
+        ),
+        async {
+            if commit_now {
+                client.batch_execute("COMMIT").await?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    for a in creating {
+        add_to_folders(client, org, &a.object.key, a.delta, a.now).await?;
+    }
+    if commit && !commit_now {
+        client.batch_execute("COMMIT").await?;
+    }
+    Ok(())
+}
+
+/// Adds summed figures ([`FolderChange`]) to existing folder rows.
+const ADD_FOLDER_CHANGES: &str = "UPDATE folders f SET bytes = f.bytes + c.bytes, files = f.files + c.files, \
+     child_files = f.child_files + c.child_files, modified = GREATEST(f.modified, c.modified), \
+     children_version = CASE WHEN c.child_files <> 0 THEN nextval('children_versions') ELSE f.children_version END \
+     FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+     AS c(path, bytes, files, child_files, modified) \
+     WHERE f.org_id = $1 AND f.path = c.path";
+
+/// Adds summed figures to existing folder rows in one statement.
+async fn add_folder_changes<C: GenericClient>(tx: &C, org: &OrgId, changes: &[FolderChange]) -> MetaResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+    let bytes: Vec<i64> = changes.iter().map(|c| c.bytes).collect();
+    let files: Vec<i64> = changes.iter().map(|c| c.files).collect();
+    let child_files: Vec<i64> = changes.iter().map(|c| c.child_files).collect();
+    let modified: Vec<Millis> = changes.iter().map(|c| c.modified).collect();
+    let updated = execute(
+        tx,
+        ADD_FOLDER_CHANGES,
+        &[&org.as_str(), &paths, &bytes, &files, &child_files, &modified],
+    )
+    .await?;
+    if updated != changes.len() as u64 {
+        // The rows were read under the same lock: one missing now means the store contradicts itself.
+        return Err(MetaError::Corrupt(
+            format!(
+                "organization {org}: {updated} of {} folder rows found for a batch of puts",
+                changes.len()
+            )
+            .into(),
+        ));
+    }
     Ok(())
 }
 
@@ -1874,11 +2201,10 @@ impl Objects for PostgresMeta {
     }
 
     async fn put_object(&self, org: &OrgId, object: NewObject, quota: Quota) -> MetaResult<PutOutcome> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let outcome = put_object_tx(&tx, org, &object, quota).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        if self.pool.is_closed() {
+            return Err(MetaError::Closed);
+        }
+        queue_put(&self.pool, &self.puts, org, object, quota).await
     }
 
     async fn delete(&self, org: &OrgId, key: &Key) -> MetaResult<DeleteOutcome> {

@@ -142,6 +142,86 @@ pub(crate) fn counted_usage(stored: Usage, pending: u64, released: u64) -> Usage
     }
 }
 
+/// The quota decisions of a batch of puts to one organization, made in order: each put is
+/// checked against the usage as the puts accepted before it in the batch left it, and a refused
+/// put changes nothing (so it never fails the others).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuotaRun {
+    usage: Usage,
+}
+
+impl QuotaRun {
+    /// Starts from the usage a quota decision counts (see [`counted_usage`]).
+    pub(crate) fn new(usage: Usage) -> QuotaRun {
+        QuotaRun { usage }
+    }
+
+    /// Decides one put; an accepted put's delta is added to the running usage.
+    pub(crate) fn decide(&mut self, quota: Quota, delta: PutDelta) -> Result<(), QuotaExceeded> {
+        check_quota(self.usage, quota, delta)?;
+        self.usage = Usage {
+            bytes: add_signed(self.usage.bytes, delta.bytes),
+            files: add_signed(self.usage.files, delta.files),
+        };
+        Ok(())
+    }
+}
+
+/// `value + delta`, saturating at 0 and `u64::MAX`.
+fn add_signed(value: u64, delta: i64) -> u64 {
+    if delta >= 0 {
+        value.saturating_add(delta.unsigned_abs())
+    } else {
+        value.saturating_sub(delta.unsigned_abs())
+    }
+}
+
+/// Whether a put of `b` can share a batch's checks with an earlier put of `a`: the two keys must
+/// not be the same, nor one a folder above the other, since then the earlier put would change what
+/// the later one's checks read (the object it replaces, an ancestor that is a file, a key that is
+/// a folder).
+pub(crate) fn independent_puts(a: &Key, b: &Key) -> bool {
+    let (a, b) = (a.as_str(), b.as_str());
+    let below = |inner: &str, outer: &str| {
+        inner.len() > outer.len() && inner.starts_with(outer) && inner.as_bytes()[outer.len()] == b'/'
+    };
+    a != b && !below(a, b) && !below(b, a)
+}
+
+/// What a batch of puts adds to one existing folder row: bytes, files, direct child files, and the
+/// newest modification time among the puts below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FolderChange {
+    pub(crate) path: FolderPath,
+    pub(crate) bytes: i64,
+    pub(crate) files: i64,
+    pub(crate) child_files: i64,
+    pub(crate) modified: Millis,
+}
+
+/// The folder changes of several puts whose folders all exist, summed per folder (one row each, in
+/// path order): what applying [`PutDelta`]s one by one to every folder above each key would do.
+pub(crate) fn sum_folder_changes<'a>(puts: impl IntoIterator<Item = (&'a Key, PutDelta, Millis)>) -> Vec<FolderChange> {
+    let mut sums: BTreeMap<FolderPath, FolderChange> = BTreeMap::new();
+    for (key, delta, now) in puts {
+        for folder in key.ancestors() {
+            let child_files = delta.child_files_in(&folder, key);
+            let change = sums.entry(folder.clone()).or_insert_with(|| FolderChange {
+                path: folder,
+                bytes: 0,
+                files: 0,
+                child_files: 0,
+                modified: now,
+            });
+            change.bytes = change.bytes.saturating_add(delta.bytes);
+            change.files = change.files.saturating_add(delta.files);
+            change.child_files = change.child_files.saturating_add(child_files);
+            change.modified = change.modified.max(now);
+        }
+    }
+    sums.into_values().collect()
+}
+
 /// What storing a part of `size` bytes adds to the pending bytes, over the part with that number
 /// it replaces (of `replaced` bytes): never a file.
 pub(crate) fn part_delta(size: u64, replaced: Option<u64>) -> PutDelta {
@@ -1300,5 +1380,78 @@ mod tests {
         assert_eq!(differences.len(), 1);
         assert_eq!(differences[0].path, folder("stray"));
         assert_eq!(differences[0].implied, None);
+    }
+
+    #[test]
+    fn a_batchs_quota_decisions_run_in_order_and_a_refusal_changes_nothing() {
+        let quota = Quota {
+            max_bytes: 100,
+            max_files: 3,
+        };
+        let mut run = QuotaRun::new(Usage { bytes: 40, files: 1 });
+        assert_eq!(run.decide(quota, PutDelta::of(50, None)), Ok(()));
+        // 90 bytes used: 20 more would overshoot; the refusal names the usage the batch reached.
+        assert_eq!(
+            run.decide(quota, PutDelta::of(20, None)),
+            Err(QuotaExceeded::Bytes {
+                used: 90,
+                limit: 100,
+                added: 20
+            })
+        );
+        // The refused put added nothing: 10 bytes still fit, and it is the third file.
+        assert_eq!(run.decide(quota, PutDelta::of(10, None)), Ok(()));
+        assert_eq!(
+            run.decide(quota, PutDelta::of(0, None)),
+            Err(QuotaExceeded::Files { used: 3, limit: 3 })
+        );
+        // A replacement by a smaller body frees bytes for the puts after it.
+        assert_eq!(run.decide(quota, PutDelta::of(0, Some(&replaced(30)))), Ok(()));
+        assert_eq!(run.decide(quota, PutDelta::of(25, Some(&replaced(0)))), Ok(()));
+        assert_eq!(
+            run.decide(quota, PutDelta::of(6, Some(&replaced(0)))),
+            Err(QuotaExceeded::Bytes {
+                used: 95,
+                limit: 100,
+                added: 6
+            })
+        );
+    }
+
+    #[test]
+    fn puts_are_independent_unless_same_key_or_one_is_above_the_other() {
+        assert!(independent_puts(&key("a/b"), &key("a/c")));
+        assert!(
+            independent_puts(&key("a"), &key("ab/c")),
+            "a prefix that is not a folder"
+        );
+        assert!(independent_puts(&key("a/b"), &key("a/bc")));
+        assert!(!independent_puts(&key("a/b"), &key("a/b")));
+        assert!(!independent_puts(&key("a"), &key("a/b")), "a file above a later key");
+        assert!(
+            !independent_puts(&key("a/b/c"), &key("a/b")),
+            "a later key that is a folder"
+        );
+    }
+
+    #[test]
+    fn a_batchs_folder_changes_are_the_sums_of_its_puts() {
+        let (x, y, z) = (key("d/x"), key("d/e/y"), key("z"));
+        let changes = sum_folder_changes([
+            (&x, PutDelta::of(10, None), 7),
+            (&y, PutDelta::of(5, Some(&replaced(8))), 9),
+            (&z, PutDelta::of(1, None), 3),
+        ]);
+        let row = |path: &str, bytes, files, child_files, modified| FolderChange {
+            path: folder(path),
+            bytes,
+            files,
+            child_files,
+            modified,
+        };
+        assert_eq!(
+            changes,
+            vec![row("", 8, 2, 1, 9), row("d", 7, 1, 1, 9), row("d/e", -3, 0, 0, 9),]
+        );
     }
 }

@@ -1320,6 +1320,112 @@ async fn two_servers_never_overshoot(fixture: &Fixture) {
     }
 }
 
+/// Many puts to one organization at once from two servers (for PostgreSQL two stores, each
+/// batching its own queue): puts that fail their own checks (a file above the key, a key that is a
+/// folder) fail alone, overwrites always pass, and new files pass exactly until the file quota is
+/// full, each refusal naming the full usage; the usage and folder rows end exact.
+async fn concurrent_puts_get_their_own_outcomes(fixture: &Fixture) {
+    let servers = fixture.two_servers().await;
+    let org = servers[0].create_org("t", None, None, 1).await.unwrap();
+    let quota = Quota {
+        max_bytes: 1000,
+        max_files: 20,
+    };
+    for name in ["f", "d/y"] {
+        assert!(stored(
+            &servers[0].put_object(&org, object(name, 1, 2), quota).await.unwrap()
+        ));
+    }
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Kind {
+        BelowFile,
+        IsFolder,
+        Overwrite,
+        New,
+    }
+    let mut tasks = Vec::new();
+    for i in 0..40u64 {
+        for (s, server) in servers.iter().enumerate() {
+            let (kind, put) = match i % 8 {
+                0 => (Kind::BelowFile, object(&format!("f/x{s}-{i}"), 7, 3)),
+                1 => (Kind::IsFolder, object("d", 7, 3)),
+                5 => (Kind::Overwrite, object("d/y", 1, 3)),
+                _ => (Kind::New, object(&format!("n{}/k{s}-{i}", i % 3), 7, 3)),
+            };
+            let (meta, org) = (server.clone(), org.clone());
+            tasks.push(tokio::spawn(async move {
+                (kind, meta.put_object(&org, put, quota).await.unwrap())
+            }));
+        }
+    }
+    let (mut new, mut new_stored) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (Kind::BelowFile, PutOutcome::Refused(PutRefusal::AncestorIsFile(file))) => assert_eq!(file, "f"),
+            (Kind::IsFolder, PutOutcome::Refused(PutRefusal::IsFolder)) => {}
+            (Kind::Overwrite, PutOutcome::Stored { replaced: Some(_) }) => {}
+            (Kind::New, PutOutcome::Stored { replaced: None }) => {
+                new += 1;
+                new_stored += 1;
+            }
+            (Kind::New, PutOutcome::Refused(PutRefusal::Quota(over))) => {
+                new += 1;
+                assert_eq!(over, QuotaExceeded::Files { used: 20, limit: 20 });
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(new, 50);
+    assert_eq!(new_stored, 18, "two files were there, the quota holds 20");
+    for server in &servers {
+        assert_eq!(
+            server.usage(&org).await.unwrap(),
+            Usage {
+                bytes: 2 + 18 * 7,
+                files: 20
+            }
+        );
+        assert_consistent(&**server, &org).await;
+    }
+}
+
+/// A database error fails every put of the transaction it hit, each with an error (never a
+/// success), and leaves nothing behind: once the table is back, puts on the same store pass and
+/// the usage counts exactly them.
+async fn a_failed_batch_fails_its_puts_and_nothing_else(fixture: &Fixture) {
+    let org = fixture.meta.create_org("t", None, None, 1).await.unwrap();
+    assert!(stored(
+        &fixture.meta.put_object(&org, object("a", 1, 2), QUOTA).await.unwrap()
+    ));
+    fixture.execute_sql("ALTER TABLE objects RENAME TO objects_away").await;
+    let puts = |prefix: &'static str| {
+        (0..16)
+            .map(|i| {
+                let (meta, org) = (fixture.meta.clone(), org.clone());
+                tokio::spawn(async move {
+                    meta.put_object(&org, object(&format!("{prefix}/k{i}"), 3, 3), QUOTA)
+                        .await
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    for task in puts("failing") {
+        assert!(task.await.unwrap().is_err(), "a put without its table cannot succeed");
+    }
+    fixture.execute_sql("ALTER TABLE objects_away RENAME TO objects").await;
+    for task in puts("passing") {
+        assert!(stored(&task.await.unwrap().unwrap()));
+    }
+    assert_eq!(
+        fixture.meta.usage(&org).await.unwrap(),
+        Usage {
+            bytes: 1 + 16 * 3,
+            files: 17
+        }
+    );
+    assert_consistent(fixture.meta(), &org).await;
+}
+
 /// Servers starting at once on one empty store (two handles of their own on one database, for
 /// SQLite two connections to one file as two processes would have) create the first organization
 /// and user exactly once, with the user an admin member of it.
@@ -2246,6 +2352,8 @@ backend_suite!(
         standing_reads_user_and_membership,
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
+        concurrent_puts_get_their_own_outcomes,
+        a_failed_batch_fails_its_puts_and_nothing_else,
         organizations_users_and_members,
         bucket_names,
         s3_keys,
@@ -2276,6 +2384,8 @@ backend_suite!(
         standing_reads_user_and_membership,
         jobs_are_bounded,
         concurrent_writers_never_overshoot,
+        concurrent_puts_get_their_own_outcomes,
+        a_failed_batch_fails_its_puts_and_nothing_else,
         organizations_users_and_members,
         bucket_names,
         s3_keys,
