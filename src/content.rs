@@ -50,12 +50,16 @@ impl ContentDigest {
     }
 }
 
-/// Chunks are gathered until this many bytes, then hashed by one blocking job while the next
-/// batch arrives and the blob store writes the same chunks: md5 is the slowest step of an upload
-/// (about 700 MB/s on one core) and no longer runs between reading and writing.
+/// Chunks are gathered until this many bytes, then handed as one batch to a hashing task that
+/// runs beside the request's task while the blob store writes the same chunks: md5 is the
+/// slowest step of an upload (about 700 MB/s on one core) and no longer runs between reading and
+/// writing.
 const HASH_BATCH: usize = 1024 * 1024;
-/// A rest smaller than this is hashed on the caller's task at `finish` (a small body costs no
-/// hand-off to another thread).
+/// Batches queued for the hashing task: it hashes without pausing between batches while the
+/// request's task gathers the next ones; a caller that outruns it waits for room.
+const HASH_QUEUE: usize = 2;
+/// A body whose rest is smaller than this at `finish`, with no hashing task started, is hashed
+/// on the caller's task: a small body costs no hand-off to another thread.
 const INLINE_REST: usize = 64 * 1024;
 
 /// Hashing the body failed.
@@ -69,15 +73,21 @@ pub(crate) enum HashFailed {
     Lost,
 }
 
-/// A [`ContentDigest`] fed with [`Bytes`](bytes::Bytes) chunks and computed off the caller's
-/// task: at most one batch is being hashed and one gathered, so memory stays bounded (a caller
-/// that outruns the hash waits in [`update`](Self::update)) and chunks are shared, not copied.
+/// The hashing task of a large body: batches in, the digest out when the queue closes.
+struct Hasher {
+    queue: tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>,
+    job: tokio::task::JoinHandle<ContentDigest>,
+}
+
+/// A [`ContentDigest`] fed with [`Bytes`](bytes::Bytes) chunks. From the first full batch on,
+/// the hashing runs on a blocking-pool thread fed by a bounded queue (chunks are shared, not
+/// copied): memory stays bounded (at most [`HASH_QUEUE`] batches queued, one being hashed, one
+/// gathering) and a caller that outruns the hash waits in [`update`](Self::update). That thread
+/// is held until the body ends or the digest is dropped.
 pub(crate) struct PipelinedDigest {
-    /// The digest while no batch is being hashed (then the job holds it).
+    /// The digest until a hashing task takes it.
     digest: Option<ContentDigest>,
-    /// The batch being hashed: it hands the digest back, and the batch, so that its chunks are
-    /// freed on the caller's side (where they were allocated).
-    in_flight: Option<tokio::task::JoinHandle<(ContentDigest, Vec<bytes::Bytes>)>>,
+    hasher: Option<Hasher>,
     pending: Vec<bytes::Bytes>,
     pending_len: usize,
     size: u64,
@@ -93,7 +103,7 @@ impl PipelinedDigest {
     pub(crate) fn new() -> PipelinedDigest {
         PipelinedDigest {
             digest: Some(ContentDigest::new()),
-            in_flight: None,
+            hasher: None,
             pending: Vec::new(),
             pending_len: 0,
             size: 0,
@@ -105,20 +115,24 @@ impl PipelinedDigest {
         self.size
     }
 
-    /// Adds a chunk; waits for the batch being hashed when a full batch is ready behind it.
+    /// Adds a chunk; waits for room in the queue when a full batch is ready.
     pub(crate) async fn update(&mut self, chunk: bytes::Bytes) -> Result<(), HashFailed> {
         self.size += chunk.len() as u64;
         self.pending_len += chunk.len();
         self.pending.push(chunk);
         if self.pending_len >= HASH_BATCH {
             let (batch, _) = self.take_pending();
-            let mut digest = self.reclaim().await?;
-            self.in_flight = Some(tokio::task::spawn_blocking(move || {
-                for chunk in &batch {
-                    digest.update(chunk);
-                }
-                (digest, batch)
-            }));
+            if self.hasher.is_none() {
+                let digest = self.digest.take().ok_or(HashFailed::Lost)?;
+                self.hasher = Some(start_hasher(digest));
+            }
+            let sent = match &self.hasher {
+                Some(hasher) => hasher.queue.send(batch).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                return Err(self.failure().await);
+            }
         }
         Ok(())
     }
@@ -126,17 +140,29 @@ impl PipelinedDigest {
     /// The figures of everything given.
     pub(crate) async fn finish(mut self) -> Result<ContentFacts, HashFailed> {
         let (batch, len) = self.take_pending();
-        let mut digest = self.reclaim().await?;
-        let hash = move || {
-            for chunk in &batch {
-                digest.update(chunk);
+        match self.hasher.take() {
+            Some(Hasher { queue, job }) => {
+                if !batch.is_empty() && queue.send(batch).await.is_err() {
+                    drop(queue);
+                    return Err(job.await.err().map_or(HashFailed::Lost, HashFailed::Task));
+                }
+                drop(queue);
+                Ok(job.await.map_err(HashFailed::Task)?.finish())
             }
-            digest.finish()
-        };
-        if len < INLINE_REST {
-            Ok(hash())
-        } else {
-            tokio::task::spawn_blocking(hash).await.map_err(HashFailed::Task)
+            None => {
+                let mut digest = self.digest.take().ok_or(HashFailed::Lost)?;
+                let hash = move || {
+                    for chunk in &batch {
+                        digest.update(chunk);
+                    }
+                    digest.finish()
+                };
+                if len < INLINE_REST {
+                    Ok(hash())
+                } else {
+                    tokio::task::spawn_blocking(hash).await.map_err(HashFailed::Task)
+                }
+            }
         }
     }
 
@@ -145,15 +171,29 @@ impl PipelinedDigest {
         (std::mem::take(&mut self.pending), std::mem::take(&mut self.pending_len))
     }
 
-    /// Waits for the batch being hashed, if any, and takes the digest back.
-    async fn reclaim(&mut self) -> Result<ContentDigest, HashFailed> {
-        if let Some(job) = self.in_flight.take() {
-            let (digest, batch) = job.await.map_err(HashFailed::Task)?;
-            drop(batch);
-            self.digest = Some(digest);
+    /// Why the hashing task stopped taking batches (it can only have panicked).
+    async fn failure(&mut self) -> HashFailed {
+        match self.hasher.take() {
+            Some(Hasher { queue, job }) => {
+                drop(queue);
+                job.await.err().map_or(HashFailed::Lost, HashFailed::Task)
+            }
+            None => HashFailed::Lost,
         }
-        self.digest.take().ok_or(HashFailed::Lost)
     }
+}
+
+fn start_hasher(mut digest: ContentDigest) -> Hasher {
+    let (queue, mut batches) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(HASH_QUEUE);
+    let job = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = batches.blocking_recv() {
+            for chunk in &batch {
+                digest.update(chunk);
+            }
+        }
+        digest
+    });
+    Hasher { queue, job }
 }
 
 /// `Some(first KiB)` when `head` (the first 4 KiB) is text: valid UTF-8 without NUL bytes, where a
