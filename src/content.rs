@@ -73,21 +73,30 @@ pub(crate) enum HashFailed {
     Lost,
 }
 
-/// The hashing task of a large body: batches in, the digest out when the queue closes.
-struct Hasher {
-    queue: tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>,
-    job: tokio::task::JoinHandle<ContentDigest>,
+type Batches = tokio::sync::mpsc::Receiver<Vec<bytes::Bytes>>;
+/// A hashing job: it hashes queued batches until the queue is empty, then hands the digest and
+/// the queue back (a body that trickles in holds no thread while nothing arrives).
+type HashJob = tokio::task::JoinHandle<(ContentDigest, Batches)>;
+
+/// Where the digest of a large body is: with its queue, waiting for batches, or with a job.
+enum Stage {
+    Idle(ContentDigest, Batches),
+    Hashing(HashJob),
+    /// A job failed: the digest is gone.
+    Lost,
 }
 
 /// A [`ContentDigest`] fed with [`Bytes`](bytes::Bytes) chunks. From the first full batch on,
-/// the hashing runs on a blocking-pool thread fed by a bounded queue (chunks are shared, not
-/// copied): memory stays bounded (at most [`HASH_QUEUE`] batches queued, one being hashed, one
-/// gathering) and a caller that outruns the hash waits in [`update`](Self::update). That thread
-/// is held until the body ends or the digest is dropped.
+/// batches go through a bounded queue to a job on the blocking pool, which hashes them while the
+/// caller gathers the next (chunks are shared, not copied): memory stays bounded (at most
+/// [`HASH_QUEUE`] batches queued, one being hashed, one gathering) and a caller that outruns the
+/// hash waits in [`update`](Self::update). The job ends when the queue runs dry and is started
+/// again by the next batch, so an upload that stalls holds no thread.
 pub(crate) struct PipelinedDigest {
-    /// The digest until a hashing task takes it.
+    /// The digest until the first full batch.
     digest: Option<ContentDigest>,
-    hasher: Option<Hasher>,
+    /// From the first full batch on: the queue's sending side, and where the digest is.
+    queue: Option<(tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>, Stage)>,
     pending: Vec<bytes::Bytes>,
     pending_len: usize,
     size: u64,
@@ -103,7 +112,7 @@ impl PipelinedDigest {
     pub(crate) fn new() -> PipelinedDigest {
         PipelinedDigest {
             digest: Some(ContentDigest::new()),
-            hasher: None,
+            queue: None,
             pending: Vec::new(),
             pending_len: 0,
             size: 0,
@@ -122,17 +131,15 @@ impl PipelinedDigest {
         self.pending.push(chunk);
         if self.pending_len >= HASH_BATCH {
             let (batch, _) = self.take_pending();
-            if self.hasher.is_none() {
+            if self.queue.is_none() {
                 let digest = self.digest.take().ok_or(HashFailed::Lost)?;
-                self.hasher = Some(start_hasher(digest));
+                let (sender, batches) = tokio::sync::mpsc::channel(HASH_QUEUE);
+                self.queue = Some((sender, Stage::Idle(digest, batches)));
             }
-            let sent = match &self.hasher {
-                Some(hasher) => hasher.queue.send(batch).await.is_ok(),
-                None => false,
+            let Some((sender, stage)) = &mut self.queue else {
+                return Err(HashFailed::Lost);
             };
-            if !sent {
-                return Err(self.failure().await);
-            }
+            enqueue(sender, stage, batch).await?;
         }
         Ok(())
     }
@@ -140,60 +147,91 @@ impl PipelinedDigest {
     /// The figures of everything given.
     pub(crate) async fn finish(mut self) -> Result<ContentFacts, HashFailed> {
         let (batch, len) = self.take_pending();
-        match self.hasher.take() {
-            Some(Hasher { queue, job }) => {
-                if !batch.is_empty() && queue.send(batch).await.is_err() {
-                    drop(queue);
-                    return Err(job.await.err().map_or(HashFailed::Lost, HashFailed::Task));
+        let Some((sender, stage)) = self.queue.take() else {
+            let mut digest = self.digest.take().ok_or(HashFailed::Lost)?;
+            let hash = move || {
+                for chunk in &batch {
+                    digest.update(chunk);
                 }
-                drop(queue);
-                Ok(job.await.map_err(HashFailed::Task)?.finish())
-            }
-            None => {
-                let mut digest = self.digest.take().ok_or(HashFailed::Lost)?;
-                let hash = move || {
-                    for chunk in &batch {
-                        digest.update(chunk);
-                    }
-                    digest.finish()
-                };
-                if len < INLINE_REST {
-                    Ok(hash())
-                } else {
-                    tokio::task::spawn_blocking(hash).await.map_err(HashFailed::Task)
+                digest.finish()
+            };
+            return if len < INLINE_REST {
+                Ok(hash())
+            } else {
+                tokio::task::spawn_blocking(hash).await.map_err(HashFailed::Task)
+            };
+        };
+        drop(sender);
+        let (mut digest, mut batches) = match stage {
+            Stage::Idle(digest, batches) => (digest, batches),
+            Stage::Hashing(job) => job.await.map_err(HashFailed::Task)?,
+            Stage::Lost => return Err(HashFailed::Lost),
+        };
+        // What the last job left in the queue, then the rest gathered here.
+        tokio::task::spawn_blocking(move || {
+            while let Ok(queued) = batches.try_recv() {
+                for chunk in &queued {
+                    digest.update(chunk);
                 }
             }
-        }
+            for chunk in &batch {
+                digest.update(chunk);
+            }
+            digest.finish()
+        })
+        .await
+        .map_err(HashFailed::Task)
     }
 
     /// The chunks gathered and their length; none are left.
     fn take_pending(&mut self) -> (Vec<bytes::Bytes>, usize) {
         (std::mem::take(&mut self.pending), std::mem::take(&mut self.pending_len))
     }
+}
 
-    /// Why the hashing task stopped taking batches (it can only have panicked).
-    async fn failure(&mut self) -> HashFailed {
-        match self.hasher.take() {
-            Some(Hasher { queue, job }) => {
-                drop(queue);
-                job.await.err().map_or(HashFailed::Lost, HashFailed::Task)
+/// Puts a batch in the queue, with a job running to take it: waits for room, or for the job to
+/// end (it ends when it finds the queue empty, possibly just before this batch arrived) and
+/// starts another.
+async fn enqueue(
+    sender: &tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>,
+    stage: &mut Stage,
+    batch: Vec<bytes::Bytes>,
+) -> Result<(), HashFailed> {
+    loop {
+        match std::mem::replace(stage, Stage::Lost) {
+            Stage::Lost => return Err(HashFailed::Lost),
+            Stage::Idle(digest, batches) => *stage = Stage::Hashing(start_job(digest, batches)),
+            Stage::Hashing(job) if job.is_finished() => {
+                let (digest, batches) = job.await.map_err(HashFailed::Task)?;
+                *stage = Stage::Idle(digest, batches);
             }
-            None => HashFailed::Lost,
+            Stage::Hashing(mut job) => {
+                tokio::select! {
+                    permit = sender.reserve() => {
+                        *stage = Stage::Hashing(job);
+                        // The receiver lives in the job or in the stage: the queue is open.
+                        permit.map_err(|_| HashFailed::Lost)?.send(batch);
+                        return Ok(());
+                    }
+                    ended = &mut job => {
+                        let (digest, batches) = ended.map_err(HashFailed::Task)?;
+                        *stage = Stage::Idle(digest, batches);
+                    }
+                }
+            }
         }
     }
 }
 
-fn start_hasher(mut digest: ContentDigest) -> Hasher {
-    let (queue, mut batches) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(HASH_QUEUE);
-    let job = tokio::task::spawn_blocking(move || {
-        while let Some(batch) = batches.blocking_recv() {
+fn start_job(mut digest: ContentDigest, mut batches: Batches) -> HashJob {
+    tokio::task::spawn_blocking(move || {
+        while let Ok(batch) = batches.try_recv() {
             for chunk in &batch {
                 digest.update(chunk);
             }
         }
-        digest
-    });
-    Hasher { queue, job }
+        (digest, batches)
+    })
 }
 
 /// `Some(first KiB)` when `head` (the first 4 KiB) is text: valid UTF-8 without NUL bytes, where a
@@ -314,6 +352,11 @@ mod tests {
                 let end = (at + sizes[turn % sizes.len()]).min(body.len());
                 piped.update(body.slice(at..end)).await.unwrap();
                 (at, turn) = (end, turn + 1);
+                if turn % 4 == 0 {
+                    // A pause: the hashing job runs the queue dry and ends; the next batch
+                    // starts another.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
             }
             assert_eq!(piped.size(), len as u64);
             let facts = piped.finish().await.unwrap();
