@@ -34,6 +34,9 @@ pub(crate) enum TargetKind {
     S3,
     /// The local disk under --dir: write, fsync, rename, fsync the folder (set only; no server).
     RawDisk,
+    /// md5 over --size bytes of the payload on one core (set only; no server, no disk): the
+    /// ceiling of an upload, which must hash its body.
+    Md5,
 }
 
 /// How prepared objects are laid out under the prefix.
@@ -210,6 +213,12 @@ fn target_config(args: &BenchArgs) -> Result<TargetConfig, String> {
                     .clone()
                     .ok_or_else(|| "the raw-disk target needs --dir".to_string())?,
             })
+        }
+        TargetKind::Md5 => {
+            if !matches!(args.workload, Workload::Set) {
+                return Err("the md5 target runs the set workload only".into());
+            }
+            Ok(TargetConfig::Md5)
         }
     }
 }
@@ -800,6 +809,22 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["target"], "raw-disk");
         assert_eq!(json["workload"], "set");
+    }
+
+    #[test]
+    fn md5_reference_runs_set_only() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let report = runtime
+            .block_on(execute(&args(&[
+                "--target", "md5", "--ops", "2", "-c", "1", "--size", "3MiB",
+            ])))
+            .unwrap();
+        assert_eq!(report.total.ops, 2);
+        assert_eq!(report.total.errors, 0);
+        assert_eq!(report.total.bytes, 2 * 3 * 1024 * 1024);
+        assert_eq!(serde_json::to_value(&report).unwrap()["target"], "md5");
+        let refused = runtime.block_on(execute(&args(&["--target", "md5", "--workload", "get"])));
+        assert!(refused.is_err());
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub(crate) enum TargetConfig {
     RawDisk {
         dir: PathBuf,
     },
+    /// No server: md5 over the payload on one core.
+    Md5,
 }
 
 impl TargetConfig {
@@ -117,6 +119,7 @@ impl TargetConfig {
             TargetConfig::Stowage { .. } => "stowage",
             TargetConfig::S3 { .. } => "s3",
             TargetConfig::RawDisk { .. } => "raw-disk",
+            TargetConfig::Md5 => "md5",
         }
     }
 
@@ -173,15 +176,19 @@ impl TargetConfig {
                 }
                 Ok(Target::RawDisk(dir.clone()))
             }
+            TargetConfig::Md5 => Ok(Target::Md5),
         }
     }
 }
+
+const MD5_SET_ONLY: &str = "the md5 target runs the set workload only";
 
 /// A connected client for one worker.
 pub(crate) enum Target {
     Stowage { client: ApiClient, org: String },
     S3 { store: Arc<AmazonS3>, multipart: Multipart },
     RawDisk(PathBuf),
+    Md5,
 }
 
 /// Reads a response body to its end in pieces, counting bytes without keeping them.
@@ -205,7 +212,7 @@ impl Target {
                 Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(format!("the S3 endpoint refused a HEAD: {e}")),
             },
-            Target::RawDisk(_) => Ok(()),
+            Target::RawDisk(_) | Target::Md5 => Ok(()),
         }
     }
 
@@ -238,6 +245,19 @@ impl Target {
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
             }
+            Target::Md5 => {
+                let payload = payload.clone();
+                tokio::task::spawn_blocking(move || {
+                    use md5::Digest;
+                    let mut md5 = md5::Md5::new();
+                    for piece in payload.pieces() {
+                        md5.update(&piece);
+                    }
+                    std::hint::black_box(md5.finalize());
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            }
         }
         Ok(payload.size())
     }
@@ -254,6 +274,7 @@ impl Target {
             Target::RawDisk(dir) => {
                 std::fs::metadata(raw_path(dir, key)).map_err(|e| e.to_string())?;
             }
+            Target::Md5 => return Err(MD5_SET_ONLY.into()),
         }
         Ok(0)
     }
@@ -292,6 +313,7 @@ impl Target {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())
             }
+            Target::Md5 => Err(MD5_SET_ONLY.into()),
         }
     }
 
@@ -316,6 +338,7 @@ impl Target {
                 Ok((0, listed.result.objects.len() + listed.result.common_prefixes.len()))
             }
             Target::RawDisk(_) => Err("the raw-disk target has no list".into()),
+            Target::Md5 => Err(MD5_SET_ONLY.into()),
         }
     }
 
@@ -331,6 +354,7 @@ impl Target {
             Target::RawDisk(dir) => {
                 std::fs::remove_file(raw_path(dir, key)).map_err(|e| e.to_string())?;
             }
+            Target::Md5 => return Err(MD5_SET_ONLY.into()),
         }
         Ok(0)
     }

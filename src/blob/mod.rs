@@ -82,6 +82,13 @@ pub type BlobStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 pub trait BlobWriter: Send {
     fn id(&self) -> &BlobId;
     async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError>;
+    /// Appends a chunk the caller already holds as [`Bytes`]: a store that can keep the chunk
+    /// (a reference count, not a copy) until its write is done overrides this; the default copies
+    /// it through [`BlobWriter::write`]. Either may return before the chunk is on its way to disk
+    /// (a write in flight on another thread); `finish` waits for every one.
+    async fn write_bytes(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        self.write(&chunk).await
+    }
     /// Makes the blob durable and visible under its id.
     async fn finish(self: Box<Self>) -> Result<BlobId, BlobError>;
     /// Throws the partial body away.

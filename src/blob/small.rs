@@ -243,13 +243,20 @@ impl BlobWriter for SmallWriter {
         if let Some(file) = &mut self.file {
             return file.write(chunk).await;
         }
+        self.write_bytes(Bytes::copy_from_slice(chunk)).await
+    }
+
+    async fn write_bytes(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        if let Some(file) = &mut self.file {
+            return file.write_bytes(chunk).await;
+        }
         if self.buffer.len() + chunk.len() <= self.threshold {
-            self.buffer.extend_from_slice(chunk);
+            self.buffer.extend_from_slice(&chunk);
             return Ok(());
         }
         let mut file = self.files.create().await?;
-        file.write(&std::mem::take(&mut self.buffer)).await?;
-        file.write(chunk).await?;
+        file.write_bytes(Bytes::from(std::mem::take(&mut self.buffer))).await?;
+        file.write_bytes(chunk).await?;
         self.file = Some(file);
         Ok(())
     }

@@ -278,8 +278,8 @@ impl Fixture {
     /// The most memory one writer may hold, whatever the body's size.
     fn writer_memory_bound(&self) -> usize {
         match &self.backend {
-            // A 256 KiB write buffer, and Tokio's file buffer behind it.
-            Backend::Local { .. } | Backend::Small { .. } => 2 * 1024 * 1024,
+            // A batch being written and one being gathered, plus the lists that hold them.
+            Backend::Local { .. } | Backend::Small { .. } => 2 * crate::blob::local::WRITE_BATCH + 512 * 1024,
             // Its parts, plus HTTP client state.
             Backend::S3 { store, .. } => store.writer_memory_bound() + 2 * 1024 * 1024,
         }

@@ -943,7 +943,7 @@ async fn upload_file(
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let pushed = match chunk {
-                Ok(chunk) => upload.push(&chunk).await,
+                Ok(chunk) => upload.push(chunk).await,
                 Err(_) => Err(ServiceError::UploadBroken),
             };
             if let Err(e) = pushed {

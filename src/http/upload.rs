@@ -298,7 +298,7 @@ async fn receive(
                 let upload = parts.upload.insert(state.service.begin_upload().await?);
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     backlog.delivered(chunk.len());
-                    upload.push(&chunk).await?;
+                    upload.push(chunk).await?;
                 }
             }
             _ => skip(&mut field, backlog).await?,
@@ -343,7 +343,7 @@ async fn upload_early(
     };
     state.service.authorize(who, org, Access::Write).await?;
     let upload = slot.insert(state.service.begin_upload().await?);
-    upload.push(&early).await?;
+    upload.push(Bytes::from(early)).await?;
     Ok(())
 }
 

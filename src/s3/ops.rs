@@ -255,7 +255,7 @@ async fn read_body(
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| BodyError::of(e.as_ref()))?;
                 hasher.update(&chunk);
-                upload.push(&chunk).await.map_err(BodyError::Service)?;
+                upload.push(chunk).await.map_err(BodyError::Service)?;
             }
         }
         Ok(())

@@ -21,7 +21,7 @@ pub(crate) use console::{ConsoleUser, OrgView};
 pub use error::{Access, AuthError, ServiceError, ServiceResult, StorageFailure};
 
 use crate::blob::{BlobStore, BlobStream, BlobWriter};
-use crate::content::{ContentDigest, mime_for};
+use crate::content::{ContentFacts, PipelinedDigest, mime_for};
 use crate::crypto::{ServerKey, UrlSigner, hash_matches, request_hash};
 use crate::ids::{BlobId, BucketAlias, JobId, OrgId, UserId};
 use crate::key::{FolderPath, Key};
@@ -29,6 +29,7 @@ use crate::meta::{
     DeleteOutcome, JobLimits, JobOutcome, KeyKind, ListEntry, MetaStore, Millis, NewObject, ObjectMeta, OrgDeletion,
     Organization, Permissions, Quota, Usage,
 };
+use bytes::Bytes;
 
 /// How much later than this server's clock another server of the deployment may date a download
 /// link's expiry (their clocks may differ by this much).
@@ -140,27 +141,48 @@ pub(crate) struct DownloadTicket {
 }
 
 /// An upload in progress: the body streams into a fresh blob while size and digests accumulate.
+/// The md5 is computed on another thread while the blob store writes the same chunks (shared
+/// [`Bytes`], not copied); both hold at most a batch in flight and one gathering, so a slow disk
+/// or a slow hash holds the caller back instead of letting the body pile up in memory.
 pub(crate) struct Upload {
     writer: Box<dyn BlobWriter>,
-    digest: ContentDigest,
+    digest: PipelinedDigest,
     limit: u64,
 }
 
 impl Upload {
     /// Appends a chunk; refuses once the body passes the maximum object size.
-    pub(crate) async fn push(&mut self, chunk: &[u8]) -> ServiceResult<()> {
+    pub(crate) async fn push(&mut self, chunk: Bytes) -> ServiceResult<()> {
         if self.digest.size() + chunk.len() as u64 > self.limit {
             return Err(ServiceError::TooLarge { limit: self.limit });
         }
-        self.digest.update(chunk);
-        self.writer.write(chunk).await?;
-        metrics::counter!("stowage_object_bytes_in_total").increment(chunk.len() as u64);
+        let len = chunk.len() as u64;
+        self.digest.update(chunk.clone()).await.map_err(hash_failed)?;
+        self.writer.write_bytes(chunk).await?;
+        metrics::counter!("stowage_object_bytes_in_total").increment(len);
         Ok(())
     }
 
     pub(crate) async fn abort(self) {
         self.writer.abort().await;
     }
+
+    /// The body's writer, not finished yet, and its figures (size, md5, preview); when hashing
+    /// fails the writer is aborted.
+    pub(crate) async fn into_parts(self) -> ServiceResult<(Box<dyn BlobWriter>, ContentFacts)> {
+        let Upload { writer, digest, .. } = self;
+        match digest.finish().await {
+            Ok(facts) => Ok((writer, facts)),
+            Err(e) => {
+                writer.abort().await;
+                Err(hash_failed(e))
+            }
+        }
+    }
+}
+
+fn hash_failed(e: crate::content::HashFailed) -> ServiceError {
+    crate::blob::BlobError::Io(std::io::Error::other(e)).into()
 }
 
 pub struct Service {
@@ -427,7 +449,7 @@ impl Service {
     pub(crate) async fn begin_upload(&self) -> ServiceResult<Upload> {
         Ok(Upload {
             writer: self.blobs.create().await?,
-            digest: ContentDigest::new(),
+            digest: PipelinedDigest::new(),
             limit: self.limits.max_object_size,
         })
     }
@@ -454,9 +476,8 @@ impl Service {
                 return Err(e);
             }
         };
-        let Upload { writer, digest, .. } = upload;
+        let (writer, facts) = upload.into_parts().await?;
         let blob = writer.finish().await?;
-        let facts = digest.finish();
         let object = NewObject {
             mime: mime_for(key.name(), facts.preview.is_some()),
             key: key.clone(),

@@ -180,8 +180,7 @@ impl Service {
                 return Err(e);
             }
         };
-        let Upload { writer, digest, .. } = body;
-        let facts = digest.finish();
+        let (writer, facts) = body.into_parts().await?;
         if let Some(expected) = expected_md5
             && !expected.eq_ignore_ascii_case(&facts.md5)
         {
@@ -249,8 +248,7 @@ impl Service {
             assembled.abort().await;
             return Err(e);
         }
-        let Upload { writer, digest, .. } = assembled;
-        let facts = digest.finish();
+        let (writer, facts) = assembled.into_parts().await?;
         let blob = writer.finish().await?;
         let object = NewObject {
             key: upload.key.clone(),
@@ -295,7 +293,7 @@ impl Service {
                 .await
                 .map_err(|e| ServiceError::Unavailable(crate::blob::BlobError::Io(e).into()))?
             {
-                assembled.push(&chunk).await?;
+                assembled.push(chunk).await?;
             }
         }
         Ok(())

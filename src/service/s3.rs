@@ -141,8 +141,7 @@ impl Service {
                 return Err(e);
             }
         };
-        let Upload { writer, digest, .. } = upload;
-        let facts = digest.finish();
+        let (writer, facts) = upload.into_parts().await?;
         if let Some(expected) = &options.expected_md5
             && !expected.eq_ignore_ascii_case(&facts.md5)
         {
@@ -305,7 +304,7 @@ impl Service {
                 while let Some(chunk) = body.try_next().await.map_err(|e| {
                     ServiceError::Unavailable(super::StorageFailure::Blob(crate::blob::BlobError::Io(e)))
                 })? {
-                    upload.push(&chunk).await?;
+                    upload.push(chunk).await?;
                 }
                 Ok::<_, ServiceError>(())
             }
