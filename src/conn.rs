@@ -33,9 +33,10 @@ use tokio::time::Instant;
 /// stores' own files and connections, the log, refusals being answered.
 const FD_RESERVE: u64 = 128;
 /// Longest a refused connection is kept while its 503 is written and its request read and dropped.
-const REFUSAL_TIME: Duration = Duration::from_secs(1);
-/// How long a refused connection's answer waits for the request to begin.
-const REQUEST_WAIT: Duration = Duration::from_millis(500);
+const REFUSAL_TIME: Duration = Duration::from_secs(3);
+/// How long a refused connection's answer waits for the request to begin (on a loaded machine a
+/// client can take more than half a second between connecting and writing its request).
+const REQUEST_WAIT: Duration = Duration::from_secs(2);
 /// Refusals answered at once; beyond, refused connections are closed without an answer.
 const MAX_REFUSING: usize = 32;
 /// At most one log line per this period for refused connections and for failed `accept` calls.

@@ -463,7 +463,7 @@ async fn connections_beyond_the_cap_are_turned_away_with_one_log_line() {
     // client retries then, as this does, a few times.)
     let mut last_error = None;
     let mut refused = None;
-    for _ in 0..5 {
+    for _ in 0..10 {
         match http_client()
             .get(format!("http://{}/healthz", server.addr))
             .send()
@@ -475,6 +475,7 @@ async fn connections_beyond_the_cap_are_turned_away_with_one_log_line() {
             }
             Err(e) => last_error = Some(e),
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let reply = refused.unwrap_or_else(|| panic!("a refusal is an HTTP answer: {last_error:?}"));
     assert_eq!(reply.status().as_u16(), 503);
