@@ -323,8 +323,11 @@ impl Target {
     pub(crate) async fn list(&self, folder: &str, page: u64) -> Result<(u64, usize), String> {
         match self {
             Target::Stowage { client, org } => {
-                let listed = client.list_page(org, folder, page).await.map_err(|e| e.to_string())?;
-                Ok((0, listed.objects.len()))
+                let listed = client
+                    .list_page_len(org, folder, page)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((0, listed))
             }
             Target::S3 { store, .. } => {
                 if page > 0 {

@@ -114,6 +114,12 @@ pub(crate) struct ListPage {
     pub(crate) used_human: Option<String>,
 }
 
+/// A page of `/object/list` parsed without keeping its entries (see [`ApiClient::list_page_len`]).
+#[derive(Deserialize)]
+struct ListPageLen {
+    objects: Vec<serde::de::IgnoredAny>,
+}
+
 /// The part of every answer that says whether it succeeded; the rest is skipped unread.
 #[derive(Deserialize)]
 struct Envelope {
@@ -188,11 +194,13 @@ impl ApiClient {
     /// parsed through one cost the load generator more CPU than the server spent answering).
     async fn answer_as<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T, ClientError> {
         let status = response.status();
-        let text = response.text().await.map_err(|source| ClientError::Network {
+        // The bytes as received: JSON is parsed from them directly (decoding them into a `String`
+        // first was a seventh of the load generator's CPU on a 1000-entry listing).
+        let body = response.bytes().await.map_err(|source| ClientError::Network {
             url: url.to_owned(),
             cause: source,
         })?;
-        let envelope: Option<Envelope> = serde_json::from_str(&text).ok();
+        let envelope: Option<Envelope> = serde_json::from_slice(&body).ok();
         let sentence = envelope
             .as_ref()
             .and_then(|b| b.errors.as_ref())
@@ -205,9 +213,14 @@ impl ApiClient {
             });
         }
         if !status.is_success() {
-            let message = sentence
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| text.chars().take(200).collect::<String>().trim().to_owned());
+            let message = sentence.filter(|s| !s.is_empty()).unwrap_or_else(|| {
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+                    .trim()
+                    .to_owned()
+            });
             return Err(ClientError::Http {
                 url: url.to_owned(),
                 status: status.as_u16(),
@@ -224,7 +237,7 @@ impl ApiClient {
                 .unwrap_or_else(|| "the request failed".into());
             return Err(ClientError::Server(sentence));
         }
-        serde_json::from_str(&text).map_err(|e| ClientError::BadResponse {
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
             url: url.to_owned(),
             detail: e.to_string(),
         })
@@ -310,6 +323,20 @@ impl ApiClient {
         self.post("object/delete", json!({ "organizationId": org, "key": key }))
             .await
             .map(|_| ())
+    }
+
+    /// How many entries a page of `/object/list` holds. The whole answer is read and parsed (its
+    /// JSON checked to the last byte), but the entries are not kept: the load generator shares
+    /// the server's cores, and copying 4,000 strings out of each page cost it as much CPU as the
+    /// server spent answering.
+    pub(crate) async fn list_page_len(&self, org: &str, path: &str, page: u64) -> Result<usize, ClientError> {
+        let counted: ListPageLen = self
+            .post_as(
+                "object/list",
+                json!({ "organizationId": org, "path": path, "page": page }),
+            )
+            .await?;
+        Ok(counted.objects.len())
     }
 
     pub(crate) async fn list_page(&self, org: &str, path: &str, page: u64) -> Result<ListPage, ClientError> {

@@ -58,16 +58,15 @@ pub(crate) enum ApiError {
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    json_response_sized(status, body, 128)
-}
-
-/// [`json_response`] into a buffer of `capacity` bytes to start with (a large listing would
-/// otherwise be copied as its buffer doubles).
-fn json_response_sized<T: Serialize>(status: StatusCode, body: &T, capacity: usize) -> Response {
-    let mut bytes = Vec::with_capacity(capacity);
+    let mut bytes = Vec::with_capacity(128);
     if serde_json::to_writer(&mut bytes, body).is_err() {
         bytes = br#"{"success":false,"errors":["internal error"]}"#.to_vec();
     }
+    json_bytes_response(status, bytes)
+}
+
+/// A response of JSON already written.
+fn json_bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
     let mut response = (status, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -441,8 +440,10 @@ async fn list(
         .service
         .list(&who, &org, path.as_deref().unwrap_or(""), page)
         .await?;
-    let response = ListResponse::new(path.as_deref(), &listing);
-    Ok(json_response_sized(StatusCode::OK, &response, response.size_hint()))
+    Ok(json_bytes_response(
+        StatusCode::OK,
+        ListResponse::new(path.as_deref(), &listing).to_json(),
+    ))
 }
 
 /// The one value of a query parameter; empty when it is missing or given more than once.
