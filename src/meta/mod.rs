@@ -332,6 +332,8 @@ pub struct ListPage {
     pub(crate) entries: Vec<ListEntry>,
     /// Direct children in all: folders plus files.
     pub(crate) total_entries: u64,
+    /// The organization's usage, read in the same transaction as the page.
+    pub(crate) usage: Usage,
 }
 
 /// One entry of an S3 listing of a folder's direct children.

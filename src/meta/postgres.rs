@@ -1360,6 +1360,23 @@ async fn seek_window(
     }
 }
 
+/// The figures of `folder` (the root: the organization's usage), on `c`.
+async fn folder_usage_in<C: GenericClient>(c: &C, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>> {
+    let row = query_opt(
+        c,
+        "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = $2",
+        &[&org.as_str(), &folder.as_str()],
+    )
+    .await?;
+    row.map(|row| {
+        Ok(Usage {
+            bytes: to_u64(col(&row, 0)?),
+            files: to_u64(col(&row, 1)?),
+        })
+    })
+    .transpose()
+}
+
 async fn list_tx(
     tx: &Transaction<'_>,
     marks: &ListingMarks,
@@ -1374,8 +1391,12 @@ async fn list_tx(
         &[&org.as_str(), &folder.as_str()],
     )
     .await?;
+    let usage = folder_usage_in(tx, org, &FolderPath::root()).await?.unwrap_or_default();
     let Some(counts) = counts else {
-        return Ok(ListPage::default());
+        return Ok(ListPage {
+            usage,
+            ..ListPage::default()
+        });
     };
     let version: i64 = col(&counts, 2)?;
     let plan = PagePlan::new(to_u64(col(&counts, 0)?), to_u64(col(&counts, 1)?), page, page_size);
@@ -1433,6 +1454,7 @@ async fn list_tx(
     Ok(ListPage {
         entries,
         total_entries: plan.total,
+        usage,
     })
 }
 
@@ -2230,19 +2252,7 @@ impl Objects for PostgresMeta {
 
     async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>> {
         let client = self.client().await?;
-        let row = query_opt(
-            &client,
-            "SELECT bytes, files FROM folders WHERE org_id = $1 AND path = $2",
-            &[&org.as_str(), &folder.as_str()],
-        )
-        .await?;
-        row.map(|row| {
-            Ok(Usage {
-                bytes: to_u64(col(&row, 0)?),
-                files: to_u64(col(&row, 1)?),
-            })
-        })
-        .transpose()
+        folder_usage_in(&client, org, folder).await
     }
 
     async fn file_md5s(

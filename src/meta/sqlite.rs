@@ -1100,8 +1100,12 @@ fn list_tx(
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )
     .optional()?;
+    let usage = root_usage(conn, org)?.unwrap_or_default();
     let Some((child_folders, child_files, version)) = counts else {
-        return Ok(ListPage::default());
+        return Ok(ListPage {
+            usage,
+            ..ListPage::default()
+        });
     };
     let plan = PagePlan::new(to_u64(child_folders), to_u64(child_files), page, page_size);
     let mut entries = Vec::new();
@@ -1146,6 +1150,7 @@ fn list_tx(
     Ok(ListPage {
         entries,
         total_entries: plan.total,
+        usage,
     })
 }
 

@@ -439,6 +439,9 @@ async fn conflicts_quota_and_listing(fixture: &Fixture) {
 
     let page = meta.list(&org, &FolderPath::root(), 0, 2).await.unwrap();
     assert_eq!(page.total_entries, 3);
+    // The usage comes with the page, read in the same transaction.
+    assert_eq!(page.usage, meta.usage(&org).await.unwrap());
+    assert_eq!(page.usage.files, 3);
     let names: Vec<_> = page.entries.iter().map(|e| (e.name.as_str(), e.is_folder)).collect();
     assert_eq!(names, [("a", true), ("x", false)]);
     assert_eq!(page.entries[0].size, 10);
@@ -461,7 +464,8 @@ async fn conflicts_quota_and_listing(fixture: &Fixture) {
             .unwrap(),
         ListPage {
             entries: vec![],
-            total_entries: 0
+            total_entries: 0,
+            usage: meta.usage(&org).await.unwrap(),
         }
     );
 

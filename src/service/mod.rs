@@ -546,14 +546,14 @@ impl Service {
         let org = self.authorize(principal, org_raw, Access::Read).await?;
         let folder = FolderPath::parse(path_raw)?;
         let size = self.limits.list_page_size;
+        // One read: the page and the usage shown beside it come from the same snapshot.
         let listing = self.meta.list(&org, &folder, page, size).await?;
-        let usage = self.meta.usage(&org).await?;
         let total_pages = listing.total_entries.div_ceil(size).max(1);
         Ok(Listing {
             entries: listing.entries,
             page,
             total_pages,
-            usage,
+            usage: listing.usage,
         })
     }
 
