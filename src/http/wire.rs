@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::content::human_size;
 use crate::meta::{Millis, ObjectMeta};
@@ -69,12 +69,6 @@ impl fmt::Display for WireTime {
                 f.write_str(&time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             }
         }
-    }
-}
-
-impl Serialize for WireTime {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
     }
 }
 
@@ -215,7 +209,7 @@ impl<'a> ListResponse<'a> {
                     out.extend_from_slice(&digits);
                     out.push(b'"');
                 }
-                None => json_string(&mut out, &[&WireTime(entry.modified).to_string()]),
+                None => json_string(&mut out, &[&format_time(entry.modified)]),
             }
             out.extend_from_slice(br#","mime":"#);
             json_string(&mut out, &[&entry.mime]);
