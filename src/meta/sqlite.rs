@@ -3,7 +3,8 @@
 //! One writer thread owns the only writing connection and applies queued writes in batches: each
 //! write runs inside its own savepoint of one `BEGIN IMMEDIATE` transaction, and every caller of a
 //! batch is answered only after the batch's durable commit (group commit). Reads run on a small
-//! pool of connections on the blocking thread pool and never wait for the writer (WAL).
+//! pool of connections and never wait for the writer (WAL): lookups of a few indexed rows on the
+//! caller's thread, anything larger on the blocking thread pool.
 //!
 //! Folders are rows of their own (bytes, files, direct children and newest modification under
 //! them), maintained in the same transaction as the object rows, so listing a page and reading
@@ -115,7 +116,7 @@ pub struct SqliteMeta {
     path: PathBuf,
     writer: mpsc::Sender<Box<dyn WriteTask>>,
     /// Idle read connections, each with the moment it was last returned.
-    readers: Arc<Mutex<Vec<(Connection, std::time::Instant)>>>,
+    readers: Arc<Readers>,
     /// Where far listing pages start (see [`ListingMarks`]).
     marks: Arc<ListingMarks>,
 }
@@ -292,42 +293,65 @@ impl SqliteMeta {
     {
         let readers = self.readers.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers
-                .lock()
-                .ok()
-                .and_then(|mut idle| idle.pop())
-                .map(|(conn, _)| conn);
-            let conn = match pooled {
-                Some(conn) => conn,
-                None => {
-                    let conn = open_connection(&path)?;
-                    // A small page cache per reader: the OS page cache holds the hot pages once
-                    // for all of them, and sixteen default 2 MiB caches were most of the memory a
-                    // server kept after a burst of concurrent reads.
-                    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -256;")?;
-                    conn
-                }
-            };
-            // One snapshot per read, even when it takes several statements.
-            let result = match conn.prepare_cached("BEGIN").and_then(|mut begin| begin.execute([])) {
-                Ok(_) => {
-                    let result = work(&conn);
-                    let _ = conn.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([]));
-                    result
-                }
-                Err(e) => Err(e.into()),
-            };
-            if let Ok(mut idle) = readers.lock()
-                && idle.len() < MAX_IDLE_READERS
-            {
-                idle.push((conn, std::time::Instant::now()));
-            }
-            result
-        })
-        .await
-        .map_err(|e| MetaError::Failed(Box::new(e)))?
+        tokio::task::spawn_blocking(move || read_pooled(&readers, &path, work))
+            .await
+            .map_err(|e| MetaError::Failed(Box::new(e)))?
     }
+
+    /// A read of a few rows found through an index (a membership, an organization, one object's
+    /// row), run on the caller's thread. Its pages are almost always in SQLite's or the OS's
+    /// cache, so it costs microseconds; the hop to the blocking pool and back cost more than the
+    /// read itself (measured with 16 clients on two cores: properties 1.7x, get 1.25x, set 1.14x
+    /// faster without it). A WAL reader never waits for the writer. Anything that may touch
+    /// many rows (a page, a scan) goes through [`SqliteMeta::read`].
+    fn lookup<T, F>(&self, work: F) -> MetaResult<T>
+    where
+        F: FnOnce(&Connection) -> MetaResult<T>,
+    {
+        read_pooled(&self.readers, &self.path, work)
+    }
+}
+
+/// Idle read connections, each with when it was last used.
+type Readers = Mutex<Vec<(Connection, std::time::Instant)>>;
+
+/// Runs `work` in one read transaction on a pooled connection (opening one when none is idle)
+/// and returns the connection to the pool. Blocking.
+fn read_pooled<T, F>(readers: &Readers, path: &Path, work: F) -> MetaResult<T>
+where
+    F: FnOnce(&Connection) -> MetaResult<T>,
+{
+    let pooled = readers
+        .lock()
+        .ok()
+        .and_then(|mut idle| idle.pop())
+        .map(|(conn, _)| conn);
+    let conn = match pooled {
+        Some(conn) => conn,
+        None => {
+            let conn = open_connection(path)?;
+            // A small page cache per reader: the OS page cache holds the hot pages once
+            // for all of them, and sixteen default 2 MiB caches were most of the memory a
+            // server kept after a burst of concurrent reads.
+            conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -256;")?;
+            conn
+        }
+    };
+    // One snapshot per read, even when it takes several statements.
+    let result = match conn.prepare_cached("BEGIN").and_then(|mut begin| begin.execute([])) {
+        Ok(_) => {
+            let result = work(&conn);
+            let _ = conn.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([]));
+            result
+        }
+        Err(e) => Err(e.into()),
+    };
+    if let Ok(mut idle) = readers.lock()
+        && idle.len() < MAX_IDLE_READERS
+    {
+        idle.push((conn, std::time::Instant::now()));
+    }
+    result
 }
 
 /// `query_row` through the connection's statement cache: hot statements are compiled once per
@@ -1556,8 +1580,7 @@ impl Identities for SqliteMeta {
     }
 
     async fn org(&self, org: &OrgId) -> MetaResult<Option<Organization>> {
-        let org = org.clone();
-        self.read(move |conn| {
+        self.lookup(|conn| {
             Ok(cached_row(
                 conn,
                 &format!("{ORG_SELECT} WHERE o.id = ?1"),
@@ -1567,7 +1590,6 @@ impl Identities for SqliteMeta {
             .optional()?
             .flatten())
         })
-        .await
     }
 
     async fn list_orgs(&self) -> MetaResult<Vec<Organization>> {
@@ -1669,8 +1691,7 @@ impl Identities for SqliteMeta {
     }
 
     async fn org_by_bucket(&self, bucket: &BucketAlias) -> MetaResult<Option<Organization>> {
-        let bucket = bucket.clone();
-        self.read(move |conn| {
+        self.lookup(|conn| {
             Ok(cached_row(
                 conn,
                 &format!("{ORG_SELECT} WHERE o.bucket = ?1"),
@@ -1680,7 +1701,6 @@ impl Identities for SqliteMeta {
             .optional()?
             .flatten())
         })
-        .await
     }
 
     async fn create_user(
@@ -1720,7 +1740,7 @@ impl Identities for SqliteMeta {
     }
 
     async fn user(&self, user: UserId) -> MetaResult<Option<User>> {
-        self.read(move |conn| {
+        self.lookup(|conn| {
             Ok(cached_row(
                 conn,
                 &format!("{USER_SELECT} WHERE id = ?1"),
@@ -1729,7 +1749,6 @@ impl Identities for SqliteMeta {
             )
             .optional()?)
         })
-        .await
     }
 
     async fn list_users(&self) -> MetaResult<Vec<User>> {
@@ -1814,8 +1833,7 @@ impl Identities for SqliteMeta {
     }
 
     async fn s3_key(&self, access_key: &str) -> MetaResult<Option<S3Key>> {
-        let access_key = access_key.to_owned();
-        self.read(move |conn| {
+        self.lookup(|conn| {
             Ok(cached_row(
                 conn,
                 &format!("{S3_KEY_SELECT} WHERE k.access_key = ?1"),
@@ -1824,7 +1842,6 @@ impl Identities for SqliteMeta {
             )
             .optional()?)
         })
-        .await
     }
 
     async fn list_s3_keys(&self, user: Option<UserId>) -> MetaResult<Vec<S3Key>> {
@@ -1883,8 +1900,7 @@ impl Identities for SqliteMeta {
     }
 
     async fn membership(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Membership>> {
-        let org = org.clone();
-        self.read(move |conn| {
+        self.lookup(|conn| {
             let raw = cached_row(conn,
                     "SELECT org_id, user_id, can_read, can_write, can_delete, is_admin FROM members WHERE org_id = ?1 AND user_id = ?2",
                     params![org.as_str(), user.0],
@@ -1893,12 +1909,10 @@ impl Identities for SqliteMeta {
                 .optional()?;
             Ok(raw.map(|(_, _, permissions)| Membership { org: org.clone(), user, permissions }))
         })
-        .await
     }
 
     async fn standing(&self, org: &OrgId, user: UserId) -> MetaResult<Option<Standing>> {
-        let org = org.clone();
-        self.read(move |conn| {
+        self.lookup(|conn| {
             Ok(cached_row(
                 conn,
                 "SELECT u.disabled, m.can_read, m.can_write, m.can_delete, m.is_admin FROM users u \
@@ -1925,7 +1939,6 @@ impl Identities for SqliteMeta {
             )
             .optional()?)
         })
-        .await
     }
 
     async fn user_memberships(&self, user: UserId) -> MetaResult<Vec<Membership>> {
@@ -1965,17 +1978,15 @@ impl Identities for SqliteMeta {
 #[async_trait]
 impl Objects for SqliteMeta {
     async fn key_kind(&self, org: &OrgId, key: &Key) -> MetaResult<KeyKind> {
-        let (org, key) = (org.clone(), key.clone());
-        self.read(move |conn| {
-            if let Some(object) = load_object(conn, &org, &key)? {
+        self.lookup(|conn| {
+            if let Some(object) = load_object(conn, org, key)? {
                 return Ok(KeyKind::File(Box::new(object)));
             }
-            if folder_exists(conn, &org, key.as_str())? {
+            if folder_exists(conn, org, key.as_str())? {
                 return Ok(KeyKind::Folder);
             }
             Ok(KeyKind::Missing)
         })
-        .await
     }
 
     async fn put_object(&self, org: &OrgId, object: NewObject, quota: Quota) -> MetaResult<PutOutcome> {
@@ -2003,15 +2014,11 @@ impl Objects for SqliteMeta {
     }
 
     async fn usage(&self, org: &OrgId) -> MetaResult<Usage> {
-        let org = org.clone();
-        self.read(move |conn| Ok(root_usage(conn, &org)?.unwrap_or_default()))
-            .await
+        self.lookup(|conn| Ok(root_usage(conn, org)?.unwrap_or_default()))
     }
 
     async fn folder_usage(&self, org: &OrgId, folder: &FolderPath) -> MetaResult<Option<Usage>> {
-        let (org, folder) = (org.clone(), folder.clone());
-        self.read(move |conn| folder_usage_of(conn, &org, folder.as_str()))
-            .await
+        self.lookup(|conn| folder_usage_of(conn, org, folder.as_str()))
     }
 
     async fn file_md5s(
@@ -2078,8 +2085,7 @@ impl Uploads for SqliteMeta {
     }
 
     async fn upload(&self, org: &OrgId, id: &str) -> MetaResult<Option<MultipartUpload>> {
-        let (org, id) = (org.clone(), id.to_owned());
-        self.read(move |conn| {
+        self.lookup(|conn| {
             Ok(cached_row(
                 conn,
                 &format!("{UPLOAD_SELECT} WHERE org_id = ?1 AND id = ?2"),
@@ -2089,7 +2095,6 @@ impl Uploads for SqliteMeta {
             .optional()?
             .flatten())
         })
-        .await
     }
 
     async fn put_part(&self, org: &OrgId, id: &str, part: &PartRecord, quota: Quota) -> MetaResult<PartOutcome> {
@@ -2208,8 +2213,7 @@ impl Sessions for SqliteMeta {
     }
 
     async fn session(&self, id_hash: &str) -> MetaResult<Option<ConsoleSession>> {
-        let id_hash = id_hash.to_owned();
-        self.read(move |conn| {
+        self.lookup(|conn| {
             Ok(cached_row(
                 conn,
                 "SELECT id_hash, user_id, csrf, token_tag, created, last_seen FROM console_sessions WHERE id_hash = ?1",
@@ -2227,7 +2231,6 @@ impl Sessions for SqliteMeta {
             )
             .optional()?)
         })
-        .await
     }
 
     async fn touch_session(&self, id_hash: &str, now: Millis) -> MetaResult<()> {
@@ -2340,8 +2343,7 @@ impl Jobs for SqliteMeta {
     }
 
     async fn job(&self, job: &JobId) -> MetaResult<Option<Job>> {
-        let job = job.clone();
-        self.read(move |conn| {
+        self.lookup(|conn| {
             let raw: Option<(String, i64, i64)> = cached_row(
                 conn,
                 "SELECT org_id, created, expires FROM jobs WHERE id = ?1",
@@ -2358,7 +2360,6 @@ impl Jobs for SqliteMeta {
                 })
             }))
         })
-        .await
     }
 
     async fn job_entries(&self, job: &JobId) -> MetaResult<Vec<JobEntry>> {
