@@ -3,7 +3,8 @@
 //! [`LocalBlobs`]. A file costs a create, an fsync of its data and an fsync of its directory; a
 //! small body costs a share of one WAL fsync, because a writer thread commits every small body
 //! queued at that moment in one transaction (group commit) and answers each only after the
-//! commit. The durability promise is the same: `finish` returns once the body is on disk.
+//! commit. The durability promise is the same: `finish` returns once the body is on disk. A read
+//! of one body by its id runs on the caller's thread (a primary-key lookup in cached pages).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -30,7 +31,10 @@ type Insert = (BlobId, Vec<u8>, i64, oneshot::Sender<Result<(), String>>);
 pub struct SmallAndLocalBlobs {
     files: Arc<LocalBlobs>,
     inserts: mpsc::Sender<Insert>,
+    /// For scans, deletes and pings, on the blocking pool.
     reader: Arc<Mutex<Connection>>,
+    /// For reads of one body by its id, on the caller's thread (see [`SmallAndLocalBlobs::lookup`]).
+    lookups: Mutex<Connection>,
     threshold: usize,
 }
 
@@ -171,6 +175,7 @@ impl SmallAndLocalBlobs {
         let writer = open_db(&path).map_err(db_error)?;
         crate::schema::upgrade_sqlite(&writer, STORE, SCHEMA).map_err(BlobError::Schema)?;
         let reader = open_db(&path).map_err(db_error)?;
+        let lookups = open_db(&path).map_err(db_error)?;
         let (inserts, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("stowage-small-blobs".into())
@@ -180,6 +185,7 @@ impl SmallAndLocalBlobs {
             files,
             inserts,
             reader: Arc::new(Mutex::new(reader)),
+            lookups: Mutex::new(lookups),
             threshold,
         })
     }
@@ -191,19 +197,21 @@ impl SmallAndLocalBlobs {
     }
 
     /// The body of a blob kept in the table, or `None` when it is a file.
-    async fn small_body(&self, id: &BlobId) -> Result<Option<Bytes>, BlobError> {
-        let key = id.clone();
-        let body = self
-            .read(move |conn| {
-                conn.query_row(
-                    "SELECT body FROM small_blobs WHERE id = ?1",
-                    params![key.as_str()],
-                    |r| r.get::<_, Vec<u8>>(0),
-                )
+    fn small_body(&self, id: &BlobId) -> Result<Option<Bytes>, BlobError> {
+        let body = self.lookup(|conn| {
+            conn.prepare_cached("SELECT body FROM small_blobs WHERE id = ?1")?
+                .query_row(params![id.as_str()], |r| r.get::<_, Vec<u8>>(0))
                 .optional()
-            })
-            .await?;
+        })?;
         Ok(body.map(Bytes::from))
+    }
+
+    /// A read of one row by its primary key, run on the caller's thread on a connection of its
+    /// own: it costs microseconds (the row's pages are cached), less than a hop to the blocking
+    /// pool, and never waits behind a scan of the other connection.
+    fn lookup<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, BlobError> {
+        let conn = self.lookups.lock().map_err(|_| db_error("lock poisoned"))?;
+        work(&conn).map_err(db_error)
     }
 
     async fn read<T: Send + 'static>(
@@ -284,9 +292,10 @@ impl BlobWriter for SmallWriter {
 
 #[async_trait]
 impl BlobStore for SmallAndLocalBlobs {
-    /// Drops the reader connection's cached pages (the writer's are bounded by SQLite's soft
+    /// Drops the reader connections' cached pages (the writer's are bounded by SQLite's soft
     /// heap limit, set by the metadata store for the whole process).
     async fn shed_idle_memory(&self) -> Result<(), BlobError> {
+        self.lookup(|conn| conn.release_memory())?;
         self.read(|conn| conn.release_memory()).await
     }
 
@@ -302,14 +311,14 @@ impl BlobStore for SmallAndLocalBlobs {
     }
 
     async fn open(&self, id: &BlobId) -> Result<BlobStream, BlobError> {
-        match self.small_body(id).await? {
+        match self.small_body(id)? {
             Some(body) => Ok(Box::pin(futures::stream::once(async move { Ok(body) }))),
             None => self.files.open(id).await,
         }
     }
 
     async fn open_range(&self, id: &BlobId, range: std::ops::Range<u64>) -> Result<BlobStream, BlobError> {
-        match self.small_body(id).await? {
+        match self.small_body(id)? {
             Some(body) => {
                 let end = usize::try_from(range.end).unwrap_or(usize::MAX).min(body.len());
                 let start = usize::try_from(range.start).unwrap_or(usize::MAX).min(end);
@@ -330,17 +339,11 @@ impl BlobStore for SmallAndLocalBlobs {
     }
 
     async fn size(&self, id: &BlobId) -> Result<Option<u64>, BlobError> {
-        let key = id.clone();
-        let small = self
-            .read(move |conn| {
-                conn.query_row(
-                    "SELECT length(body) FROM small_blobs WHERE id = ?1",
-                    params![key.as_str()],
-                    |r| r.get::<_, i64>(0),
-                )
+        let small = self.lookup(|conn| {
+            conn.prepare_cached("SELECT length(body) FROM small_blobs WHERE id = ?1")?
+                .query_row(params![id.as_str()], |r| r.get::<_, i64>(0))
                 .optional()
-            })
-            .await?;
+        })?;
         match small {
             Some(size) => Ok(Some(size.max(0) as u64)),
             None => self.files.size(id).await,
