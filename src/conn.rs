@@ -201,10 +201,11 @@ impl Gate {
 
 /// Answers a connection turned away at the cap with a 503, then reads and drops what the client
 /// sent (so that closing does not reset the connection before the answer is read). The answer
-/// waits (briefly) for the request's first bytes: an HTTP client such as hyper treats an answer
-/// that arrives before it has sent its request as a broken connection, not as a 503.
+/// waits (briefly) for the whole request head: an HTTP client such as hyper treats an answer that
+/// arrives before it has finished writing its request as a broken connection, not as a 503 (it
+/// did, under load, when the answer waited only for the request's first bytes).
 async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
-    let _ = tokio::time::timeout(REQUEST_WAIT, stream.readable()).await;
+    let _ = tokio::time::timeout(REQUEST_WAIT, read_request_head(&mut stream)).await;
     let body = format!(
         "{{\"success\":false,\"errors\":[\"The server has {limit} connections open, as many as it allows at once \
          (max_connections); try again in a few seconds\"]}}"
@@ -224,6 +225,31 @@ async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
             Ok(0) | Err(_) => return,
             Ok(n) => read += n,
         }
+    }
+}
+
+/// Most bytes read while waiting for the end of a refused connection's request head.
+const HEAD_LIMIT: usize = 64 * 1024;
+
+/// Reads and drops what a client sends up to the blank line that ends its request head (or
+/// [`HEAD_LIMIT`] bytes, or the client's end of the stream).
+async fn read_request_head(stream: &mut tokio::net::TcpStream) {
+    let mut chunk = [0u8; 4096];
+    // The last three bytes of what came before, then the newest chunk: a "\r\n\r\n" split
+    // across two reads is still found.
+    let mut window = Vec::with_capacity(chunk.len() + 3);
+    let mut read = 0;
+    while read < HEAD_LIMIT {
+        let n = match tokio::io::AsyncReadExt::read(stream, &mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        read += n;
+        window.extend_from_slice(&chunk[..n]);
+        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+            return;
+        }
+        window.drain(..window.len().saturating_sub(3));
     }
 }
 
@@ -596,6 +622,43 @@ mod tests {
 
     const IDLE: Duration = Duration::from_secs(60);
     const STALL: Duration = Duration::from_secs(10);
+
+    /// A refused connection's 503 waits for the end of the request head, even when the head
+    /// comes in pieces (the blank line split across two writes here).
+    #[tokio::test]
+    async fn a_refusal_is_answered_after_the_whole_request_head() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            refuse(stream, 7).await;
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: example\r\n\r")
+            .await
+            .expect("send");
+        let mut first = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(300), client.read(&mut first)).await;
+        assert!(
+            early.is_err(),
+            "answered before the request head was complete: {early:?}"
+        );
+        client.write_all(b"\n").await.expect("send");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+        assert!(answer.contains("retry-after: "), "{answer}");
+        assert!(answer.contains("The server has 7 connections open"), "{answer}");
+        // The refusal reads what the client still sends until the client closes.
+        drop(client);
+        server.await.expect("the refusal ends");
+    }
 
     #[test]
     fn the_budget_leaves_room_for_two_descriptors_per_connection_and_a_reserve() {

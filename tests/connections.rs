@@ -458,9 +458,9 @@ async fn connections_beyond_the_cap_are_turned_away_with_one_log_line() {
         "40 refusals took {:?}: they should be immediate",
         started.elapsed()
     );
-    // An HTTP client sees the refusal as an answer. (On a loaded machine hyper can still read the
-    // 503 as a broken connection, when it arrives before hyper has written its request; a
-    // client retries then, as this does, a few times.)
+    // An HTTP client sees the refusal as an answer: it comes after the whole request head. (A
+    // connection past the refusals answered at once is closed without an answer; a client
+    // retries then, as this does, a few times.)
     let mut last_error = None;
     let mut refused = None;
     for _ in 0..10 {
